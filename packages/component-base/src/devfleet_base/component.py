@@ -51,9 +51,7 @@ class ComponentContext(Protocol):
         """A logger whose records are shipped with the node's logs."""
         ...
 
-    async def publish(
-        self, subtopic: str, payload: Any, *, retain: bool = False, qos: int = 0
-    ) -> None:
+    async def publish(self, subtopic: str, payload: Any, *, retain: bool = False, qos: int = 0) -> None:
         """Publish JSON under ``nodes/{node}/components/{name}/{subtopic}``."""
         ...
 

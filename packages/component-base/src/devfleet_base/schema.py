@@ -101,10 +101,7 @@ class Field:
             if self.schema is not None:
                 value = self.schema.validate(value, path=path)
             elif self.values is not None:
-                value = {
-                    _check_key(k, path): self.values.check(v, f"{path}.{k}")
-                    for k, v in value.items()
-                }
+                value = {_check_key(k, path): self.values.check(v, f"{path}.{k}") for k, v in value.items()}
         return value
 
     def _check_bounds(self, value: Any, path: str) -> None:

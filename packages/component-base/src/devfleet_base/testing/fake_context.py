@@ -51,9 +51,7 @@ class FakeContext:
     def log(self) -> logging.Logger:
         return self._log
 
-    async def publish(
-        self, subtopic: str, payload: Any, *, retain: bool = False, qos: int = 0
-    ) -> None:
+    async def publish(self, subtopic: str, payload: Any, *, retain: bool = False, qos: int = 0) -> None:
         self.published.append(Published(subtopic, json.loads(json.dumps(payload)), retain, qos))
         self._changed.set()
 

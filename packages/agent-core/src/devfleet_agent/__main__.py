@@ -1,0 +1,3 @@
+from devfleet_agent.cli import main
+
+raise SystemExit(main())

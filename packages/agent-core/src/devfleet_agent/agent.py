@@ -1,0 +1,577 @@
+"""The agent: one MQTT session, the node's retained description, and the loops.
+
+The agent is deliberately boring: connectivity, lifecycle and command handling.
+Behaviour lives in subsystems (components, dynamic actors) that plug in through
+:meth:`Agent.route`, :meth:`Agent.add_provider`, :meth:`Agent.on_config` and the
+dispatcher.
+
+Ordering of retained descriptions: every one carries ``session`` (a counter
+persisted on the device, bumped at each start) and ``version`` (increasing
+within the process, reconnects included). The will is prepared at connect time
+with the version it reserves then, so a late will sorts below any birth that
+followed it; the console keeps the newest by ``(session, version)``, and the
+agent itself re-publishes ``online`` if a stale will overwrote it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
+
+from devfleet_base import contract
+from devfleet_base.contract import Command, TopicMatch
+from devfleet_base.errors import ConfigError, ContractError, DevfleetError
+from devfleet_base.signing import ReplayGuard
+
+from .commands import Dispatcher
+from .config_store import ConfigStore
+from .describe import host_facts
+from .logship import LogShipper
+from .mqtt import Inbound, MqttSession, SessionOptions, TlsOptions, Will
+from .settings import Settings
+from .storage import atomic_write_json, read_json
+
+__all__ = ["Agent", "RouteHandler", "Subsystem"]
+
+log = logging.getLogger("devfleet.agent")
+
+RouteHandler = Callable[[Inbound, TopicMatch], Awaitable[None]]
+Provider = Callable[[], Any]
+
+
+class Subsystem(Protocol):
+    """Something the agent starts after its own setup and stops before it disconnects."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class Agent:
+    """One node's agent.
+
+    Args:
+        settings: local settings (see :mod:`devfleet_agent.settings`).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.node = settings.name
+        self.data_dir = settings.resolved_data_dir
+        self.started_at = time.time()
+        self._monotonic_start = time.monotonic()
+        self.session_counter = 0
+        self._version = 0
+        self.store = ConfigStore(self.data_dir / "config")
+        self.guard = ReplayGuard()
+        self.dispatcher = Dispatcher(
+            self.node,
+            self._send_receipt,
+            signing_key=settings.signing_key_bytes(),
+            guard=self.guard,
+            on_verified=self.save_replay_state,
+        )
+        self.logs = LogShipper(self._publish_logs, self.node)
+        self.mqtt = MqttSession(
+            SessionOptions(
+                host=settings.broker,
+                port=settings.port,
+                client_id=f"devfleet-{self.node}",
+                username=settings.username,
+                password=settings.password,
+                tls=TlsOptions(settings.tls_ca, settings.tls_cert, settings.tls_key, settings.tls_insecure)
+                if settings.tls
+                else None,
+                protocol=settings.protocol,
+                keepalive=settings.keepalive,
+            ),
+            on_message=self._on_message,
+            on_connect=self._on_connect,
+            will=self._make_will,
+        )
+        self._routes: dict[str, RouteHandler] = {}
+        self._providers: dict[str, dict[str, Provider]] = {"meta": {}, "state": {}, "heartbeat": {}}
+        self._config_hooks: list[Callable[[dict[str, Any]], Awaitable[None]]] = []
+        self._subsystems: list[Subsystem] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stop = asyncio.Event()
+        self._wake_loops = asyncio.Event()
+        self._state_dirty = False
+        self._config_lock = asyncio.Lock()
+        self._desired_error: dict[str, Any] | None = None
+        self.exit_code = 0
+        self.restart_requested = False
+        self.stop_reason = ""
+        self._sampler: Any = None
+        self._register_builtin_commands()
+
+    # ---- extension points -----------------------------------------------------------
+
+    def route(self, kind: str, handler: RouteHandler) -> None:
+        """Send inbound messages whose :func:`~devfleet_base.contract.parse_topic` kind
+        is ``kind`` (``spawn``, ``by_name_task``, ...) to ``handler``."""
+        self._routes[kind] = handler
+
+    def add_provider(self, section: str, key: str, provider: Provider) -> None:
+        """Contribute ``key`` to the ``meta``, ``state`` or ``heartbeat`` payload."""
+        self._providers[section][key] = provider
+
+    def on_config(self, hook: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        """Awaited with the whole node config at start and after every change."""
+        self._config_hooks.append(hook)
+
+    def add_subsystem(self, subsystem: Subsystem) -> None:
+        self._subsystems.append(subsystem)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run a background task whose failure is logged, never silently lost."""
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    def state_changed(self) -> None:
+        """Publish the retained state soon (changes in one loop turn are coalesced)."""
+        if self._state_dirty:
+            return
+        self._state_dirty = True
+        asyncio.get_running_loop().call_soon(lambda: self.spawn(self._publish_state(), "state"))
+
+    def request_stop(self, reason: str, *, exit_code: int = 0, restart: bool = False) -> None:
+        self.stop_reason = reason
+        self.exit_code = exit_code
+        self.restart_requested = restart
+        self._stop.set()
+
+    @property
+    def uptime(self) -> float:
+        return time.monotonic() - self._monotonic_start
+
+    # ---- publishing ------------------------------------------------------------------
+
+    async def publish_json(
+        self,
+        topic: str,
+        obj: Any,
+        *,
+        qos: int = 0,
+        retain: bool = False,
+        wait: bool = False,
+        correlation: bytes | None = None,
+    ) -> bool:
+        return await self.mqtt.publish(
+            topic, contract.encode(obj), qos=qos, retain=retain, wait=wait, correlation=correlation
+        )
+
+    def _next_version(self) -> int:
+        self._version += 1
+        return self._version
+
+    def _envelope(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "session": self.session_counter,
+            "version": self._next_version(),
+            "ts": time.time(),
+        }
+
+    def meta_payload(self) -> dict[str, Any]:
+        payload = self._envelope()
+        payload.update(host_facts())
+        payload["commands"] = self.dispatcher.verbs()
+        payload["groups"] = list(self.store.config.get("groups", []))
+        payload["description"] = self.store.config.get("description", "")
+        payload["capabilities"] = ["commands", "config", "telemetry", "logs"]
+        payload["signed_commands"] = self.settings.signing_key_bytes() is not None
+        payload["started_at"] = self.started_at
+        self._add_provided(payload, "meta")
+        return payload
+
+    def state_payload(self) -> dict[str, Any]:
+        payload = self._envelope()
+        self._add_provided(payload, "state")
+        return payload
+
+    def cfg_payload(self) -> dict[str, Any]:
+        payload = self._envelope()
+        payload.update(
+            config_version=self.store.version,
+            config=self.store.config,
+            applied_id=self.store.applied_id,
+            updated_at=self.store.updated_at,
+            kept_versions=self.store.versions(),
+        )
+        if self._desired_error is not None:
+            payload["desired_error"] = self._desired_error
+        if self.store.recovered_from is not None:
+            payload["recovered_from"] = self.store.recovered_from
+        return payload
+
+    def status_payload(self, status: str) -> dict[str, Any]:
+        payload = self._envelope()
+        payload["status"] = status
+        return payload
+
+    def _add_provided(self, payload: dict[str, Any], section: str) -> None:
+        for key, provider in self._providers[section].items():
+            try:
+                payload[key] = provider()
+            except Exception:
+                log.exception("%s provider %r failed", section, key)
+
+    async def publish_birth(self) -> None:
+        """Publish every retained description: meta, status online, state, cfg."""
+        await self.publish_json(
+            contract.node_topic(self.node, "meta"), self.meta_payload(), qos=1, retain=True
+        )
+        await self.publish_json(
+            contract.node_topic(self.node, "status"),
+            self.status_payload("online"),
+            qos=1,
+            retain=True,
+        )
+        await self.publish_json(
+            contract.node_topic(self.node, "state"), self.state_payload(), qos=1, retain=True
+        )
+        await self.publish_json(contract.node_topic(self.node, "cfg"), self.cfg_payload(), qos=1, retain=True)
+
+    async def publish_meta(self) -> None:
+        await self.publish_json(
+            contract.node_topic(self.node, "meta"), self.meta_payload(), qos=1, retain=True
+        )
+
+    async def _publish_state(self) -> None:
+        self._state_dirty = False
+        await self.publish_json(
+            contract.node_topic(self.node, "state"), self.state_payload(), qos=1, retain=True
+        )
+
+    async def _publish_cfg(self) -> None:
+        await self.publish_json(contract.node_topic(self.node, "cfg"), self.cfg_payload(), qos=1, retain=True)
+
+    async def _publish_logs(self, batch: dict[str, Any]) -> bool:
+        if not self.mqtt.connected:
+            return False
+        return await self.publish_json(contract.node_topic(self.node, "logs"), batch, qos=1, wait=True)
+
+    async def _send_receipt(self, topic: str, receipt: dict[str, Any], correlation: bytes | None) -> None:
+        if not await self.publish_json(topic, receipt, qos=1, correlation=correlation):
+            log.warning("receipt %s for %s not sent (offline)", receipt.get("status"), receipt.get("id"))
+
+    def _make_will(self) -> Will:
+        return Will(
+            contract.node_topic(self.node, "status"),
+            contract.encode(self.status_payload("lost")),
+            qos=1,
+            retain=True,
+        )
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def _load_persistent(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store.load()
+        if self.store.recovered_from:
+            log.error(
+                "config on disk was damaged (%s); using version %d",
+                self.store.recovered_from,
+                self.store.version,
+            )
+        counters_path = self.data_dir / "session.json"
+        try:
+            counters = read_json(counters_path)
+            previous = int(counters.get("session", 0)) if isinstance(counters, dict) else 0
+        except (FileNotFoundError, ValueError, TypeError):
+            previous = 0
+        self.session_counter = previous + 1
+        atomic_write_json(counters_path, {"session": self.session_counter})
+        try:
+            replay = read_json(self.data_dir / "replay.json")
+            if isinstance(replay, dict):
+                self.guard = ReplayGuard({str(k): int(v) for k, v in replay.items() if isinstance(v, int)})
+                self.dispatcher.guard = self.guard
+        except (FileNotFoundError, ValueError):
+            pass
+
+    def save_replay_state(self) -> None:
+        atomic_write_json(self.data_dir / "replay.json", self.guard.state())
+
+    async def run(self) -> int:
+        """Run until stopped; return the exit code."""
+        self._load_persistent()
+        root = logging.getLogger()
+        root.addHandler(self.logs)
+        self.logs.configure(self.store.config["logs"])
+        await self._apply_config(self.store.config)
+        mqtt_task = self.spawn(self.mqtt.run(), "mqtt")
+        for sub in self._subsystems:
+            try:
+                await sub.start()
+            except Exception:
+                log.exception("subsystem %s failed to start", type(sub).__name__)
+        self.spawn(self._heartbeat_loop(), "heartbeat")
+        self.spawn(self._telemetry_loop(), "telemetry")
+        self.spawn(self.logs.run(), "logs")
+        log.info("agent %s started (session %d)", self.node, self.session_counter)
+        stop_wait = asyncio.ensure_future(self._stop.wait())
+        done, _ = await asyncio.wait({stop_wait, mqtt_task}, return_when=asyncio.FIRST_COMPLETED)
+        if mqtt_task in done and not mqtt_task.cancelled() and mqtt_task.exception() is not None:
+            exc = mqtt_task.exception()
+            self.request_stop(str(exc), exit_code=3)
+        stop_wait.cancel()
+        await self._shutdown()
+        root.removeHandler(self.logs)
+        return self.exit_code
+
+    async def _shutdown(self) -> None:
+        log.info("agent %s stopping: %s", self.node, self.stop_reason or "requested")
+        for sub in reversed(self._subsystems):
+            try:
+                await asyncio.wait_for(sub.stop(), 10.0)
+            except Exception:
+                log.exception("subsystem %s failed to stop", type(sub).__name__)
+        await self.dispatcher.drain()
+        if self.mqtt.connected:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.logs.ship(), 2.0)
+        # paho sends no will on a clean disconnect: say "offline" ourselves.
+        await self.mqtt.close(
+            [
+                (
+                    contract.node_topic(self.node, "status"),
+                    contract.encode(self.status_payload("offline")),
+                    1,
+                    True,
+                )
+            ]
+        )
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _on_connect(self) -> None:
+        await self.publish_birth()
+
+    # ---- loops -----------------------------------------------------------------------
+
+    def _sampler_or_none(self) -> Any:
+        if self._sampler is None:
+            from .telemetry import Sampler
+
+            self._sampler = Sampler()
+        return self._sampler
+
+    def heartbeat_payload(self) -> dict[str, Any]:
+        sampler = self._sampler_or_none()
+        payload: dict[str, Any] = {
+            "node": self.node,
+            "node_id": contract.node_id(self.node),
+            "agents": [],
+            "agent_count": 0,
+            "broker": f"{self.settings.broker}:{self.settings.port}",
+            "timestamp": time.time(),
+            "session": self.session_counter,
+            "uptime": round(self.uptime, 1),
+            "status": "online",
+            "commands": dict(self.dispatcher.counts),
+            "logs": {
+                "pending": self.logs.pending,
+                "shipped": self.logs.shipped,
+                "dropped": self.logs.dropped,
+            },
+        }
+        payload.update(sampler.sample())
+        payload["agent"] = sampler.agent_usage()
+        self._add_provided(payload, "heartbeat")
+        return payload
+
+    async def _sleep_or_wake(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake_loops.wait(), seconds)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await self.mqtt.wait_connected()
+            await self.publish_json(contract.node_topic(self.node, "heartbeat"), self.heartbeat_payload())
+            await self._sleep_or_wake(self.store.config["heartbeat"]["interval"])
+
+    async def _telemetry_loop(self) -> None:
+        while True:
+            section = self.store.config["telemetry"]
+            if section["enabled"] and self.mqtt.connected:
+                now = time.time()
+                for metric, value in self._sampler_or_none().sample(section["metrics"]).items():
+                    await self.publish_json(
+                        contract.node_telemetry_topic(self.node, metric),
+                        {"value": value, "unit": "%", "ts": now},
+                    )
+            await self._sleep_or_wake(section["interval"])
+
+    # ---- inbound ---------------------------------------------------------------------
+
+    def _on_message(self, msg: Inbound) -> None:
+        match = contract.parse_topic(msg.topic)
+        if match is None:
+            log.debug("ignoring message on %s", msg.topic)
+            return
+        if match.kind == "cmd":
+            self.spawn(
+                self.dispatcher.handle(
+                    msg.topic,
+                    match,
+                    msg.payload,
+                    response_topic=msg.response_topic,
+                    correlation=msg.correlation,
+                ),
+                f"cmd {match.verb}",
+            )
+        elif match.kind == "cfg_desired":
+            self.spawn(self._on_desired(msg), "desired")
+        elif match.kind == "status" and match.node == self.node:
+            self._on_own_status(msg)
+        elif match.kind in self._routes:
+            self.spawn(self._guarded(self._routes[match.kind], msg, match), match.kind)
+
+    async def _guarded(self, handler: RouteHandler, msg: Inbound, match: TopicMatch) -> None:
+        try:
+            await handler(msg, match)
+        except Exception:
+            log.exception("handler for %s failed", msg.topic)
+
+    def _on_own_status(self, msg: Inbound) -> None:
+        if self._stop.is_set() or not self.mqtt.connected:
+            return
+        try:
+            payload = contract.decode(msg.payload) if msg.payload else None
+        except ContractError:
+            payload = None
+        if isinstance(payload, dict) and payload.get("status") == "online":
+            return
+        # A stale will (or a purge) replaced our birth while we are alive: be born again.
+        log.warning(
+            "retained status of this node says %r; publishing the birth again",
+            (payload or {}).get("status"),
+        )
+        self.spawn(self.publish_birth(), "rebirth")
+
+    async def _on_desired(self, msg: Inbound) -> None:
+        if not msg.payload:
+            return  # desired cleared
+        match = TopicMatch("cmd", node=self.node, verb="configure", scope="node")
+        try:
+            payload = contract.decode(msg.payload)
+            command = Command.from_wire("configure", payload)
+        except ContractError as exc:
+            self._desired_error = {"code": exc.code, "message": exc.message}
+            await self._publish_cfg()
+            return
+        if command.id == self.store.applied_id:
+            return  # already applied (the retained message comes back on every connect)
+        await self.dispatcher.handle(msg.topic, match, msg.payload)
+
+    # ---- built-in commands -------------------------------------------------------------
+
+    def _register_builtin_commands(self) -> None:
+        d = self.dispatcher
+        d.register("ping", self._cmd_ping, doc="Answer with uptime and session.", readonly=True)
+        d.register(
+            "rebirth",
+            self._cmd_rebirth,
+            doc="Publish every retained description again.",
+            readonly=True,
+        )
+        d.register("restart", self._cmd_restart, doc="Re-execute the agent process.")
+        d.register(
+            "configure",
+            self._cmd_configure,
+            doc="Change the node config (set, replace, rollback_to).",
+        )
+        d.register(
+            "config_get",
+            self._cmd_config_get,
+            doc="Return the config and kept versions.",
+            readonly=True,
+        )
+
+    async def _cmd_ping(self, cmd: Command) -> dict[str, Any]:
+        return {
+            "pong": True,
+            "node": self.node,
+            "session": self.session_counter,
+            "uptime": round(self.uptime, 3),
+        }
+
+    async def _cmd_rebirth(self, cmd: Command) -> dict[str, Any]:
+        await self.publish_birth()
+        return {"republished": list(contract.NODE_DESCRIPTIONS)}
+
+    async def _cmd_restart(self, cmd: Command) -> dict[str, Any]:
+        # Stop after the ok receipt went out.
+        asyncio.get_running_loop().call_later(0.2, lambda: self.request_stop("restart command", restart=True))
+        return {"restarting": True}
+
+    async def _cmd_config_get(self, cmd: Command) -> dict[str, Any]:
+        return {
+            "config_version": self.store.version,
+            "config": self.store.config,
+            "kept_versions": self.store.versions(),
+        }
+
+    async def _cmd_configure(self, cmd: Command) -> dict[str, Any]:
+        args = cmd.args
+        allowed = {"set", "replace", "rollback_to", "expect_version"}
+        unknown = sorted(set(args) - allowed)
+        if unknown:
+            raise ConfigError(f"configure: unknown argument(s) {', '.join(unknown)}")
+        for key, kind in (
+            ("set", dict),
+            ("replace", dict),
+            ("rollback_to", int),
+            ("expect_version", int),
+        ):
+            value = args.get(key)
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+                raise ConfigError(f"configure: {key} must be {'an object' if kind is dict else 'an integer'}")
+        async with self._config_lock:
+            try:
+                config = self.store.apply(
+                    set=args.get("set"),
+                    replace=args.get("replace"),
+                    rollback_to=args.get("rollback_to"),
+                    expect_version=args.get("expect_version"),
+                    applied_id=cmd.id,
+                )
+            except DevfleetError as exc:
+                self._desired_error = {"id": cmd.id, **exc.to_wire()}
+                await self._publish_cfg()
+                raise
+            self._desired_error = None
+            await self._apply_config(config)
+            await self._publish_cfg()
+            await self.publish_meta()
+        return {"config_version": self.store.version}
+
+    async def _apply_config(self, config: dict[str, Any]) -> None:
+        self.logs.configure(config["logs"])
+        groups = tuple(config.get("groups", []))
+        await self.mqtt.unsubscribe(
+            [f for f, _ in self.mqtt.options.subscriptions if f.startswith("groups/")]
+        )
+        await self.mqtt.subscribe(contract.subscriptions_for_node(self.node, groups))
+        self._wake_loops.set()
+        self._wake_loops = asyncio.Event()
+        for hook in self._config_hooks:
+            try:
+                await hook(config)
+            except Exception:
+                log.exception("config hook %r failed", hook)

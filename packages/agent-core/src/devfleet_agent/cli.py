@@ -1,0 +1,131 @@
+"""``devfleet-agent``: parse settings, set up logging, run the agent.
+
+The only module (with settings.py) that reads the environment or files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+
+__all__ = ["build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="devfleet-agent",
+        description="Run the devfleet agent of this node: connect to the broker, describe the node, obey commands.",
+        epilog="Settings: flags override DEVFLEET_* environment variables, which override the config file.",
+    )
+    p.add_argument("--version", action="version", version=f"devfleet-agent {__version__}")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML settings file (default /etc/devfleet/agent.toml when present)",
+    )
+    p.add_argument(
+        "--broker",
+        help="broker host, or mqtt://host:port / mqtts://host:port (env DEVFLEET_BROKER)",
+    )
+    p.add_argument("--port", type=int, help="broker port (default 1883)")
+    p.add_argument("--name", "--node", dest="name", help="unique node name (default: the host name)")
+    p.add_argument("--username", help="broker user name")
+    p.add_argument("--password", help="broker password (prefer DEVFLEET_PASSWORD or the config file)")
+    p.add_argument("--tls-ca", help="CA certificate file; enables TLS")
+    p.add_argument("--tls-cert", help="client certificate file (mutual TLS)")
+    p.add_argument("--tls-key", help="client key file (mutual TLS)")
+    p.add_argument(
+        "--protocol",
+        choices=("auto", "5", "3.1.1"),
+        help="MQTT version (default auto: 5, else 3.1.1)",
+    )
+    p.add_argument("--keepalive", type=int, help="keepalive seconds (default 30); the will fires after 1.5x")
+    p.add_argument("--data-dir", help="where the node keeps its config versions and counters")
+    p.add_argument("--state-dir", help="where actors persist their state (default /tmp)")
+    p.add_argument("--loglevel", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    p.add_argument(
+        "--allow-code", action="store_const", const=True, help="accept actor code in spawn commands"
+    )
+    p.add_argument(
+        "--allow-install",
+        action="store_const",
+        const=True,
+        help="accept pip installs of components",
+    )
+    p.add_argument("--signing-key-file", help="require control messages signed with this shared key")
+    p.add_argument(
+        "--test", action="store_true", help="run the supervisor self-test without a broker and exit"
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.test:
+        from .selftest import run_selftest
+
+        return run_selftest()
+
+    from devfleet_base.errors import DevfleetError
+
+    from .settings import load_settings
+
+    flags = {k: v for k, v in vars(args).items() if k not in ("config", "test")}
+    try:
+        settings = load_settings(flags, config_path=args.config)
+    except DevfleetError as exc:
+        print(f"devfleet-agent: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+
+    logging.basicConfig(
+        level=settings.loglevel,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if settings.loglevel == "DEBUG":
+        from .diagnostics import startup_checks
+
+        startup_checks(settings)
+
+    try:
+        code, restart = asyncio.run(_run(settings))
+    except DevfleetError as exc:
+        print(f"devfleet-agent: {exc.message}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        return EXIT_OK
+    if restart:
+        logging.getLogger("devfleet.agent").info("re-executing the agent")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(
+            sys.executable,
+            [sys.executable, "-m", "devfleet_agent", *(argv if argv is not None else sys.argv[1:])],
+        )
+    return code
+
+
+async def _run(settings: object) -> tuple[int, bool]:
+    from .agent import Agent
+    from .wiring import attach_subsystems
+
+    agent = Agent(settings)  # type: ignore[arg-type]
+    attach_subsystems(agent)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, agent.request_stop, f"signal {signal.Signals(sig).name}")
+    code = await agent.run()
+    if code == EXIT_UNREACHABLE:
+        print(f"devfleet-agent: {agent.stop_reason}", file=sys.stderr)
+    return code, agent.restart_requested

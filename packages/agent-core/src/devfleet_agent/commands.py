@@ -1,0 +1,229 @@
+"""The command dispatcher: envelope → checks → receipts → handler.
+
+Every command gets receipts: ``accepted``, then ``ok`` (with a result) or
+``error`` (with a machine-readable code and a human message). Junk gets an
+error receipt too, on ``nodes/{node}/receipts`` when no reply address can be
+read from it. A command id seen before is not run again: the final receipt is
+sent again instead (QoS 1 redelivery is at-least-once; this makes it at-most-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from devfleet_base import contract
+from devfleet_base.contract import Command, Receipt, TopicMatch
+from devfleet_base.errors import Code, ContractError, DevfleetError
+from devfleet_base.signing import ReplayGuard, verify
+
+__all__ = ["Dispatcher", "Handler", "ReceiptSender"]
+
+log = logging.getLogger("devfleet.commands")
+
+Handler = Callable[[Command], Awaitable[Any]]
+ReceiptSender = Callable[[str, dict[str, Any], "bytes | None"], Awaitable[None]]
+
+_REPLY_RE = re.compile(r"replies/" + contract.ID_PATTERN)
+
+
+@dataclass(frozen=True)
+class _Route:
+    handler: Handler
+    doc: str
+    readonly: bool
+
+
+class Dispatcher:
+    """Runs commands for one node.
+
+    Args:
+        node: the node name (receipts carry it).
+        send: publishes a receipt: ``await send(topic, receipt, correlation)``.
+        signing_key: when set, every command that is not read-only must be signed.
+        guard: the replay guard (its state is persisted by the agent).
+        remember: how many command ids to remember for at-most-once.
+    """
+
+    def __init__(
+        self,
+        node: str,
+        send: ReceiptSender,
+        *,
+        signing_key: bytes | None = None,
+        guard: ReplayGuard | None = None,
+        remember: int = 1024,
+        clock: Callable[[], float] = time.time,
+        on_verified: Callable[[], None] | None = None,
+    ) -> None:
+        self.node = node
+        self._send = send
+        self._key = signing_key
+        self.guard = guard or ReplayGuard()
+        self._routes: dict[str, _Route] = {}
+        self._seen: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
+        self._remember = remember
+        self._clock = clock
+        self._on_verified = on_verified
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.counts = {"received": 0, "ok": 0, "error": 0, "duplicate": 0}
+
+    def register(self, verb: str, handler: Handler, *, doc: str = "", readonly: bool = False) -> None:
+        """Route ``verb`` to ``handler``. Read-only commands need no signature."""
+        contract.check_name(verb, "command")
+        if verb in self._routes:
+            raise ValueError(f"command {verb!r} is already registered")
+        self._routes[verb] = _Route(handler, doc, readonly)
+
+    def unregister(self, verb: str) -> None:
+        self._routes.pop(verb, None)
+
+    def verbs(self) -> dict[str, str]:
+        """Known verbs with their one-line docs (shown in ``meta``)."""
+        return {v: r.doc for v, r in sorted(self._routes.items())}
+
+    def check_signature(self, topic: str, payload: Any) -> None:
+        """Raise SignatureError unless the payload is validly signed (when a key is set)."""
+        if self._key is not None:
+            verify(self._key, topic, payload, self.guard)
+            if self._on_verified is not None:
+                self._on_verified()  # persist the replay guard: a restart must not reopen replays
+
+    async def handle(
+        self,
+        topic: str,
+        match: TopicMatch,
+        raw: bytes,
+        *,
+        response_topic: str | None = None,
+        correlation: bytes | None = None,
+    ) -> None:
+        """Handle one inbound command message; never raises."""
+        self.counts["received"] += 1
+        default_reply = contract.node_topic(self.node, "receipts")
+        if response_topic is not None and not _REPLY_RE.fullmatch(response_topic):
+            response_topic = None  # a hostile response topic must not make us publish anywhere
+        verb = match.verb or "?"
+        cmd_id = "unknown"
+        reply = response_topic or default_reply
+        try:
+            payload = contract.decode(raw)
+            if isinstance(payload, dict):
+                # Read what we can for the error receipt before full validation.
+                maybe_id = payload.get("id")
+                if isinstance(maybe_id, str) and re.fullmatch(contract.ID_PATTERN, maybe_id):
+                    cmd_id = maybe_id
+                maybe_reply = payload.get("reply_to")
+                if isinstance(maybe_reply, str) and _REPLY_RE.fullmatch(maybe_reply):
+                    reply = maybe_reply
+            command = Command.from_wire(verb, payload, scope=match.scope or "node")
+        except ContractError as exc:
+            await self._error(reply, cmd_id, verb, exc.code, exc.message, correlation)
+            return
+        if command.id in self._seen:
+            self.counts["duplicate"] += 1
+            final = self._seen[command.id]
+            log.info("command %s (%s) seen before; not run again", command.id, verb)
+            if final is not None:
+                await self._send(reply, final, correlation)
+            return
+        route = self._routes.get(verb)
+        try:
+            if route is None:
+                known = ", ".join(sorted(self._routes))
+                raise ContractError(f"unknown command {verb!r} (known: {known})", code=Code.UNKNOWN_COMMAND)
+            if not route.readonly:
+                self.check_signature(topic, payload)
+            if command.expired(self._clock()):
+                raise ContractError(
+                    f"command expired {self._clock() - (command.expires_at or 0):.1f} s ago; not run",
+                    code=Code.EXPIRED,
+                )
+        except DevfleetError as exc:
+            log.warning("command %s %s refused: %s", verb, command.id, exc.message)
+            await self._error(reply, command.id, verb, exc.code, exc.message, correlation)
+            return
+        self._remember_id(command.id, None)
+        await self._send(
+            reply,
+            Receipt(command.id, self.node, verb, "accepted", ts=self._clock()).to_wire(),
+            correlation,
+        )
+        task = asyncio.ensure_future(self._run(route, command, reply, correlation))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, route: _Route, command: Command, reply: str, correlation: bytes | None) -> None:
+        try:
+            result = await route.handler(command)
+        except DevfleetError as exc:
+            log.warning("command %s %s failed: %s", command.verb, command.id, exc.message)
+            final = Receipt(
+                command.id,
+                self.node,
+                command.verb,
+                "error",
+                exc.code,
+                exc.message,
+                ts=self._clock(),
+            )
+        except asyncio.CancelledError:
+            final = Receipt(
+                command.id,
+                self.node,
+                command.verb,
+                "error",
+                Code.UNAVAILABLE,
+                "agent is stopping",
+                ts=self._clock(),
+            )
+            self._remember_id(command.id, final.to_wire())
+            await self._send(reply, final.to_wire(), correlation)
+            raise
+        except Exception as exc:
+            log.exception("command %s %s crashed", command.verb, command.id)
+            final = Receipt(
+                command.id,
+                self.node,
+                command.verb,
+                "error",
+                Code.FAILED,
+                f"{type(exc).__name__}: {exc}",
+                ts=self._clock(),
+            )
+        else:
+            final = Receipt(command.id, self.node, command.verb, "ok", result=result, ts=self._clock())
+        self.counts["ok" if final.status == "ok" else "error"] += 1
+        wire = final.to_wire()
+        self._remember_id(command.id, wire)
+        await self._send(reply, wire, correlation)
+
+    async def _error(
+        self, reply: str, cmd_id: str, verb: str, code: str, message: str, correlation: bytes | None
+    ) -> None:
+        self.counts["error"] += 1
+        verb = verb if len(verb) <= 64 else verb[:64]
+        receipt = Receipt(cmd_id, self.node, verb, "error", code, message[:4096], ts=self._clock())
+        await self._send(reply, receipt.to_wire(), correlation)
+
+    def _remember_id(self, cmd_id: str, final: dict[str, Any] | None) -> None:
+        self._seen[cmd_id] = final
+        self._seen.move_to_end(cmd_id)
+        while len(self._seen) > self._remember:
+            self._seen.popitem(last=False)
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Wait for running commands (on stop), cancelling what outlives ``timeout``."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)

@@ -1,0 +1,168 @@
+"""The node's config on disk: versioned, validated, atomic, with history.
+
+Each applied version is its own file ``config/v{N}.json``; the newest file
+that parses and validates is the current config, so a file truncated by a
+power cut is detected and the previous good version is used instead. The last
+``keep`` versions are kept for rollback.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from devfleet_base.errors import Code, ConfigError, ContractError
+from devfleet_base.node_config import NODE_CONFIG_SCHEMA, default_node_config
+
+from .storage import atomic_write_json, read_json
+
+__all__ = ["ConfigStore", "apply_dotted"]
+
+log = logging.getLogger("devfleet.config")
+
+_FILE_RE = re.compile(r"v(\d+)\.json")
+
+
+def apply_dotted(config: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``config`` with ``{"a.b": v}`` style updates applied.
+
+    A ``None`` value removes the key (so a component section can be dropped).
+    """
+    out = copy.deepcopy(config)
+    for dotted, value in updates.items():
+        if not isinstance(dotted, str) or not dotted or len(dotted) > 256:
+            raise ConfigError(f"bad config key {dotted!r}")
+        parts = dotted.split(".")
+        if any(not p for p in parts):
+            raise ConfigError(f"bad config key {dotted!r}")
+        node: dict[str, Any] = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"{dotted}: {part!r} is not a section")
+            node = child
+        if value is None:
+            node.pop(parts[-1], None)
+        else:
+            node[parts[-1]] = copy.deepcopy(value)
+    return out
+
+
+class ConfigStore:
+    """Versioned node config persisted under ``directory``.
+
+    Args:
+        directory: where ``v{N}.json`` files live (created when missing).
+        keep: how many versions to keep.
+        validate_extra: an extra check run after the schema (e.g. component
+            settings); it raises ContractError/ConfigError to refuse.
+    """
+
+    def __init__(self, directory: Path, *, keep: int = 5, validate_extra: Any = None) -> None:
+        self.directory = directory
+        self.keep = keep
+        self.validate_extra = validate_extra
+        self.version = 0
+        self.config: dict[str, Any] = default_node_config()
+        self.applied_id: str | None = None
+        self.updated_at: float | None = None
+        self.recovered_from: str | None = None
+
+    def load(self) -> None:
+        """Load the newest good version; note a corrupt newer one in ``recovered_from``."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for version, path in sorted(self._files(), reverse=True):
+            try:
+                doc = read_json(path)
+                if not isinstance(doc, dict) or doc.get("version") != version:
+                    raise ValueError(f"{path} does not hold version {version}")
+                config = NODE_CONFIG_SCHEMA.validate(doc.get("config"))
+            except (ValueError, ContractError) as exc:
+                log.error("config version %d is unusable (%s); trying the previous one", version, exc)
+                self.recovered_from = f"v{version}: {exc}"
+                continue
+            self.version = version
+            self.config = config
+            self.applied_id = doc.get("applied_id")
+            self.updated_at = doc.get("updated_at")
+            return
+        # Nothing usable: defaults, version 0 (not written until the first change).
+
+    def _files(self) -> list[tuple[int, Path]]:
+        out = []
+        for path in self.directory.glob("v*.json"):
+            m = _FILE_RE.fullmatch(path.name)
+            if m:
+                out.append((int(m.group(1)), path))
+        return out
+
+    def versions(self) -> list[int]:
+        """The versions kept on disk, oldest first."""
+        return sorted(v for v, _ in self._files())
+
+    def validate(self, config: Any) -> dict[str, Any]:
+        try:
+            checked = NODE_CONFIG_SCHEMA.validate(config)
+            if self.validate_extra is not None:
+                self.validate_extra(checked)
+        except ContractError as exc:
+            raise ConfigError(exc.message, code=Code.INVALID) from None
+        return checked
+
+    def apply(
+        self,
+        *,
+        set: dict[str, Any] | None = None,
+        replace: dict[str, Any] | None = None,
+        rollback_to: int | None = None,
+        expect_version: int | None = None,
+        applied_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Validate and persist a change; return the new config. Exactly one of
+        ``set``/``replace``/``rollback_to``. Raises ConfigError (``conflict`` on a
+        stale ``expect_version``, ``invalid`` on a bad value, ``not_found``)."""
+        if sum(x is not None for x in (set, replace, rollback_to)) != 1:
+            raise ConfigError("give exactly one of set, replace, rollback_to")
+        if expect_version is not None and expect_version != self.version:
+            raise ConfigError(
+                f"config is at version {self.version}, not {expect_version}; re-read and retry",
+                code=Code.CONFLICT,
+            )
+        if set is not None:
+            candidate = apply_dotted(self.config, set)
+        elif replace is not None:
+            candidate = replace
+        else:
+            assert rollback_to is not None
+            path = self.directory / f"v{rollback_to}.json"
+            try:
+                candidate = read_json(path)["config"]
+            except (FileNotFoundError, ValueError, KeyError, TypeError):
+                kept = ", ".join(map(str, self.versions())) or "none"
+                raise ConfigError(
+                    f"version {rollback_to} is not kept (kept: {kept})", code=Code.NOT_FOUND
+                ) from None
+        config = self.validate(candidate)
+        version = self.version + 1
+        now = time.time()
+        atomic_write_json(
+            self.directory / f"v{version}.json",
+            {"version": version, "config": config, "applied_id": applied_id, "updated_at": now},
+        )
+        self.version, self.config, self.applied_id, self.updated_at = (
+            version,
+            config,
+            applied_id,
+            now,
+        )
+        self.recovered_from = None
+        for old, path in sorted(self._files())[: -self.keep]:
+            path.unlink(missing_ok=True)
+            log.debug("pruned config version %d", old)
+        return copy.deepcopy(config)

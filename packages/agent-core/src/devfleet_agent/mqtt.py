@@ -1,0 +1,513 @@
+"""paho-mqtt driven from the asyncio event loop. The only module that imports paho.
+
+Why not paho's own ``loop_start``: it uses ``select()`` and dies silently past
+1,024 file descriptors, and a thread per client costs ~35 KB. Here the socket is
+registered with the event loop (epoll on Linux), so one loop can hold thousands
+of sessions (the fleet simulator does).
+
+Session discipline (Home Assistant's MQTT client is the model): on every
+connect re-subscribe, then call ``on_connect`` (which publishes the birth);
+reconnect with exponential back-off and full jitter; stop retrying on bad
+credentials with a clear error; set TCP_NODELAY (Nagle costs ~40 ms a round trip).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from .errors import ConnectionRefusedFatal
+
+__all__ = ["Inbound", "MqttSession", "SessionOptions", "TlsOptions", "Will"]
+
+log = logging.getLogger("devfleet.mqtt")
+
+# CONNACK reason codes that retrying will not fix (v5 codes; v3 1..5 map here too).
+_FATAL_REASONS = {
+    "Bad user name or password",
+    "Not authorized",
+    "Client identifier not valid",
+    "Banned",
+}
+
+
+@dataclass(frozen=True)
+class TlsOptions:
+    """TLS to the broker; ``ca`` None means the system trust store."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    insecure: bool = False
+
+
+@dataclass(frozen=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One received message."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+    qos: int
+    response_topic: str | None = None
+    correlation: bytes | None = None
+
+
+@dataclass
+class SessionOptions:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    client_id: str = ""
+    username: str | None = None
+    password: str | None = None
+    tls: TlsOptions | None = None
+    protocol: str = "auto"  # "5", "3.1.1" or "auto" (5, falling back to 3.1.1)
+    keepalive: int = 30
+    connect_timeout: float = 10.0
+    backoff_min: float = 0.5
+    backoff_max: float = 30.0
+    ack_timeout: float = 10.0
+    max_queued: int = 1000
+    subscriptions: list[tuple[str, int]] = field(default_factory=list)
+
+
+class MqttSession:
+    """One broker connection that keeps itself alive.
+
+    Args:
+        options: where and how to connect.
+        on_message: called on the loop for every inbound message; exceptions are logged.
+        on_connect: awaited after every (re)connect, after the subscriptions were
+            sent; publish the birth here.
+        will: called before every connect attempt to get the last will (it may
+            carry the session counter).
+    """
+
+    def __init__(
+        self,
+        options: SessionOptions,
+        *,
+        on_message: Callable[[Inbound], None],
+        on_connect: Callable[[], Awaitable[None]] | None = None,
+        will: Callable[[], Will | None] | None = None,
+    ) -> None:
+        self.options = options
+        self._on_message = on_message
+        self._on_connect = on_connect
+        self._will = will
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: paho.Client | None = None
+        self._connected = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._connack: asyncio.Future[str] | None = None
+        self._acks: dict[int, asyncio.Future[None]] = {}
+        self._misc: asyncio.TimerHandle | None = None
+        self._sock: socket.socket | None = None
+        self._stopping = False
+        self._stop = asyncio.Event()
+        self.protocol_in_use: str | None = None
+        self.connects = 0
+        self.counters = {"sent": 0, "received": 0, "subscribed": 0}
+
+    # ---- public API ------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    @property
+    def v5(self) -> bool:
+        return self.protocol_in_use == "5"
+
+    async def run(self) -> None:
+        """Connect and stay connected until :meth:`close`. Raises
+        :class:`ConnectionRefusedFatal` on bad credentials."""
+        self._loop = asyncio.get_running_loop()
+        attempt = 0
+        protocol = "5" if self.options.protocol in ("5", "auto") else "3.1.1"
+        while not self._stopping:
+            try:
+                await self._connect_once(protocol)
+            except ConnectionRefusedFatal:
+                raise
+            except _ProtocolRefused:
+                if self.options.protocol == "auto" and protocol == "5":
+                    log.info("broker does not speak MQTT 5; using 3.1.1")
+                    protocol = "3.1.1"
+                    continue
+                raise ConnectionRefusedFatal(
+                    f"broker {self.options.host}:{self.options.port} refused MQTT {protocol}"
+                ) from None
+            except (OSError, TimeoutError, ssl.SSLError, _ConnectFailed) as exc:
+                attempt += 1
+                delay = random.uniform(
+                    0, min(self.options.backoff_max, self.options.backoff_min * 2**attempt)
+                )
+                log.warning(
+                    "cannot reach broker %s:%s (%s); retrying in %.1f s",
+                    self.options.host,
+                    self.options.port,
+                    exc,
+                    delay,
+                )
+                await self._sleep_unless_stopping(delay)
+                continue
+            attempt = 0
+            await self._lost.wait()
+            self._teardown_socket()
+            if not self._stopping:
+                delay = random.uniform(0, self.options.backoff_min)
+                log.warning("connection to broker lost; reconnecting")
+                await self._sleep_unless_stopping(delay)
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 0,
+        retain: bool = False,
+        wait: bool = False,
+        correlation: bytes | None = None,
+        expiry: float | None = None,
+    ) -> bool:
+        """Publish; return False when not connected or the client's queue is full.
+
+        With ``wait=True`` (and qos > 0) wait for the broker's acknowledgement
+        (time-boxed by ``ack_timeout``) and return whether it came.
+        """
+        client = self._client
+        if client is None or not self._connected.is_set():
+            return False
+        props = None
+        if self.v5 and (correlation is not None or expiry is not None):
+            props = Properties(PacketTypes.PUBLISH)
+            if correlation is not None:
+                props.CorrelationData = correlation
+            if expiry is not None:
+                props.MessageExpiryInterval = max(1, int(expiry))
+        info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            # MQTT_ERR_QUEUE_SIZE is returned, not raised: always check it.
+            log.warning("publish to %s not queued: %s", topic, paho.error_string(info.rc))
+            return False
+        self.counters["sent"] += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "publish #%d %s (%d bytes, qos %d%s)",
+                self.counters["sent"],
+                topic,
+                len(payload),
+                qos,
+                ", retained" if retain else "",
+            )
+        if not wait or qos == 0:
+            return True
+        assert self._loop is not None
+        fut = self._loop.create_future()
+        self._acks[info.mid] = fut
+        if info.is_published():
+            self._acks.pop(info.mid, None)
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), self.options.ack_timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            if not fut.done():
+                return False
+            raise
+        finally:
+            self._acks.pop(info.mid, None)
+        return not fut.cancelled()
+
+    async def subscribe(self, filters: Sequence[tuple[str, int]]) -> None:
+        """Add subscriptions now and on every reconnect."""
+        for item in filters:
+            if item not in self.options.subscriptions:
+                self.options.subscriptions.append(item)
+        if self._client is not None and self._connected.is_set() and filters:
+            self._client.subscribe(list(filters))
+            self.counters["subscribed"] += len(filters)
+            log.debug("subscribe %s", ", ".join(f for f, _ in filters))
+
+    async def unsubscribe(self, filters: Sequence[str]) -> None:
+        self.options.subscriptions = [s for s in self.options.subscriptions if s[0] not in filters]
+        if self._client is not None and self._connected.is_set() and filters:
+            self._client.unsubscribe(list(filters))
+
+    async def close(self, final: Sequence[tuple[str, bytes, int, bool]] = ()) -> None:
+        """Publish ``final`` messages (waiting for their acks), then disconnect
+        cleanly: the broker sends no will after a clean disconnect."""
+        self._stopping = True
+        self._stop.set()
+        client = self._client
+        if client is not None and self._connected.is_set():
+            for topic, payload, qos, retain in final:
+                with contextlib.suppress(Exception):
+                    await self.publish(topic, payload, qos=qos, retain=retain, wait=True)
+            client.disconnect()
+            # Let the DISCONNECT packet go out before the socket closes.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), 2.0)
+        self._teardown_socket()
+        self._lost.set()
+
+    def abort(self) -> None:
+        """Drop the connection without DISCONNECT (as a crash would): the will fires."""
+        self._stopping = True
+        self._stop.set()
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+        self._teardown_socket()
+        self._lost.set()
+
+    # ---- connection ------------------------------------------------------------------
+
+    def _make_client(self, protocol: str) -> paho.Client:
+        opts = self.options
+        client = paho.Client(
+            callback_api_version=paho.CallbackAPIVersion.VERSION2,
+            client_id=opts.client_id,
+            protocol=paho.MQTTv5 if protocol == "5" else paho.MQTTv311,
+            clean_session=None if protocol == "5" else True,
+        )
+        client.max_queued_messages_set(opts.max_queued)
+        client.enable_logger(logging.getLogger("devfleet.mqtt.paho"))
+        if opts.username is not None:
+            client.username_pw_set(opts.username, opts.password)
+        if opts.tls is not None:
+            client.tls_set(ca_certs=opts.tls.ca, certfile=opts.tls.cert, keyfile=opts.tls.key)
+            if opts.tls.insecure:
+                client.tls_insecure_set(True)
+        client.on_connect = self._cb_connect
+        client.on_disconnect = self._cb_disconnect
+        client.on_message = self._cb_message
+        client.on_publish = self._cb_publish
+        client.on_socket_open = self._cb_socket_open
+        client.on_socket_close = self._cb_socket_close
+        client.on_socket_register_write = self._cb_register_write
+        client.on_socket_unregister_write = self._cb_unregister_write
+        return client
+
+    async def _connect_once(self, protocol: str) -> None:
+        assert self._loop is not None
+        client = self._make_client(protocol)
+        will = self._will() if self._will else None
+        if will is not None:
+            client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        self._client = client
+        self._connected.clear()
+        self._lost.clear()
+        self._connack = self._loop.create_future()
+        opts = self.options
+        # connect() resolves the name and does the TCP/TLS handshake: keep it off the loop.
+        await asyncio.wait_for(
+            self._loop.run_in_executor(None, self._blocking_connect, client),
+            opts.connect_timeout,
+        )
+        try:
+            reason = await asyncio.wait_for(asyncio.shield(self._connack), opts.connect_timeout)
+        except TimeoutError:
+            self._teardown_socket()
+            raise _ConnectFailed("no CONNACK from broker") from None
+        if reason != "Success":
+            self._teardown_socket()
+            if reason == "Unsupported protocol version":
+                raise _ProtocolRefused(reason)
+            if reason in _FATAL_REASONS:
+                raise ConnectionRefusedFatal(
+                    f"broker {opts.host}:{opts.port} refused the connection: {reason}"
+                    " (check username, password and ACL)"
+                )
+            raise _ConnectFailed(reason)
+        self.protocol_in_use = protocol
+        self.connects += 1
+        sock = client.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if opts.subscriptions:
+            client.subscribe(list(opts.subscriptions))
+            self.counters["subscribed"] += len(opts.subscriptions)
+            log.debug("subscribe %s", ", ".join(f for f, _ in opts.subscriptions))
+        self._connected.set()
+        log.info("connected to %s:%s (MQTT %s)", opts.host, opts.port, protocol)
+        if self._on_connect is not None:
+            try:
+                await self._on_connect()
+            except Exception:
+                log.exception("on_connect handler failed")
+
+    def _blocking_connect(self, client: paho.Client) -> None:
+        opts = self.options
+        client.connect(opts.host, opts.port, keepalive=opts.keepalive)
+
+    async def _sleep_unless_stopping(self, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), delay)
+
+    def _teardown_socket(self) -> None:
+        if self._misc is not None:
+            self._misc.cancel()
+            self._misc = None
+        if self._sock is not None and self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._sock)
+            with contextlib.suppress(Exception):
+                self._loop.remove_writer(self._sock)
+        self._sock = None
+        self._connected.clear()
+        for fut in self._acks.values():
+            if not fut.done():
+                fut.cancel()
+        self._acks.clear()
+
+    # ---- paho callbacks (all run on the loop thread, except socket_open) ------------------
+
+    def _in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        assert self._loop is not None
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _cb_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._in_loop(self._register, client, sock)
+
+    def _register(self, client: paho.Client, sock: socket.socket) -> None:
+        assert self._loop is not None
+        if client is not self._client:
+            return
+        self._sock = sock
+        self._loop.add_reader(sock, self._on_readable, client)
+        if client.want_write():
+            self._loop.add_writer(sock, self._on_writable, client)
+        self._schedule_misc(client)
+
+    def _schedule_misc(self, client: paho.Client) -> None:
+        assert self._loop is not None
+        self._misc = self._loop.call_later(1.0, self._on_misc, client)
+
+    def _on_misc(self, client: paho.Client) -> None:
+        if client is not self._client:
+            return
+        rc = client.loop_misc()
+        if rc == paho.MQTT_ERR_SUCCESS or self._sock is not None:
+            self._schedule_misc(client)
+
+    def _on_readable(self, client: paho.Client) -> None:
+        client.loop_read()
+
+    def _on_writable(self, client: paho.Client) -> None:
+        client.loop_write()
+
+    def _cb_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._in_loop(self._unregister, client, sock)
+
+    def _unregister(self, client: paho.Client, sock: socket.socket) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(Exception):
+            self._loop.remove_reader(sock)
+        with contextlib.suppress(Exception):
+            self._loop.remove_writer(sock)
+        if client is self._client:
+            self._sock = None
+            self._connected.clear()
+            if self._connack is not None and not self._connack.done():
+                self._connack.set_result("connection closed before CONNACK")
+            self._lost.set()
+
+    def _cb_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._in_loop(self._add_writer, client, sock)
+
+    def _add_writer(self, client: paho.Client, sock: socket.socket) -> None:
+        assert self._loop is not None
+        if client is self._client and self._sock is not None:
+            self._loop.add_writer(sock, self._on_writable, client)
+
+    def _cb_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._in_loop(self._remove_writer, sock)
+
+    def _remove_writer(self, sock: socket.socket) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(Exception):
+            self._loop.remove_writer(sock)
+
+    def _cb_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_result(str(reason))
+
+    def _cb_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if client is self._client:
+            self._connected.clear()
+            if self._connack is not None and not self._connack.done():
+                self._connack.set_result(str(reason))
+            self._lost.set()
+
+    def _cb_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+        # Only publish(wait=True) registers a future; it checks is_published() right
+        # after registering, and both run on the loop thread, so no ack is missed.
+        fut = self._acks.get(mid)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _cb_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        self.counters["received"] += 1
+        response_topic = correlation = None
+        props = getattr(msg, "properties", None)
+        if props is not None:
+            response_topic = getattr(props, "ResponseTopic", None)
+            correlation = getattr(props, "CorrelationData", None)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("receive #%d %s (%d bytes)", self.counters["received"], msg.topic, len(msg.payload))
+        try:
+            self._on_message(
+                Inbound(
+                    msg.topic,
+                    bytes(msg.payload),
+                    bool(msg.retain),
+                    msg.qos,
+                    response_topic,
+                    correlation,
+                )
+            )
+        except Exception:
+            log.exception("message handler failed for %s", msg.topic)
+
+
+class _ConnectFailed(Exception):
+    pass
+
+
+class _ProtocolRefused(Exception):
+    pass

@@ -1,0 +1,245 @@
+"""The agent's local settings: flags override environment override file override defaults.
+
+These never change over the wire (the node config does): where the broker is,
+credentials, TLS, where data lives, and the two switches that make remote code
+possible at all (``allow_code``, ``allow_install``) and the signing key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from devfleet_base.contract import NAME_PATTERN
+
+from .errors import SettingsError
+
+__all__ = ["DEFAULT_CONFIG_PATH", "Settings", "default_node_name", "load_settings"]
+
+DEFAULT_CONFIG_PATH = Path("/etc/devfleet/agent.toml")
+
+_PROTOCOLS = ("auto", "5", "3.1.1")
+_LOGLEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the agent needs to start."""
+
+    broker: str = "localhost"
+    port: int = 1883
+    name: str = ""
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_insecure: bool = False
+    protocol: str = "auto"
+    keepalive: int = 30
+    data_dir: str | None = None
+    state_dir: str = "/tmp"  # noqa: S108 - seed 001: /tmp/agentflow_{name}_state.json
+    loglevel: str = "INFO"
+    allow_code: bool = False
+    allow_install: bool = False
+    install_index: str | None = None
+    install_find_links: str | None = None
+    signing_key: str | None = None
+    signing_key_file: str | None = None
+    install_timeout: float = 600.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        """Where the node keeps its config versions and counters."""
+        if self.data_dir:
+            return Path(self.data_dir).expanduser()
+        system = Path("/var/lib/devfleet")
+        if os.access(system.parent, os.W_OK) and (not system.exists() or os.access(system, os.W_OK)):
+            return system / self.name
+        state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(state) / "devfleet" / self.name
+
+    def signing_key_bytes(self) -> bytes | None:
+        if self.signing_key:
+            return self.signing_key.encode()
+        if self.signing_key_file:
+            try:
+                key = Path(self.signing_key_file).expanduser().read_bytes().strip()
+            except OSError as exc:
+                raise SettingsError(f"cannot read signing key file: {exc}") from None
+            if len(key) < 16:
+                raise SettingsError("the signing key must be at least 16 bytes")
+            return key
+        return None
+
+
+_BOOL_TRUE = {"1", "true", "yes", "on"}
+_BOOL_FALSE = {"0", "false", "no", "off", ""}
+
+_ENV = {
+    "broker": ("DEVFLEET_BROKER", "AGENTFLOW_BROKER"),
+    "port": ("DEVFLEET_PORT",),
+    "name": ("DEVFLEET_NODE", "AGENTFLOW_NODE"),
+    "username": ("DEVFLEET_USERNAME",),
+    "password": ("DEVFLEET_PASSWORD",),
+    "tls_ca": ("DEVFLEET_TLS_CA",),
+    "tls_cert": ("DEVFLEET_TLS_CERT",),
+    "tls_key": ("DEVFLEET_TLS_KEY",),
+    "protocol": ("DEVFLEET_PROTOCOL",),
+    "data_dir": ("DEVFLEET_DATA_DIR",),
+    "state_dir": ("DEVFLEET_STATE_DIR",),
+    "loglevel": ("DEVFLEET_LOGLEVEL",),
+    "allow_code": ("DEVFLEET_ALLOW_CODE",),
+    "allow_install": ("DEVFLEET_ALLOW_INSTALL",),
+    "signing_key": ("DEVFLEET_SIGNING_KEY",),
+    "signing_key_file": ("DEVFLEET_SIGNING_KEY_FILE",),
+}
+
+
+def default_node_name() -> str:
+    """The host name, made into a valid node name."""
+    host = socket.gethostname().split(".")[0]
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", host).strip("-._")[:64]
+    return name or "node"
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    kinds = {f.name: f.type for f in fields(Settings)}
+    kind = str(kinds[key])
+    try:
+        if "bool" in kind:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _BOOL_TRUE:
+                return True
+            if text in _BOOL_FALSE:
+                return False
+            raise ValueError("expected true or false")
+        if kind.startswith("int"):
+            if isinstance(value, bool):
+                raise ValueError("expected a whole number")
+            return int(value)
+        if kind.startswith("float"):
+            return float(value)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValueError("expected text")
+        return value
+    except ValueError as exc:
+        raise SettingsError(f"{source}: {key} = {value!r}: {exc}") from None
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise SettingsError(f"config file {path} does not exist") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"config file {path}: {exc}") from None
+    # Accept a flat file or an [agent] table.
+    if isinstance(data.get("agent"), dict):
+        data = {**{k: v for k, v in data.items() if k != "agent"}, **data["agent"]}
+    known = {f.name for f in fields(Settings)} - {"extra"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SettingsError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
+    return {k: _coerce(k, v, str(path)) for k, v in data.items()}
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, names in _ENV.items():
+        for name in names:
+            if name in env:
+                out[key] = _coerce(key, env[name], name)
+                break
+    return out
+
+
+def load_settings(
+    flags: Mapping[str, Any],
+    *,
+    env: Mapping[str, str] | None = None,
+    config_path: str | None = None,
+) -> Settings:
+    """Merge settings from file, environment and flags; validate; raise SettingsError."""
+    env = os.environ if env is None else env
+    merged: dict[str, Any] = {}
+    path = Path(config_path).expanduser() if config_path else None
+    if path is None and env.get("DEVFLEET_CONFIG"):
+        path = Path(env["DEVFLEET_CONFIG"]).expanduser()
+    if path is None and DEFAULT_CONFIG_PATH.exists():
+        path = DEFAULT_CONFIG_PATH
+    if path is not None:
+        merged.update(_from_file(path))
+    merged.update(_from_env(env))
+    merged.update({k: _coerce(k, v, f"--{k.replace('_', '-')}") for k, v in flags.items() if v is not None})
+    broker = merged.get("broker")
+    if isinstance(broker, str) and "://" in broker:
+        merged.update(_parse_broker_url(broker))
+    settings = replace(Settings(), **merged)
+    if not settings.name:
+        settings = replace(settings, name=default_node_name())
+    return _validate(settings)
+
+
+def _parse_broker_url(url: str) -> dict[str, Any]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+        raise SettingsError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
+    if not parts.hostname:
+        raise SettingsError(f"broker URL {url!r} has no host")
+    out: dict[str, Any] = {"broker": parts.hostname}
+    tls = parts.scheme in ("mqtts", "ssl")
+    if tls:
+        out["tls"] = True
+    try:
+        port = parts.port
+    except ValueError:
+        raise SettingsError(f"broker URL {url!r} has a bad port") from None
+    out["port"] = port or (8883 if tls else 1883)
+    if parts.username:
+        out["username"] = parts.username
+    if parts.password:
+        out["password"] = parts.password
+    return out
+
+
+def _validate(s: Settings) -> Settings:
+    if not re.fullmatch(NAME_PATTERN, s.name):
+        raise SettingsError(
+            f"node name {s.name!r} is not valid: 1-64 letters, digits, '.', '_', '-' (no '/', '+', '#')"
+        )
+    if not s.broker or any(c in s.broker for c in " /"):
+        raise SettingsError(f"broker {s.broker!r} is not a host name or address")
+    if not 0 < s.port < 65536:
+        raise SettingsError(f"port {s.port} is out of range 1-65535")
+    if s.protocol not in _PROTOCOLS:
+        raise SettingsError(f"protocol {s.protocol!r} must be one of {', '.join(_PROTOCOLS)}")
+    if s.loglevel.upper() not in _LOGLEVELS:
+        raise SettingsError(f"loglevel {s.loglevel!r} must be one of {', '.join(_LOGLEVELS)}")
+    if not 5 <= s.keepalive <= 3600:
+        raise SettingsError(f"keepalive {s.keepalive} must be within 5-3600 seconds")
+    if (s.tls_cert is None) != (s.tls_key is None):
+        raise SettingsError("give both --tls-cert and --tls-key for a client certificate, or neither")
+    for label, path in (("tls-ca", s.tls_ca), ("tls-cert", s.tls_cert), ("tls-key", s.tls_key)):
+        if path is not None and not Path(path).expanduser().is_file():
+            raise SettingsError(f"--{label} {path}: no such file")
+    if s.password is not None and s.username is None:
+        raise SettingsError("a password needs a username")
+    if s.signing_key is not None and len(s.signing_key.encode()) < 16:
+        raise SettingsError("the signing key must be at least 16 bytes")
+    s.signing_key_bytes()  # reads and checks the key file now, not at the first command
+    return replace(s, loglevel=s.loglevel.upper(), tls=s.tls or bool(s.tls_ca or s.tls_cert))

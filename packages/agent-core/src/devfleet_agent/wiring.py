@@ -1,0 +1,11 @@
+"""Attach the optional subsystems (components, dynamic actors) to an agent."""
+
+from __future__ import annotations
+
+from .agent import Agent
+
+__all__ = ["attach_subsystems"]
+
+
+def attach_subsystems(agent: Agent) -> None:
+    """Give ``agent`` everything a production node runs besides its core."""

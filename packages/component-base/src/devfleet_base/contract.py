@@ -1,0 +1,626 @@
+"""The wire contract: every topic devfleet uses and every payload schema.
+
+This module is the only place that formats or parses a topic string. Other
+modules call the builders (``node_topic(node, "meta")``) and the one parser
+(:func:`parse_topic`). ``docs/contract.md`` documents the same table
+(:data:`TOPICS`), and a test holds the two together.
+
+Baseline is MQTT 3.1.1: correlation ids, reply topics, expiry and signatures
+travel in the JSON payload. MQTT 5 properties are added on top by the
+transports where the broker offers them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .errors import Code, ContractError
+from .schema import Field, Schema
+
+__all__ = [
+    "COMMAND_SCHEMA",
+    "DESCRIPTIONS",
+    "ID_PATTERN",
+    "MAX_PAYLOAD_BYTES",
+    "NAME_PATTERN",
+    "PROTOCOL_VERSION",
+    "RECEIPT_SCHEMA",
+    "STATUS_SCHEMA",
+    "TOPICS",
+    "Command",
+    "Receipt",
+    "TopicMatch",
+    "TopicSpec",
+    "actor_id",
+    "agent_topic",
+    "by_name_task_topic",
+    "check_id",
+    "check_name",
+    "component_topic",
+    "decode",
+    "encode",
+    "fleet_command_topic",
+    "group_command_topic",
+    "new_id",
+    "node_command_topic",
+    "node_id",
+    "node_reply_topic",
+    "node_telemetry_topic",
+    "node_topic",
+    "parse_topic",
+    "reply_inbox",
+    "subscriptions_for_console",
+    "subscriptions_for_node",
+    "task_topic",
+]
+
+PROTOCOL_VERSION: Final = "1"
+"""Bumped only on a breaking change of this contract; carried in ``meta``."""
+
+MAX_PAYLOAD_BYTES: Final = 512 * 1024
+"""Inbound payloads larger than this are refused with ``too_large`` (a spawn's code
+may be 256 KiB; the rest is headroom for the envelope)."""
+
+NAME_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+"""Node, group, component and actor names: one topic level, no wildcards, no ``$``."""
+
+ID_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}"
+"""Command ids, task uuids, reply ids, actor ids."""
+
+_NAME_RE = re.compile(NAME_PATTERN)
+_ID_RE = re.compile(ID_PATTERN)
+
+# --------------------------------------------------------------------------------------
+# Topics
+# --------------------------------------------------------------------------------------
+
+NODE_DESCRIPTIONS: Final = ("meta", "status", "state", "cfg")
+DESCRIPTIONS = NODE_DESCRIPTIONS
+
+#: Per-node leaves that take no extra level. Retained ones first.
+_NODE_LEAVES: Final = frozenset(
+    {
+        "meta",
+        "status",
+        "state",
+        "cfg",
+        "cfg/desired",
+        "heartbeat",
+        "logs",
+        "receipts",
+        # Wactorz remote-node topics (seed 001)
+        "spawn",
+        "stop",
+        "stop_all",
+        "list",
+        "agents",
+        "migrate",
+        "migrate_result",
+    }
+)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One row of the topic table (and of ``docs/contract.md``)."""
+
+    pattern: str
+    direction: str  # "node→", "→node", "node→node", "any"
+    retained: bool
+    qos: int
+    doc: str
+
+
+TOPICS: Final[tuple[TopicSpec, ...]] = (
+    TopicSpec(
+        "nodes/{node}/meta",
+        "node→",
+        True,
+        1,
+        "Birth: who the node is (hardware, versions, components).",
+    ),
+    TopicSpec("nodes/{node}/status", "node→", True, 1, "online / offline (clean stop) / lost (the will)."),
+    TopicSpec(
+        "nodes/{node}/state",
+        "node→",
+        True,
+        1,
+        "What runs: components and actors with their supervisor state.",
+    ),
+    TopicSpec("nodes/{node}/cfg", "node→", True, 1, "Reported config with its config_version."),
+    TopicSpec(
+        "nodes/{node}/cfg/desired",
+        "→node",
+        True,
+        1,
+        "Desired config, a signed-able `configure` command kept retained.",
+    ),
+    TopicSpec(
+        "nodes/{node}/heartbeat",
+        "node→",
+        False,
+        0,
+        "Every heartbeat interval: counts, uptime, CPU/memory/disk.",
+    ),
+    TopicSpec(
+        "nodes/{node}/telemetry/{metric}",
+        "node→",
+        False,
+        0,
+        "One metric sample (cpu, memory, disk), paced by config.",
+    ),
+    TopicSpec(
+        "nodes/{node}/logs",
+        "node→",
+        False,
+        1,
+        "A batch of the agent's log records, with the dropped count.",
+    ),
+    TopicSpec("nodes/{node}/cmd/{verb}", "→node", False, 1, "A command envelope for one node."),
+    TopicSpec("nodes/{node}/receipts", "node→", False, 1, "Receipts for commands that named no reply_to."),
+    TopicSpec(
+        "nodes/{node}/components/{component}/{leaf}",
+        "node→",
+        False,
+        0,
+        "A component's own publications (state is retained).",
+    ),
+    TopicSpec("fleet/cmd/{verb}", "→node", False, 1, "A command for every node."),
+    TopicSpec("groups/{group}/cmd/{verb}", "→node", False, 1, "A command for every node in a group."),
+    TopicSpec(
+        "replies/{inbox}",
+        "node→",
+        False,
+        1,
+        "Receipts for a console that named this inbox in reply_to.",
+    ),
+    TopicSpec(
+        "nodes/{node}/spawn",
+        "→node",
+        True,
+        1,
+        "Wactorz: spawn an actor (retained; the node clears it).",
+    ),
+    TopicSpec("nodes/{node}/stop", "→node", False, 1, 'Wactorz: stop one actor `{"name": ...}`.'),
+    TopicSpec(
+        "nodes/{node}/stop_all",
+        "→node",
+        False,
+        1,
+        "Wactorz: stop every actor and shut the agent down.",
+    ),
+    TopicSpec("nodes/{node}/list", "→node", False, 1, "Wactorz: ask for the actor list."),
+    TopicSpec("nodes/{node}/agents", "node→", False, 1, "Wactorz: the actor list."),
+    TopicSpec("nodes/{node}/migrate", "→node", False, 1, "Wactorz: move an actor to `target_node`."),
+    TopicSpec("nodes/{node}/migrate_result", "node→", False, 1, "Wactorz: the outcome of a migration."),
+    TopicSpec(
+        "nodes/{node}/reply/{id}",
+        "node→node",
+        False,
+        1,
+        "Wactorz: the answer to a send_to request.",
+    ),
+    TopicSpec("agents/{id}/heartbeat", "node→", False, 0, "Wactorz: one actor's heartbeat, with its node."),
+    TopicSpec("agents/{id}/logs", "node→", False, 0, "Wactorz: an actor's log lines and alerts."),
+    TopicSpec("agents/{id}/resume", "node→", True, 1, "An actor's capabilities for work trading."),
+    TopicSpec(
+        "agents/by-name/{name}/task",
+        "→node",
+        False,
+        1,
+        "Wactorz: a task for the actor with that name, wherever it runs.",
+    ),
+    TopicSpec(
+        "tasks/{task}/request",
+        "any",
+        False,
+        1,
+        "Work trading: a request any capable actor may bid on.",
+    ),
+    TopicSpec("tasks/{task}/proposal/{agent}", "any", False, 1, "Work trading: one actor's bid."),
+    TopicSpec("tasks/{task}/assign/{agent}", "any", False, 2, "Work trading: the requester's choice."),
+    TopicSpec(
+        "tasks/{task}/output/{step}",
+        "any",
+        True,
+        1,
+        "Work trading: a step's result (retained for late joiners).",
+    ),
+)
+
+
+def check_name(name: Any, what: str = "name") -> str:
+    """Return ``name`` if it is a valid single-level name, else raise ContractError."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise ContractError(
+            f"{what} {name!r} is not valid: 1-64 characters of letters, digits, '.', '_', '-',"
+            " starting with a letter or digit"
+        )
+    return name
+
+
+def check_id(value: Any, what: str = "id") -> str:
+    """Return ``value`` if it is a valid id, else raise ContractError."""
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+        raise ContractError(
+            f"{what} {value!r} is not valid: 1-64 characters of letters, digits, '.', '_', ':', '-'"
+        )
+    return value
+
+
+def node_topic(node: str, leaf: str) -> str:
+    """``nodes/{node}/{leaf}`` for a leaf that takes no further level (meta, spawn, ...)."""
+    check_name(node, "node")
+    if leaf not in _NODE_LEAVES:
+        raise ValueError(f"unknown node topic leaf {leaf!r}")
+    return f"nodes/{node}/{leaf}"
+
+
+def node_telemetry_topic(node: str, metric: str) -> str:
+    return f"nodes/{check_name(node, 'node')}/telemetry/{check_name(metric, 'metric')}"
+
+
+def node_command_topic(node: str, verb: str) -> str:
+    return f"nodes/{check_name(node, 'node')}/cmd/{check_name(verb, 'command')}"
+
+
+def fleet_command_topic(verb: str) -> str:
+    return f"fleet/cmd/{check_name(verb, 'command')}"
+
+
+def group_command_topic(group: str, verb: str) -> str:
+    return f"groups/{check_name(group, 'group')}/cmd/{check_name(verb, 'command')}"
+
+
+def component_topic(node: str, component: str, leaf: str) -> str:
+    """``nodes/{node}/components/{component}/{leaf}``; ``leaf`` may have levels."""
+    check_name(node, "node")
+    check_name(component, "component")
+    for part in leaf.split("/"):
+        check_name(part, "component subtopic")
+    return f"nodes/{node}/components/{component}/{leaf}"
+
+
+def node_reply_topic(node: str, reply_id: str) -> str:
+    return f"nodes/{check_name(node, 'node')}/reply/{check_id(reply_id, 'reply id')}"
+
+
+def reply_inbox(client: str) -> str:
+    """The topic a console names in ``reply_to`` to receive its receipts."""
+    return f"replies/{check_id(client, 'inbox')}"
+
+
+def agent_topic(actor: str, leaf: str) -> str:
+    """``agents/{id}/heartbeat|logs|resume``."""
+    if leaf not in ("heartbeat", "logs", "resume"):
+        raise ValueError(f"unknown agent topic leaf {leaf!r}")
+    return f"agents/{check_id(actor, 'actor id')}/{leaf}"
+
+
+def by_name_task_topic(name: str) -> str:
+    return f"agents/by-name/{check_name(name, 'actor name')}/task"
+
+
+def task_topic(task: str, leaf: str, who: str | None = None) -> str:
+    """``tasks/{task}/request``, ``.../proposal/{agent}``, ``.../assign/{agent}``,
+    ``.../output/{step}``."""
+    check_id(task, "task id")
+    if leaf == "request":
+        if who is not None:
+            raise ValueError("a task request takes no agent")
+        return f"tasks/{task}/request"
+    if leaf not in ("proposal", "assign", "output") or who is None:
+        raise ValueError(f"bad task topic leaf {leaf!r}")
+    return f"tasks/{task}/{leaf}/{check_id(who, leaf)}"
+
+
+@dataclass(frozen=True)
+class TopicMatch:
+    """What an inbound topic addresses.
+
+    ``kind`` is the table's leaf name (``meta``, ``cmd``, ``spawn``, ``telemetry``,
+    ``agent_heartbeat``, ``task``, ...); the other fields are set where the topic
+    names them.
+    """
+
+    kind: str
+    node: str | None = None
+    verb: str | None = None
+    group: str | None = None
+    component: str | None = None
+    leaf: str | None = None
+    ident: str | None = None
+    name: str | None = None
+    scope: str | None = None  # "node", "fleet" or "group" for commands
+
+
+_SEG = r"[^/#+$][^/#+]*"
+_TOPIC_RE = re.compile(
+    rf"""^(?:
+      nodes/(?P<node>{_SEG})/(?:
+          cmd/(?P<node_verb>{_SEG})
+        | telemetry/(?P<metric>{_SEG})
+        | components/(?P<component>{_SEG})/(?P<cleaf>{_SEG}(?:/{_SEG})*)
+        | reply/(?P<reply>{_SEG})
+        | (?P<leaf>cfg/desired|{"|".join(sorted(_NODE_LEAVES - {"cfg/desired"}))})
+      )
+    | fleet/cmd/(?P<fleet_verb>{_SEG})
+    | groups/(?P<group>{_SEG})/cmd/(?P<group_verb>{_SEG})
+    | replies/(?P<inbox>{_SEG})
+    | agents/by-name/(?P<by_name>{_SEG})/task
+    | agents/(?P<actor>{_SEG})/(?P<aleaf>heartbeat|logs|resume)
+    | tasks/(?P<task>{_SEG})/(?:(?P<treq>request)|(?P<tleaf>proposal|assign|output)/(?P<twho>{_SEG}))
+    )$""",
+    re.VERBOSE,
+)
+
+
+def parse_topic(topic: str) -> TopicMatch | None:
+    """Classify an inbound topic; ``None`` when it is not part of the contract."""
+    m = _TOPIC_RE.match(topic)
+    if m is None:
+        return None
+    g = m.groupdict()
+    if g["node_verb"] is not None:
+        return TopicMatch("cmd", node=g["node"], verb=g["node_verb"], scope="node")
+    if g["fleet_verb"] is not None:
+        return TopicMatch("cmd", verb=g["fleet_verb"], scope="fleet")
+    if g["group_verb"] is not None:
+        return TopicMatch("cmd", group=g["group"], verb=g["group_verb"], scope="group")
+    if g["metric"] is not None:
+        return TopicMatch("telemetry", node=g["node"], leaf=g["metric"])
+    if g["component"] is not None:
+        return TopicMatch("component", node=g["node"], component=g["component"], leaf=g["cleaf"])
+    if g["reply"] is not None:
+        return TopicMatch("reply", node=g["node"], ident=g["reply"])
+    if g["leaf"] is not None:
+        return TopicMatch(g["leaf"].replace("/", "_"), node=g["node"])
+    if g["inbox"] is not None:
+        return TopicMatch("inbox", ident=g["inbox"])
+    if g["by_name"] is not None:
+        return TopicMatch("by_name_task", name=g["by_name"])
+    if g["actor"] is not None:
+        return TopicMatch(f"agent_{g['aleaf']}", ident=g["actor"])
+    if g["treq"] is not None:
+        return TopicMatch("task", ident=g["task"], leaf="request")
+    return TopicMatch("task", ident=g["task"], leaf=g["tleaf"], name=g["twho"])
+
+
+def subscriptions_for_node(node: str, groups: tuple[str, ...] = ()) -> list[tuple[str, int]]:
+    """The filters an agent subscribes to, with their QoS."""
+    check_name(node, "node")
+    subs = [
+        (f"nodes/{node}/cmd/+", 1),
+        (f"nodes/{node}/cfg/desired", 1),
+        (f"nodes/{node}/status", 1),  # to repair a stale will that overwrote our birth
+        ("fleet/cmd/+", 1),
+        (f"nodes/{node}/spawn", 1),
+        (f"nodes/{node}/stop", 1),
+        (f"nodes/{node}/stop_all", 1),
+        (f"nodes/{node}/list", 1),
+        (f"nodes/{node}/migrate", 1),
+        (f"nodes/{node}/reply/+", 1),
+        ("agents/by-name/+/task", 1),
+    ]
+    subs.extend((f"groups/{check_name(g, 'group')}/cmd/+", 1) for g in groups)
+    return subs
+
+
+def subscriptions_for_console() -> list[tuple[str, int]]:
+    """The filters the console's fleet model subscribes to."""
+    return [
+        ("nodes/+/meta", 1),
+        ("nodes/+/status", 1),
+        ("nodes/+/state", 1),
+        ("nodes/+/cfg", 1),
+        ("nodes/+/cfg/desired", 1),
+        ("nodes/+/heartbeat", 0),
+        ("nodes/+/telemetry/+", 0),
+        ("agents/+/heartbeat", 0),
+    ]
+
+
+# --------------------------------------------------------------------------------------
+# Ids
+# --------------------------------------------------------------------------------------
+
+
+def new_id() -> str:
+    """A fresh command or request id."""
+    return uuid.uuid4().hex
+
+
+def actor_id(name: str) -> str:
+    """The Wactorz actor id for an actor name: stable across restarts and nodes."""
+    return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"wactorz.actor.{name}"))
+
+
+def node_id(node: str) -> str:
+    """The Wactorz node id for a node name."""
+    return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"wactorz.node.{node}"))
+
+
+# --------------------------------------------------------------------------------------
+# Payload encoding
+# --------------------------------------------------------------------------------------
+
+
+def encode(obj: Any) -> bytes:
+    """Compact UTF-8 JSON, as every devfleet payload is sent."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def decode(payload: bytes | bytearray | str, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Any:
+    """Parse an inbound JSON payload; raise ContractError (``too_large``/``bad_json``)."""
+    if len(payload) > max_bytes:
+        raise ContractError(
+            f"payload of {len(payload)} bytes exceeds the limit of {max_bytes}", code=Code.TOO_LARGE
+        )
+    try:
+        if isinstance(payload, (bytes, bytearray)):
+            payload = bytes(payload).decode("utf-8")
+        return json.loads(payload, parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ContractError(f"payload is not valid JSON: {exc}", code=Code.BAD_JSON) from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# --------------------------------------------------------------------------------------
+# Payload schemas
+# --------------------------------------------------------------------------------------
+
+_TS = Field("float", min=0, doc="Unix time in seconds (sender's clock).")
+_VERSION = Field("int", required=True, min=0, doc="Description version, increasing within a session.")
+_SESSION = Field("int", required=True, min=0, doc="The agent's connection counter, persisted on the device.")
+
+STATUS_SCHEMA: Final = Schema(
+    "status",
+    {
+        "status": Field("str", required=True, choices=("online", "offline", "lost")),
+        "node": Field("str", pattern=NAME_PATTERN),
+        "version": _VERSION,
+        "session": _SESSION,
+        "ts": _TS,
+    },
+    extra="allow",
+)
+
+_SIG = Field(
+    "dict",
+    schema=Schema(
+        "_sig",
+        {
+            "kid": Field("str", required=True, pattern=ID_PATTERN),
+            "seq": Field("int", required=True, min=0),
+            "mac": Field("str", required=True, pattern=r"[0-9a-f]{64}"),
+        },
+    ),
+    doc="HMAC-SHA256 signature (see signing).",
+)
+
+COMMAND_SCHEMA: Final = Schema(
+    "command",
+    {
+        "id": Field("str", required=True, pattern=ID_PATTERN, doc="Unique per command; dedupes redelivery."),
+        "args": Field("dict", default={}, max=64, doc="The command's arguments."),
+        "ts": _TS,
+        "expires_at": Field("float", nullable=True, min=0, doc="Refused with `expired` after this time."),
+        "reply_to": Field("str", nullable=True, pattern=r"replies/" + ID_PATTERN, doc="Where receipts go."),
+        "_sig": _SIG,
+    },
+)
+
+RECEIPT_SCHEMA: Final = Schema(
+    "receipt",
+    {
+        "id": Field("str", required=True, pattern=ID_PATTERN),
+        "node": Field("str", required=True, pattern=NAME_PATTERN),
+        "cmd": Field("str", required=True, max=64),
+        "status": Field("str", required=True, choices=("accepted", "ok", "error")),
+        "code": Field("str", nullable=True, max=64),
+        "message": Field("str", nullable=True, max=4096),
+        "result": Field("any", nullable=True),
+        "ts": _TS,
+    },
+)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A validated inbound command."""
+
+    verb: str
+    id: str
+    args: dict[str, Any]
+    ts: float | None = None
+    expires_at: float | None = None
+    reply_to: str | None = None
+    scope: str = "node"
+
+    @classmethod
+    def from_wire(cls, verb: str, payload: Any, *, scope: str = "node") -> Command:
+        """Validate a decoded envelope; raise ContractError."""
+        check_name(verb, "command")
+        data = COMMAND_SCHEMA.validate(payload)
+        return cls(
+            verb=verb,
+            id=data["id"],
+            args=data["args"],
+            ts=data.get("ts"),
+            expires_at=data.get("expires_at"),
+            reply_to=data.get("reply_to"),
+            scope=scope,
+        )
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires_at is not None and (now if now is not None else time.time()) > self.expires_at
+
+    @staticmethod
+    def envelope(
+        args: dict[str, Any] | None = None,
+        *,
+        id: str | None = None,
+        ttl: float | None = 30.0,
+        reply_to: str | None = None,
+        now: float | None = None,
+    ) -> dict[str, Any]:
+        """Build an outbound command envelope (before signing)."""
+        ts = now if now is not None else time.time()
+        env: dict[str, Any] = {"id": id or new_id(), "args": args or {}, "ts": ts}
+        if ttl is not None:
+            env["expires_at"] = ts + ttl
+        if reply_to is not None:
+            env["reply_to"] = reply_to
+        return env
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The answer to a command: ``accepted``, then ``ok`` or ``error``."""
+
+    id: str
+    node: str
+    cmd: str
+    status: str
+    code: str | None = None
+    message: str | None = None
+    result: Any = None
+    ts: float = 0.0
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "node": self.node,
+            "cmd": self.cmd,
+            "status": self.status,
+            "ts": self.ts or time.time(),
+        }
+        if self.code is not None:
+            out["code"] = self.code
+        if self.message is not None:
+            out["message"] = self.message
+        if self.result is not None:
+            out["result"] = self.result
+        return out
+
+    @classmethod
+    def from_wire(cls, payload: Any) -> Receipt:
+        data = RECEIPT_SCHEMA.validate(payload)
+        return cls(
+            id=data["id"],
+            node=data["node"],
+            cmd=data["cmd"],
+            status=data["status"],
+            code=data.get("code"),
+            message=data.get("message"),
+            result=data.get("result"),
+            ts=data.get("ts", 0.0),
+        )

@@ -1,0 +1,94 @@
+"""The node config: what the console may set on a node, remotely and versioned.
+
+Local settings that must never change over the wire (broker, credentials,
+``allow_code``, the signing key, where data lives) are the agent's settings
+file, not this.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from .contract import NAME_PATTERN
+from .schema import Field, Schema
+
+__all__ = ["LOG_LEVELS", "METRICS", "NODE_CONFIG_SCHEMA", "default_node_config"]
+
+METRICS: Final = ("cpu", "memory", "disk")
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+NODE_CONFIG_SCHEMA: Final = Schema(
+    "config",
+    {
+        "description": Field("str", default="", max=256, doc="Free text shown in listings."),
+        "groups": Field(
+            "list",
+            default=[],
+            max=32,
+            items=Field("str", pattern=NAME_PATTERN),
+            doc="Group names for group commands.",
+        ),
+        "heartbeat": Field(
+            "dict",
+            schema=Schema(
+                "heartbeat",
+                {
+                    "interval": Field(
+                        "float",
+                        default=10.0,
+                        min=1.0,
+                        max=3600.0,
+                        doc="Seconds between heartbeats.",
+                    )
+                },
+            ),
+        ),
+        "telemetry": Field(
+            "dict",
+            schema=Schema(
+                "telemetry",
+                {
+                    "enabled": Field("bool", default=True),
+                    "interval": Field(
+                        "float", default=30.0, min=1.0, max=86400.0, doc="Seconds between samples."
+                    ),
+                    "metrics": Field(
+                        "list",
+                        default=list(METRICS),
+                        items=Field("str", choices=METRICS),
+                        doc="Which metrics.",
+                    ),
+                },
+            ),
+        ),
+        "logs": Field(
+            "dict",
+            schema=Schema(
+                "logs",
+                {
+                    "enabled": Field("bool", default=True),
+                    "level": Field("str", default="INFO", choices=LOG_LEVELS),
+                    "batch_size": Field("int", default=50, min=1, max=1000, doc="Records per batch at most."),
+                    "flush_interval": Field(
+                        "float", default=2.0, min=0.1, max=3600.0, doc="Seconds between batches."
+                    ),
+                    "buffer": Field(
+                        "int", default=1000, min=10, max=100000, doc="Records kept while offline."
+                    ),
+                },
+            ),
+        ),
+        "components": Field(
+            "dict",
+            default={},
+            max=64,
+            values=Field("dict"),
+            doc="Component name → {enabled: bool, settings: {...}}; settings are checked by the component.",
+        ),
+    },
+)
+
+
+def default_node_config() -> dict[str, Any]:
+    """A fresh node's config."""
+    return NODE_CONFIG_SCHEMA.validate({})
