@@ -25,13 +25,13 @@ from typing import Any, Protocol
 from devfleet_base import contract
 from devfleet_base.contract import Command, TopicMatch
 from devfleet_base.errors import ConfigError, ContractError, DevfleetError
+from devfleet_base.mqtt import Inbound, MqttSession, SessionOptions, TlsOptions, Will
 from devfleet_base.signing import ReplayGuard
 
 from .commands import Dispatcher
 from .config_store import ConfigStore
 from .describe import host_facts
 from .logship import LogShipper
-from .mqtt import Inbound, MqttSession, SessionOptions, TlsOptions, Will
 from .settings import Settings
 from .storage import atomic_write_json, read_json
 

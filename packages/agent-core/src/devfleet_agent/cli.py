@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("devfleet.agent").info("re-executing the agent")
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execv(
+        os.execv(  # noqa: S606 - an argument list, no shell
             sys.executable,
             [sys.executable, "-m", "devfleet_agent", *(argv if argv is not None else sys.argv[1:])],
         )

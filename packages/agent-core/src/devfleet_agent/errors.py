@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from devfleet_base.errors import DevfleetError
 
-__all__ = ["AgentError", "ConnectionRefusedFatal", "SettingsError"]
+__all__ = ["AgentError", "SettingsError"]
 
 
 class AgentError(DevfleetError):
@@ -13,7 +13,3 @@ class AgentError(DevfleetError):
 
 class SettingsError(AgentError):
     """A wrong or missing local setting (flag, environment, settings file)."""
-
-
-class ConnectionRefusedFatal(AgentError):
-    """The broker refused us for a reason retrying cannot fix (bad credentials)."""

@@ -1,4 +1,7 @@
-"""paho-mqtt driven from the asyncio event loop. The only module that imports paho.
+"""paho-mqtt driven from the asyncio event loop: the one module that imports paho.
+
+Shared by the agent and the console (install ``devfleet-component-base[mqtt]``).
+Components never import it: they talk through their context.
 
 Why not paho's own ``loop_start``: it uses ``select()`` and dies silently past
 1,024 file descriptors, and a thread per client costs ~35 KB. Here the socket is
@@ -27,9 +30,16 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from .errors import ConnectionRefusedFatal
+from .errors import DevfleetError
 
-__all__ = ["Inbound", "MqttSession", "SessionOptions", "TlsOptions", "Will"]
+__all__ = [
+    "ConnectionRefusedFatal",
+    "Inbound",
+    "MqttSession",
+    "SessionOptions",
+    "TlsOptions",
+    "Will",
+]
 
 log = logging.getLogger("devfleet.mqtt")
 
@@ -40,6 +50,12 @@ _FATAL_REASONS = {
     "Client identifier not valid",
     "Banned",
 }
+
+
+class ConnectionRefusedFatal(DevfleetError):
+    """The broker refused us for a reason retrying cannot fix (bad credentials)."""
+
+    code = "unavailable"
 
 
 @dataclass(frozen=True)
