@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""One entry point for developers, needing only Python 3.11+.
+
+    python3 dev.py demo     # the main job: a broker, a few agents, the live fleet view
+    python3 dev.py test     # lint, types, the whole suite, and each package alone
+    python3 dev.py bench    # benchmarks -> docs/benchmarks.md
+    python3 dev.py nox -s tests -- -k config   # any nox invocation
+
+It makes a private tool venv (.dev/) with nox and uv, then hands over to nox
+(see noxfile.py). Tests need mosquitto; when it is missing and this runs as
+root on Debian/Ubuntu, it is installed with apt-get.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+TOOLS = ROOT / ".dev" / "venv"
+REQUIREMENTS = ["nox==2026.10.20", "uv==0.13.9"]
+SESSIONS = {
+    "demo": ["-s", "demo"],
+    "test": ["-s", "lint", "typecheck", "tests", "isolated"],
+    "bench": ["-s", "bench"],
+}
+
+
+def _say(msg: str) -> None:
+    print(f"dev.py: {msg}", file=sys.stderr, flush=True)
+
+
+def _tools() -> Path:
+    bindir = TOOLS / "bin"
+    stamp = TOOLS / ".requirements"
+    if not (bindir / "nox").exists() or not stamp.exists() or stamp.read_text() != "\n".join(REQUIREMENTS):
+        _say(f"creating the tool venv in {TOOLS} (nox, uv)")
+        venv.EnvBuilder(with_pip=True, clear=True).create(TOOLS)
+        subprocess.run(
+            [str(bindir / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", *REQUIREMENTS],
+            check=True,
+        )
+        stamp.write_text("\n".join(REQUIREMENTS))
+    return bindir
+
+
+def _find_mosquitto() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None
+    )
+
+
+def _ensure_mosquitto() -> None:
+    if _find_mosquitto():
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        _say("mosquitto is missing; installing it with apt-get")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-q", "mosquitto", "mosquitto-clients"], check=True, env=env)
+        # Debian starts the packaged service; the tests start their own brokers, so stop it.
+        subprocess.run(["service", "mosquitto", "stop"], check=False, capture_output=True)
+        return
+    _say("the tests need mosquitto: install it (e.g. sudo apt-get install mosquitto) and run again")
+    raise SystemExit(2)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    what, rest = argv[0], argv[1:]
+    if what == "nox":
+        args = rest
+    elif what in SESSIONS:
+        args = SESSIONS[what] + (["--", *rest] if rest else [])
+    else:
+        _say(f"unknown command {what!r}; try: demo, test, bench, nox")
+        return 2
+    if what == "test":
+        _ensure_mosquitto()
+    bindir = _tools()
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    os.chdir(ROOT)
+    return subprocess.run([str(bindir / "nox"), *args], env=env, check=False).returncode
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
