@@ -41,11 +41,12 @@ __all__ = [
     "ProbeConnectError",
     "ProbeError",
     "ProbeTimeout",
+    "ProtocolVersion",
     "filter_covers",
     "topic_matches",
 ]
 
-Protocol = Literal[5, 4, "5", "3.1.1"]
+ProtocolVersion = Literal[5, 4, "5", "3.1.1"]
 _SEEN_IN_ERRORS = 10
 _ids = itertools.count(1)
 
@@ -204,7 +205,7 @@ class MqttProbe:
         host: str = "127.0.0.1",
         port: int = 1883,
         *,
-        protocol: Protocol = 5,
+        protocol: ProtocolVersion = 5,
         client_id: str | None = None,
         username: str | None = None,
         password: str | None = None,
@@ -275,7 +276,7 @@ class MqttProbe:
         cls,
         broker: LocalBroker,
         *,
-        protocol: Protocol = 5,
+        protocol: ProtocolVersion = 5,
         client_cert: bool = False,
         **kwargs: Any,
     ) -> MqttProbe:
@@ -669,11 +670,12 @@ class MqttProbe:
         """Collect the retained messages currently held by the broker under ``topic_filter``.
 
         Uses a second, short-lived connection: it subscribes to the filter and
-        to a probe-unique sentinel topic, publishes a marker to the sentinel and
-        collects until the marker comes back. The broker queues retained
-        messages on subscribe, so they all arrive before the marker; nothing
-        sleeps. Both subscriptions use QoS 0 so that all deliveries share one
-        ordered queue.
+        to a probe-unique sentinel topic (``devfleet-probe/{client id}/...``; an
+        ACL must allow it, e.g. ``pattern readwrite devfleet-probe/%c/#``),
+        publishes a marker to the sentinel and collects until the marker comes
+        back. The broker queues retained messages on subscribe, so they all
+        arrive before the marker; nothing sleeps. Both subscriptions use QoS 0
+        so that all deliveries share one ordered queue.
 
         Args:
             topic_filter: An MQTT filter.
@@ -686,8 +688,8 @@ class MqttProbe:
             ProbeTimeout: the marker did not come back in time.
         """
         timeout = self.timeout if timeout is None else timeout
-        sentinel = f"devfleet-probe/{self.client_id}/sentinel/{next(self._sentinels)}"
         aux = self._clone()
+        sentinel = f"devfleet-probe/{aux.client_id}/sentinel/{next(self._sentinels)}"
         aux.connect(timeout)
         try:
             aux.subscribe(topic_filter, qos=0, timeout=timeout)
