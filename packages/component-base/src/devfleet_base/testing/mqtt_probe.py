@@ -242,6 +242,7 @@ class MqttProbe:
         self._suback: dict[int, list[ReasonCode]] = {}
         self._puback: dict[int, ReasonCode] = {}
         self._connack: ReasonCode | None = None
+        self._lost_before_connack: str | None = None
         self._connected = False
         self._connects = 0
         self._disconnects = 0
@@ -341,6 +342,8 @@ class MqttProbe:
         with self._cond:
             if self._connected:
                 self._disconnects += 1
+            elif self._connack is None:
+                self._lost_before_connack = str(reason_code)
             self._connected = False
             self._cond.notify_all()
 
@@ -431,13 +434,20 @@ class MqttProbe:
         self._started = True
         try:
             self._wait(
-                lambda: self._connack is not None,
+                lambda: self._connack is not None or self._lost_before_connack is not None,
                 timeout,
                 lambda: f"no CONNACK from {where} within {timeout}s",
             )
         except ProbeTimeout:
             self.close()
             raise
+        if self._connack is None:
+            self.close()
+            raise ProbeConnectError(
+                f"broker at {where} closed the connection of probe {self.client_id} before "
+                f"CONNACK ({self._lost_before_connack}); wrong TLS settings or missing client "
+                "certificate?"
+            )
         rc = self._connack
         if rc is not None and rc.is_failure:
             self.close()
