@@ -556,6 +556,7 @@ class Agent:
                 await self._publish_cfg()
                 raise
             self._desired_error = None
+            log.info("config version %d applied (command %s)", self.store.version, cmd.id)
             await self._apply_config(config)
             await self._publish_cfg()
             await self.publish_meta()
@@ -563,6 +564,12 @@ class Agent:
 
     async def _apply_config(self, config: dict[str, Any]) -> None:
         self.logs.configure(config["logs"])
+        # Records below the root level are never created: let devfleet's own through
+        # to the shipper (the console's stderr handler keeps its own level).
+        ship_level = logging.getLevelName(config["logs"]["level"])
+        ours = logging.getLogger("devfleet")
+        if config["logs"]["enabled"] and ours.getEffectiveLevel() > ship_level:
+            ours.setLevel(ship_level)
         groups = tuple(config.get("groups", []))
         await self.mqtt.unsubscribe(
             [f for f, _ in self.mqtt.options.subscriptions if f.startswith("groups/")]

@@ -88,11 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"devfleet-agent: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
 
-    logging.basicConfig(
-        level=settings.loglevel,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(settings.loglevel)
+    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=settings.loglevel, handlers=[console])
     if settings.loglevel == "DEBUG":
         from .diagnostics import startup_checks
 

@@ -100,7 +100,7 @@ class SessionOptions:
     keepalive: int = 30
     connect_timeout: float = 10.0
     backoff_min: float = 0.5
-    backoff_max: float = 30.0
+    backoff_max: float = 4.0  # reconnect within ~5 s of the broker coming back
     ack_timeout: float = 10.0
     max_queued: int = 1000
     subscriptions: list[tuple[str, int]] = field(default_factory=list)

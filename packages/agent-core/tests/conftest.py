@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devfleet_agent.testing import AgentProcess, AgentThread, settings_for
+
+
+@pytest.fixture
+def agent_factory(mqtt_broker: Any, tmp_path: Path) -> Iterator[Callable[..., AgentThread]]:
+    """Start in-process agents on the session broker; stopped after the test."""
+    made: list[AgentThread] = []
+
+    def make(name: str, *, broker: Any = None, **overrides: Any) -> AgentThread:
+        settings = settings_for(broker or mqtt_broker, name, tmp_path / name, **overrides)
+        agent = AgentThread(settings).start()
+        made.append(agent)
+        return agent
+
+    yield make
+    for agent in reversed(made):
+        agent.stop()
+
+
+@pytest.fixture
+def process_factory(mqtt_broker: Any, tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
+    """Start agents as subprocesses; killed after the test if still running."""
+    made: list[AgentProcess] = []
+
+    def make(name: str, *, broker: Any = None, extra: tuple[str, ...] = ("--keepalive", "5")) -> AgentProcess:
+        b = broker or mqtt_broker
+        proc = AgentProcess(broker=b.host, port=b.port, name=name, data_dir=tmp_path / name, extra=extra).start()
+        made.append(proc)
+        return proc
+
+    yield make
+    for proc in made:
+        proc.__exit__()

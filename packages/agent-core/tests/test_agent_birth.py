@@ -1,0 +1,105 @@
+"""The agent's retained description, heartbeat, will and clean stop, over a real broker."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from devfleet_base import contract
+
+
+def _online(msg):
+    return msg.json()["status"] == "online"
+
+
+def test_birth_publishes_meta_status_state_cfg(agent_factory, probe):
+    probe.subscribe("nodes/birth1/#")
+    agent_factory("birth1")
+    probe.wait_for("nodes/birth1/status", _online)
+    retained = probe.retained("nodes/birth1/+")
+    assert set(retained) == {f"nodes/birth1/{leaf}" for leaf in ("meta", "status", "state", "cfg")}
+    meta = retained["nodes/birth1/meta"].json()
+    for key in ("hostname", "os", "arch", "python", "agent_version", "protocol", "session", "version", "commands"):
+        assert key in meta, key
+    assert meta["protocol"] == contract.PROTOCOL_VERSION
+    assert {"ping", "rebirth", "restart", "configure"} <= set(meta["commands"])
+    status = retained["nodes/birth1/status"].json()
+    assert status["session"] == meta["session"] and status["version"] > meta["version"]
+    cfg = retained["nodes/birth1/cfg"].json()
+    assert cfg["config_version"] == 0 and cfg["config"]["heartbeat"]["interval"] == 10.0
+    hb = probe.wait_for("nodes/birth1/heartbeat").json()
+    assert hb["node"] == "birth1" and hb["node_id"] == contract.node_id("birth1")
+    for key in ("uptime", "cpu", "memory", "disk", "broker", "agent_count", "timestamp"):
+        assert key in hb, key
+
+
+def test_session_counter_increases_across_starts(agent_factory, probe):
+    first = agent_factory("sess1")
+    s1 = probe.wait_for("nodes/sess1/status", _online).json()["session"]
+    first.stop()
+    probe.wait_for("nodes/sess1/status", lambda m: m.json()["status"] == "offline")
+    mark = probe.mark()
+    agent_factory("sess1")
+    s2 = probe.wait_for("nodes/sess1/status", _online, since=mark).json()["session"]
+    assert s2 == s1 + 1
+
+
+def test_sigterm_publishes_offline(process_factory, probe):
+    proc = process_factory("term1")
+    probe.wait_for("nodes/term1/status", _online, timeout=15)
+    proc.terminate()
+    assert proc.wait(5) == 0
+    status = probe.wait_for("nodes/term1/status", lambda m: m.json()["status"] != "online").json()
+    assert status["status"] == "offline"
+
+
+def test_kill_9_fires_the_will_within_keepalive(process_factory, probe):
+    proc = process_factory("kill1")  # keepalive 5 s
+    online = probe.wait_for("nodes/kill1/status", _online, timeout=15).json()
+    proc.kill()
+    # mosquitto sends the will after 1.5 x keepalive = 7.5 s without traffic.
+    lost = probe.wait_for("nodes/kill1/status", lambda m: m.json()["status"] == "lost", timeout=10).json()
+    assert lost["session"] == online["session"]
+    assert lost["version"] < online["version"]  # reserved at connect: sorts below the birth
+
+
+def test_broker_restart_rebirth(fresh_broker, agent_factory, probe_factory):
+    agent_factory("reb1", broker=fresh_broker)
+    p = probe_factory(fresh_broker)
+    p.wait_for("nodes/reb1/status", _online)
+    fresh_broker.restart()  # persistence off: every retained message is gone
+    p.wait_connected(timeout=10, after=1)
+    mark = p.mark()
+    p.wait_for("nodes/reb1/meta", since=mark, timeout=5 + 2)
+    assert set(p.retained("nodes/reb1/+")) == {f"nodes/reb1/{x}" for x in ("meta", "status", "state", "cfg")}
+
+
+def test_stale_will_is_repaired(agent_factory, probe):
+    agent_factory("heal1")
+    probe.wait_for("nodes/heal1/status", _online)
+    mark = probe.mark()
+    # Another client (or a late will) overwrites the retained status.
+    probe.publish("nodes/heal1/status", {"status": "lost", "session": 0, "version": 0}, retain=True)
+    probe.wait_for("nodes/heal1/status", _online, since=mark)
+    assert probe.retained("nodes/heal1/status")["nodes/heal1/status"].json()["status"] == "online"
+
+
+def test_restart_command_reexecutes(process_factory, probe):
+    process_factory("rs1")
+    first = probe.wait_for("nodes/rs1/status", _online, timeout=15).json()
+    probe.subscribe("replies/rs1-test")
+    probe.publish("nodes/rs1/cmd/restart", contract.Command.envelope(id="r1", reply_to="replies/rs1-test"))
+    probe.wait_for("replies/rs1-test", lambda m: m.json()["status"] == "ok")
+    mark = probe.mark()
+    second = probe.wait_for("nodes/rs1/status", _online, since=mark, timeout=20).json()
+    assert second["session"] == first["session"] + 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT])
+def test_sigint_is_clean_too(process_factory, probe, sig):
+    proc = process_factory("int1")
+    probe.wait_for("nodes/int1/status", _online, timeout=15)
+    proc.signal(sig)
+    assert proc.wait(10) == 0
+    assert probe.wait_for("nodes/int1/status", lambda m: m.json()["status"] == "offline")
