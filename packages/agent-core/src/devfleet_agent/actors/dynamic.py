@@ -137,17 +137,17 @@ class StateStore:
         if self._data is not None:
             return self._data
         data: dict[str, Any] = {}
+        raw: bytes | None = None
         try:
-            text = self.path.read_text(encoding="utf-8")
+            raw = self.path.read_bytes()
         except FileNotFoundError:
-            text = None
-        except (OSError, UnicodeDecodeError) as exc:
+            pass
+        except OSError as exc:
             self.load_error = f"cannot read {self.path}: {exc}"
             log.error("%s; starting with an empty store", self.load_error)
-            text = None
-        if text is not None:
+        if raw is not None:
             try:
-                loaded = json.loads(text)
+                loaded = json.loads(raw.decode("utf-8"))
                 if not isinstance(loaded, dict):
                     raise ValueError(f"expected a JSON object, got {type(loaded).__name__}")
                 data = loaded
