@@ -1,0 +1,196 @@
+"""The spawn payload of a dynamic actor (Wactorz ``nodes/{node}/spawn``).
+
+A Wactorz main machine, the devfleet console or a plain ``mosquitto_pub`` send
+the same JSON object::
+
+    {"name": "temp-sensor-agent", "node": "rpi-livingroom", "type": "dynamic",
+     "description": "Reads temperature", "poll_interval": 30,
+     "max_restarts": 5, "restart_delay": 3.0, "install": ["adafruit-circuitpython-dht"],
+     "code": "async def setup(agent): ...\\nasync def process(agent): ...",
+     "replace": false}
+
+:func:`SpawnSpec.from_payload` validates it with the shared
+:class:`~devfleet_base.schema.Schema` and returns a frozen :class:`SpawnSpec`.
+Unknown keys are kept (a Wactorz main machine may send more) and travel on
+with :meth:`SpawnSpec.to_payload` when the actor migrates.
+
+Defaults, where the Wactorz docs are silent:
+
+- ``poll_interval`` is 5.0 seconds, the default of Wactorz's own
+  ``remote_runner.py``; ``null`` makes the actor event-driven (it only answers
+  tasks, and its supervisor cycle is the health check).
+- ``node`` defaults to ``null`` (meaning "this node"); ``type`` to ``"dynamic"``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from devfleet_base.errors import Code, ContractError
+from devfleet_base.schema import Field, Schema
+
+from ..supervisor import RestartPolicy
+
+__all__ = [
+    "ACTOR_NAME_PATTERN",
+    "DEFAULT_POLL_INTERVAL",
+    "MAX_CODE_BYTES",
+    "SPAWN_SCHEMA",
+    "SpawnSpec",
+]
+
+ACTOR_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+"""An actor name: it appears in topics (``agents/by-name/{name}/task``) and file names."""
+
+MAX_CODE_BYTES = 256 * 1024
+"""The largest ``code`` accepted, in UTF-8 bytes."""
+
+DEFAULT_POLL_INTERVAL = 5.0
+"""Seconds between ``process()`` calls when the spawn does not say (Wactorz's default)."""
+
+SPAWN_SCHEMA = Schema(
+    "spawn",
+    {
+        "name": Field(
+            "str",
+            required=True,
+            min=1,
+            max=64,
+            pattern=ACTOR_NAME_PATTERN,
+            doc="unique actor name on the node",
+        ),
+        "node": Field("str", nullable=True, default=None, max=128, doc="target node"),
+        "type": Field("str", default="dynamic", min=1, max=64, doc="actor type"),
+        "description": Field("str", default="", max=4096, doc="one line for listings"),
+        "poll_interval": Field(
+            "float",
+            nullable=True,
+            default=DEFAULT_POLL_INTERVAL,
+            min=0.01,
+            max=86_400.0,
+            doc="seconds between process() calls; null = event-driven",
+        ),
+        "max_restarts": Field("int", default=5, min=0, max=1000, doc="restart budget"),
+        "restart_delay": Field("float", default=3.0, min=0.0, max=3600.0, doc="first back-off"),
+        "install": Field(
+            "list",
+            default=[],
+            max=64,
+            items=Field("str", min=1, max=256),
+            doc="pip requirements installed before compiling",
+        ),
+        "code": Field(
+            "str", required=True, min=1, max=MAX_CODE_BYTES, doc="Python source of the actor"
+        ),
+        "replace": Field("bool", default=False, doc="stop a running actor of that name first"),
+    },
+    extra="allow",
+)
+"""The schema of a spawn payload; unknown keys are allowed and kept."""
+
+_KNOWN = frozenset(SPAWN_SCHEMA.fields)
+
+
+@dataclass(frozen=True)
+class SpawnSpec:
+    """A validated spawn payload.
+
+    Attributes:
+        name: the actor's name.
+        code: the actor's Python source.
+        node: the node named in the payload (``None``: wherever it arrived).
+        type: ``"dynamic"`` for code-carrying actors.
+        description: free text.
+        poll_interval: seconds between ``process()`` calls, ``None`` for event-driven.
+        max_restarts: the restart budget.
+        restart_delay: the first back-off in seconds.
+        install: pip requirements to install before compiling.
+        replace: stop an actor of the same name first.
+        extra: unknown keys, kept as sent (read-only).
+    """
+
+    name: str
+    code: str
+    node: str | None = None
+    type: str = "dynamic"
+    description: str = ""
+    poll_interval: float | None = DEFAULT_POLL_INTERVAL
+    max_restarts: int = 5
+    restart_delay: float = 3.0
+    install: tuple[str, ...] = ()
+    replace: bool = False
+    extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+
+    @classmethod
+    def from_payload(cls, data: Any) -> SpawnSpec:
+        """Validate a decoded JSON payload.
+
+        Raises:
+            ContractError: the payload is not a valid spawn (``code`` is
+                ``too_large`` for oversized code, ``invalid`` otherwise).
+        """
+        checked = SPAWN_SCHEMA.validate(data)
+        code: str = checked["code"]
+        if len(code.encode("utf-8", "surrogatepass")) > MAX_CODE_BYTES:
+            raise ContractError(
+                f"spawn.code: larger than {MAX_CODE_BYTES} bytes", code=Code.TOO_LARGE
+            )
+        extra = {k: copy.deepcopy(v) for k, v in checked.items() if k not in _KNOWN}
+        return cls(
+            name=checked["name"],
+            code=code,
+            node=checked["node"],
+            type=checked["type"],
+            description=checked["description"],
+            poll_interval=checked["poll_interval"],
+            max_restarts=checked["max_restarts"],
+            restart_delay=checked["restart_delay"],
+            install=tuple(checked["install"]),
+            replace=checked["replace"],
+            extra=MappingProxyType(extra),
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> SpawnSpec:
+        """Decode and validate a raw payload.
+
+        Raises:
+            ContractError: not UTF-8 JSON (``bad_json``) or not a valid spawn.
+        """
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise ContractError(f"spawn: not valid JSON ({exc})", code=Code.BAD_JSON) from None
+        return cls.from_payload(data)
+
+    def policy(self) -> RestartPolicy:
+        """The supervisor policy this spawn asks for."""
+        return RestartPolicy(max_restarts=self.max_restarts, restart_delay=self.restart_delay)
+
+    def to_payload(self, *, node: str | None = None) -> dict[str, Any]:
+        """The spawn payload again (for migration), extras included.
+
+        Args:
+            node: replace the ``node`` field (the migration target).
+        """
+        out: dict[str, Any] = copy.deepcopy(dict(self.extra))
+        out.update(
+            {
+                "name": self.name,
+                "node": node if node is not None else self.node,
+                "type": self.type,
+                "description": self.description,
+                "poll_interval": self.poll_interval,
+                "max_restarts": self.max_restarts,
+                "restart_delay": self.restart_delay,
+                "install": list(self.install),
+                "code": self.code,
+                "replace": self.replace,
+            }
+        )
+        return out
