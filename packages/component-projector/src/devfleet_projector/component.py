@@ -263,7 +263,7 @@ class Projector(Component):
         deadline = time.monotonic() + self.config["busy_deadline"]
         while True:
             power = await self._query_power()
-            if power == target:
+            if power == target and (target == "off" or await self._lit()):
                 return power
             if time.monotonic() >= deadline:
                 raise CommandError(
@@ -273,6 +273,19 @@ class Projector(Component):
                 )
             self._report()
             await asyncio.sleep(self.config["retry_interval"])
+
+    async def _lit(self) -> bool:
+        """Whether a projector that says "on" has finished warming up.
+
+        BenQ reports ``*POW=ON#`` during warm-up too; a source query is refused
+        (``*Block item#``) until the lamp is lit, so it tells the two apart.
+        """
+        reply = await self._call(Request(Op.SOURCE))
+        if reply.refused and reply.transient:
+            return False
+        if not reply.refused:
+            self.status["input"] = reply.value
+        return True
 
     async def _refresh(self) -> None:
         """Query everything the protocol offers; refused queries leave a field unknown."""
