@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 
 import pytest
-
 from devfleet_base import contract
 
 
@@ -20,7 +19,17 @@ def test_birth_publishes_meta_status_state_cfg(agent_factory, probe):
     retained = probe.retained("nodes/birth1/+")
     assert set(retained) == {f"nodes/birth1/{leaf}" for leaf in ("meta", "status", "state", "cfg")}
     meta = retained["nodes/birth1/meta"].json()
-    for key in ("hostname", "os", "arch", "python", "agent_version", "protocol", "session", "version", "commands"):
+    for key in (
+        "hostname",
+        "os",
+        "arch",
+        "python",
+        "agent_version",
+        "protocol",
+        "session",
+        "version",
+        "commands",
+    ):
         assert key in meta, key
     assert meta["protocol"] == contract.PROTOCOL_VERSION
     assert {"ping", "rebirth", "restart", "configure"} <= set(meta["commands"])

@@ -17,9 +17,7 @@ from hypothesis import strategies as st
 
 EPSON = EpsonProtocol()
 BENQ = BenqProtocol()
-ALL_REQUESTS = [Request(op) for op in Op if op is not Op.SOURCE_SET] + [
-    Request(Op.SOURCE_SET, "hdmi")
-]
+ALL_REQUESTS = [Request(op) for op in Op if op is not Op.SOURCE_SET] + [Request(Op.SOURCE_SET, "hdmi")]
 
 
 def test_epson_encodes_the_real_syntax() -> None:
@@ -158,9 +156,7 @@ def test_unknown_source_and_protocol() -> None:
         ).map(b"".join),
     ),
 )
-def test_random_bytes_never_crash_the_codec(
-    protocol: Protocol, request_: Request, raw: bytes
-) -> None:
+def test_random_bytes_never_crash_the_codec(protocol: Protocol, request_: Request, raw: bytes) -> None:
     if not protocol.supports(request_.op):
         return
     protocol.complete(protocol.encode(request_), raw)

@@ -33,9 +33,7 @@ _PREVIEW = Schema(
 _CONFIG = Schema(
     "ledstrip",
     {
-        "backend": Field(
-            "str", default="auto", choices=("auto", "simulated", "ws281x"), doc="LED driver"
-        ),
+        "backend": Field("str", default="auto", choices=("auto", "simulated", "ws281x"), doc="LED driver"),
         "led_count": Field("int", default=60, min=1, max=4096, doc="LEDs on the strip"),
         "pin": Field("int", default=18, min=0, max=53, doc="GPIO (BCM) of the data line"),
         "channel": Field("int", default=0, min=0, max=1, doc="PWM channel"),

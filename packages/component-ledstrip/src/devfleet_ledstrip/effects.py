@@ -49,9 +49,7 @@ Frame = list[int]
 
 _COMMON: dict[str, Field] = {
     "speed": Field("float", default=1.0, min=0.01, max=100.0, doc="pace multiplier"),
-    "duration": Field(
-        "float", default=None, nullable=True, min=0.0, doc="seconds to run, null = forever"
-    ),
+    "duration": Field("float", default=None, nullable=True, min=0.0, doc="seconds to run, null = forever"),
     "loop": Field("bool", default=True, doc="repeat finite animations"),
 }
 
@@ -314,8 +312,7 @@ class TheatreChase(Effect):
         fg, bg, spacing = self.colour("color"), self.colour("background"), params["spacing"]
         self._every = self.frames_for(1 / 10)
         self._frames = [
-            [fg if i % spacing == offset else bg for i in range(led_count)]
-            for offset in range(spacing)
+            [fg if i % spacing == offset else bg for i in range(led_count)] for offset in range(spacing)
         ]
 
     def render(self, n: int) -> Frame:
@@ -323,8 +320,7 @@ class TheatreChase(Effect):
 
 
 EFFECTS: dict[str, type[Effect]] = {
-    cls.name: cls
-    for cls in (Solid, Fade, ColourWipe, Rainbow, RainbowCycle, Sparkle, TheatreChase, Off)
+    cls.name: cls for cls in (Solid, Fade, ColourWipe, Rainbow, RainbowCycle, Sparkle, TheatreChase, Off)
 }
 """Every effect by name."""
 

@@ -126,9 +126,7 @@ class Projector(Component):
 
     # ---- commands ----------------------------------------------------------------------
 
-    @command(
-        "power", args=Schema("power", {"state": _ON_OFF, "wait": Field("bool", default=False)})
-    )
+    @command("power", args=Schema("power", {"state": _ON_OFF, "wait": Field("bool", default=False)}))
     async def cmd_power(self, args: dict[str, Any]) -> dict[str, Any]:
         """Power on or off; ``wait=true`` waits until warm-up/cool-down is over."""
         on = args["state"] == "on"
@@ -164,9 +162,7 @@ class Projector(Component):
     async def cmd_mute(self, args: dict[str, Any]) -> dict[str, Any]:
         """Mute (blank picture and sound) on or off."""
         on = args["state"] == "on"
-        await self._run(
-            Request(Op.MUTE_ON if on else Op.MUTE_OFF), f"mute {args['state']}", needs_power=True
-        )
+        await self._run(Request(Op.MUTE_ON if on else Op.MUTE_OFF), f"mute {args['state']}", needs_power=True)
         self.status["mute"] = on
         self._report()
         return {"mute": on}
@@ -267,8 +263,7 @@ class Projector(Component):
                 return power
             if time.monotonic() >= deadline:
                 raise CommandError(
-                    f"projector still {power} after {self.config['busy_deadline']:g} s "
-                    f"(wanted {target})",
+                    f"projector still {power} after {self.config['busy_deadline']:g} s (wanted {target})",
                     code=Code.BUSY,
                 )
             self._report()

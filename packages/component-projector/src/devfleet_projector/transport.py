@@ -102,8 +102,7 @@ class SerialTransport:
                 if time.monotonic() >= deadline:
                     got = f"partial answer {bytes(buffer)[:40]!r}" if buffer else "no answer"
                     raise ProjectorTimeout(
-                        f"projector on {self.url}: {got} to {payload.strip()!r} "
-                        f"within {timeout:g} s"
+                        f"projector on {self.url}: {got} to {payload.strip()!r} within {timeout:g} s"
                     )
         except (ProjectorTimeout, ProtocolError):
             raise
