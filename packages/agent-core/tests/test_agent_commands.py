@@ -43,7 +43,9 @@ def node(agent_factory, probe, request):
 
 def test_ping_gets_accepted_then_ok(node, probe):
     cmd_id, inbox = send(probe, node.name, "ping")
-    receipts = [probe.wait_for(inbox, lambda m: m.json()["status"] == s).json() for s in ("accepted", "ok")]
+    receipts = [
+        probe.wait_for(inbox, lambda m, s=s: m.json()["status"] == s).json() for s in ("accepted", "ok")
+    ]
     assert receipts[0]["id"] == receipts[1]["id"] == cmd_id
     assert receipts[1]["result"]["pong"] is True
     assert receipts[1]["node"] == node.name

@@ -58,7 +58,7 @@ def test_bad_settings(flags, env, fragment):
 def test_bad_file(tmp_path):
     cfg = tmp_path / "agent.toml"
     cfg.write_text("broker = \n")
-    with pytest.raises(SettingsError, match="agent.toml"):
+    with pytest.raises(SettingsError, match=r"agent\.toml"):
         load_settings({}, env={}, config_path=str(cfg))
     cfg.write_text('brokr = "typo"\n')
     with pytest.raises(SettingsError, match="unknown setting"):

@@ -201,10 +201,7 @@ class ColourWipe(Effect):
 
     def render(self, n: int) -> Frame:
         count = self.led_count
-        if not self.loop and n >= self._steps:
-            lit = count
-        else:
-            lit = (n % (self._steps + 1)) * count // self._steps
+        lit = count if not self.loop and n >= self._steps else n % (self._steps + 1) * count // self._steps
         return [self._fg] * lit + [self._bg] * (count - lit)
 
 
