@@ -51,7 +51,9 @@ __all__ = [
     "Broadcast",
     "BrokerAddress",
     "CommandHandle",
+    "EventStream",
     "LogRecord",
+    "Outcome",
     "parse_broker_url",
 ]
 
@@ -367,6 +369,35 @@ class LogRecord:
     msg: str
 
 
+class EventStream:
+    """An async iterator of model events; ``aclose()`` (or ``async with``) ends it."""
+
+    def __init__(self, fleet: AsyncFleet, maxsize: int) -> None:
+        self._fleet = fleet
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        self._closed = False
+        fleet._queues.add(self._queue)
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._closed:
+            raise StopAsyncIteration
+        return await self._queue.get()
+
+    async def aclose(self) -> None:
+        """Stop receiving events."""
+        self._closed = True
+        self._fleet._queues.discard(self._queue)
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
 # ---- the client -----------------------------------------------------------------------
 
 
@@ -585,15 +616,11 @@ class AsyncFleet:
             raise NodeNotFound(f"no node named {name!r} is known to the broker")
         return view
 
-    async def events(self, maxsize: int = 10_000) -> AsyncIterator[Event]:
-        """Every model event from now on (events beyond ``maxsize`` unread are dropped)."""
-        queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
-        self._queues.add(queue)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            self._queues.discard(queue)
+    def events(self, maxsize: int = 10_000) -> EventStream:
+        """Every model event from now on (the stream is registered at once, so nothing
+        between this call and the first ``__anext__`` is missed). Events beyond
+        ``maxsize`` unread are dropped and counted in :attr:`dropped_events`."""
+        return EventStream(self, maxsize)
 
     async def wait_for(self, predicate: Callable[[FleetModel], bool], timeout: float = 10.0) -> None:
         """Wait until ``predicate(model)`` is true; it is checked now and after every

@@ -428,7 +428,9 @@ class FleetModel:
         events.append(NodeChanged(node, what="heartbeat"))
         return events
 
-    def _telemetry(self, topic: str, node: str, metric: str, payload: bytes, now: float | None) -> list[Event]:
+    def _telemetry(
+        self, topic: str, node: str, metric: str, payload: bytes, now: float | None
+    ) -> list[Event]:
         data = self._decode_dict(payload)
         if isinstance(data, str):
             return self._invalid(topic, node, data)
