@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ..errors import UsageError
@@ -47,8 +47,8 @@ class Context:
     json: bool
     timeout: float
     debug: bool
-    out: TextIO = sys.stdout
-    err: TextIO = sys.stderr
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    err: TextIO = field(default_factory=lambda: sys.stderr)
 
     def fleet(self, **kwargs: Any) -> AsyncFleet:
         """An unstarted client: ``async with ctx.fleet() as fleet``."""
