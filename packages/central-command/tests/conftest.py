@@ -65,7 +65,9 @@ def mosquitto(tmp_path: Path) -> Iterator[Broker]:
         "max_queued_messages 100000\n"
     )
     proc = subprocess.Popen(
-        [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=open(tmp_path / "mosquitto.log", "wb")
+        [exe, "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "mosquitto.log", "wb"),  # noqa: SIM115 - the child owns it
     )
     try:
         _wait_port(port, proc, time.monotonic() + 10)
@@ -137,7 +139,7 @@ class Agents:
                 *extra,
             ],
             stdout=subprocess.DEVNULL,
-            stderr=open(log, "wb"),
+            stderr=open(log, "wb"),  # noqa: SIM115 - the child owns it
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         agent = AgentProc(name, proc, data, log)

@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from devfleet_base import contract
 from devfleet_command.model import (
     FleetModel,
@@ -20,6 +17,8 @@ from devfleet_command.model import (
     NodeRemoved,
     NodeStale,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def enc(obj: Any) -> bytes:
