@@ -70,7 +70,9 @@ def test_kill_9_fires_the_will_within_keepalive(process_factory, probe):
     # mosquitto sends the will after 1.5 x keepalive = 7.5 s without traffic.
     lost = probe.wait_for("nodes/kill1/status", lambda m: m.json()["status"] == "lost", timeout=10).json()
     assert lost["session"] == online["session"]
-    assert lost["version"] < online["version"]  # reserved at connect: sorts below the birth
+    # The will tops its own connection's block of versions: it wins over that
+    # connection's birth, but not over the next connection's.
+    assert lost["version"] > online["version"]
 
 
 def test_broker_restart_rebirth(fresh_broker, agent_factory, probe_factory):
