@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from devfleet_agent.testing import AgentProcess, AgentThread, settings_for
 
 

@@ -7,6 +7,7 @@ import json
 import time
 
 import pytest
+
 from devfleet_base import contract
 from devfleet_base.signing import Signer
 

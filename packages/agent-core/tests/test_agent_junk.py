@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
-from devfleet_base import contract
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from devfleet_base import contract
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),

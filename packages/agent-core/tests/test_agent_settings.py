@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+
 from devfleet_agent.errors import SettingsError
 from devfleet_agent.settings import load_settings
 

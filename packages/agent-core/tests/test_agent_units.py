@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 import pytest
+
 from devfleet_agent.config_store import ConfigStore, apply_dotted
 from devfleet_agent.logship import LogShipper
 from devfleet_base.errors import ConfigError

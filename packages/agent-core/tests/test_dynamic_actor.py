@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from devfleet_agent.actors import (
     ActorBus,
     CompileError,

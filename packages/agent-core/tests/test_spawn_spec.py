@@ -7,10 +7,11 @@ import json
 from typing import Any
 
 import pytest
-from devfleet_agent.actors.spec import DEFAULT_POLL_INTERVAL, MAX_CODE_BYTES, SpawnSpec
-from devfleet_base.errors import ContractError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from devfleet_agent.actors.spec import DEFAULT_POLL_INTERVAL, MAX_CODE_BYTES, SpawnSpec
+from devfleet_base.errors import ContractError
 
 WACTORZ_EXAMPLE: dict[str, Any] = {
     "name": "temp-sensor-agent",

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from devfleet_agent.clock import FakeClock
 from devfleet_agent.supervisor import (
     ChildExistsError,

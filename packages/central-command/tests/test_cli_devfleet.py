@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import pytest
+
 from devfleet_command.cli import main
 from devfleet_command.sync import Fleet
 

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+
 from devfleet_command.aio import AsyncFleet
 from devfleet_command.errors import ConfigConflict, InvalidConfig, NodeNotFound, PurgeError
 from devfleet_command.model import FleetModel, NodeAppeared, NodeLost, NodeStale

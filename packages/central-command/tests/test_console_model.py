@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from devfleet_base import contract
 from devfleet_command.model import (
     FleetModel,
@@ -17,8 +20,6 @@ from devfleet_command.model import (
     NodeRemoved,
     NodeStale,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 def enc(obj: Any) -> bytes:

@@ -6,13 +6,14 @@ import contextlib
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from devfleet_base import contract
 from devfleet_base.errors import Code, ContractError, SignatureError
 from devfleet_base.node_config import NODE_CONFIG_SCHEMA, default_node_config
 from devfleet_base.schema import Field, Schema
 from devfleet_base.signing import ReplayGuard, Signer, compute_mac, verify
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

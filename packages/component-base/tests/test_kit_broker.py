@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+
 from devfleet_base.testing import (
     BrokerError,
     EmbeddedBroker,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from devfleet_base.testing import FakeContext, MosquittoBroker, MqttProbe, ProbeTimeout
 from devfleet_base.testing import plugin as kit_plugin
 from devfleet_base.testing.mqtt_probe import filter_covers, topic_matches

@@ -5,6 +5,7 @@ from typing import Any
 
 import pluggy
 import pytest
+
 from devfleet_base import CommandError, Component, hookspecs
 from devfleet_base.testing import FakeContext
 from devfleet_ledstrip import (

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from devfleet_base import ContractError
 from devfleet_ledstrip import EFFECTS, effect_names, make_effect, pack, parse_colour, to_hex
 from devfleet_ledstrip.colour import blend, scale, unpack, wheel

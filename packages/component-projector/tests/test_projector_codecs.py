@@ -3,6 +3,9 @@ from __future__ import annotations
 import contextlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from devfleet_projector import (
     BenqProtocol,
     EpsonProtocol,
@@ -12,8 +15,6 @@ from devfleet_projector import (
     Request,
     get_protocol,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 EPSON = EpsonProtocol()
 BENQ = BenqProtocol()

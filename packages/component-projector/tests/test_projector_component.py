@@ -6,6 +6,7 @@ from typing import Any
 
 import pluggy
 import pytest
+
 from devfleet_base import CommandError, Component, hookspecs
 from devfleet_base.testing import FakeContext
 from devfleet_projector import Projector, plugin

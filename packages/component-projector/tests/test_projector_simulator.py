@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import serial
+
 from devfleet_projector.simulator import ProjectorSimulator
 
 
