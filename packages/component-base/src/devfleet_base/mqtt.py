@@ -45,6 +45,7 @@ __all__ = [
 log = logging.getLogger("devfleet.mqtt")
 
 # CONNACK reason codes that retrying will not fix (v5 codes; v3 1..5 map here too).
+_CLOSED_BEFORE_CONNACK = "connection closed before CONNACK"
 _FATAL_REASONS = {
     "Bad user name or password",
     "Not authorized",
@@ -178,6 +179,12 @@ class MqttSession:
                     f"broker {self.options.host}:{self.options.port} refused MQTT {protocol}"
                 ) from None
             except (OSError, TimeoutError, ssl.SSLError, _ConnectFailed) as exc:
+                if isinstance(exc, _NoConnack) and self.options.protocol == "auto" and protocol == "5":
+                    # Some 3.1.1-only brokers (amqtt) neither answer nor refuse an MQTT 5
+                    # CONNECT. 3.1.1 works everywhere, so fall back at once.
+                    log.info("no answer to an MQTT 5 CONNECT; using 3.1.1")
+                    protocol = "3.1.1"
+                    continue
                 attempt += 1
                 delay = random.uniform(
                     0, min(self.options.backoff_max, self.options.backoff_min * 2**attempt)
@@ -344,15 +351,23 @@ class MqttSession:
             self._loop.run_in_executor(None, self._blocking_connect, client),
             opts.connect_timeout,
         )
+        # In auto mode an MQTT 5 CONNECT gets a shorter wait (see _NoConnack).
+        wait = (
+            min(opts.connect_timeout, 3.0)
+            if opts.protocol == "auto" and protocol == "5"
+            else opts.connect_timeout
+        )
         try:
-            reason = await asyncio.wait_for(asyncio.shield(self._connack), opts.connect_timeout)
+            reason = await asyncio.wait_for(asyncio.shield(self._connack), wait)
         except TimeoutError:
             self._teardown_socket()
-            raise _ConnectFailed("no CONNACK from broker") from None
+            raise _NoConnack("no CONNACK from broker") from None
         if reason != "Success":
             self._teardown_socket()
             if reason == "Unsupported protocol version":
                 raise _ProtocolRefused(reason)
+            if reason == _CLOSED_BEFORE_CONNACK:
+                raise _NoConnack(reason)
             if reason in _FATAL_REASONS:
                 raise ConnectionRefusedFatal(
                     f"broker {opts.host}:{opts.port} refused the connection: {reason}"
@@ -411,7 +426,7 @@ class MqttSession:
             running = None
         if running is self._loop:
             fn(*args)
-        else:
+        elif not self._loop.is_closed():  # paho's __del__ may close a socket after the loop ended
             self._loop.call_soon_threadsafe(fn, *args)
 
     def _cb_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
@@ -457,7 +472,7 @@ class MqttSession:
             self._sock = None
             self._connected.clear()
             if self._connack is not None and not self._connack.done():
-                self._connack.set_result("connection closed before CONNACK")
+                self._connack.set_result(_CLOSED_BEFORE_CONNACK)
             self._lost.set()
 
     def _cb_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
@@ -528,3 +543,7 @@ class _ConnectFailed(Exception):
 
 class _ProtocolRefused(Exception):
     pass
+
+
+class _NoConnack(_ConnectFailed):
+    """The broker accepted TCP but never answered the CONNECT (or closed first)."""
