@@ -258,7 +258,9 @@ def _validate(s: Settings) -> Settings:
     if not 1 <= s.component_verify_cycles <= 100:
         raise SettingsError(f"component_verify_cycles {s.component_verify_cycles} must be within 1-100")
     if s.component_verify_interval <= 0 or s.component_verify_timeout <= 0 or s.install_timeout <= 0:
-        raise SettingsError("component_verify_interval, component_verify_timeout and install_timeout must be > 0")
+        raise SettingsError(
+            "component_verify_interval, component_verify_timeout and install_timeout must be > 0"
+        )
     if s.install_find_links is not None and not Path(s.install_find_links).expanduser().is_dir():
         raise SettingsError(f"install_find_links {s.install_find_links}: no such directory")
     if s.install_index is not None and not re.fullmatch(r"(https?|file)://[^\s]+", s.install_index):
