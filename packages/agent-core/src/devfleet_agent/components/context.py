@@ -114,6 +114,7 @@ class ComponentRunnable:
 
     async def setup(self) -> None:
         await self.component.start()
+        self.poll_interval = self.component.poll_interval  # a component may set it from its settings
 
     async def process(self) -> None:
         await self.component.process()
