@@ -41,7 +41,15 @@ def _tools() -> Path:
         _say(f"creating the tool venv in {TOOLS} (nox, uv)")
         venv.EnvBuilder(with_pip=True, clear=True).create(TOOLS)
         subprocess.run(
-            [str(bindir / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", *REQUIREMENTS],
+            [
+                str(bindir / "python"),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                *REQUIREMENTS,
+            ],
             check=True,
         )
         stamp.write_text("\n".join(REQUIREMENTS))
@@ -61,7 +69,9 @@ def _ensure_mosquitto() -> None:
         _say("mosquitto is missing; installing it with apt-get")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-q", "mosquitto", "mosquitto-clients"], check=True, env=env)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "mosquitto", "mosquitto-clients"], check=True, env=env
+        )
         # Debian starts the packaged service; the tests start their own brokers, so stop it.
         subprocess.run(["service", "mosquitto", "stop"], check=False, capture_output=True)
         return

@@ -20,7 +20,17 @@ def test_birth_publishes_meta_status_state_cfg(agent_factory, probe):
     retained = probe.retained("nodes/birth1/+")
     assert set(retained) == {f"nodes/birth1/{leaf}" for leaf in ("meta", "status", "state", "cfg")}
     meta = retained["nodes/birth1/meta"].json()
-    for key in ("hostname", "os", "arch", "python", "agent_version", "protocol", "session", "version", "commands"):
+    for key in (
+        "hostname",
+        "os",
+        "arch",
+        "python",
+        "agent_version",
+        "protocol",
+        "session",
+        "version",
+        "commands",
+    ):
         assert key in meta, key
     assert meta["protocol"] == contract.PROTOCOL_VERSION
     assert {"ping", "rebirth", "restart", "configure"} <= set(meta["commands"])
@@ -61,7 +71,9 @@ def test_kill_9_fires_the_will_within_keepalive(process_factory, probe):
     # mosquitto sends the will after 1.5 x keepalive = 7.5 s without traffic.
     lost = probe.wait_for("nodes/kill1/status", lambda m: m.json()["status"] == "lost", timeout=10).json()
     assert lost["session"] == online["session"]
-    assert lost["version"] < online["version"]  # reserved at connect: sorts below the birth
+    # The will tops its own connection's block of versions: it wins over that
+    # connection's birth, but not over the next connection's.
+    assert lost["version"] > online["version"]
 
 
 def test_broker_restart_rebirth(fresh_broker, agent_factory, probe_factory):

@@ -44,7 +44,9 @@ def node(agent_factory, probe, request):
 
 def test_ping_gets_accepted_then_ok(node, probe):
     cmd_id, inbox = send(probe, node.name, "ping")
-    receipts = [probe.wait_for(inbox, lambda m: m.json()["status"] == s).json() for s in ("accepted", "ok")]
+    receipts = [
+        probe.wait_for(inbox, lambda m, s=s: m.json()["status"] == s).json() for s in ("accepted", "ok")
+    ]
     assert receipts[0]["id"] == receipts[1]["id"] == cmd_id
     assert receipts[1]["result"]["pong"] is True
     assert receipts[1]["node"] == node.name
@@ -89,9 +91,13 @@ def test_redelivered_command_runs_once(node, probe):
 
 
 def test_config_set_conflict_and_rollback(node, probe):
-    cmd_id, inbox = send(probe, node.name, "configure", {"set": {"telemetry.interval": 5}, "expect_version": 0})
+    cmd_id, inbox = send(
+        probe, node.name, "configure", {"set": {"telemetry.interval": 5}, "expect_version": 0}
+    )
     assert final(probe, inbox, cmd_id)["result"] == {"config_version": 1}
-    cmd_id, inbox = send(probe, node.name, "configure", {"set": {"telemetry.interval": 7}, "expect_version": 0})
+    cmd_id, inbox = send(
+        probe, node.name, "configure", {"set": {"telemetry.interval": 7}, "expect_version": 0}
+    )
     r = final(probe, inbox, cmd_id)
     assert r["status"] == "error" and r["code"] == "conflict" and "version 1" in r["message"]
     cmd_id, inbox = send(probe, node.name, "configure", {"set": {"telemetry.interval": 0.01}})
@@ -132,7 +138,9 @@ def test_desired_config_applies_once_and_reports_errors(node, probe):
     desired = contract.node_topic(node.name, "cfg/desired")
     env = contract.Command.envelope({"set": {"description": "wanted"}}, ttl=None)
     probe.publish(desired, env, retain=True)
-    cfg = probe.wait_for(f"nodes/{node.name}/cfg", lambda m: m.json()["config"]["description"] == "wanted").json()
+    cfg = probe.wait_for(
+        f"nodes/{node.name}/cfg", lambda m: m.json()["config"]["description"] == "wanted"
+    ).json()
     assert cfg["applied_id"] == env["id"]
     bad = contract.Command.envelope({"set": {"heartbeat.interval": -3}}, ttl=None)
     probe.publish(desired, bad, retain=True)
@@ -142,7 +150,9 @@ def test_desired_config_applies_once_and_reports_errors(node, probe):
 
 
 def test_telemetry_follows_config(node, probe):
-    cmd_id, inbox = send(probe, node.name, "configure", {"set": {"telemetry.interval": 1, "telemetry.metrics": ["cpu"]}})
+    cmd_id, inbox = send(
+        probe, node.name, "configure", {"set": {"telemetry.interval": 1, "telemetry.metrics": ["cpu"]}}
+    )
     final(probe, inbox, cmd_id)
     mark = probe.mark()
     msg = probe.wait_for(f"nodes/{node.name}/telemetry/+", since=mark, timeout=5)
@@ -168,7 +178,10 @@ def test_group_and_fleet_commands(node, probe):
         probe.subscribe("replies/grp1")
         probe.publish(topic, env)
         r = probe.wait_for(
-            "replies/grp1", lambda m, i=env["id"]: m.json()["id"] == i and m.json()["node"] == node.name and m.json()["status"] == "ok"
+            "replies/grp1",
+            lambda m, i=env["id"]: (
+                m.json()["id"] == i and m.json()["node"] == node.name and m.json()["status"] == "ok"
+            ),
         )
         assert r.json()["result"]["pong"]
 
@@ -183,7 +196,9 @@ def test_signed_commands(agent_factory, probe):
     unsigned = contract.Command.envelope({"set": {"description": "x"}}, reply_to="replies/sig1")
     probe.publish(topic, unsigned)
     assert final(probe, "replies/sig1", unsigned["id"])["code"] == "bad_signature"
-    signed = signer.sign(topic, contract.Command.envelope({"set": {"description": "ok"}}, reply_to="replies/sig1"))
+    signed = signer.sign(
+        topic, contract.Command.envelope({"set": {"description": "ok"}}, reply_to="replies/sig1")
+    )
     probe.publish(topic, signed)
     assert final(probe, "replies/sig1", signed["id"])["status"] == "ok"
     tampered = json.loads(json.dumps(signed))
@@ -220,7 +235,9 @@ def test_hostile_response_topic_is_ignored(node, probe):
     probe.subscribe(f"nodes/{node.name}/receipts")
     env = contract.Command.envelope()
     probe.publish(
-        contract.node_command_topic(node.name, "ping"), env, properties={"ResponseTopic": "nodes/other/cmd/restart"}
+        contract.node_command_topic(node.name, "ping"),
+        env,
+        properties={"ResponseTopic": "nodes/other/cmd/restart"},
     )
     assert probe.wait_for(f"nodes/{node.name}/receipts", lambda m: m.json()["id"] == env["id"])
 

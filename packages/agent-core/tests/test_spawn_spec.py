@@ -7,10 +7,11 @@ import json
 from typing import Any
 
 import pytest
-from devfleet_agent.actors.spec import DEFAULT_POLL_INTERVAL, MAX_CODE_BYTES, SpawnSpec
-from devfleet_base.errors import ContractError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from devfleet_agent.actors.spec import DEFAULT_POLL_INTERVAL, MAX_CODE_BYTES, SpawnSpec
+from devfleet_base.errors import ContractError
 
 WACTORZ_EXAMPLE: dict[str, Any] = {
     "name": "temp-sensor-agent",
@@ -70,10 +71,7 @@ def test_spec_is_frozen_and_hashable() -> None:
 
 
 def test_null_poll_interval_means_event_driven() -> None:
-    assert (
-        SpawnSpec.from_payload({"name": "a", "code": "x", "poll_interval": None}).poll_interval
-        is None
-    )
+    assert SpawnSpec.from_payload({"name": "a", "code": "x", "poll_interval": None}).poll_interval is None
 
 
 @pytest.mark.parametrize(
@@ -136,9 +134,7 @@ def test_from_json() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=80),
-    lambda inner: (
-        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner, max_size=5)
-    ),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
     max_leaves=20,
 )
 
@@ -156,11 +152,7 @@ spawn_like = st.fixed_dictionaries(
         "code": st.one_of(st.text(max_size=50), json_values),
         "replace": json_values,
     },
-).flatmap(
-    lambda d: st.dictionaries(st.text(max_size=8), json_values, max_size=3).map(
-        lambda x: {**x, **d}
-    )
-)
+).flatmap(lambda d: st.dictionaries(st.text(max_size=8), json_values, max_size=3).map(lambda x: {**x, **d}))
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])

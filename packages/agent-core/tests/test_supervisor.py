@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from devfleet_agent.clock import FakeClock
 from devfleet_agent.supervisor import (
     ChildExistsError,
@@ -180,9 +181,7 @@ def test_policy_rejects_nonsense(kwargs: dict[str, Any]) -> None:
 # ---- stable ------------------------------------------------------------------------------
 
 
-async def test_stable_child_runs_and_stops_cleanly(
-    sup: Supervisor, rec: Recorder, clock: FakeClock
-) -> None:
+async def test_stable_child_runs_and_stops_cleanly(sup: Supervisor, rec: Recorder, clock: FakeClock) -> None:
     script = Script()
     reached = script.at_call(25)
     info = await sup.start_child("stable", script.factory)
@@ -203,9 +202,7 @@ async def test_stable_child_runs_and_stops_cleanly(
 # ---- crash in process() --------------------------------------------------------------------
 
 
-async def test_process_failure_is_logged_and_the_run_continues(
-    sup: Supervisor, rec: Recorder
-) -> None:
+async def test_process_failure_is_logged_and_the_run_continues(sup: Supervisor, rec: Recorder) -> None:
     script = Script([False, True, False, False, True])
     reached = script.at_call(20)
     info = await sup.start_child("flaky", script.factory)
@@ -319,9 +316,7 @@ async def test_factory_error_is_a_fatal_compile_error(sup: Supervisor, rec: Reco
     assert sup.children == {}
 
 
-async def test_setup_failure_is_fatal_without_restart_or_teardown(
-    sup: Supervisor, rec: Recorder
-) -> None:
+async def test_setup_failure_is_fatal_without_restart_or_teardown(sup: Supervisor, rec: Recorder) -> None:
     script = Script(fail_setup_on_run=1)
     info = await sup.start_child("nosetup", script.factory)
     assert info.state == "failed"
@@ -347,9 +342,7 @@ async def test_setup_failure_after_a_restart_is_fatal(
 # ---- deliberate stop -----------------------------------------------------------------------
 
 
-async def test_stop_during_process_tears_down_and_never_restarts(
-    sup: Supervisor, rec: Recorder
-) -> None:
+async def test_stop_during_process_tears_down_and_never_restarts(sup: Supervisor, rec: Recorder) -> None:
     script = Script()
     script.block = asyncio.Event()  # process() hangs
     reached = script.at_call(1)
@@ -419,9 +412,7 @@ async def test_child_stopping_itself_does_not_deadlock(sup: Supervisor, rec: Rec
 # ---- event-driven children ---------------------------------------------------------------
 
 
-async def test_event_driven_child_cycles_on_health(
-    sup: Supervisor, rec: Recorder, clock: FakeClock
-) -> None:
+async def test_event_driven_child_cycles_on_health(sup: Supervisor, rec: Recorder, clock: FakeClock) -> None:
     script = Script(poll=None, health=[False] * 5)
     policy = RestartPolicy(health_interval=7.0)
     info = await sup.start_child("listener", script.factory, policy)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+
 from devfleet_base.testing import (
     BrokerError,
     EmbeddedBroker,
@@ -143,9 +144,7 @@ def test_context_manager_stops_and_cleans_up() -> None:
 # -- authentication and ACL ---------------------------------------------
 
 
-def test_auth_accepts_known_user(
-    mqtt_broker_auth: MosquittoBroker, probe_factory: ProbeFactory
-) -> None:
+def test_auth_accepts_known_user(mqtt_broker_auth: MosquittoBroker, probe_factory: ProbeFactory) -> None:
     admin = probe_factory(mqtt_broker_auth, username="admin", password=AUTH_USERS["admin"])
     admin.subscribe("kit/auth/#")
     admin.publish("kit/auth/ok", 1)
@@ -153,9 +152,7 @@ def test_auth_accepts_known_user(
 
 
 @pytest.mark.parametrize("protocol", [5, "3.1.1"])
-def test_auth_refuses_wrong_password(
-    mqtt_broker_auth: MosquittoBroker, protocol: int | str
-) -> None:
+def test_auth_refuses_wrong_password(mqtt_broker_auth: MosquittoBroker, protocol: int | str) -> None:
     with pytest.raises(ProbeConnectError, match="refused"):
         MqttProbe.connect_to(
             mqtt_broker_auth,
@@ -216,9 +213,7 @@ def test_probe_retained_works_under_acl(
 # -- TLS -------------------------------------------------------------------
 
 
-def test_tls_connects_with_ca(
-    mqtt_broker_tls: MosquittoBroker, probe_factory: ProbeFactory
-) -> None:
+def test_tls_connects_with_ca(mqtt_broker_tls: MosquittoBroker, probe_factory: ProbeFactory) -> None:
     assert mqtt_broker_tls.url.startswith("mqtts://127.0.0.1:")
     assert mqtt_broker_tls.ca_path is not None and mqtt_broker_tls.ca_path.exists()
     p = probe_factory(mqtt_broker_tls)
@@ -234,9 +229,7 @@ def test_tls_refuses_plain_tcp(mqtt_broker_tls: MosquittoBroker) -> None:
     plain.close()
 
 
-def test_mutual_tls_needs_client_cert(
-    broker_factory: BrokerFactory, probe_factory: ProbeFactory
-) -> None:
+def test_mutual_tls_needs_client_cert(broker_factory: BrokerFactory, probe_factory: ProbeFactory) -> None:
     broker = broker_factory(tls=True, require_client_cert=True)
     p = probe_factory(broker, client_cert=True)
     p.publish("kit/mtls", 1)
@@ -248,9 +241,7 @@ def test_mutual_tls_needs_client_cert(
 
 
 @needs_amqtt
-def test_embedded_broker_round_trip(
-    embedded_broker: EmbeddedBroker, probe_factory: ProbeFactory
-) -> None:
+def test_embedded_broker_round_trip(embedded_broker: EmbeddedBroker, probe_factory: ProbeFactory) -> None:
     assert embedded_broker.url == f"mqtt://127.0.0.1:{embedded_broker.port}"
     p = probe_factory(embedded_broker, protocol="3.1.1")
     p.subscribe("kit/amqtt/#")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from devfleet_base.testing import FakeContext, MosquittoBroker, MqttProbe, ProbeTimeout
 from devfleet_base.testing import plugin as kit_plugin
 from devfleet_base.testing.mqtt_probe import filter_covers, topic_matches
@@ -79,9 +80,7 @@ def test_predicate_errors_count_as_no_match(probe: MqttProbe) -> None:
     assert probe.wait_for("kit/badjson", lambda m: m.json()["ok"]).json() == {"ok": True}
 
 
-def test_retained_collects_exactly_the_retained_messages(
-    probe: MqttProbe, probe_v311: MqttProbe
-) -> None:
+def test_retained_collects_exactly_the_retained_messages(probe: MqttProbe, probe_v311: MqttProbe) -> None:
     for n in range(300):
         probe_v311.publish(f"kit/ret/{n}/status", {"n": n}, qos=0, retain=True)
     probe_v311.publish("kit/ret/live", "not retained")
@@ -96,9 +95,7 @@ def test_retained_collects_exactly_the_retained_messages(
     assert all(m.retain for m in got.values())
     assert "kit/ret/live" not in got
     assert "kit/ret/cleared" not in got
-    assert set(probe_v311.retained("kit/ret/+/status")) == {
-        f"kit/ret/{n}/status" for n in range(300)
-    }
+    assert set(probe_v311.retained("kit/ret/+/status")) == {f"kit/ret/{n}/status" for n in range(300)}
 
 
 def test_retained_on_empty_filter_returns_nothing(probe: MqttProbe) -> None:
@@ -151,9 +148,6 @@ def test_plugin_import_does_not_import_paho() -> None:
     import subprocess
     import sys
 
-    code = (
-        "import sys, devfleet_base.testing.plugin; "
-        "print(any(m.startswith('paho') for m in sys.modules))"
-    )
+    code = "import sys, devfleet_base.testing.plugin; print(any(m.startswith('paho') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -7,10 +7,12 @@ dispatcher.
 
 Ordering of retained descriptions: every one carries ``session`` (a counter
 persisted on the device, bumped at each start) and ``version`` (increasing
-within the process, reconnects included). The will is prepared at connect time
-with the version it reserves then, so a late will sorts below any birth that
-followed it; the console keeps the newest by ``(session, version)``, and the
-agent itself re-publishes ``online`` if a stale will overwrote it.
+within the process, reconnects included). Each connection takes a fresh block
+of versions and its will carries the top of that block: it sorts above every
+description of its own connection (a crash shows as lost) and below the birth
+of the next connection (a late will never wins). The console keeps the newest by
+``(session, version)``, and the agent itself re-publishes ``online`` if a stale
+will overwrote it.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ __all__ = ["Agent", "RouteHandler", "Subsystem"]
 log = logging.getLogger("devfleet.agent")
 
 RouteHandler = Callable[[Inbound, TopicMatch], Awaitable[None]]
+
+_VERSION_BLOCK = 1_000_000
+"""Description versions reserved per connection (see ``_make_will``)."""
 Provider = Callable[[], Any]
 
 
@@ -289,12 +294,19 @@ class Agent:
             log.warning("receipt %s for %s not sent (offline)", receipt.get("status"), receipt.get("id"))
 
     def _make_will(self) -> Will:
-        return Will(
-            contract.node_topic(self.node, "status"),
-            contract.encode(self.status_payload("lost")),
-            qos=1,
-            retain=True,
-        )
+        # Each connection gets its own block of versions and its will takes the top
+        # of the block: the will sorts above every description of its connection (so
+        # a crash shows as lost) and below the birth of the next one (so a late will
+        # never overwrites a newer birth).
+        self._version = (self._version // _VERSION_BLOCK + 1) * _VERSION_BLOCK
+        payload = {
+            "node": self.node,
+            "session": self.session_counter,
+            "version": self._version + _VERSION_BLOCK - 1,
+            "ts": time.time(),
+            "status": "lost",
+        }
+        return Will(contract.node_topic(self.node, "status"), contract.encode(payload), qos=1, retain=True)
 
     # ---- lifecycle -------------------------------------------------------------------
 

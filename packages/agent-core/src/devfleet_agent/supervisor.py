@@ -363,9 +363,7 @@ class Supervisor:
     async def stop_all(self) -> None:
         """Stop every child concurrently."""
         names = list(self._children)
-        results = await asyncio.gather(
-            *(self.stop_child(name) for name in names), return_exceptions=True
-        )
+        results = await asyncio.gather(*(self.stop_child(name) for name in names), return_exceptions=True)
         for name, result in zip(names, results, strict=True):
             if isinstance(result, BaseException) and not isinstance(result, ChildNotFoundError):
                 log.error("stopping actor %s failed: %s", name, _describe(result))
@@ -412,8 +410,7 @@ class Supervisor:
                     SupervisorEvent(
                         "fatal",
                         info.name,
-                        f"restart budget exhausted ({policy.max_restarts}); "
-                        f"last error: {info.last_error}",
+                        f"restart budget exhausted ({policy.max_restarts}); last error: {info.last_error}",
                         reason="budget",
                         restarts=info.restarts,
                     ),

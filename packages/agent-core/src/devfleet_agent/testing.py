@@ -149,8 +149,18 @@ class AgentProcess:
         """SIGTERM and wait: the agent publishes ``offline`` and disconnects cleanly."""
         assert self.proc is not None
         if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
             self.proc.send_signal(signal.SIGTERM)
         return self.wait(timeout)
+
+    stop = terminate
+
+    def pause(self) -> None:
+        """SIGSTOP: the connection stays open but heartbeats stop (the node goes stale)."""
+        self.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.signal(signal.SIGCONT)
 
     def kill(self) -> int:
         """SIGKILL: no goodbye, the broker publishes the will after the keepalive."""
@@ -175,6 +185,7 @@ class AgentProcess:
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
             self.proc.kill()
             self.proc.wait(10)
         with contextlib.suppress(Exception):

@@ -98,14 +98,16 @@ def command(verb: str, *, args: Schema | None = None, doc: str = "") -> Callable
     """
 
     def mark(fn: _F) -> _F:
-        if not inspect.iscoroutinefunction(fn):
+        is_async = inspect.iscoroutinefunction(fn)  # not in the if: keep fn's type unnarrowed
+        if not is_async:
             raise TypeError(f"command {verb!r} must be an async def")
-        fn.__devfleet_command__ = CommandSpec(  # type: ignore[attr-defined]
+        spec = CommandSpec(
             verb=verb,
             args=args or Schema(f"{verb}.args"),
             doc=doc or (inspect.getdoc(fn) or "").split("\n")[0],
             method=fn.__name__,
         )
+        setattr(fn, "__devfleet_command__", spec)  # noqa: B010 - typed attribute on a function
         return fn
 
     return mark

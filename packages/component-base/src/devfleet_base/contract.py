@@ -48,6 +48,7 @@ __all__ = [
     "group_command_topic",
     "new_id",
     "node_command_topic",
+    "node_filter",
     "node_id",
     "node_reply_topic",
     "node_telemetry_topic",
@@ -259,6 +260,20 @@ def node_topic(node: str, leaf: str) -> str:
     if leaf not in _NODE_LEAVES:
         raise ValueError(f"unknown node topic leaf {leaf!r}")
     return f"nodes/{node}/{leaf}"
+
+
+_FILTER_LEAVES: Final = frozenset({"#", "telemetry/+", "components/+/state"})
+
+
+def node_filter(node: str | None, leaf: str) -> str:
+    """A subscription filter under ``nodes/``: ``node`` None means every node (``+``).
+
+    ``leaf`` is a node leaf (``logs``, ``meta``, ...), ``telemetry/+``,
+    ``components/+/state`` or ``#`` (everything the node has).
+    """
+    if leaf not in _NODE_LEAVES and leaf not in _FILTER_LEAVES:
+        raise ValueError(f"unknown node filter leaf {leaf!r}")
+    return f"nodes/{'+' if node is None else check_name(node, 'node')}/{leaf}"
 
 
 def node_telemetry_topic(node: str, metric: str) -> str:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -219,7 +220,7 @@ class MqttSession:
             return False
         props = None
         if self.v5 and (correlation is not None or expiry is not None):
-            props = Properties(PacketTypes.PUBLISH)
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             if correlation is not None:
                 props.CorrelationData = correlation
             if expiry is not None:
@@ -304,7 +305,7 @@ class MqttSession:
     def _make_client(self, protocol: str) -> paho.Client:
         opts = self.options
         client = paho.Client(
-            callback_api_version=paho.CallbackAPIVersion.VERSION2,
+            callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=opts.client_id,
             protocol=paho.MQTTv5 if protocol == "5" else paho.MQTTv311,
             clean_session=None if protocol == "5" else True,
@@ -361,7 +362,7 @@ class MqttSession:
         self.protocol_in_use = protocol
         self.connects += 1
         sock = client.socket()
-        if sock is not None:
+        if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if opts.subscriptions:

@@ -107,7 +107,7 @@ class ActorBus(Protocol):
         """Ship one log line to ``agents/{actor_id}/logs``."""
         ...
 
-    async def send_to(self, name: str, payload: Any, timeout: float) -> Any:  # noqa: ASYNC109 - the wire API
+    async def send_to(self, name: str, payload: Any, timeout: float) -> Any:
         """Send a task to the actor ``name`` anywhere in the fleet; return its reply."""
         ...
 
@@ -262,9 +262,7 @@ class ActorAgent:
             ValueError: any other severity.
         """
         if severity not in ALERT_SEVERITIES:
-            raise ValueError(
-                f"alert severity must be one of {', '.join(ALERT_SEVERITIES)}, not {severity!r}"
-            )
+            raise ValueError(f"alert severity must be one of {', '.join(ALERT_SEVERITIES)}, not {severity!r}")
         alert = getattr(self._bus, "alert", None)
         if callable(alert):
             await alert(self.actor_id, self.name, severity, str(message))
@@ -279,7 +277,7 @@ class ActorAgent:
         """A value stored with :meth:`persist`, or ``default``."""
         return self._store.get(key, default)
 
-    async def send_to(self, name: str, payload: Any, timeout: float = 30.0) -> Any:  # noqa: ASYNC109
+    async def send_to(self, name: str, payload: Any, timeout: float = 30.0) -> Any:
         """Send a task to the actor ``name`` (local or remote) and return its reply.
 
         Raises:
@@ -289,7 +287,7 @@ class ActorAgent:
             raise ValueError("timeout must be > 0")
         return await self._bus.send_to(name, payload, timeout)
 
-    async def delegate(self, name: str, payload: Any, timeout: float = 30.0) -> Any:  # noqa: ASYNC109
+    async def delegate(self, name: str, payload: Any, timeout: float = 30.0) -> Any:
         """Alias of :meth:`send_to` (Wactorz code uses both names)."""
         return await self.send_to(name, payload, timeout)
 
@@ -375,9 +373,7 @@ class DynamicActor:
                 or it raised (``failed``; the error is also logged to the actor's logs).
         """
         if self._handle_task is None:
-            raise CommandError(
-                f"actor {self.name!r} does not handle tasks", code=Code.UNKNOWN_COMMAND
-            )
+            raise CommandError(f"actor {self.name!r} does not handle tasks", code=Code.UNKNOWN_COMMAND)
         try:
             return await _guard_exit(self._handle_task(self.agent, payload))
         except Exception as exc:

@@ -84,9 +84,7 @@ SPAWN_SCHEMA = Schema(
             items=Field("str", min=1, max=256),
             doc="pip requirements installed before compiling",
         ),
-        "code": Field(
-            "str", required=True, min=1, max=MAX_CODE_BYTES, doc="Python source of the actor"
-        ),
+        "code": Field("str", required=True, min=1, max=MAX_CODE_BYTES, doc="Python source of the actor"),
         "replace": Field("bool", default=False, doc="stop a running actor of that name first"),
     },
     extra="allow",
@@ -137,9 +135,7 @@ class SpawnSpec:
         checked = SPAWN_SCHEMA.validate(data)
         code: str = checked["code"]
         if len(code.encode("utf-8", "surrogatepass")) > MAX_CODE_BYTES:
-            raise ContractError(
-                f"spawn.code: larger than {MAX_CODE_BYTES} bytes", code=Code.TOO_LARGE
-            )
+            raise ContractError(f"spawn.code: larger than {MAX_CODE_BYTES} bytes", code=Code.TOO_LARGE)
         extra = {k: copy.deepcopy(v) for k, v in checked.items() if k not in _KNOWN}
         return cls(
             name=checked["name"],

@@ -193,9 +193,7 @@ class TlsFiles:
                 "extendedKeyUsage=serverAuth",
             ],
         )
-        self._make_leaf(
-            "client", self.client_cert, self.client_key, ["extendedKeyUsage=clientAuth"]
-        )
+        self._make_leaf("client", self.client_cert, self.client_key, ["extendedKeyUsage=clientAuth"])
 
     def _make_ca(self) -> None:
         _run(
@@ -629,9 +627,7 @@ def _run_amqtt() -> None:  # pragma: no cover - runs in the broker subprocess
     from amqtt.broker import Broker
 
     config = json.loads(Path(sys.argv[1]).read_text())
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()

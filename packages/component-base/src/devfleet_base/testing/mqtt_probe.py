@@ -137,9 +137,7 @@ class Message:
         try:
             return json.loads(self.payload)
         except ValueError as exc:
-            raise ValueError(
-                f"payload on {self.topic!r} is not JSON: {self.payload[:200]!r}"
-            ) from exc
+            raise ValueError(f"payload on {self.topic!r} is not JSON: {self.payload[:200]!r}") from exc
 
     def text(self) -> str:
         """The payload decoded as UTF-8."""
@@ -347,9 +345,7 @@ class MqttProbe:
             self._connected = False
             self._cond.notify_all()
 
-    def _on_message(
-        self, client: paho_client.Client, userdata: Any, msg: paho_client.MQTTMessage
-    ) -> None:
+    def _on_message(self, client: paho_client.Client, userdata: Any, msg: paho_client.MQTTMessage) -> None:
         message = Message(
             topic=msg.topic,
             payload=bytes(msg.payload),
@@ -426,9 +422,7 @@ class MqttProbe:
         try:
             self._client.connect(self.host, self.port, keepalive=self.keepalive)
         except (OSError, ValueError) as exc:
-            raise ProbeConnectError(
-                f"probe {self.client_id} cannot connect to {where}: {exc}"
-            ) from exc
+            raise ProbeConnectError(f"probe {self.client_id} cannot connect to {where}: {exc}") from exc
         _set_nodelay(self._client)
         self._client.loop_start()
         self._started = True
@@ -497,9 +491,7 @@ class MqttProbe:
         self.close()
 
     # -- subscribe / publish -------------------------------------------
-    def subscribe(
-        self, topic_filter: str, qos: int = 1, *, timeout: float | None = None
-    ) -> list[int]:
+    def subscribe(self, topic_filter: str, qos: int = 1, *, timeout: float | None = None) -> list[int]:
         """Subscribe and wait for the SUBACK.
 
         Args:
@@ -568,9 +560,7 @@ class MqttProbe:
         """
         timeout = self.timeout if timeout is None else timeout
         props = self._make_properties(properties) if properties else None
-        info = self._client.publish(
-            topic, _encode(payload), qos=qos, retain=retain, properties=props
-        )
+        info = self._client.publish(topic, _encode(payload), qos=qos, retain=retain, properties=props)
         if info.rc != 0:
             raise ProbeError(f"publish to {topic!r} not queued by paho: rc={info.rc!r}")
         mid = info.mid
@@ -665,9 +655,7 @@ class MqttProbe:
 
         def describe() -> str:
             seen = [m for m in self._messages[since:] if topic_matches(topic_filter, m.topic)]
-            what = f"a message on {topic_filter!r}" + (
-                f" satisfying {_name(predicate)}" if predicate else ""
-            )
+            what = f"a message on {topic_filter!r}" + (f" satisfying {_name(predicate)}" if predicate else "")
             return (
                 f"timed out after {timeout}s waiting for {what}; "
                 f"{_describe_seen(seen, len(self._messages) - since)}"

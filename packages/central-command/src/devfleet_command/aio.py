@@ -1,0 +1,633 @@
+"""The asyncio console client: the fleet model fed by one :class:`MqttSession`.
+
+Usage::
+
+    async with AsyncFleet.connect("mqtt://127.0.0.1:1883") as fleet:
+        for node in fleet.nodes():
+            print(node.name, node.health)
+        handle = await fleet.send("n1", "ping")
+        print(await handle.result())
+
+Receipts for every command this console sends come to one inbox,
+``replies/{inbox}``, and are routed to their :class:`CommandHandle` (or
+:class:`Broadcast`) by command id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from devfleet_base import contract
+from devfleet_base.contract import Command, Receipt
+from devfleet_base.errors import ContractError, DevfleetError
+from devfleet_base.mqtt import ConnectionRefusedFatal, Inbound, MqttSession, SessionOptions, TlsOptions
+from devfleet_base.node_config import NODE_CONFIG_SCHEMA, default_node_config
+from devfleet_base.signing import Signer
+
+from .errors import (
+    ConnectError,
+    ConsoleTimeout,
+    InvalidConfig,
+    NodeNotFound,
+    PurgeError,
+    UsageError,
+)
+from .handles import Broadcast, CommandHandle, LogRecord, Outcome
+from .model import Drift, Event, FleetModel, NodeLost, NodeOffline, NodeStale, NodeView
+
+__all__ = [
+    "PURGED_LEAVES",
+    "AsyncFleet",
+    "Broadcast",
+    "BrokerAddress",
+    "CommandHandle",
+    "EventStream",
+    "LogRecord",
+    "Outcome",
+    "parse_broker_url",
+]
+
+log = logging.getLogger("devfleet.console")
+
+PURGED_LEAVES = ("meta", "status", "state", "cfg", "cfg/desired", "spawn")
+"""The retained node topics a purge always clears (plus any other retained one found)."""
+
+
+# ---- broker address ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where the broker is."""
+
+    host: str
+    port: int
+    tls: bool = False
+
+
+def parse_broker_url(url: str) -> BrokerAddress:
+    """Parse ``mqtt://host:port``, ``mqtts://host:port`` or ``host[:port]``.
+
+    Raises:
+        UsageError: the URL is malformed.
+    """
+    if "://" not in url:
+        url = "mqtt://" + url
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UsageError(f"bad broker URL {url!r}: {exc}") from None
+    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
+        raise UsageError(f"bad broker URL {url!r}: use mqtt://host:port or mqtts://host:port")
+    tls = parts.scheme in ("mqtts", "ssl")
+    return BrokerAddress(parts.hostname, port or (8883 if tls else 1883), tls)
+
+
+class EventStream:
+    """An async iterator of model events; ``aclose()`` (or ``async with``) ends it."""
+
+    def __init__(self, fleet: AsyncFleet, maxsize: int) -> None:
+        self._fleet = fleet
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        self._closed = False
+        fleet._queues.add(self._queue)
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._closed:
+            raise StopAsyncIteration
+        return await self._queue.get()
+
+    async def aclose(self) -> None:
+        """Stop receiving events."""
+        self._closed = True
+        self._fleet._queues.discard(self._queue)
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+# ---- the client -----------------------------------------------------------------------
+
+
+class AsyncFleet:
+    """The console's asyncio client. Use ``async with AsyncFleet.connect(url) as fleet``.
+
+    Args:
+        url: ``mqtt://host:port`` or ``mqtts://host:port``.
+        username: broker user name.
+        password: broker password.
+        tls_ca: CA file for TLS (implies TLS).
+        signing_key: shared key; when set every command is signed.
+        signing_kid: the signer id carried in signatures.
+        client_id: MQTT client id (default: a fresh ``devfleet-console-...``).
+        protocol: ``auto``, ``5`` or ``3.1.1``.
+        connect_timeout: seconds to reach the broker and receive the retained burst.
+        history: telemetry samples kept per metric per node.
+        stale_check_interval: seconds between staleness checks.
+    """
+
+    def __init__(
+        self,
+        url: str = "mqtt://127.0.0.1:1883",
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        tls_ca: str | None = None,
+        signing_key: bytes | None = None,
+        signing_kid: str = "console",
+        client_id: str | None = None,
+        protocol: str = "auto",
+        connect_timeout: float = 10.0,
+        history: int = 60,
+        stale_check_interval: float = 1.0,
+    ) -> None:
+        self.address = parse_broker_url(url)
+        self.model = FleetModel(history=history)
+        self.signer = Signer(signing_key, signing_kid) if signing_key is not None else None
+        ident = client_id or f"devfleet-console-{contract.new_id()[:12]}"
+        self.inbox = contract.reply_inbox(ident)
+        self.connect_timeout = connect_timeout
+        self.stale_check_interval = stale_check_interval
+        tls = TlsOptions(ca=tls_ca) if (self.address.tls or tls_ca) else None
+        self.session = MqttSession(
+            SessionOptions(
+                host=self.address.host,
+                port=self.address.port,
+                client_id=ident,
+                username=username,
+                password=password,
+                tls=tls,
+                protocol=protocol,
+                subscriptions=[*contract.subscriptions_for_console(), (self.inbox, 1)],
+            ),
+            on_message=self._on_message,
+        )
+        self._commands: dict[str, CommandHandle | Broadcast] = {}
+        self._markers: dict[str, asyncio.Future[None]] = {}
+        self._queues: set[asyncio.Queue[Event]] = set()
+        self._taps: set[Callable[[Inbound], None]] = set()
+        self._tick = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._run_task: asyncio.Task[None] | None = None
+        self.dropped_events = 0
+
+    @classmethod
+    def connect(cls, url: str = "mqtt://127.0.0.1:1883", **kwargs: Any) -> AsyncFleet:
+        """A client to use as ``async with AsyncFleet.connect(url) as fleet``
+        (keyword arguments as for the constructor)."""
+        return cls(url, **kwargs)
+
+    async def __aenter__(self) -> AsyncFleet:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, subscribe and wait for the retained burst.
+
+        Raises:
+            ConnectError: the broker is unreachable or refused us.
+        """
+        self._tick = asyncio.Event()
+        self._run_task = asyncio.create_task(self.session.run(), name="devfleet-console-mqtt")
+        connected = asyncio.create_task(self.session.wait_connected())
+        done, _ = await asyncio.wait(
+            {connected, self._run_task}, timeout=self.connect_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if connected not in done:
+            connected.cancel()
+            failure: BaseException | None = None
+            if self._run_task in done and not self._run_task.cancelled():
+                failure = self._run_task.exception()
+            await self.close()
+            where = f"{self.address.host}:{self.address.port}"
+            if isinstance(failure, ConnectionRefusedFatal):
+                raise ConnectError(failure.message) from None
+            raise ConnectError(f"cannot reach the broker at {where} within {self.connect_timeout:g} s")
+        self._tasks.append(asyncio.create_task(self._stale_loop(), name="devfleet-console-stale"))
+        await self.wait_until_synced(self.connect_timeout)
+
+    async def close(self) -> None:
+        """Disconnect; commands still pending end as ``timed_out``."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for pending in list(self._commands.values()):
+            if isinstance(pending, CommandHandle):
+                pending._finish("timed_out")
+            else:
+                pending._time_out()
+        self._commands.clear()
+        await self.session.close()
+        if self._run_task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self._run_task, 5.0)
+            self._run_task = None
+
+    async def wait_until_synced(self, timeout: float = 10.0) -> None:
+        """Wait until the retained burst of our subscriptions has arrived: publish a
+        marker to our own inbox and wait for it to come back.
+
+        Raises:
+            ConsoleTimeout: the marker did not come back in time.
+        """
+        marker = contract.new_id()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._markers[marker] = fut
+        try:
+            if not await self.session.publish(self.inbox, contract.encode({"marker": marker}), qos=1):
+                raise ConnectError("not connected to the broker")
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise ConsoleTimeout(f"the broker did not echo our marker within {timeout:g} s") from None
+        finally:
+            self._markers.pop(marker, None)
+
+    # ---- inbound ---------------------------------------------------------------------------
+
+    def _on_message(self, msg: Inbound) -> None:
+        if msg.topic == self.inbox:
+            self._on_inbox(msg.payload)
+            return
+        for tap in tuple(self._taps):
+            try:
+                tap(msg)
+            except Exception:
+                log.exception("message tap failed")
+        events = self.model.feed(msg.topic, msg.payload, msg.retain, time.time())
+        if events:
+            self._dispatch(events)
+
+    def _dispatch(self, events: list[Event]) -> None:
+        for queue in self._queues:
+            for event in events:
+                try:
+                    queue.put_nowait(event)
+                except asyncio.QueueFull:
+                    self.dropped_events += 1
+        for event in events:
+            if isinstance(event, (NodeLost, NodeOffline, NodeStale)) and event.node is not None:
+                for pending in list(self._commands.values()):
+                    if isinstance(pending, Broadcast):
+                        pending._node_down(event.node)
+        tick = self._tick
+        self._tick = asyncio.Event()
+        tick.set()
+
+    def _on_inbox(self, payload: bytes) -> None:
+        try:
+            data = contract.decode(payload)
+            if isinstance(data, dict) and "marker" in data:
+                fut = self._markers.get(str(data["marker"]))
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+                return
+            receipt = Receipt.from_wire(data)
+        except ContractError as exc:
+            log.warning("ignoring a malformed receipt: %s", exc.message)
+            return
+        target = self._commands.get(receipt.id)
+        if target is None:
+            return
+        target._on_receipt(receipt, data)
+        if isinstance(target, CommandHandle) and target.done:
+            self._commands.pop(receipt.id, None)
+
+    async def _stale_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.stale_check_interval)
+            events = self.model.check_stale(time.time())
+            if events:
+                self._dispatch(events)
+
+    # ---- queries ----------------------------------------------------------------------------
+
+    def nodes(self) -> list[NodeView]:
+        """Every known node, by name."""
+        return sorted(self.model, key=lambda n: n.name)
+
+    def node(self, name: str) -> NodeView:
+        """One node.
+
+        Raises:
+            NodeNotFound: the model does not know it.
+        """
+        view = self.model.get(name)
+        if view is None:
+            raise NodeNotFound(f"no node named {name!r} is known to the broker")
+        return view
+
+    def events(self, maxsize: int = 10_000) -> EventStream:
+        """Every model event from now on (the stream is registered at once, so nothing
+        between this call and the first ``__anext__`` is missed). Events beyond
+        ``maxsize`` unread are dropped and counted in :attr:`dropped_events`."""
+        return EventStream(self, maxsize)
+
+    async def wait_for(self, predicate: Callable[[FleetModel], bool], timeout: float = 10.0) -> None:
+        """Wait until ``predicate(model)`` is true; it is checked now and after every
+        change.
+
+        Raises:
+            ConsoleTimeout: not true within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while not predicate(self.model):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConsoleTimeout(f"condition not met within {timeout:g} s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._tick.wait(), remaining)
+
+    def drift(self) -> list[Drift]:
+        """Nodes whose retained desired config differs from what they report."""
+        return self.model.drift()
+
+    # ---- commands ---------------------------------------------------------------------------
+
+    async def _publish_command(self, topic: str, envelope: dict[str, Any], *, retain: bool = False) -> None:
+        if self.signer is not None:
+            envelope = self.signer.sign(topic, envelope)
+        if not await self.session.publish(topic, contract.encode(envelope), qos=1, retain=retain, wait=True):
+            raise ConnectError(f"the broker did not take the command on {topic}")
+
+    async def send(
+        self,
+        node: str,
+        verb: str,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout: float = 10.0,
+        ttl: float | None = None,
+    ) -> CommandHandle:
+        """Send ``verb`` to one node; the handle follows its receipts.
+
+        Args:
+            node: the node.
+            verb: the command.
+            args: its arguments.
+            timeout: seconds until the handle ends as ``timed_out``.
+            ttl: seconds until the node must refuse it as expired (default ``timeout``).
+
+        Raises:
+            ContractError: a bad node or verb name.
+            ConnectError: the broker did not take it.
+        """
+        topic = contract.node_command_topic(node, verb)
+        envelope = Command.envelope(args, ttl=ttl if ttl is not None else timeout, reply_to=self.inbox)
+        loop = asyncio.get_running_loop()
+        handle = CommandHandle(envelope["id"], node, verb, loop)
+        self._commands[handle.id] = handle
+        handle._timer = loop.call_later(timeout, self._expire, handle.id)
+        try:
+            await self._publish_command(topic, envelope)
+        except BaseException:
+            self._commands.pop(handle.id, None)
+            handle._finish("timed_out")
+            raise
+        return handle
+
+    def _expire(self, cmd_id: str) -> None:
+        target = self._commands.pop(cmd_id, None)
+        if isinstance(target, CommandHandle):
+            target._finish("timed_out")
+        elif target is not None:
+            target._time_out()
+
+    async def call(
+        self, node: str, verb: str, args: dict[str, Any] | None = None, *, timeout: float = 10.0
+    ) -> Any:
+        """Send and return the node's result (raises like :meth:`CommandHandle.result`)."""
+        handle = await self.send(node, verb, args, timeout=timeout)
+        return await handle.result()
+
+    async def broadcast(
+        self,
+        verb: str,
+        args: dict[str, Any] | None = None,
+        *,
+        group: str | None = None,
+        timeout: float = 10.0,
+        on_progress: Callable[[Broadcast], None] | None = None,
+    ) -> Broadcast:
+        """Send ``verb`` to every node (or every node of ``group``) in one message.
+
+        The returned :class:`Broadcast` is already running; ``await b.wait()``.
+        Nodes the model knows are down are listed as offline and not waited on.
+        """
+        topic = (
+            contract.group_command_topic(group, verb)
+            if group is not None
+            else contract.fleet_command_topic(verb)
+        )
+        members = self.model.in_group(group) if group is not None else list(self.model)
+        targets = [n.name for n in members if n.online]
+        offline = [n.name for n in members if not n.online]
+        envelope = Command.envelope(args, ttl=timeout, reply_to=self.inbox)
+        loop = asyncio.get_running_loop()
+        bc = Broadcast(envelope["id"], verb, group, targets, offline, loop, on_progress)
+        self._commands[bc.id] = bc
+        bc._timer = loop.call_later(timeout, self._expire, bc.id)
+        try:
+            await self._publish_command(topic, envelope)
+        except BaseException:
+            self._commands.pop(bc.id, None)
+            bc._time_out()
+            raise
+        bc._progress()
+        return bc
+
+    async def config_get(self, node: str, *, timeout: float = 10.0) -> dict[str, Any]:
+        """The node's config as it answers ``config_get`` (``config_version``, ``config``,
+        ``kept_versions``)."""
+        result = await self.call(node, "config_get", timeout=timeout)
+        return result if isinstance(result, dict) else {"result": result}
+
+    def validate_config(self, node: str, values: dict[str, Any]) -> dict[str, Any]:
+        """The config ``values`` (dotted keys) would produce on ``node``, validated.
+
+        Raises:
+            InvalidConfig: a key or value the node would refuse.
+        """
+        view = self.model.get(node)
+        base = view.config if view is not None and view.config is not None else default_node_config()
+        candidate = copy.deepcopy(base)
+        for dotted, value in values.items():
+            parts = dotted.split(".")
+            if not dotted or any(not p for p in parts):
+                raise InvalidConfig(f"bad config key {dotted!r}")
+            section: Any = candidate
+            for part in parts[:-1]:
+                nxt = section.get(part) if isinstance(section, dict) else None
+                if nxt is None and isinstance(section, dict):
+                    nxt = section[part] = {}
+                if not isinstance(nxt, dict):
+                    raise InvalidConfig(f"{dotted}: {part!r} is not a section")
+                section = nxt
+            section[parts[-1]] = value
+        try:
+            return NODE_CONFIG_SCHEMA.validate(candidate)
+        except DevfleetError as exc:
+            raise InvalidConfig(f"{node}: {exc.message}") from None
+
+    async def config_set(
+        self,
+        node: str,
+        values: dict[str, Any],
+        *,
+        expect_version: int | None = None,
+        desired: bool = False,
+        timeout: float = 10.0,
+    ) -> int | None:
+        """Change config keys (``{"telemetry.interval": 5}``) on one node, validated
+        here first.
+
+        Args:
+            node: the node.
+            values: dotted keys to values.
+            expect_version: refuse (``ConfigConflict``) unless the node is at this version.
+            desired: instead of a command, publish it as the node's retained desired
+                config (applied whenever the node is online); returns None.
+            timeout: seconds to wait for the receipt.
+
+        Returns:
+            The node's new config version (None for ``desired``).
+
+        Raises:
+            InvalidConfig: refused client-side, nothing sent.
+            ConfigConflict: ``expect_version`` was stale.
+            CommandFailed: the node refused it.
+            CommandTimeout: no answer.
+        """
+        if not values:
+            raise InvalidConfig("nothing to set")
+        self.validate_config(node, values)
+        args: dict[str, Any] = {"set": dict(values)}
+        if expect_version is not None:
+            args["expect_version"] = expect_version
+        if desired:
+            envelope = Command.envelope(args, ttl=None)
+            await self._publish_command(contract.node_topic(node, "cfg/desired"), envelope, retain=True)
+            return None
+        result = await self.call(node, "configure", args, timeout=timeout)
+        version = result.get("config_version") if isinstance(result, dict) else None
+        return version if isinstance(version, int) else None
+
+    # ---- logs ------------------------------------------------------------------------------
+
+    async def logs(self, node: str | None = None, maxsize: int = 10_000) -> AsyncIterator[LogRecord]:
+        """Log records shipped from now on by ``node`` (or every node)."""
+        filt = contract.node_filter(node, "logs")
+        queue: asyncio.Queue[LogRecord] = asyncio.Queue(maxsize)
+
+        def tap(msg: Inbound) -> None:
+            match = contract.parse_topic(msg.topic)
+            if match is None or match.kind != "logs" or (node is not None and match.node != node):
+                return
+            try:
+                batch = contract.decode(msg.payload)
+            except ContractError:
+                return
+            records = batch.get("records") if isinstance(batch, dict) else None
+            for rec in records if isinstance(records, list) else ():
+                if not isinstance(rec, dict):
+                    continue
+                item = LogRecord(
+                    node=match.node or "?",
+                    seq=rec.get("seq") if isinstance(rec.get("seq"), int) else None,
+                    ts=rec.get("ts") if isinstance(rec.get("ts"), (int, float)) else None,
+                    level=str(rec.get("level", "")),
+                    logger=str(rec.get("logger", "")),
+                    msg=str(rec.get("msg", "")),
+                )
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(item)
+
+        self._taps.add(tap)
+        await self.session.subscribe([(filt, 1)])
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._taps.discard(tap)
+            with contextlib.suppress(Exception):
+                await self.session.unsubscribe([filt])
+
+    # ---- purge -----------------------------------------------------------------------------
+
+    async def retained_topics(self, node: str, *, timeout: float = 10.0) -> dict[str, bytes]:
+        """Every retained topic under ``nodes/{node}/`` now, through a fresh subscription."""
+        filt = contract.node_filter(node, "#")
+        prefix = filt[:-1]
+        found: dict[str, bytes] = {}
+
+        def tap(msg: Inbound) -> None:
+            if msg.retain and msg.topic.startswith(prefix):
+                if msg.payload:
+                    found[msg.topic] = msg.payload
+                else:
+                    found.pop(msg.topic, None)
+
+        self._taps.add(tap)
+        try:
+            await self.session.subscribe([(filt, 1)])
+            await self.wait_until_synced(timeout)
+        finally:
+            self._taps.discard(tap)
+            with contextlib.suppress(Exception):
+                await self.session.unsubscribe([filt])
+        return found
+
+    async def purge(self, node: str, *, force: bool = False, timeout: float = 10.0) -> list[str]:
+        """Clear every retained topic of a node that is gone, so no ghost remains.
+
+        Clears meta, status, state, cfg, cfg/desired, spawn and any other retained
+        topic found under ``nodes/{node}/`` (component states), then verifies with a
+        fresh subscription that nothing retained remains.
+
+        Args:
+            node: the node.
+            force: purge even though the node says it is online (it will be born
+                again if it is alive).
+            timeout: seconds for each broker round trip.
+
+        Returns:
+            The retained topics that held something.
+
+        Raises:
+            PurgeError: the node is online (without ``force``) or something remained.
+        """
+        contract.check_name(node, "node")
+        view = self.model.get(node)
+        if view is not None and view.online and not force:
+            raise PurgeError(f"{node} is online; stop its agent first (or force the purge)")
+        found = await self.retained_topics(node, timeout=timeout)
+        topics = set(found) | {contract.node_topic(node, leaf) for leaf in PURGED_LEAVES}
+        for topic in sorted(topics):
+            if not await self.session.publish(topic, b"", qos=1, retain=True, wait=True):
+                raise ConnectError(f"the broker did not take the purge of {topic}")
+        remaining = await self.retained_topics(node, timeout=timeout)
+        if remaining:
+            raise PurgeError(f"{node}: retained topics remain after purge: {', '.join(sorted(remaining))}")
+        return sorted(found)

@@ -1,0 +1,142 @@
+"""``devfleet ping``, ``restart``, ``cmd`` and ``purge``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import Context, parse_assignments
+
+if TYPE_CHECKING:
+    from ..aio import AsyncFleet, Broadcast
+
+__all__ = ["register", "run_targeted"]
+
+
+def _targets(p: Any) -> None:
+    p.add_argument("node", nargs="?", help="one node")
+    p.add_argument("--all", action="store_true", help="every node of the fleet")
+    p.add_argument("--group", metavar="G", help="every node of group G")
+
+
+def register(sub: Any) -> None:
+    """Add ``ping``, ``restart``, ``cmd`` and ``purge``."""
+    p = sub.add_parser("ping", help="check that nodes answer commands")
+    _targets(p)
+    p.set_defaults(handler=cmd_ping)
+    p = sub.add_parser("restart", help="restart the agent of nodes")
+    _targets(p)
+    p.set_defaults(handler=cmd_restart)
+    p = sub.add_parser("cmd", help="send any command: devfleet cmd NODE VERB [key=value ...]")
+    p.add_argument("node")
+    p.add_argument("verb")
+    p.add_argument("assignments", nargs="*", metavar="key=value")
+    p.set_defaults(handler=cmd_cmd)
+    p = sub.add_parser("purge", help="clear every retained topic of a gone node")
+    p.add_argument("node")
+    p.add_argument("--force", action="store_true", help="purge even if the node says it is online")
+    p.set_defaults(handler=cmd_purge)
+
+
+async def _broadcast(ctx: Context, fleet: AsyncFleet, verb: str, args: dict[str, Any]) -> Broadcast:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    group = ctx.args.group
+    with Progress(
+        TextColumn(f"{verb} {'group ' + group if group else 'fleet'}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        console=ctx.console(stderr=True),
+        transient=True,
+    ) as progress:
+        task = progress.add_task(verb, total=None, detail="")
+
+        def on_progress(bc: Broadcast) -> None:
+            total = len(bc.outcomes)
+            done = total - len(bc.pending)
+            progress.update(
+                task,
+                total=total,
+                completed=done,
+                detail=f"ok {len(bc.succeeded)} failed {len(bc.failed)} offline {len(bc.offline)}",
+            )
+
+        bc = await fleet.broadcast(verb, args, group=group, timeout=ctx.timeout, on_progress=on_progress)
+        await bc.wait()
+    return bc
+
+
+def _summary(ctx: Context, bc: Broadcast) -> None:
+    if ctx.json:
+        ctx.emit_json(bc.to_dict())
+        return
+    for name, outcome in sorted(bc.outcomes.items()):
+        receipt = outcome.receipt or {}
+        detail = receipt.get("message") or receipt.get("code") or "" if outcome.state != "ok" else ""
+        print(f"{name}: {outcome.state}{' ' + detail if detail else ''}", file=ctx.out)
+    for name in bc.offline:
+        print(f"{name}: offline (not waited on)", file=ctx.out)
+    print(
+        f"{len(bc.succeeded)} ok, {len(bc.failed)} failed, {len(bc.timed_out)} timed out,"
+        f" {len(bc.offline)} offline",
+        file=ctx.out,
+    )
+
+
+async def run_targeted(ctx: Context, verb: str, args: dict[str, Any]) -> int:
+    """Send ``verb`` to one node, a group or the fleet, print the outcome, return the
+    exit code."""
+    a = ctx.args
+    chosen = sum(bool(x) for x in (a.node, a.all, a.group))
+    if chosen != 1:
+        from ..errors import UsageError
+
+        raise UsageError(f"{verb}: name one NODE, or --all, or --group G")
+    async with ctx.fleet() as fleet:
+        if a.node:
+            handle = await fleet.send(a.node, verb, args, timeout=ctx.timeout)
+            result = await handle.result()
+            if ctx.json:
+                ctx.emit_json(handle.to_dict())
+            else:
+                print(f"{a.node}: ok {result if result is not None else ''}".rstrip(), file=ctx.out)
+            return 0
+        bc = await _broadcast(ctx, fleet, verb, args)
+    _summary(ctx, bc)
+    return ctx.broadcast_exit(bc)
+
+
+async def cmd_ping(ctx: Context) -> int:
+    """Ping."""
+    return await run_targeted(ctx, "ping", {})
+
+
+async def cmd_restart(ctx: Context) -> int:
+    """Restart agents."""
+    return await run_targeted(ctx, "restart", {})
+
+
+async def cmd_cmd(ctx: Context) -> int:
+    """Any verb with key=value arguments."""
+    args = parse_assignments(ctx.args.assignments)
+    async with ctx.fleet() as fleet:
+        handle = await fleet.send(ctx.args.node, ctx.args.verb, args, timeout=ctx.timeout)
+        result = await handle.result()
+    if ctx.json:
+        ctx.emit_json(handle.to_dict())
+    else:
+        from rich.pretty import Pretty
+
+        ctx.console().print(Pretty(result))
+    return 0
+
+
+async def cmd_purge(ctx: Context) -> int:
+    """Purge a node's retained topics."""
+    async with ctx.fleet() as fleet:
+        cleared = await fleet.purge(ctx.args.node, force=ctx.args.force, timeout=ctx.timeout)
+    if ctx.json:
+        ctx.emit_json({"node": ctx.args.node, "cleared": cleared})
+    else:
+        print(f"{ctx.args.node}: purged {len(cleared)} retained topic(s)", file=ctx.out)
+    return 0

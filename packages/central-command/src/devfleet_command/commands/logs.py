@@ -1,0 +1,54 @@
+"""``devfleet logs [-f] [NODE]``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from . import Context
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    """Add ``logs``."""
+    p = sub.add_parser(
+        "logs",
+        help="print the log records nodes ship (for --timeout seconds, or forever with -f)",
+    )
+    p.add_argument("node", nargs="?", help="one node (default: every node)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing until interrupted")
+    p.set_defaults(handler=cmd_logs)
+
+
+async def cmd_logs(ctx: Context) -> int:
+    """Print log records as they arrive."""
+    deadline = None if ctx.args.follow else time.monotonic() + ctx.timeout
+    async with ctx.fleet() as fleet:
+        stream = fleet.logs(ctx.args.node)
+        try:
+            while True:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                try:
+                    rec = await asyncio.wait_for(stream.__anext__(), left)
+                except TimeoutError:
+                    break
+                if ctx.json:
+                    ctx.out.write(json.dumps(_rec(rec)) + "\n")
+                else:
+                    stamp = time.strftime("%H:%M:%S", time.localtime(rec.ts)) if rec.ts else "--:--:--"
+                    ctx.out.write(f"{stamp} {rec.node} {rec.level:<7} {rec.logger}: {rec.msg}\n")
+                ctx.out.flush()
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            pass
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+    return 0
+
+
+def _rec(rec: Any) -> dict[str, Any]:
+    return {k: getattr(rec, k) for k in ("node", "seq", "ts", "level", "logger", "msg")}

@@ -1,0 +1,557 @@
+"""The sans-IO fleet model: feed it topic + payload, it yields events and holds the fleet.
+
+No sockets, no clocks (time comes in through ``now``), no threads. The asyncio
+and synchronous clients are thin transports around it; the viz component uses
+it too.
+
+Ordering: every retained description (``meta``, ``status``, ``state``, ``cfg``)
+carries the agent's ``session`` counter and a ``version`` increasing within the
+session. The model keeps, per description, the newest by ``(session, version)``
+and ignores anything older or equal (a late will, a duplicate delivery).
+
+Hot path: heartbeats and telemetry. The cost per message is one cached topic
+lookup, one ``json.loads`` and a few attribute writes; nothing is deep-copied
+(payload dicts are stored as decoded; treat them as read-only).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from devfleet_base import contract
+from devfleet_base.contract import STATUS_SCHEMA, TopicMatch
+from devfleet_base.errors import ContractError
+
+__all__ = [
+    "DEFAULT_HEARTBEAT_INTERVAL",
+    "STALE_FACTOR",
+    "Drift",
+    "Event",
+    "FleetModel",
+    "InvalidMessage",
+    "NodeAppeared",
+    "NodeChanged",
+    "NodeLost",
+    "NodeOffline",
+    "NodeOnline",
+    "NodeRemoved",
+    "NodeStale",
+    "NodeView",
+    "Sample",
+]
+
+DEFAULT_HEARTBEAT_INTERVAL: Final = 10.0
+"""Seconds between heartbeats when the node's cfg does not say."""
+
+STALE_FACTOR: Final = 3.0
+"""A node is stale when its last heartbeat is older than this many intervals."""
+
+_DESCRIPTIONS: Final = frozenset(contract.DESCRIPTIONS)
+_TOPIC_CACHE_MAX: Final = 50_000
+
+
+# ---- events ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Event:
+    """Base of every model event; ``node`` is the node it concerns (None if unknown)."""
+
+    node: str | None
+
+
+@dataclass(slots=True)
+class NodeAppeared(Event):
+    """A node was seen for the first time (or again after removal)."""
+
+
+@dataclass(slots=True)
+class NodeChanged(Event):
+    """Part of a node changed: ``what`` is meta, state, cfg, desired, heartbeat,
+    telemetry or actor."""
+
+    what: str = ""
+
+
+@dataclass(slots=True)
+class NodeOnline(Event):
+    """The node said ``online`` (or came back from stale with a heartbeat)."""
+
+
+@dataclass(slots=True)
+class NodeOffline(Event):
+    """The node stopped cleanly."""
+
+
+@dataclass(slots=True)
+class NodeLost(Event):
+    """The broker published the node's will: its connection died."""
+
+
+@dataclass(slots=True)
+class NodeStale(Event):
+    """No heartbeat for ``STALE_FACTOR`` intervals, yet no will either."""
+
+    silent_for: float = 0.0
+
+
+@dataclass(slots=True)
+class NodeRemoved(Event):
+    """The node's retained ``meta`` or ``status`` was cleared (a purge)."""
+
+
+@dataclass(slots=True)
+class InvalidMessage(Event):
+    """A payload that broke the contract; counted, never raised."""
+
+    topic: str = ""
+    reason: str = ""
+
+
+# ---- node view ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Sample:
+    """One telemetry value."""
+
+    value: float
+    ts: float
+    unit: str = ""
+
+
+@dataclass(slots=True)
+class NodeView:
+    """What the console knows about one node. Payload dicts are the decoded
+    messages themselves: read them, do not change them."""
+
+    name: str
+    meta: dict[str, Any] | None = None
+    status: str | None = None
+    status_payload: dict[str, Any] | None = None
+    state: dict[str, Any] | None = None
+    cfg: dict[str, Any] | None = None
+    desired: dict[str, Any] | None = None
+    heartbeat: dict[str, Any] | None = None
+    heartbeat_at: float | None = None
+    seen_at: float | None = None
+    updated_at: float | None = None
+    telemetry: dict[str, Sample] = field(default_factory=dict)
+    history: dict[str, deque[Sample]] = field(default_factory=dict)
+    actors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stale: bool = False
+    invalid: int = 0
+    order: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def online(self) -> bool:
+        """Online and heartbeating."""
+        return self.status == "online" and not self.stale
+
+    @property
+    def health(self) -> str:
+        """``online``, ``stale``, ``offline``, ``lost`` or ``unknown``."""
+        if self.status == "online":
+            return "stale" if self.stale else "online"
+        return self.status or "unknown"
+
+    @property
+    def session(self) -> int | None:
+        """The newest agent session seen in a description."""
+        return max((s for s, _ in self.order.values()), default=None)
+
+    @property
+    def config(self) -> dict[str, Any] | None:
+        """The reported node config."""
+        cfg = self.cfg
+        if cfg is None:
+            return None
+        config = cfg.get("config")
+        return config if isinstance(config, dict) else None
+
+    @property
+    def config_version(self) -> int | None:
+        """The reported config version."""
+        value = self.cfg.get("config_version") if self.cfg else None
+        return value if isinstance(value, int) else None
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """Seconds between heartbeats, from the reported config (default 10)."""
+        try:
+            value = self.config["heartbeat"]["interval"]  # type: ignore[index]
+        except (TypeError, KeyError):
+            return DEFAULT_HEARTBEAT_INTERVAL
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+        return DEFAULT_HEARTBEAT_INTERVAL
+
+    @property
+    def groups(self) -> list[str]:
+        """The node's groups (reported config, else meta)."""
+        for source in (self.config, self.meta):
+            if source and isinstance(source.get("groups"), list):
+                return [g for g in source["groups"] if isinstance(g, str)]
+        return []
+
+    @property
+    def components(self) -> dict[str, Any]:
+        """Components as the node's ``state`` lists them."""
+        value = self.state.get("components") if self.state else None
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def state_actors(self) -> dict[str, Any]:
+        """Actors as the node's ``state`` lists them."""
+        value = self.state.get("actors") if self.state else None
+        return value if isinstance(value, dict) else {}
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able digest (what ``devfleet ls --json`` prints)."""
+        meta = self.meta or {}
+        hb = self.heartbeat or {}
+        return {
+            "node": self.name,
+            "health": self.health,
+            "status": self.status,
+            "stale": self.stale,
+            "session": self.session,
+            "version": meta.get("agent_version") or meta.get("devfleet_version"),
+            "groups": self.groups,
+            "config_version": self.config_version,
+            "uptime": hb.get("uptime"),
+            "heartbeat_at": self.heartbeat_at,
+            "telemetry": {k: s.value for k, s in self.telemetry.items()},
+            "invalid": self.invalid,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything known, JSON-able (what ``devfleet show --json`` prints)."""
+        out = self.summary()
+        out.update(
+            meta=self.meta,
+            status_payload=self.status_payload,
+            state=self.state,
+            cfg=self.cfg,
+            desired=self.desired,
+            heartbeat=self.heartbeat,
+            history={k: [[s.ts, s.value] for s in h] for k, h in self.history.items()},
+            actors=self.actors,
+        )
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """A node whose desired config is not (yet) what it reports."""
+
+    node: str
+    desired_id: str | None
+    applied_id: str | None
+    differences: dict[str, tuple[Any, Any]]
+    error: dict[str, Any] | None = None
+
+
+# ---- the model ------------------------------------------------------------------------
+
+
+class FleetModel:
+    """Every node the console can see, built only from what it is fed.
+
+    Args:
+        history: samples kept per telemetry metric per node.
+        stale_factor: heartbeats missed before a node is stale.
+    """
+
+    def __init__(self, *, history: int = 60, stale_factor: float = STALE_FACTOR) -> None:
+        self.nodes: dict[str, NodeView] = {}
+        self.history = history
+        self.stale_factor = stale_factor
+        self.invalid_total = 0
+        self.ignored_total = 0
+        self.messages = 0
+        self._topics: dict[str, TopicMatch | None] = {}
+
+    # ---- queries -----------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __iter__(self) -> Iterator[NodeView]:
+        return iter(self.nodes.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.nodes
+
+    def get(self, name: str) -> NodeView | None:
+        """The node named ``name``, or None."""
+        return self.nodes.get(name)
+
+    def in_group(self, group: str) -> list[NodeView]:
+        """Nodes that report membership of ``group``."""
+        return [n for n in self.nodes.values() if group in n.groups]
+
+    def drift(self) -> list[Drift]:
+        """Nodes whose retained desired config is not applied as asked."""
+        out: list[Drift] = []
+        for node in self.nodes.values():
+            desired = node.desired
+            if not desired:
+                continue
+            args = desired.get("args")
+            wanted = args.get("set") if isinstance(args, dict) else None
+            reported = node.config or {}
+            diffs: dict[str, tuple[Any, Any]] = {}
+            if isinstance(wanted, dict):
+                for key, value in wanted.items():
+                    have = _dotted_get(reported, str(key))
+                    if have != value:
+                        diffs[str(key)] = (value, have)
+            desired_id = desired.get("id") if isinstance(desired.get("id"), str) else None
+            applied_id = node.cfg.get("applied_id") if node.cfg else None
+            error = node.cfg.get("desired_error") if node.cfg else None
+            if diffs or (error and error.get("id") in (None, desired_id)):
+                out.append(Drift(node.name, desired_id, applied_id, diffs, error))
+        return out
+
+    # ---- feeding -----------------------------------------------------------------------
+
+    def feed(
+        self, topic: str, payload: bytes, retained: bool = False, now: float | None = None
+    ) -> list[Event]:
+        """Take one message; return what changed. Never raises on bad input.
+
+        Args:
+            topic: the MQTT topic.
+            payload: the raw payload (empty means a cleared retained topic).
+            retained: whether the broker flagged it retained.
+            now: the receive time (wall clock seconds); when None, times come from
+                the payload's own timestamps.
+        """
+        self.messages += 1
+        try:
+            match = self._topics[topic]
+        except KeyError:
+            match = contract.parse_topic(topic)
+            if len(self._topics) >= _TOPIC_CACHE_MAX:
+                self._topics.clear()
+            self._topics[topic] = match
+        if match is None:
+            self.ignored_total += 1
+            return []
+        kind = match.kind
+        node = match.node
+        if node is None:
+            if kind == "agent_heartbeat":
+                return self._actor_heartbeat(topic, match, payload, now)
+            self.ignored_total += 1
+            return []
+        if kind == "heartbeat":
+            return self._heartbeat(topic, node, payload, now)
+        if kind == "telemetry":
+            return self._telemetry(topic, node, match.leaf or "", payload, now)
+        if kind in _DESCRIPTIONS:
+            return self._description(topic, node, kind, payload, now)
+        if kind == "cfg_desired":
+            return self._desired(topic, node, payload, now)
+        self.ignored_total += 1
+        return []
+
+    def check_stale(self, now: float) -> list[Event]:
+        """Mark online nodes silent for ``stale_factor`` heartbeat intervals as stale
+        (one :class:`NodeStale` each until they are heard again)."""
+        events: list[Event] = []
+        for node in self.nodes.values():
+            if node.stale or node.status != "online":
+                continue
+            marks = [t for t in (node.heartbeat_at, node.seen_at) if t is not None]
+            if not marks:
+                continue
+            last = max(marks)
+            silent = now - last
+            if silent > self.stale_factor * node.heartbeat_interval:
+                node.stale = True
+                events.append(NodeStale(node.name, silent_for=silent))
+        return events
+
+    # ---- handlers ----------------------------------------------------------------------
+
+    def _invalid(self, topic: str, node: str | None, reason: str) -> list[Event]:
+        self.invalid_total += 1
+        if node is not None:
+            view = self.nodes.get(node)
+            if view is not None:
+                view.invalid += 1
+        return [InvalidMessage(node, topic=topic, reason=reason)]
+
+    def _decode_dict(self, payload: bytes) -> dict[str, Any] | str:
+        """The payload as a dict, or the reason it is not one."""
+        try:
+            data = contract.decode(payload)
+        except ContractError as exc:
+            return exc.message
+        if not isinstance(data, dict):
+            return f"payload is a JSON {type(data).__name__}, not an object"
+        return data
+
+    def _node(self, name: str, now: float | None, events: list[Event]) -> NodeView:
+        view = self.nodes.get(name)
+        if view is None:
+            view = NodeView(name, seen_at=now)
+            self.nodes[name] = view
+            events.append(NodeAppeared(name))
+        return view
+
+    def _heartbeat(self, topic: str, node: str, payload: bytes, now: float | None) -> list[Event]:
+        data = self._decode_dict(payload)
+        if isinstance(data, str):
+            return self._invalid(topic, node, data)
+        claimed = data.get("node")
+        if claimed is not None and claimed != node:
+            return self._invalid(topic, node, f"heartbeat names node {claimed!r}")
+        events: list[Event] = []
+        view = self._node(node, now, events)
+        view.heartbeat = data
+        if now is None:
+            ts = data.get("timestamp")
+            now = float(ts) if isinstance(ts, (int, float)) and not isinstance(ts, bool) else None
+        if now is not None:
+            view.heartbeat_at = now
+            view.updated_at = now
+        if view.stale:
+            view.stale = False
+            events.append(NodeOnline(node))
+        events.append(NodeChanged(node, what="heartbeat"))
+        return events
+
+    def _telemetry(
+        self, topic: str, node: str, metric: str, payload: bytes, now: float | None
+    ) -> list[Event]:
+        data = self._decode_dict(payload)
+        if isinstance(data, str):
+            return self._invalid(topic, node, data)
+        value = data.get("value")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            return self._invalid(topic, node, "telemetry value is not a number")
+        ts = data.get("ts")
+        if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+            ts = now if now is not None else 0.0
+        unit = data.get("unit")
+        sample = Sample(float(value), float(ts), unit if isinstance(unit, str) else "")
+        events: list[Event] = []
+        view = self._node(node, now, events)
+        view.telemetry[metric] = sample
+        hist = view.history.get(metric)
+        if hist is None:
+            hist = view.history[metric] = deque(maxlen=self.history)
+        hist.append(sample)
+        if now is not None:
+            view.updated_at = now
+        events.append(NodeChanged(node, what="telemetry"))
+        return events
+
+    def _description(
+        self, topic: str, node: str, kind: str, payload: bytes, now: float | None
+    ) -> list[Event]:
+        if not payload:
+            return self._cleared(node, kind)
+        data = self._decode_dict(payload)
+        if isinstance(data, str):
+            return self._invalid(topic, node, data)
+        session = data.get("session")
+        version = data.get("version")
+        if (
+            not isinstance(session, int)
+            or isinstance(session, bool)
+            or not isinstance(version, int)
+            or isinstance(version, bool)
+        ):
+            return self._invalid(topic, node, f"{kind} lacks integer session and version")
+        claimed = data.get("node")
+        if claimed is not None and claimed != node:
+            return self._invalid(topic, node, f"{kind} names node {claimed!r}")
+        if kind == "status":
+            try:
+                STATUS_SCHEMA.validate(data)
+            except ContractError as exc:
+                return self._invalid(topic, node, exc.message)
+        order = (session, version)
+        view = self.nodes.get(node)
+        if view is not None:
+            previous = view.order.get(kind)
+            if previous is not None and order <= previous:
+                return []  # a late will, an old retained copy or a duplicate
+        events: list[Event] = []
+        view = self._node(node, now, events)
+        view.order[kind] = order
+        if now is not None:
+            view.updated_at = now
+        if kind == "status":
+            status = data["status"]
+            before = view.status
+            view.status_payload = data
+            view.status = status
+            was_stale = view.stale
+            view.stale = False
+            if status == "online" and now is not None:
+                view.seen_at = now  # staleness counts from the birth, not from before it
+            if status != before or (was_stale and status == "online"):
+                cls = {"online": NodeOnline, "offline": NodeOffline, "lost": NodeLost}[status]
+                events.append(cls(node))
+            return events
+        setattr(view, kind, data)
+        events.append(NodeChanged(node, what=kind))
+        return events
+
+    def _cleared(self, node: str, kind: str) -> list[Event]:
+        view = self.nodes.get(node)
+        if view is None:
+            return []
+        if kind in ("meta", "status"):
+            del self.nodes[node]
+            return [NodeRemoved(node)]
+        setattr(view, kind, None)
+        view.order.pop(kind, None)
+        return [NodeChanged(node, what=kind)]
+
+    def _desired(self, topic: str, node: str, payload: bytes, now: float | None) -> list[Event]:
+        if not payload:
+            view = self.nodes.get(node)
+            if view is None or view.desired is None:
+                return []
+            view.desired = None
+            return [NodeChanged(node, what="desired")]
+        data = self._decode_dict(payload)
+        if isinstance(data, str):
+            return self._invalid(topic, node, data)
+        events: list[Event] = []
+        view = self._node(node, now, events)
+        view.desired = data
+        events.append(NodeChanged(node, what="desired"))
+        return events
+
+    def _actor_heartbeat(
+        self, topic: str, match: TopicMatch, payload: bytes, now: float | None
+    ) -> list[Event]:
+        data = self._decode_dict(payload)
+        if isinstance(data, str):
+            return self._invalid(topic, None, data)
+        node = data.get("node")
+        view = self.nodes.get(node) if isinstance(node, str) else None
+        if view is None:
+            return []  # an actor of a node we do not (yet) know
+        view.actors[match.ident or "?"] = data
+        return [NodeChanged(view.name, what="actor")]
+
+
+def _dotted_get(config: dict[str, Any], dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
