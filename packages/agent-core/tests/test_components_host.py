@@ -10,6 +10,7 @@ import importlib.metadata as md
 import itertools
 
 import pytest
+
 from devfleet_agent.components import ComponentHost, ComponentRegistry, purge_modules
 from devfleet_agent.supervisor import RestartPolicy
 from devfleet_agent.testing import AgentThread, settings_for

@@ -15,6 +15,7 @@ import sys
 import textwrap
 
 import pytest
+
 from devfleet_agent.testing import AgentProcess
 from devfleet_base import contract
 

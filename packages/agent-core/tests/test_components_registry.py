@@ -9,6 +9,7 @@ import textwrap
 import types
 
 import pytest
+
 from devfleet_agent.components import ComponentRegistry, purge_modules
 from devfleet_agent.installer import InstallError, check_requirement, pip_install, requirement_name
 from devfleet_agent.settings import Settings

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
+
 from devfleet_base import hookspecs
 from devfleet_base.component import Component
 from devfleet_base.contract import check_name
