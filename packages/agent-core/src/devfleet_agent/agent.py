@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -36,6 +37,7 @@ from .describe import host_facts
 from .logship import LogShipper
 from .settings import Settings
 from .storage import atomic_write_json, read_json
+from .supervisor import Supervisor, SupervisorEvent
 
 __all__ = ["Agent", "RouteHandler", "Subsystem"]
 
@@ -112,6 +114,10 @@ class Agent:
         self.restart_requested = False
         self.stop_reason = ""
         self._sampler: Any = None
+        self._supervisor_listeners: list[Callable[[SupervisorEvent], object]] = []
+        self.supervisor = Supervisor(on_event=self._supervisor_event)
+        """The one ONE_FOR_ONE supervisor of every actor on the node (components and
+        dynamic actors); subsystems name their children apart (``component:{name}``)."""
         self._register_builtin_commands()
 
     # ---- extension points -----------------------------------------------------------
@@ -128,6 +134,20 @@ class Agent:
     def on_config(self, hook: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         """Awaited with the whole node config at start and after every change."""
         self._config_hooks.append(hook)
+
+    def on_supervisor_event(self, listener: Callable[[SupervisorEvent], object]) -> None:
+        """Call ``listener`` with every event of :attr:`supervisor` (it may return an
+        awaitable, which is awaited; each listener filters the children it owns)."""
+        self._supervisor_listeners.append(listener)
+
+    async def _supervisor_event(self, event: SupervisorEvent) -> None:
+        for listener in list(self._supervisor_listeners):
+            try:
+                result = listener(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("supervisor listener %r failed", listener)
 
     def add_subsystem(self, subsystem: Subsystem) -> None:
         self._subsystems.append(subsystem)

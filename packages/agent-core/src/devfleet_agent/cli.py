@@ -63,6 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
         const=True,
         help="accept pip installs of components",
     )
+    p.add_argument(
+        "--install-find-links",
+        metavar="DIR",
+        help="install components only from this local wheelhouse (pip --no-index --find-links)",
+    )
+    p.add_argument("--install-index", metavar="URL", help="install components from this package index")
+    p.add_argument(
+        "--disabled-components",
+        metavar="NAMES",
+        help="comma-separated components never loaded (env DEVFLEET_DISABLED_COMPONENTS)",
+    )
     p.add_argument("--signing-key-file", help="require control messages signed with this shared key")
     p.add_argument(
         "--test", action="store_true", help="run the supervisor self-test without a broker and exit"

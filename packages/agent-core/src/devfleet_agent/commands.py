@@ -171,6 +171,8 @@ class Dispatcher:
                 "error",
                 exc.code,
                 exc.message,
+                # An error may say what it left behind (e.g. an install that was rolled back).
+                result=getattr(exc, "result", None),
                 ts=self._clock(),
             )
         except asyncio.CancelledError:

@@ -55,6 +55,10 @@ class Settings:
     signing_key: str | None = None
     signing_key_file: str | None = None
     install_timeout: float = 600.0
+    disabled_components: str | None = None
+    component_verify_cycles: int = 3
+    component_verify_interval: float = 1.0
+    component_verify_timeout: float = 60.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -67,6 +71,13 @@ class Settings:
             return system / self.name
         state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
         return Path(state) / "devfleet" / self.name
+
+    @property
+    def disabled_component_names(self) -> frozenset[str]:
+        """Entry-point or component names never loaded (``DEVFLEET_DISABLED_COMPONENTS``,
+        comma-separated)."""
+        raw = self.disabled_components or ""
+        return frozenset(part.strip() for part in raw.split(",") if part.strip())
 
     def signing_key_bytes(self) -> bytes | None:
         if self.signing_key:
@@ -102,6 +113,9 @@ _ENV = {
     "allow_install": ("DEVFLEET_ALLOW_INSTALL",),
     "signing_key": ("DEVFLEET_SIGNING_KEY",),
     "signing_key_file": ("DEVFLEET_SIGNING_KEY_FILE",),
+    "disabled_components": ("DEVFLEET_DISABLED_COMPONENTS",),
+    "install_index": ("DEVFLEET_INSTALL_INDEX",),
+    "install_find_links": ("DEVFLEET_INSTALL_FIND_LINKS",),
 }
 
 
@@ -241,5 +255,15 @@ def _validate(s: Settings) -> Settings:
         raise SettingsError("a password needs a username")
     if s.signing_key is not None and len(s.signing_key.encode()) < 16:
         raise SettingsError("the signing key must be at least 16 bytes")
+    if not 1 <= s.component_verify_cycles <= 100:
+        raise SettingsError(f"component_verify_cycles {s.component_verify_cycles} must be within 1-100")
+    if s.component_verify_interval <= 0 or s.component_verify_timeout <= 0 or s.install_timeout <= 0:
+        raise SettingsError(
+            "component_verify_interval, component_verify_timeout and install_timeout must be > 0"
+        )
+    if s.install_find_links is not None and not Path(s.install_find_links).expanduser().is_dir():
+        raise SettingsError(f"install_find_links {s.install_find_links}: no such directory")
+    if s.install_index is not None and not re.fullmatch(r"(https?|file)://[^\s]+", s.install_index):
+        raise SettingsError(f"install_index {s.install_index!r} must be an http(s):// or file:// URL")
     s.signing_key_bytes()  # reads and checks the key file now, not at the first command
     return replace(s, loglevel=s.loglevel.upper(), tls=s.tls or bool(s.tls_ca or s.tls_cert))

@@ -95,7 +95,10 @@ async def _abort(agent: Agent) -> None:
 
 
 class AgentProcess:
-    """``python -m devfleet_agent`` as a subprocess with the given flags."""
+    """``python -m devfleet_agent`` as a subprocess with the given flags.
+
+    ``python`` runs the agent with another interpreter (e.g. of a fresh venv).
+    """
 
     def __init__(
         self,
@@ -106,10 +109,11 @@ class AgentProcess:
         data_dir: Path,
         extra: Sequence[str] = (),
         env: dict[str, str] | None = None,
+        python: str | None = None,
     ) -> None:
         self.name = name
         self.args = [
-            sys.executable,
+            python or sys.executable,
             "-m",
             "devfleet_agent",
             "--broker",

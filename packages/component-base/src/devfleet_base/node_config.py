@@ -12,10 +12,19 @@ from typing import Any, Final
 from .contract import NAME_PATTERN
 from .schema import Field, Schema
 
-__all__ = ["LOG_LEVELS", "METRICS", "NODE_CONFIG_SCHEMA", "default_node_config"]
+__all__ = ["COMPONENT_SECTION_SCHEMA", "LOG_LEVELS", "METRICS", "NODE_CONFIG_SCHEMA", "default_node_config"]
 
 METRICS: Final = ("cpu", "memory", "disk")
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+COMPONENT_SECTION_SCHEMA: Final = Schema(
+    "component",
+    {
+        "enabled": Field("bool", default=True, doc="Run this component."),
+        "settings": Field("dict", default={}, doc="The component's settings, checked by its config_schema."),
+    },
+)
+"""One entry of the ``components`` section."""
 
 NODE_CONFIG_SCHEMA: Final = Schema(
     "config",
@@ -82,8 +91,15 @@ NODE_CONFIG_SCHEMA: Final = Schema(
             "dict",
             default={},
             max=64,
-            values=Field("dict"),
+            values=Field("dict", schema=COMPONENT_SECTION_SCHEMA),
             doc="Component name → {enabled: bool, settings: {...}}; settings are checked by the component.",
+        ),
+        "components_allowed": Field(
+            "list",
+            default=[],
+            max=64,
+            items=Field("str", pattern=r"[A-Za-z0-9*?][A-Za-z0-9._*?-]{0,99}"),
+            doc="Distribution-name patterns (fnmatch, e.g. devfleet-component-*) that install/upgrade may fetch; empty refuses every install.",
         ),
     },
 )

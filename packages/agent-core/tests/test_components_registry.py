@@ -1,0 +1,207 @@
+"""The component registry (fresh plugin manager per test, plugins registered directly),
+one real entry point, and the installer's requirement checks."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import sys
+import textwrap
+import types
+
+import pytest
+
+from devfleet_agent.components import ComponentRegistry, purge_modules
+from devfleet_agent.installer import InstallError, check_requirement, pip_install, requirement_name
+from devfleet_agent.settings import Settings
+from devfleet_base import Component, ContractError, hookimpl
+
+
+class Alpha(Component):
+    name = "alpha"
+    version = "1.0"
+
+
+class Beta(Component):
+    name = "beta"
+
+
+def plugin_of(*classes, raises=None):
+    """A plugin object whose hook registers ``classes`` (or raises)."""
+
+    class Plugin:
+        @hookimpl
+        def devfleet_register_components(self, register):
+            if raises is not None:
+                raise raises
+            for cls in classes:
+                register(cls)
+
+    return Plugin()
+
+
+@pytest.fixture
+def registry():
+    return ComponentRegistry(entry_points=lambda: ())
+
+
+def test_plugins_register_components_on_a_fresh_manager(registry):
+    assert registry.register_plugin(plugin_of(Alpha, Beta), name="ab") == ["alpha", "beta"]
+    assert registry.get("alpha").cls is Alpha and registry.get("alpha").plugin == "ab"
+    assert [d["name"] for d in registry.describe()] == ["alpha", "beta"]
+    assert ComponentRegistry(entry_points=lambda: ()).get("alpha") is None  # nothing shared
+
+
+def test_a_failing_plugin_is_reported_and_the_others_load(registry):
+    registry.register_plugin(
+        plugin_of(raises=RuntimeError("no hardware")), name="bad", dist="bad-dist", version="0.3"
+    )
+    registry.register_plugin(plugin_of(dict), name="notacomponent")
+    typo = types.ModuleType("typo")
+    typo.devfleet_register_componentz = hookimpl(lambda register: None)
+    registry.register_plugin(typo, name="typo")
+    registry.register_plugin(plugin_of(Alpha), name="good")
+    errors = {e.name: e for e in registry.errors}
+    assert set(errors) == {"bad", "notacomponent", "typo"}
+    assert "devfleet_register_componentz" in errors["typo"].error
+    assert errors["bad"].to_wire() == {
+        "name": "bad",
+        "dist": "bad-dist",
+        "version": "0.3",
+        "error": "registration failed: RuntimeError: no hardware",
+    }
+    assert "not a Component subclass" in errors["notacomponent"].error
+    assert list(registry.entries) == ["alpha"]
+
+
+def test_duplicate_component_names_are_refused(registry):
+    registry.register_plugin(plugin_of(Alpha), name="one")
+    registry.register_plugin(plugin_of(Alpha), name="two")
+    assert registry.get("alpha").plugin == "one"
+    assert "already provided by one" in registry.errors[0].error
+    with pytest.raises(ContractError):
+        registry.add(type("Bad", (Component,), {"name": "no/slash"}))
+
+
+def test_disabled_names_are_skipped():
+    registry = ComponentRegistry(disabled={"beta"}, entry_points=lambda: ())
+    assert registry.register_plugin(plugin_of(Alpha, Beta), name="ab") == ["alpha"]
+
+
+def _module(tmp_path, name, body):
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(body))
+
+
+GOOD = """
+    from devfleet_base import Component, hookimpl
+
+    class Gamma(Component):
+        name = "gamma"
+        version = "{version}"
+
+    @hookimpl
+    def devfleet_register_components(register):
+        register(Gamma)
+"""
+
+
+def test_entry_point_import_errors_are_isolated(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _module(tmp_path, "dfx_gamma", GOOD.format(version="1"))
+    _module(tmp_path, "dfx_broken", "raise ImportError('libfoo.so.1: cannot open shared object file')")
+    _module(tmp_path, "dfx_exits", "import sys; sys.exit(3)")
+    group = "devfleet.components"
+    eps = [
+        md.EntryPoint("broken", "dfx_broken", group),
+        md.EntryPoint("exits", "dfx_exits", group),
+        md.EntryPoint("gamma", "dfx_gamma", group),
+        md.EntryPoint("off", "dfx_does_not_exist", group),
+    ]
+    registry = ComponentRegistry(disabled={"off"}, entry_points=lambda: eps)
+    try:
+        registry.load()
+        assert list(registry.entries) == ["gamma"]
+        errors = {e.name: e.error for e in registry.errors}
+        assert errors == {
+            "broken": "import failed: ImportError: libfoo.so.1: cannot open shared object file",
+            "exits": "import failed: SystemExit: 3",
+        }
+    finally:
+        purge_modules({"dfx_gamma", "dfx_broken", "dfx_exits"})
+
+
+def test_a_real_entry_point_is_found_and_reloaded_after_an_upgrade(tmp_path, monkeypatch):
+    """The one test that reads importlib.metadata: a dist-info on sys.path."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def install(version):
+        for old in tmp_path.glob("dfx_delta-*.dist-info"):
+            for f in old.iterdir():
+                f.unlink()
+            old.rmdir()
+        info = tmp_path / f"dfx_delta-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: dfx-delta\nVersion: {version}\n")
+        (info / "entry_points.txt").write_text("[devfleet.components]\ndelta = dfx_delta\n")
+        (info / "RECORD").write_text("dfx_delta.py,,\n")
+        _module(
+            tmp_path,
+            "dfx_delta",
+            GOOD.replace("gamma", "delta").replace("Gamma", "Delta").format(version=version),
+        )
+
+    install("1.0")
+    registry = ComponentRegistry()
+    try:
+        registry.load()
+        assert registry.get("delta").cls.version == "1.0"
+        assert registry.get("delta").dist == "dfx-delta" and registry.dists()["dfx-delta"] == "1.0"
+        install("2.0")
+        registry.load()  # cached: nothing re-read
+        assert registry.get("delta").cls.version == "1.0"
+        registry.refresh()
+        assert registry.get("delta").cls.version == "2.0"
+        assert sys.modules["dfx_delta"].Delta is registry.get("delta").cls
+    finally:
+        purge_modules({"dfx_delta"})
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["devfleet-component-ledstrip", "foo_bar[ws281x]>=1.2", "foo[a, b]==1.0.post1", "x>=1,<2", "pkg~=0.3"],
+)
+def test_plain_requirements_pass(spec):
+    assert check_requirement(spec) == spec
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "--index-url=http://evil",
+        "-e .",
+        "git+https://github.com/x/y",
+        "https://example.com/x.whl",
+        "./local/dir",
+        "/abs/path.whl",
+        "pkg @ https://x",
+        "pkg; python_version>'3'",
+        "pkg==1.0 --no-deps",
+        "pkg\n-r reqs.txt",
+        "",
+        "x" * 201,
+        42,
+    ],
+)
+def test_anything_else_is_refused(spec):
+    with pytest.raises(InstallError) as err:
+        check_requirement(spec)
+    assert err.value.code == "invalid"
+
+
+def test_requirement_name():
+    assert requirement_name("Foo_Bar[x]>=1") == "Foo_Bar"
+
+
+async def test_pip_is_switched_off_by_default():
+    with pytest.raises(InstallError) as err:
+        await pip_install(["anything"], settings=Settings(name="n"))
+    assert err.value.code == "forbidden"
