@@ -26,7 +26,15 @@ PACKAGES = {
     "examples/minimal-component": "devfleet-example-minimal",
 }
 PRESENT = {path: dist for path, dist in PACKAGES.items() if (ROOT / path / "pyproject.toml").exists()}
-TEST_TOOLS = ["pip", "hatchling", "pytest>=8", "pytest-asyncio>=0.24", "pytest-timeout>=2.3", "hypothesis>=6.100", "amqtt>=0.11"]
+TEST_TOOLS = [
+    "pip",
+    "hatchling",
+    "pytest>=8",
+    "pytest-asyncio>=0.24",
+    "pytest-timeout>=2.3",
+    "hypothesis>=6.100",
+    "amqtt>=0.11",
+]
 
 
 def _local_requirements(path: str) -> list[str]:

@@ -21,12 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.live import Live
+
 from devfleet_agent.testing import AgentProcess
 from devfleet_base.testing.broker import BrokerError, start_local_broker
 from devfleet_command.aio import AsyncFleet
 from devfleet_command.commands.nodes import table
-from rich.console import Console
-from rich.live import Live
 
 console = Console(highlight=False)
 
@@ -54,13 +55,19 @@ async def tour(url: str, names: list[str], duration: float, live: bool) -> int:
             before = fleet.node(name).config_version
             version = await fleet.config_set(
                 name,
-                {"telemetry.interval": 2, "heartbeat.interval": 2, **({"groups": ["lobby"]} if name == names[0] else {})},
+                {
+                    "telemetry.interval": 2,
+                    "heartbeat.interval": 2,
+                    **({"groups": ["lobby"]} if name == names[0] else {}),
+                },
                 expect_version=before,
             )
             console.print(f"   {name}: config version {before} -> {version}")
 
         say("4.", "a command to group 'lobby' only")
-        await fleet.wait_for(lambda m: "lobby" in (m.get(names[0]).groups if m.get(names[0]) else []), timeout=10)  # type: ignore[union-attr]
+        await fleet.wait_for(
+            lambda m: "lobby" in (m.get(names[0]).groups if m.get(names[0]) else []), timeout=10
+        )  # type: ignore[union-attr]
         bc = await fleet.broadcast("ping", group="lobby", timeout=10)
         await bc.wait()
         console.print(f"   answered: {', '.join(bc.succeeded)}")
@@ -93,7 +100,12 @@ async def wait_offline(url: str, names: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="devfleet-demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--nodes", type=int, default=3, help="how many agents (default 3)")
-    p.add_argument("--duration", type=float, default=None, help="seconds of live view (default: 20 on a terminal, 2 otherwise)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds of live view (default: 20 on a terminal, 2 otherwise)",
+    )
     p.add_argument("--broker-kind", choices=("auto", "mosquitto", "amqtt"), default="auto")
     args = p.parse_args(argv)
     if not 1 <= args.nodes <= 50:
@@ -111,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     names = [f"demo-{i + 1}" for i in range(args.nodes)]
     with tempfile.TemporaryDirectory(prefix="devfleet-demo-") as tmp:
         agents = [
-            AgentProcess(broker=broker.host, port=broker.port, name=n, data_dir=Path(tmp) / n).start() for n in names
+            AgentProcess(broker=broker.host, port=broker.port, name=n, data_dir=Path(tmp) / n).start()
+            for n in names
         ]
         try:
             code = asyncio.run(tour(broker.url, names, duration, live))
