@@ -6,6 +6,7 @@ Run through ``python3 dev.py`` (which brings nox and uv), or with nox directly.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 
@@ -24,8 +25,10 @@ PACKAGES = {
     "packages/component-ledstrip": "devfleet-component-ledstrip",
     "packages/component-projector": "devfleet-component-projector",
     "examples/minimal-component": "devfleet-example-minimal",
+    "examples/demo": "",  # not a distribution: its tests run in the `tests` session
 }
 PRESENT = {path: dist for path, dist in PACKAGES.items() if (ROOT / path / "pyproject.toml").exists()}
+TEST_ONLY = [path for path, dist in PACKAGES.items() if not dist]
 TEST_TOOLS = [
     "pip",
     "hatchling",
@@ -42,22 +45,36 @@ def _local_requirements(path: str) -> list[str]:
     by_dist = {dist: p for p, dist in PRESENT.items()}
     seen: list[str] = []
 
-    def visit(p: str, extras: str = "") -> None:
+    def visit(p: str, with_test_extra: bool = False) -> None:
         if p in seen:
             return
         meta = tomllib.loads((ROOT / p / "pyproject.toml").read_text())["project"]
-        for dep in meta.get("dependencies", []):
-            name = dep.split(";")[0].split("[")[0].split(">")[0].split("=")[0].split("<")[0].strip()
+        deps = list(meta.get("dependencies", []))
+        if with_test_extra:  # what the package's own tests need, declared as its "test" extra
+            deps += meta.get("optional-dependencies", {}).get("test", [])
+        for dep in deps:
+            name = re.split(r"[\[<>=!~; ]", dep, maxsplit=1)[0]
             if name in by_dist:
                 visit(by_dist[name])
         seen.append(p)
 
-    visit(path)
+    visit(path, with_test_extra=True)
     out = []
     for p in seen:
         extra = "[testing,mqtt]" if p == "packages/component-base" else ""
         out += ["-e", f"./{p}{extra}"]
     return out
+
+
+def _all_local_requirements() -> list[str]:
+    """Every package of the monorepo, editable, each once."""
+    reqs: list[str] = []
+    for path in PRESENT:
+        items = _local_requirements(path)
+        for flag, target in zip(items[::2], items[1::2], strict=True):
+            if target not in reqs:
+                reqs += [flag, target]
+    return reqs
 
 
 def _tests_of(path: str) -> list[str]:
@@ -68,13 +85,9 @@ def _tests_of(path: str) -> list[str]:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole suite, every package installed together."""
-    reqs: list[str] = []
-    for path in PRESENT:
-        for item in _local_requirements(path):
-            if item not in reqs or item == "-e":
-                reqs.append(item)
+    reqs = _all_local_requirements()
     session.install(*reqs, *TEST_TOOLS)
-    paths = [t for p in PRESENT for t in _tests_of(p)]
+    paths = [t for p in [*PRESENT, *TEST_ONLY] for t in _tests_of(p)]
     session.run("pytest", *paths, *session.posargs)
 
 
@@ -100,11 +113,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over every package's source."""
-    reqs: list[str] = []
-    for path in PRESENT:
-        for item in _local_requirements(path):
-            if item not in reqs or item == "-e":
-                reqs.append(item)
+    reqs = _all_local_requirements()
     session.install(*reqs, "mypy>=1.13", "types-pyserial", "rich")
     srcs = [str(p) for path in PRESENT for p in [ROOT / path / "src"] if p.is_dir()]
     session.run("mypy", *srcs)
@@ -113,22 +122,14 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def demo(session: nox.Session) -> None:
     """The main job: a broker (mosquitto, else embedded amqtt), a few agents, the live fleet view."""
-    reqs: list[str] = []
-    for path in PRESENT:
-        for item in _local_requirements(path):
-            if item not in reqs or item == "-e":
-                reqs.append(item)
+    reqs = _all_local_requirements()
     session.install(*reqs, "amqtt>=0.11")
-    session.run("python", "-m", "devfleet_command.demo", *session.posargs)
+    session.run("python", "examples/demo/devfleet_demo.py", *session.posargs)
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks against the raw paho floor; writes docs/benchmarks.md and bench/results.json."""
-    reqs: list[str] = []
-    for path in PRESENT:
-        for item in _local_requirements(path):
-            if item not in reqs or item == "-e":
-                reqs.append(item)
+    reqs = _all_local_requirements()
     session.install(*reqs)
     session.run("python", "bench/run.py", *session.posargs)

@@ -44,6 +44,7 @@ from .handles import Broadcast, CommandHandle, LogRecord, Outcome
 from .model import Drift, Event, FleetModel, NodeLost, NodeOffline, NodeStale, NodeView
 
 __all__ = [
+    "INSTALL_TIMEOUT",
     "PURGED_LEAVES",
     "AsyncFleet",
     "Broadcast",
@@ -56,6 +57,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("devfleet.console")
+
+INSTALL_TIMEOUT = 900.0
+"""Seconds a console waits for an install, upgrade or uninstall (pip on a Pi Zero is slow)."""
 
 PURGED_LEAVES = ("meta", "status", "state", "cfg", "cfg/desired", "spawn")
 """The retained node topics a purge always clears (plus any other retained one found)."""
@@ -533,6 +537,49 @@ class AsyncFleet:
         result = await self.call(node, "configure", args, timeout=timeout)
         version = result.get("config_version") if isinstance(result, dict) else None
         return version if isinstance(version, int) else None
+
+    # ---- components ------------------------------------------------------------------------
+
+    async def components(self, node: str, *, timeout: float = 10.0) -> dict[str, Any]:
+        """What ``node`` has: ``installed`` distributions, ``available`` and ``configured``
+        components with their state, and import ``errors``."""
+        result = await self.call(node, "components", timeout=timeout)
+        return result if isinstance(result, dict) else {"result": result}
+
+    async def install(
+        self, node: str, spec: str, *, upgrade: bool = False, timeout: float = INSTALL_TIMEOUT
+    ) -> dict[str, Any]:
+        """pip-install (or upgrade) a component distribution on ``node``; a failed install
+        or a component that turns unhealthy after an upgrade is rolled back by the node.
+
+        Raises:
+            CommandFailed: refused (``forbidden``/``invalid``) or failed; ``result`` says
+                whether it was rolled back.
+        """
+        result = await self.call(node, "upgrade" if upgrade else "install", {"spec": spec}, timeout=timeout)
+        return result if isinstance(result, dict) else {"result": result}
+
+    async def uninstall(self, node: str, spec: str, *, timeout: float = INSTALL_TIMEOUT) -> dict[str, Any]:
+        """pip-uninstall a component distribution from ``node``."""
+        result = await self.call(node, "uninstall", {"spec": spec}, timeout=timeout)
+        return result if isinstance(result, dict) else {"result": result}
+
+    async def component_command(
+        self,
+        node: str,
+        component: str,
+        command: str,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout: float = 10.0,
+    ) -> Any:
+        """Run one of a component's declared commands (``ledstrip`` ``set_effect``...)."""
+        return await self.call(
+            node,
+            "component",
+            {"component": component, "command": command, "args": args or {}},
+            timeout=timeout,
+        )
 
     # ---- logs ------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-from .aio import AsyncFleet, Broadcast, CommandHandle, LogRecord
+from .aio import INSTALL_TIMEOUT, AsyncFleet, Broadcast, CommandHandle, LogRecord
 from .errors import ConsoleTimeout
 from .model import Drift, Event, FleetModel, NodeView
 
@@ -208,6 +208,32 @@ class Fleet:
         return self._call(
             self.aio.config_set(node, values, expect_version=expect_version, desired=desired, timeout=timeout)
         )
+
+    def components(self, node: str, *, timeout: float = 10.0) -> dict[str, Any]:
+        """What ``node`` has installed, available and configured."""
+        return self._call(self.aio.components(node, timeout=timeout))
+
+    def install(
+        self, node: str, spec: str, *, upgrade: bool = False, timeout: float = INSTALL_TIMEOUT
+    ) -> dict[str, Any]:
+        """pip-install (or upgrade) a component distribution on ``node`` (rolled back on failure)."""
+        return self._call(self.aio.install(node, spec, upgrade=upgrade, timeout=timeout))
+
+    def uninstall(self, node: str, spec: str, *, timeout: float = INSTALL_TIMEOUT) -> dict[str, Any]:
+        """pip-uninstall a component distribution from ``node``."""
+        return self._call(self.aio.uninstall(node, spec, timeout=timeout))
+
+    def component_command(
+        self,
+        node: str,
+        component: str,
+        command: str,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout: float = 10.0,
+    ) -> Any:
+        """Run one of a component's declared commands."""
+        return self._call(self.aio.component_command(node, component, command, args, timeout=timeout))
 
     def purge(self, node: str, *, force: bool = False, timeout: float = 10.0) -> list[str]:
         """Clear every retained topic of a gone node."""

@@ -27,6 +27,7 @@ MODULES: tuple[str, ...] = (
     "devfleet_command.commands.config",
     "devfleet_command.commands.control",
     "devfleet_command.commands.logs",
+    "devfleet_command.commands.components",
 )
 """Subcommand modules, in the order their commands appear in ``--help``."""
 

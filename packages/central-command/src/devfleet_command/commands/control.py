@@ -9,7 +9,7 @@ from . import Context, parse_assignments
 if TYPE_CHECKING:
     from ..aio import AsyncFleet, Broadcast
 
-__all__ = ["register", "run_targeted"]
+__all__ = ["broadcast_with_progress", "register", "run_targeted", "summarize_broadcast"]
 
 
 def _targets(p: Any) -> None:
@@ -37,7 +37,10 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_purge)
 
 
-async def _broadcast(ctx: Context, fleet: AsyncFleet, verb: str, args: dict[str, Any]) -> Broadcast:
+async def broadcast_with_progress(
+    ctx: Context, fleet: AsyncFleet, verb: str, args: dict[str, Any], *, timeout: float | None = None
+) -> Broadcast:
+    """Broadcast to ``--group`` or the fleet with a progress bar on stderr; wait for it."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     group = ctx.args.group
@@ -61,12 +64,15 @@ async def _broadcast(ctx: Context, fleet: AsyncFleet, verb: str, args: dict[str,
                 detail=f"ok {len(bc.succeeded)} failed {len(bc.failed)} offline {len(bc.offline)}",
             )
 
-        bc = await fleet.broadcast(verb, args, group=group, timeout=ctx.timeout, on_progress=on_progress)
+        bc = await fleet.broadcast(
+            verb, args, group=group, timeout=timeout or ctx.timeout, on_progress=on_progress
+        )
         await bc.wait()
     return bc
 
 
-def _summary(ctx: Context, bc: Broadcast) -> None:
+def summarize_broadcast(ctx: Context, bc: Broadcast) -> None:
+    """Print each node's outcome and a one-line summary (or the JSON)."""
     if ctx.json:
         ctx.emit_json(bc.to_dict())
         return
@@ -101,8 +107,8 @@ async def run_targeted(ctx: Context, verb: str, args: dict[str, Any]) -> int:
             else:
                 print(f"{a.node}: ok {result if result is not None else ''}".rstrip(), file=ctx.out)
             return 0
-        bc = await _broadcast(ctx, fleet, verb, args)
-    _summary(ctx, bc)
+        bc = await broadcast_with_progress(ctx, fleet, verb, args)
+    summarize_broadcast(ctx, bc)
     return ctx.broadcast_exit(bc)
 
 
