@@ -17,12 +17,11 @@ from devfleet_agent.actors import (
     SpawnSpec,
     StateStore,
     StateStoreError,
-    actor_id,
     dynamic_factory,
-    node_id,
 )
 from devfleet_agent.clock import FakeClock
 from devfleet_agent.supervisor import Runnable, Supervisor, SupervisorEvent
+from devfleet_base.contract import actor_id, node_id
 from devfleet_base.errors import CommandError
 
 
@@ -259,9 +258,7 @@ def test_persist_rejects_non_json_and_keeps_the_store(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "s.json").read_text()) == {"a": 1}
 
 
-def test_write_is_atomic_when_replace_fails(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_write_is_atomic_when_replace_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "s.json"
     store = StateStore(path)
     store.set("a", 1)
@@ -283,9 +280,7 @@ def test_write_uses_fsync_and_replace(tmp_path: Path, monkeypatch: pytest.Monkey
     calls: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
     monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
-    monkeypatch.setattr(
-        os, "replace", lambda a, b: (calls.append("replace"), real_replace(a, b))[1]
-    )
+    monkeypatch.setattr(os, "replace", lambda a, b: (calls.append("replace"), real_replace(a, b))[1])
     StateStore(tmp_path / "s.json").set("k", "v")
     assert calls[:2] == ["fsync", "replace"]
 
@@ -318,9 +313,7 @@ async def test_dynamic_actor_under_the_supervisor(tmp_path: Path) -> None:
     sup = Supervisor(clock=FakeClock(), on_event=events.append)
     bus = MemoryBus()
     spec = SpawnSpec.from_payload({"name": "sensor", "code": FULL, "poll_interval": 1})
-    info = await sup.start_child(
-        "sensor", dynamic_factory(spec, bus, state_dir=tmp_path), spec.policy()
-    )
+    info = await sup.start_child("sensor", dynamic_factory(spec, bus, state_dir=tmp_path), spec.policy())
     assert info.state == "running"
     assert isinstance(info.instance, DynamicActor)
     assert await info.instance.handle_task("hi") == {"echo": "hi", "from": "sensor"}

@@ -11,9 +11,7 @@ from .dynamic import (
     DynamicActor,
     StateStore,
     StateStoreError,
-    actor_id,
     dynamic_factory,
-    node_id,
 )
 from .spec import ACTOR_NAME_PATTERN, DEFAULT_POLL_INTERVAL, MAX_CODE_BYTES, SPAWN_SCHEMA, SpawnSpec
 
@@ -31,7 +29,5 @@ __all__ = [
     "SpawnSpec",
     "StateStore",
     "StateStoreError",
-    "actor_id",
     "dynamic_factory",
-    "node_id",
 ]

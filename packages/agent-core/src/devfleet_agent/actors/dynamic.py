@@ -30,14 +30,14 @@ import json
 import linecache
 import logging
 import os
-import tempfile
-import uuid
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from devfleet_base.contract import actor_id
 from devfleet_base.errors import Code, CommandError, ComponentError
 
+from ..storage import atomic_write_json
 from .spec import DEFAULT_POLL_INTERVAL, SpawnSpec
 
 __all__ = [
@@ -49,9 +49,7 @@ __all__ = [
     "DynamicActor",
     "StateStore",
     "StateStoreError",
-    "actor_id",
     "dynamic_factory",
-    "node_id",
 ]
 
 log = logging.getLogger(__name__)
@@ -63,16 +61,6 @@ DEFAULT_STATE_DIR = Path("/tmp")  # noqa: S108 - Wactorz's documented location
 """Where ``agentflow_{name}_state.json`` lives unless the agent says otherwise."""
 
 _AsyncFn = Callable[..., Coroutine[Any, Any, Any]]
-
-
-def actor_id(name: str) -> str:
-    """The stable id of the actor called ``name`` (``agents/{id}/...`` topics)."""
-    return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"wactorz.actor.{name}"))
-
-
-def node_id(node: str) -> str:
-    """The stable id of the node called ``node``."""
-    return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"wactorz.node.{node}"))
 
 
 class CompileError(ComponentError):
@@ -107,7 +95,7 @@ class ActorBus(Protocol):
         """Ship one log line to ``agents/{actor_id}/logs``."""
         ...
 
-    async def send_to(self, name: str, payload: Any, timeout: float) -> Any:  # noqa: ASYNC109 - the wire API
+    async def send_to(self, name: str, payload: Any, timeout: float) -> Any:
         """Send a task to the actor ``name`` anywhere in the fleet; return its reply."""
         ...
 
@@ -191,28 +179,10 @@ class StateStore:
         self._data = data
 
     def _write(self, data: dict[str, Any]) -> None:
-        directory = self.path.parent
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
+            atomic_write_json(self.path, data)
         except OSError as exc:
             raise StateStoreError(f"cannot write {self.path}: {exc}") from exc
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(data, fh, allow_nan=False)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise StateStoreError(f"cannot write {self.path}: {exc}") from exc
-        with contextlib.suppress(OSError):  # make the rename itself durable
-            dir_fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
 
 
 class ActorAgent:
@@ -262,9 +232,7 @@ class ActorAgent:
             ValueError: any other severity.
         """
         if severity not in ALERT_SEVERITIES:
-            raise ValueError(
-                f"alert severity must be one of {', '.join(ALERT_SEVERITIES)}, not {severity!r}"
-            )
+            raise ValueError(f"alert severity must be one of {', '.join(ALERT_SEVERITIES)}, not {severity!r}")
         alert = getattr(self._bus, "alert", None)
         if callable(alert):
             await alert(self.actor_id, self.name, severity, str(message))
@@ -279,7 +247,7 @@ class ActorAgent:
         """A value stored with :meth:`persist`, or ``default``."""
         return self._store.get(key, default)
 
-    async def send_to(self, name: str, payload: Any, timeout: float = 30.0) -> Any:  # noqa: ASYNC109
+    async def send_to(self, name: str, payload: Any, timeout: float = 30.0) -> Any:
         """Send a task to the actor ``name`` (local or remote) and return its reply.
 
         Raises:
@@ -289,7 +257,7 @@ class ActorAgent:
             raise ValueError("timeout must be > 0")
         return await self._bus.send_to(name, payload, timeout)
 
-    async def delegate(self, name: str, payload: Any, timeout: float = 30.0) -> Any:  # noqa: ASYNC109
+    async def delegate(self, name: str, payload: Any, timeout: float = 30.0) -> Any:
         """Alias of :meth:`send_to` (Wactorz code uses both names)."""
         return await self.send_to(name, payload, timeout)
 
@@ -375,9 +343,7 @@ class DynamicActor:
                 or it raised (``failed``; the error is also logged to the actor's logs).
         """
         if self._handle_task is None:
-            raise CommandError(
-                f"actor {self.name!r} does not handle tasks", code=Code.UNKNOWN_COMMAND
-            )
+            raise CommandError(f"actor {self.name!r} does not handle tasks", code=Code.UNKNOWN_COMMAND)
         try:
             return await _guard_exit(self._handle_task(self.agent, payload))
         except Exception as exc:
