@@ -48,7 +48,7 @@ class _Bus:
     async def log(self, actor_id: str, name: str, level: str, message: str) -> None:
         self.logs.append((level, message))
 
-    async def send_to(self, name: str, payload: Any, timeout: float) -> Any:  # noqa: ASYNC109
+    async def send_to(self, name: str, payload: Any, timeout: float) -> Any:
         return None
 
     def agents(self) -> list[dict[str, Any]]:

@@ -9,3 +9,6 @@ __all__ = ["attach_subsystems"]
 
 def attach_subsystems(agent: Agent) -> None:
     """Give ``agent`` everything a production node runs besides its core."""
+    from .actors.host import ActorHost
+
+    agent.add_subsystem(ActorHost(agent))

@@ -12,7 +12,9 @@ from .dynamic import (
     StateStore,
     StateStoreError,
     dynamic_factory,
+    state_file,
 )
+from .host import ActorHost, SendTimeoutError, check_requirements
 from .spec import ACTOR_NAME_PATTERN, DEFAULT_POLL_INTERVAL, MAX_CODE_BYTES, SPAWN_SCHEMA, SpawnSpec
 
 __all__ = [
@@ -24,10 +26,14 @@ __all__ = [
     "SPAWN_SCHEMA",
     "ActorAgent",
     "ActorBus",
+    "ActorHost",
     "CompileError",
     "DynamicActor",
+    "SendTimeoutError",
     "SpawnSpec",
     "StateStore",
     "StateStoreError",
+    "check_requirements",
     "dynamic_factory",
+    "state_file",
 ]

@@ -50,6 +50,7 @@ __all__ = [
     "StateStore",
     "StateStoreError",
     "dynamic_factory",
+    "state_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,17 @@ DEFAULT_STATE_DIR = Path("/tmp")  # noqa: S108 - Wactorz's documented location
 """Where ``agentflow_{name}_state.json`` lives unless the agent says otherwise."""
 
 _AsyncFn = Callable[..., Coroutine[Any, Any, Any]]
+
+
+def state_file(state_dir: Path | None, name: str) -> Path:
+    """The file that holds the persisted values of the actor ``name``.
+
+    Args:
+        state_dir: the directory (``None``: :data:`DEFAULT_STATE_DIR`, Wactorz's ``/tmp``).
+        name: the actor's name.
+    """
+    directory = state_dir if state_dir is not None else DEFAULT_STATE_DIR
+    return directory / f"agentflow_{name}_state.json"
 
 
 class CompileError(ComponentError):
@@ -178,6 +190,28 @@ class StateStore:
         self._write(data)
         self._data = data
 
+    def replace_all(self, data: dict[str, Any]) -> None:
+        """Replace every stored value with ``data`` (a migrated actor's state).
+
+        Raises:
+            ValueError: ``data`` is not a JSON object with string keys.
+            StateStoreError: the file could not be written (the store is unchanged).
+        """
+        if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+            raise ValueError("actor state must be a JSON object with string keys")
+        try:
+            encoded = json.dumps(data, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ValueError(f"actor state is not JSON: {exc}") from None
+        fresh = json.loads(encoded)
+        self._write(fresh)
+        self._data = fresh
+        self.load_error = None
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every stored value (a deep copy), read from disk if not loaded yet."""
+        return copy.deepcopy(self._load())
+
     def _write(self, data: dict[str, Any]) -> None:
         try:
             atomic_write_json(self.path, data)
@@ -287,8 +321,7 @@ class DynamicActor:
         self.spec = spec
         self.name = spec.name
         self.actor_id = actor_id(spec.name)
-        directory = state_dir if state_dir is not None else DEFAULT_STATE_DIR
-        self.store = StateStore(directory / f"agentflow_{spec.name}_state.json")
+        self.store = StateStore(state_file(state_dir, spec.name))
         self.agent = ActorAgent(spec.name, bus, self.store)
         self._bus = bus
         fns = _compile(spec.name, spec.code)
