@@ -33,7 +33,9 @@ def process_factory(mqtt_broker: Any, tmp_path: Path) -> Iterator[Callable[..., 
 
     def make(name: str, *, broker: Any = None, extra: tuple[str, ...] = ("--keepalive", "5")) -> AgentProcess:
         b = broker or mqtt_broker
-        proc = AgentProcess(broker=b.host, port=b.port, name=name, data_dir=tmp_path / name, extra=extra).start()
+        proc = AgentProcess(
+            broker=b.host, port=b.port, name=name, data_dir=tmp_path / name, extra=extra
+        ).start()
         made.append(proc)
         return proc
 
