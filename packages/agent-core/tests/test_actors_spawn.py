@@ -90,6 +90,7 @@ def spawn(probe, node, name, code=TICKER, **extra):
 def test_retained_spawn_is_cleared_after_processing(node, probe):
     topic = f"nodes/{node.name}/spawn"
     probe.subscribe(topic)
+    probe.subscribe(f"agents/{contract.actor_id('kept')}/heartbeat")
     mark = probe.mark()
     probe.publish(topic, {"name": "kept", "code": TICKER}, retain=True)
     beat(probe, "kept", node.name)
