@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from devfleet_agent.actors import host as host_module
+from devfleet_agent.actors.host import check_requirements
 from devfleet_base import contract
+from devfleet_base.errors import CommandError, ContractError
 
 # The seed's DHT22 example, as a Wactorz main machine or mosquitto_pub sends it.
 DHT22 = {
@@ -269,3 +272,49 @@ def test_malformed_spawn_is_answered_and_disturbs_nothing(node, probe, payload, 
     answer = probe.wait_for(f"nodes/{node.name}/agents", since=mark).json()
     assert "bystander" in [a["name"] for a in answer["agents"]]
     assert node.agent.mqtt.connected
+
+
+@pytest.mark.parametrize(
+    "good", ["adafruit-circuitpython-dht", "requests==2.31.0", "foo[bar,baz]>=1.0,<2", "a", "x.y_z~=1.4"]
+)
+def test_plain_requirements_are_accepted(good):
+    assert check_requirements([good]) == [good]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "-r x",
+        "--pre",
+        "git+https://x/y",
+        "/abs/path",
+        "./rel",
+        "pkg @ url",
+        "a;python_version<'3'",
+        "a b",
+    ],
+)
+def test_other_requirements_are_refused(bad):
+    with pytest.raises(ContractError):
+        check_requirements([bad])
+
+
+def test_install_runs_the_installer_before_compiling(agent_factory, probe, monkeypatch):
+    calls = []
+
+    async def fake_install(requirements, settings):
+        calls.append(list(requirements))
+        if "broken-pkg" in requirements:
+            raise CommandError("install of broken-pkg failed: no such project", code="failed")
+
+    monkeypatch.setattr(host_module, "_pip_install", fake_install)
+    agent_factory("inst-ok", allow_code=True, allow_install=True)
+    probe.wait_for("nodes/inst-ok/status", _online)
+    probe.subscribe("nodes/inst-ok/receipts")
+    spawn(probe, "inst-ok", "dht", install=["adafruit-circuitpython-dht"], _id="i1")
+    assert receipt(probe, "inst-ok", "spawn", id="i1")["status"] == "ok"
+    spawn(probe, "inst-ok", "broken", install=["broken-pkg"], _id="i2")
+    r = receipt(probe, "inst-ok", "spawn", id="i2")
+    assert r["code"] == "failed" and "broken-pkg" in r["message"]
+    assert calls == [["adafruit-circuitpython-dht"], ["broken-pkg"]]
