@@ -318,3 +318,18 @@ def test_install_runs_the_installer_before_compiling(agent_factory, probe, monke
     r = receipt(probe, "inst-ok", "spawn", id="i2")
     assert r["code"] == "failed" and "broken-pkg" in r["message"]
     assert calls == [["adafruit-circuitpython-dht"], ["broken-pkg"]]
+
+
+def test_debug_diagnostics_show_actor_traffic(process_factory, probe, tmp_path):
+    extra = ("--keepalive", "5", "--loglevel", "DEBUG", "--allow-code", "--state-dir", str(tmp_path / "st"))
+    proc = process_factory("dbg-node", extra=extra)
+    probe.wait_for("nodes/dbg-node/status", _online, timeout=20)
+    probe.subscribe("sensors/temperature")
+    probe.publish("nodes/dbg-node/spawn", {**DHT22, "node": "dbg-node"}, retain=True)
+    probe.wait_for("sensors/temperature", lambda m: m.json()["node"] == "dbg-node")
+    assert proc.terminate() == 0
+    out = proc.output()
+    assert "[diag] broker" in out
+    assert "receive #" in out and "nodes/dbg-node/spawn" in out
+    assert "publish #" in out and "sensors/temperature" in out
+    assert f"agents/{contract.actor_id('temp-sensor-agent')}/heartbeat" in out
