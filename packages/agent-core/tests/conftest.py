@@ -15,6 +15,7 @@ def agent_factory(mqtt_broker: Any, tmp_path: Path) -> Iterator[Callable[..., Ag
     made: list[AgentThread] = []
 
     def make(name: str, *, broker: Any = None, **overrides: Any) -> AgentThread:
+        overrides.setdefault("state_dir", str(tmp_path / name / "actors"))
         settings = settings_for(broker or mqtt_broker, name, tmp_path / name, **overrides)
         agent = AgentThread(settings).start()
         made.append(agent)

@@ -18,12 +18,11 @@ from devfleet_agent.actors import (
     SpawnSpec,
     StateStore,
     StateStoreError,
-    actor_id,
     dynamic_factory,
-    node_id,
 )
 from devfleet_agent.clock import FakeClock
 from devfleet_agent.supervisor import Runnable, Supervisor, SupervisorEvent
+from devfleet_base.contract import actor_id, node_id
 from devfleet_base.errors import CommandError
 
 

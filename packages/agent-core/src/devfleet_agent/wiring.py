@@ -9,6 +9,8 @@ __all__ = ["attach_subsystems"]
 
 def attach_subsystems(agent: Agent) -> None:
     """Give ``agent`` everything a production node runs besides its core."""
+    from .actors.host import ActorHost
     from .components.host import ComponentHost
 
     agent.add_subsystem(ComponentHost(agent))
+    agent.add_subsystem(ActorHost(agent))

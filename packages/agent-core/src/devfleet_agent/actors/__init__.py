@@ -11,10 +11,10 @@ from .dynamic import (
     DynamicActor,
     StateStore,
     StateStoreError,
-    actor_id,
     dynamic_factory,
-    node_id,
+    state_file,
 )
+from .host import ActorHost, SendTimeoutError, check_requirements
 from .spec import ACTOR_NAME_PATTERN, DEFAULT_POLL_INTERVAL, MAX_CODE_BYTES, SPAWN_SCHEMA, SpawnSpec
 
 __all__ = [
@@ -26,12 +26,14 @@ __all__ = [
     "SPAWN_SCHEMA",
     "ActorAgent",
     "ActorBus",
+    "ActorHost",
     "CompileError",
     "DynamicActor",
+    "SendTimeoutError",
     "SpawnSpec",
     "StateStore",
     "StateStoreError",
-    "actor_id",
+    "check_requirements",
     "dynamic_factory",
-    "node_id",
+    "state_file",
 ]

@@ -30,14 +30,14 @@ import json
 import linecache
 import logging
 import os
-import tempfile
-import uuid
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from devfleet_base.contract import actor_id
 from devfleet_base.errors import Code, CommandError, ComponentError
 
+from ..storage import atomic_write_json
 from .spec import DEFAULT_POLL_INTERVAL, SpawnSpec
 
 __all__ = [
@@ -49,9 +49,8 @@ __all__ = [
     "DynamicActor",
     "StateStore",
     "StateStoreError",
-    "actor_id",
     "dynamic_factory",
-    "node_id",
+    "state_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,14 +64,15 @@ DEFAULT_STATE_DIR = Path("/tmp")  # noqa: S108 - Wactorz's documented location
 _AsyncFn = Callable[..., Coroutine[Any, Any, Any]]
 
 
-def actor_id(name: str) -> str:
-    """The stable id of the actor called ``name`` (``agents/{id}/...`` topics)."""
-    return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"wactorz.actor.{name}"))
+def state_file(state_dir: Path | None, name: str) -> Path:
+    """The file that holds the persisted values of the actor ``name``.
 
-
-def node_id(node: str) -> str:
-    """The stable id of the node called ``node``."""
-    return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"wactorz.node.{node}"))
+    Args:
+        state_dir: the directory (``None``: :data:`DEFAULT_STATE_DIR`, Wactorz's ``/tmp``).
+        name: the actor's name.
+    """
+    directory = state_dir if state_dir is not None else DEFAULT_STATE_DIR
+    return directory / f"agentflow_{name}_state.json"
 
 
 class CompileError(ComponentError):
@@ -190,29 +190,33 @@ class StateStore:
         self._write(data)
         self._data = data
 
+    def replace_all(self, data: dict[str, Any]) -> None:
+        """Replace every stored value with ``data`` (a migrated actor's state).
+
+        Raises:
+            ValueError: ``data`` is not a JSON object with string keys.
+            StateStoreError: the file could not be written (the store is unchanged).
+        """
+        if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+            raise ValueError("actor state must be a JSON object with string keys")
+        try:
+            encoded = json.dumps(data, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ValueError(f"actor state is not JSON: {exc}") from None
+        fresh = json.loads(encoded)
+        self._write(fresh)
+        self._data = fresh
+        self.load_error = None
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every stored value (a deep copy), read from disk if not loaded yet."""
+        return copy.deepcopy(self._load())
+
     def _write(self, data: dict[str, Any]) -> None:
-        directory = self.path.parent
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
+            atomic_write_json(self.path, data)
         except OSError as exc:
             raise StateStoreError(f"cannot write {self.path}: {exc}") from exc
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(data, fh, allow_nan=False)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise StateStoreError(f"cannot write {self.path}: {exc}") from exc
-        with contextlib.suppress(OSError):  # make the rename itself durable
-            dir_fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
 
 
 class ActorAgent:
@@ -317,8 +321,7 @@ class DynamicActor:
         self.spec = spec
         self.name = spec.name
         self.actor_id = actor_id(spec.name)
-        directory = state_dir if state_dir is not None else DEFAULT_STATE_DIR
-        self.store = StateStore(directory / f"agentflow_{spec.name}_state.json")
+        self.store = StateStore(state_file(state_dir, spec.name))
         self.agent = ActorAgent(spec.name, bus, self.store)
         self._bus = bus
         fns = _compile(spec.name, spec.code)

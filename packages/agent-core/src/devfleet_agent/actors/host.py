@@ -1,0 +1,816 @@
+"""The actor host: every devfleet agent is a Wactorz remote node.
+
+:class:`ActorHost` is an agent subsystem. It routes the Wactorz remote-node
+topics (``nodes/{node}/spawn|stop|stop_all|list|migrate|reply/{id}`` and
+``agents/by-name/{name}/task``) to a ONE_FOR_ONE
+:class:`~devfleet_agent.supervisor.Supervisor` of
+:class:`~devfleet_agent.actors.DynamicActor` children, and publishes what they
+do: ``agents/{id}/heartbeat`` every 10 s, ``agents/{id}/logs`` for log lines,
+alerts and supervisor events, ``nodes/{node}/agents`` for ``list``,
+``nodes/{node}/migrate_result`` for ``migrate``. It also implements the
+:class:`~devfleet_agent.actors.ActorBus` the actors' ``agent`` object talks to.
+
+Every topic comes from :mod:`devfleet_base.contract`, and every publish goes
+through :meth:`Agent.publish_json` (so ``--loglevel DEBUG`` shows it, counted).
+
+The choices the Wactorz documentation leaves open are written down in
+``docs/contract.md`` ("Remote nodes (Wactorz)"); the short version:
+
+- Every spawn/stop/stop_all/migrate gets a receipt on ``nodes/{node}/receipts``
+  (``cmd`` is the leaf; ``id`` is the payload's ``_id`` or a fresh one).
+  Refusals also go to ``agents/{id}/logs`` (level ``error``) when the payload
+  names a valid actor, and to the agent's log.
+- Keys starting with ``_`` are transport, not config: ``_sig`` (signature),
+  ``_id`` (receipt id), ``_state`` (persisted values written before setup),
+  ``_migration`` (``{"id", "from_node"}``) and ``_expires_at`` (a late
+  migration spawn is refused). They are stripped before the spec is kept.
+- Migration waits for the actor's heartbeat from the target whose
+  ``migration`` field echoes the migration id (a Wactorz runner, which has no
+  such field, is believed on ``node`` alone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from devfleet_base import contract
+from devfleet_base.contract import Receipt, TopicMatch
+from devfleet_base.errors import Code, CommandError, ContractError, DevfleetError
+from devfleet_base.mqtt import Inbound
+from devfleet_base.signing import Signer
+
+from ..supervisor import ChildInfo, ChildNotFoundError, Supervisor, SupervisorEvent
+from .dynamic import DynamicActor, StateStore, dynamic_factory, state_file
+from .spec import SpawnSpec
+
+if TYPE_CHECKING:
+    from ..agent import Agent
+
+__all__ = [
+    "DEFAULT_MIGRATE_TIMEOUT",
+    "HEARTBEAT_INTERVAL",
+    "REQUIREMENT_PATTERN",
+    "ActorHost",
+    "SendTimeoutError",
+    "check_requirements",
+]
+
+log = logging.getLogger("devfleet.actors")
+
+HEARTBEAT_INTERVAL: Final = 10.0
+"""Seconds between ``agents/{id}/heartbeat`` messages (Wactorz: every 10 s)."""
+
+DEFAULT_MIGRATE_TIMEOUT: Final = 30.0
+"""Seconds a migration waits for the target to report the actor running."""
+
+MAX_MIGRATE_TIMEOUT: Final = 600.0
+
+START_TIMEOUT: Final = 60.0
+"""Seconds a spawn waits for the actor's setup before answering (the actor keeps going)."""
+
+REQUIREMENT_PATTERN: Final = (
+    r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?"
+    r"(?:\[[A-Za-z0-9][A-Za-z0-9._-]*(?:,[A-Za-z0-9][A-Za-z0-9._-]*)*\])?"
+    r"(?:(?:===|==|!=|<=|>=|~=|<|>)[A-Za-z0-9][A-Za-z0-9.*+!_-]*"
+    r"(?:,(?:===|==|!=|<=|>=|~=|<|>)[A-Za-z0-9][A-Za-z0-9.*+!_-]*)*)?"
+)
+"""One ``install`` entry: a project name, optional extras, optional version specifiers.
+
+No spaces, options (``-e``, ``--index-url``), URLs, paths, markers or ``@`` references.
+"""
+
+_REQUIREMENT_RE = re.compile(REQUIREMENT_PATTERN)
+_SPAWN_TRANSPORT_KEYS = ("_sig", "_id", "_state", "_migration", "_expires_at")
+
+
+class SendTimeoutError(CommandError, TimeoutError):
+    """``send_to`` got no reply in time."""
+
+    code = Code.TIMEOUT
+
+
+class _Refused(DevfleetError):
+    """Internal: a control message is refused; ``code`` says why."""
+
+
+class _BadControl(Exception):
+    """Internal: a control message could not be read or authenticated."""
+
+    def __init__(self, error: DevfleetError, request_id: str | None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.request_id = request_id
+
+
+def check_requirements(requirements: tuple[str, ...] | list[str]) -> list[str]:
+    """Validate ``install`` entries against :data:`REQUIREMENT_PATTERN`.
+
+    Args:
+        requirements: the spawn's ``install`` list.
+
+    Returns:
+        The entries, unchanged.
+
+    Raises:
+        ContractError: an entry is not a plain requirement (an option, URL, path, ...).
+    """
+    for item in requirements:
+        if not isinstance(item, str) or not _REQUIREMENT_RE.fullmatch(item):
+            raise ContractError(
+                f"install entry {item!r} is not a plain requirement: name[extras] and version "
+                "specifiers only (no options, URLs, paths or spaces)"
+            )
+    return list(requirements)
+
+
+async def _pip_install(requirements: list[str], settings: Any) -> None:
+    """Install ``requirements`` with the agent's installer; raise CommandError on failure."""
+    try:
+        from ..installer import pip_install  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        raise CommandError(
+            "this agent has no installer; cannot install packages", code=Code.UNAVAILABLE
+        ) from None
+    result = await pip_install(requirements, settings=settings)
+    ok = getattr(result, "ok", getattr(result, "success", True))
+    if not ok:
+        detail = getattr(result, "message", None) or getattr(result, "error", None) or "pip failed"
+        raise CommandError(f"install of {', '.join(requirements)} failed: {detail}", code=Code.FAILED)
+
+
+@dataclass(eq=False)
+class _Hosted:
+    """One actor this node runs (or ran and failed)."""
+
+    spec: SpawnSpec
+    info: ChildInfo
+    migration: str | None = None
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class ActorHost:
+    """Makes an agent a Wactorz remote node (see the module docstring).
+
+    Args:
+        agent: the agent to serve; routes and providers are registered now.
+        heartbeat_interval: seconds between actor heartbeats.
+        start_timeout: seconds a spawn waits for the actor's setup before answering.
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        *,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        start_timeout: float = START_TIMEOUT,
+    ) -> None:
+        self.agent = agent
+        self.heartbeat_interval = heartbeat_interval
+        self.start_timeout = start_timeout
+        self.supervisor = Supervisor(on_event=self._on_event)
+        self._hosted: dict[str, _Hosted] = {}
+        self._replies: dict[str, asyncio.Future[Any]] = {}
+        self._migrations: dict[str, tuple[str, str, asyncio.Future[None]]] = {}
+        self._lock = asyncio.Lock()
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._signer: Signer | None = None
+        key = agent.settings.signing_key_bytes()
+        if key is not None:
+            self._signer = Signer(key, f"node:{agent.node}")
+        agent.route("spawn", self._on_spawn)
+        agent.route("stop", self._on_stop)
+        agent.route("stop_all", self._on_stop_all)
+        agent.route("list", self._on_list)
+        agent.route("migrate", self._on_migrate)
+        agent.route("reply", self._on_reply)
+        agent.route("by_name_task", self._on_task)
+        agent.route("agent_heartbeat", self._on_actor_heartbeat)
+        agent.add_provider("heartbeat", "agents", self.names)
+        agent.add_provider("heartbeat", "agent_count", lambda: len(self.supervisor.children))
+        agent.add_provider("state", "actors", self.state)
+        agent.add_provider("meta", "actor_host", self._meta)
+
+    # ---- subsystem -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the actor heartbeat loop."""
+        self._heartbeat_task = self.agent.spawn(self._heartbeat_loop(), "actor heartbeats")
+
+    async def stop(self) -> None:
+        """Stop every actor (deliberately: no restarts) and the heartbeat loop."""
+        await self.supervisor.stop_all()
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat_task
+        for fut in self._replies.values():
+            if not fut.done():
+                fut.cancel()
+
+    # ---- views -----------------------------------------------------------------------
+
+    @property
+    def node(self) -> str:
+        """The node this host runs on (the :class:`ActorBus` property)."""
+        return self.agent.node
+
+    @property
+    def state_dir(self) -> Path:
+        """Where actors persist their values."""
+        return Path(self.agent.settings.state_dir).expanduser()
+
+    def names(self) -> list[str]:
+        """The names of the running actors, sorted."""
+        return sorted(self.supervisor.children)
+
+    def agents(self) -> list[dict[str, Any]]:
+        """The running actors as ``{"name", "actor_id", "node", "state"}`` (the bus's ``agents()``)."""
+        return [
+            {"name": name, "actor_id": contract.actor_id(name), "node": self.node, "state": info.state}
+            for name, info in sorted(self.supervisor.children.items())
+        ]
+
+    def state(self) -> dict[str, Any]:
+        """The ``actors`` section of ``nodes/{node}/state``: running and failed actors."""
+        out: dict[str, Any] = {}
+        for name, hosted in sorted(self._hosted.items()):
+            info = hosted.info
+            out[name] = {
+                "actor_id": contract.actor_id(name),
+                "state": info.state,
+                "restarts": info.restarts,
+                "max_restarts": info.policy.max_restarts,
+                "last_error": info.last_error,
+                "type": hosted.spec.type,
+                "description": hosted.spec.description,
+            }
+        return out
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "allow_code": self.agent.settings.allow_code,
+            "allow_install": self.agent.settings.allow_install,
+            "heartbeat_interval": self.heartbeat_interval,
+        }
+
+    # ---- the ActorBus ----------------------------------------------------------------
+
+    async def publish(self, topic: str, data: Any) -> None:
+        """Publish an actor's data (QoS 1); dropped with a warning while offline."""
+        if not await self.agent.publish_json(topic, data, qos=1):
+            log.warning("actor publish to %s dropped (not connected)", topic)
+
+    async def log(self, actor_id: str, name: str, level: str, message: str) -> None:
+        """Publish one log line on ``agents/{actor_id}/logs``."""
+        await self._actor_record(name, "log", level, message)
+
+    async def alert(self, actor_id: str, name: str, severity: str, message: str) -> None:
+        """Publish an alert on ``agents/{actor_id}/logs``."""
+        await self._actor_record(name, "alert", severity, message, severity=severity)
+
+    async def send_to(self, name: str, payload: Any, timeout: float = 30.0) -> Any:
+        """Send a task to the actor ``name`` on any node and return its reply.
+
+        The request goes to ``agents/by-name/{name}/task`` as
+        ``{"_remote_task": true, "_reply_topic": "nodes/{node}/reply/{id}", "payload": ...}``.
+
+        Args:
+            name: the target actor's name.
+            payload: any JSON value.
+            timeout: seconds to wait for the reply.
+
+        Returns:
+            The reply object (an error object if the target failed or has no handler).
+
+        Raises:
+            SendTimeoutError: no reply within ``timeout`` (also a ``TimeoutError``).
+            CommandError: not connected to the broker (``unavailable``).
+            ContractError: ``name`` is not a valid actor name.
+        """
+        topic = contract.by_name_task_topic(name)
+        reply_id = contract.new_id()
+        reply_topic = contract.node_reply_topic(self.node, reply_id)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._replies[reply_id] = fut
+        try:
+            request = {"_remote_task": True, "_reply_topic": reply_topic, "payload": payload}
+            if not await self.agent.publish_json(topic, request, qos=1):
+                raise CommandError(f"send_to {name!r}: not connected to the broker", code=Code.UNAVAILABLE)
+            try:
+                return await asyncio.wait_for(fut, timeout)
+            except TimeoutError:
+                raise SendTimeoutError(
+                    f"send_to {name!r}: no reply within {timeout:g} s (is an actor of that name running?)"
+                ) from None
+        finally:
+            self._replies.pop(reply_id, None)
+
+    # ---- publishing helpers ----------------------------------------------------------
+
+    async def _actor_record(self, name: str, kind: str, level: str, message: str, **extra: Any) -> None:
+        record: dict[str, Any] = {
+            "type": kind,
+            "actor_id": contract.actor_id(name),
+            "name": name,
+            "node": self.node,
+            "level": level,
+            "message": message,
+            "timestamp": time.time(),
+        }
+        record.update(extra)
+        logging.getLogger(f"devfleet.actor.{name}").debug("%s: %s", level, message)
+        await self.agent.publish_json(contract.agent_topic(contract.actor_id(name), "logs"), record, qos=1)
+
+    async def _answer(
+        self,
+        cmd: str,
+        request_id: str | None,
+        *,
+        name: str | None = None,
+        error: DevfleetError | None = None,
+        result: Any = None,
+    ) -> None:
+        """A receipt on ``nodes/{node}/receipts``; a refusal also goes to the actor's logs."""
+        status = "ok" if error is None else "error"
+        receipt = Receipt(
+            request_id or contract.new_id(),
+            self.node,
+            cmd,
+            status,
+            code=error.code if error else None,
+            message=error.message[:4096] if error else None,
+            result=result,
+            ts=time.time(),
+        )
+        if error is not None:
+            log.warning("%s%s refused: %s", cmd, f" {name}" if name else "", error.message)
+            if name is not None and _valid_name(name):
+                await self._actor_record(
+                    name, "error", "error", f"{cmd} refused: {error.message}", code=error.code
+                )
+        await self.agent.publish_json(contract.node_topic(self.node, "receipts"), receipt.to_wire(), qos=1)
+
+    async def _heartbeat(self, name: str) -> None:
+        hosted = self._hosted.get(name)
+        if hosted is None:
+            return
+        info = hosted.info
+        now = time.time()
+        payload = {
+            "actor_id": contract.actor_id(name),
+            "name": name,
+            "node": self.node,
+            "node_id": contract.node_id(self.node),
+            "state": info.state,
+            "timestamp": now,
+            "restarts": info.restarts,
+            "max_restarts": info.policy.max_restarts,
+            "last_error": info.last_error,
+            "type": hosted.spec.type,
+            "description": hosted.spec.description,
+            "poll_interval": hosted.spec.poll_interval,
+            "uptime": round(now - info.started_at, 1) if info.started_at else 0.0,
+            "migration": hosted.migration,
+        }
+        await self.agent.publish_json(contract.agent_topic(contract.actor_id(name), "heartbeat"), payload)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await self.agent.mqtt.wait_connected()
+            for name in self.names():
+                await self._heartbeat(name)
+            await asyncio.sleep(self.heartbeat_interval)
+
+    async def _on_event(self, event: SupervisorEvent) -> None:
+        name = event.child
+        hosted = self._hosted.get(name)
+        level = {"crashed": "warning", "restarting": "warning", "fatal": "fatal"}.get(event.kind, "info")
+        message = f"{event.kind}: {event.detail}" if event.detail else event.kind
+        await self._actor_record(name, "event", level, message, event=event.to_wire())
+        if hosted is not None and event.kind in ("started", "fatal", "stopped"):
+            hosted.settled.set()
+        if event.kind == "started":
+            await self._heartbeat(name)
+        # Stopped actors leave the registry; failed ones stay listed in state until
+        # stopped or spawned again.
+        if (
+            event.kind == "stopped"
+            and hosted is not None
+            and self._hosted.get(name) is hosted
+            and hosted.info.state == "stopped"
+        ):
+            del self._hosted[name]
+        self.agent.state_changed()
+
+    # ---- inbound: spawn --------------------------------------------------------------
+
+    def _read_control(self, msg: Inbound, cmd: str) -> tuple[dict[str, Any], str | None]:
+        """Decode and authenticate a control payload.
+
+        Returns:
+            The payload and its request id (``_id``), if it has a valid one.
+
+        Raises:
+            _BadControl: not a JSON object, or (on a node with a signing key)
+                unsigned, tampered with or replayed.
+        """
+        try:
+            payload = contract.decode(msg.payload)
+        except ContractError as exc:
+            raise _BadControl(exc, None) from None
+        if not isinstance(payload, dict):
+            error = ContractError(f"{cmd}: expected a JSON object, got {type(payload).__name__}")
+            raise _BadControl(error, None)
+        request_id = payload.get("_id")
+        if not (isinstance(request_id, str) and re.fullmatch(contract.ID_PATTERN, request_id)):
+            request_id = None
+        try:
+            self.agent.dispatcher.check_signature(msg.topic, payload)
+        except DevfleetError as exc:
+            raise _BadControl(exc, request_id) from None
+        return payload, request_id
+
+    async def _on_spawn(self, msg: Inbound, match: TopicMatch) -> None:
+        if match.node != self.node or not msg.payload:
+            return  # an empty payload is our own clear of the retained spawn
+        try:
+            await self._spawn_message(msg)
+        finally:
+            # Clear unconditionally: a retained spawn delivered live has retain=0.
+            await self.agent.mqtt.publish(msg.topic, b"", qos=1, retain=True)
+
+    async def _spawn_message(self, msg: Inbound) -> None:
+        try:
+            payload, request_id = self._read_control(msg, "spawn")
+        except _BadControl as bad:
+            await self._answer("spawn", bad.request_id, error=bad.error)
+            return
+        name: str | None = None
+        try:
+            raw_name = payload.get("name")
+            name = raw_name if isinstance(raw_name, str) else None
+            expires = payload.get("_expires_at")
+            if isinstance(expires, (int, float)) and not isinstance(expires, bool) and time.time() > expires:
+                raise ContractError("spawn expired before it arrived; not run", code=Code.EXPIRED)
+            state = payload.get("_state")
+            if state is not None and not isinstance(state, dict):
+                raise ContractError("spawn._state must be a JSON object")
+            migration = payload.get("_migration")
+            migration_id = migration.get("id") if isinstance(migration, dict) else None
+            spec = SpawnSpec.from_payload({k: v for k, v in payload.items() if not k.startswith("_")})
+        except DevfleetError as exc:
+            await self._answer("spawn", request_id, name=name, error=exc)
+            return
+        async with self._lock:
+            try:
+                info = await self._spawn(
+                    spec,
+                    state=state,
+                    migration=migration_id if isinstance(migration_id, str) else None,
+                )
+            except DevfleetError as exc:
+                await self._answer("spawn", request_id, name=spec.name, error=exc)
+                return
+        if info.state == "failed":
+            error = CommandError(f"actor {spec.name!r} failed to start: {info.last_error}", code=Code.FAILED)
+            await self._answer("spawn", request_id, name=spec.name, error=error)
+        else:
+            await self._answer(
+                "spawn",
+                request_id,
+                name=spec.name,
+                result={"name": spec.name, "actor_id": contract.actor_id(spec.name), "state": info.state},
+            )
+
+    async def _spawn(
+        self, spec: SpawnSpec, *, state: dict[str, Any] | None, migration: str | None
+    ) -> ChildInfo:
+        """Start ``spec`` under the supervisor (the caller holds the lock).
+
+        Raises:
+            DevfleetError: refused (code, install, duplicate name).
+        """
+        settings = self.agent.settings
+        if not settings.allow_code:
+            raise _Refused(
+                "this node does not accept actor code (start the agent with --allow-code "
+                "or allow_code = true)",
+                code=Code.FORBIDDEN,
+            )
+        requirements = check_requirements(spec.install)
+        if requirements and not settings.allow_install:
+            raise _Refused(
+                "this node does not install packages (start the agent with --allow-install "
+                "or allow_install = true)",
+                code=Code.FORBIDDEN,
+            )
+        if spec.node is not None and spec.node != self.node:
+            log.warning(
+                "spawn of %s names node %r but arrived at %s; running it here",
+                spec.name,
+                spec.node,
+                self.node,
+            )
+        if self.supervisor.get(spec.name) is not None:
+            if not spec.replace:
+                raise _Refused(
+                    f"actor {spec.name!r} is already running on {self.node}; ignored "
+                    '(send "replace": true to restart it)',
+                    code=Code.CONFLICT,
+                )
+            log.info("replacing actor %s", spec.name)
+            with contextlib.suppress(ChildNotFoundError):
+                await self.supervisor.stop_child(spec.name)
+        if requirements:
+            log.info("installing %s for actor %s", ", ".join(requirements), spec.name)
+            await _pip_install(requirements, settings)
+        if state is not None:
+            try:
+                StateStore(state_file(self.state_dir, spec.name)).replace_all(state)
+            except (ValueError, DevfleetError) as exc:
+                raise ContractError(f"spawn._state could not be stored: {exc}") from None
+        spec = _without_replace(spec)
+        factory = dynamic_factory(spec, self, state_dir=self.state_dir)
+        # start_child(wait=False) registers the child without yielding to the loop, so
+        # the record below exists before the child's first event.
+        info = await self.supervisor.start_child(spec.name, factory, spec.policy(), wait=False)
+        hosted = _Hosted(spec, info, migration)
+        self._hosted[spec.name] = hosted
+        self.agent.state_changed()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(hosted.settled.wait(), self.start_timeout)
+        log.info("actor %s spawned (%s)", spec.name, info.state)
+        return info
+
+    # ---- inbound: stop, stop_all, list -----------------------------------------------
+
+    async def _on_stop(self, msg: Inbound, match: TopicMatch) -> None:
+        if match.node != self.node:
+            return
+        try:
+            payload, request_id = self._read_control(msg, "stop")
+        except _BadControl as bad:
+            await self._answer("stop", bad.request_id, error=bad.error)
+            return
+        name = payload.get("name")
+        if not isinstance(name, str) or not _valid_name(name):
+            await self._answer(
+                "stop", request_id, error=ContractError(f'stop: "name" must be an actor name, got {name!r}')
+            )
+            return
+        async with self._lock:
+            running = self.supervisor.get(name) is not None
+            hosted = self._hosted.pop(name, None)
+            if running:
+                with contextlib.suppress(ChildNotFoundError):
+                    await self.supervisor.stop_child(name)
+            elif hosted is None:
+                error = CommandError(f"no actor named {name!r} on {self.node}", code=Code.NOT_FOUND)
+                await self._answer("stop", request_id, name=name, error=error)
+                return
+        self.agent.state_changed()
+        log.info("actor %s stopped on request", name)
+        await self._answer("stop", request_id, name=name, result={"name": name, "stopped": True})
+
+    async def _on_stop_all(self, msg: Inbound, match: TopicMatch) -> None:
+        if match.node != self.node:
+            return
+        try:
+            _, request_id = self._read_control(msg, "stop_all")
+        except _BadControl as bad:
+            await self._answer("stop_all", bad.request_id, error=bad.error)
+            return
+        async with self._lock:
+            names = self.names()
+            await self.supervisor.stop_all()
+            self._hosted.clear()
+        log.info("stop_all: stopped %d actor(s); shutting the agent down", len(names))
+        await self._answer("stop_all", request_id, result={"stopped": names})
+        self.agent.request_stop("stop_all")
+
+    async def _on_list(self, msg: Inbound, match: TopicMatch) -> None:
+        if match.node != self.node:
+            return
+        agents = [
+            {
+                "name": name,
+                "actor_id": contract.actor_id(name),
+                "state": info.state,
+                "restarts": info.restarts,
+                "description": self._hosted[name].spec.description if name in self._hosted else "",
+            }
+            for name, info in sorted(self.supervisor.children.items())
+        ]
+        await self.agent.publish_json(
+            contract.node_topic(self.node, "agents"),
+            {"node": self.node, "agents": agents, "timestamp": time.time()},
+            qos=1,
+        )
+
+    # ---- inbound: migrate ------------------------------------------------------------
+
+    async def _on_migrate(self, msg: Inbound, match: TopicMatch) -> None:
+        if match.node != self.node:
+            return
+        try:
+            payload, _ = self._read_control(msg, "migrate")
+        except _BadControl as bad:
+            await self._migrate_failed(None, bad.error.message)
+            return
+        name: str | None = None
+        try:
+            raw = payload.get("name")
+            name = raw if isinstance(raw, str) and _valid_name(raw) else None
+            if name is None:
+                raise ContractError(f'migrate: "name" must be an actor name, got {raw!r}')
+            target = payload.get("target_node")
+            if not isinstance(target, str):
+                raise ContractError(f'migrate: "target_node" must be a node name, got {target!r}')
+            contract.check_name(target, "target_node")
+            if target == self.node:
+                raise ContractError(f"migrate: {name!r} already runs on {target}")
+            timeout = payload.get("timeout", DEFAULT_MIGRATE_TIMEOUT)
+            if (
+                not isinstance(timeout, (int, float))
+                or isinstance(timeout, bool)
+                or not math.isfinite(timeout)
+                or not 0 < timeout <= MAX_MIGRATE_TIMEOUT
+            ):
+                raise ContractError(f"migrate: timeout must be within (0, {MAX_MIGRATE_TIMEOUT:g}] seconds")
+            hosted = self._hosted.get(name)
+            if hosted is None or self.supervisor.get(name) is None:
+                raise CommandError(f"no actor named {name!r} runs on {self.node}", code=Code.NOT_FOUND)
+            if name in self._migrations:
+                raise CommandError(f"actor {name!r} is already migrating", code=Code.BUSY)
+        except DevfleetError as exc:
+            await self._migrate_failed(name, exc.message)
+            return
+        await self._migrate(hosted, target, float(timeout))
+
+    async def _migrate_failed(self, name: str | None, error: str) -> None:
+        log.warning("migration of %s failed: %s", name, error)
+        if name is not None:
+            await self._actor_record(name, "error", "error", f"migrate failed: {error}")
+        await self.agent.publish_json(
+            contract.node_topic(self.node, "migrate_result"),
+            {"success": False, "error": error, "agent": name, "from_node": self.node},
+            qos=1,
+        )
+
+    async def _migrate(self, hosted: _Hosted, target: str, timeout: float) -> None:
+        name = hosted.spec.name
+        aid = contract.actor_id(name)
+        migration_id = contract.new_id()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._migrations[name] = (target, migration_id, done)
+        heartbeat_filter = contract.agent_topic(aid, "heartbeat")
+        try:
+            await self.agent.mqtt.subscribe([(heartbeat_filter, 0)])
+            spawn = hosted.spec.to_payload(node=target)
+            spawn.pop("replace", None)
+            spawn["_state"] = StateStore(state_file(self.state_dir, name)).snapshot()
+            spawn["_migration"] = {"id": migration_id, "from_node": self.node}
+            spawn["_expires_at"] = time.time() + timeout
+            spawn_topic = contract.node_topic(target, "spawn")
+            if self._signer is not None:
+                spawn = self._signer.sign(spawn_topic, spawn)
+            log.info("migrating %s to %s (waiting up to %g s)", name, target, timeout)
+            if not await self.agent.publish_json(spawn_topic, spawn, qos=1):
+                raise CommandError("not connected to the broker", code=Code.UNAVAILABLE)
+            try:
+                await asyncio.wait_for(asyncio.shield(done), timeout)
+            except TimeoutError:
+                raise CommandError(
+                    f"node {target!r} did not report {name!r} running within {timeout:g} s; "
+                    f"the actor keeps running on {self.node}",
+                    code=Code.TIMEOUT,
+                ) from None
+        except DevfleetError as exc:
+            await self._migrate_failed(name, exc.message)
+            return
+        finally:
+            self._migrations.pop(name, None)
+            await self.agent.mqtt.unsubscribe([heartbeat_filter])
+        async with self._lock:
+            if self._hosted.get(name) is hosted:
+                del self._hosted[name]
+            with contextlib.suppress(ChildNotFoundError):
+                await self.supervisor.stop_child(name)
+        self.agent.state_changed()
+        log.info("actor %s migrated to %s", name, target)
+        await self._actor_record(name, "log", "info", f"migrated from {self.node} to {target}")
+        await self.agent.publish_json(
+            contract.node_topic(self.node, "migrate_result"),
+            {"success": True, "agent": name, "from_node": self.node, "to_node": target},
+            qos=1,
+        )
+
+    async def _on_actor_heartbeat(self, msg: Inbound, match: TopicMatch) -> None:
+        if not self._migrations or not msg.payload:
+            return
+        try:
+            beat = contract.decode(msg.payload)
+        except ContractError:
+            return
+        if not isinstance(beat, dict):
+            return
+        for name, (target, migration_id, done) in list(self._migrations.items()):
+            if (
+                match.ident == contract.actor_id(name)
+                and beat.get("node") == target
+                and beat.get("migration", migration_id) == migration_id
+                and beat.get("state", "running") == "running"
+                and not done.done()
+            ):
+                done.set_result(None)
+
+    # ---- inbound: replies and tasks --------------------------------------------------
+
+    async def _on_reply(self, msg: Inbound, match: TopicMatch) -> None:
+        if match.node != self.node or match.ident is None:
+            return
+        fut = self._replies.get(match.ident)
+        if fut is None or fut.done():
+            log.debug("reply %s matches no pending send_to", match.ident)
+            return
+        try:
+            fut.set_result(contract.decode(msg.payload))
+        except ContractError as exc:
+            fut.set_result({"error": f"the reply was not valid JSON: {exc.message}", "code": exc.code})
+
+    async def _on_task(self, msg: Inbound, match: TopicMatch) -> None:
+        name = match.name
+        if name is None or name not in self._hosted:
+            return  # another node's actor (every node hears every by-name task)
+        try:
+            payload = contract.decode(msg.payload)
+        except ContractError as exc:
+            log.warning("task for %s refused: %s", name, exc.message)
+            await self._actor_record(name, "error", "error", f"task refused: {exc.message}", code=exc.code)
+            return
+        reply_topic: str | None = None
+        task = payload
+        if isinstance(payload, dict):
+            candidate = payload.get("_reply_topic")
+            if candidate is not None:
+                reply_topic = _valid_reply_topic(candidate)
+                if reply_topic is None:
+                    log.warning("task for %s names a bad _reply_topic %r; not answering", name, candidate)
+            if payload.get("_remote_task") is True:
+                task = payload.get("payload")
+        reply = await self.handle_task(name, task)
+        if reply_topic is not None:
+            await self.agent.publish_json(reply_topic, reply, qos=1)
+
+    async def handle_task(self, name: str, payload: Any) -> dict[str, Any]:
+        """Run the local actor ``name``'s ``handle_task(agent, payload)``.
+
+        Returns:
+            The actor's result if it is a JSON object, ``{"result": value}`` for any
+            other JSON value, or an error object ``{"error", "code", "agent", "node"}``.
+        """
+        info = self.supervisor.get(name)
+        instance = info.instance if info is not None else None
+        try:
+            if not isinstance(instance, DynamicActor):
+                state = info.state if info is not None else "not running"
+                raise CommandError(f"actor {name!r} is {state}; try again", code=Code.UNAVAILABLE)
+            result = await instance.handle_task(payload)
+            wrapped = result if isinstance(result, dict) else {"result": result}
+            contract.encode(wrapped)
+        except DevfleetError as exc:
+            return {"error": exc.message, "code": exc.code, "agent": name, "node": self.node}
+        except (TypeError, ValueError) as exc:
+            message = f"handle_task returned a value that is not JSON: {exc}"
+            return {"error": message, "code": Code.FAILED, "agent": name, "node": self.node}
+        return wrapped
+
+
+def _valid_name(name: str) -> bool:
+    try:
+        contract.check_name(name, "actor name")
+    except ContractError:
+        return False
+    return True
+
+
+def _valid_reply_topic(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    match = contract.parse_topic(value)
+    return value if match is not None and match.kind == "reply" else None
+
+
+def _without_replace(spec: SpawnSpec) -> SpawnSpec:
+    """The spec as kept (and migrated): ``replace`` applies to one spawn only."""
+    if not spec.replace:
+        return spec
+    return SpawnSpec.from_payload({**spec.to_payload(), "replace": False})
