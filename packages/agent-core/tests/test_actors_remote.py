@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from devfleet_base import contract
-from devfleet_base.signing import Signer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from devfleet_base import contract
+from devfleet_base.signing import Signer
 
 ECHO = (
     "async def handle_task(agent, payload):\n"

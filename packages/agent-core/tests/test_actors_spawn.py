@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from devfleet_agent.actors import host as host_module
 from devfleet_agent.actors.host import check_requirements
 from devfleet_base import contract

@@ -156,7 +156,16 @@ def test_install_upgrade_rollback_uninstall_in_a_fresh_venv(mqtt_broker, probe, 
         name=node,
         data_dir=tmp_path / node,
         python=str(venv),
-        extra=("--allow-install", "--install-find-links", str(wheelhouse), "--config", str(settings)),
+        extra=(
+            "--allow-install",
+            "--allow-code",
+            "--install-find-links",
+            str(wheelhouse),
+            "--config",
+            str(settings),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ),
     )
     with agent:
         probe.wait_for(f"nodes/{node}/status", lambda m: m.json()["status"] == "online", timeout=30)
@@ -231,6 +240,27 @@ def test_install_upgrade_rollback_uninstall_in_a_fresh_venv(mqtt_broker, probe, 
         meta = probe.wait_for(f"nodes/{node}/meta", lambda m: m.json()["components"] == []).json()
         assert meta["component_errors"] == []
         assert send(probe, node, "ping")["status"] == "ok"
+        listed = run([str(venv), "-m", "pip", "list", "--format=freeze"]).stdout
+        assert "devfleet-test-widget" not in listed and "devfleet_test_widget" not in listed
+
+        # A Wactorz spawn whose "install" list is pip-installed (for real) before its code runs.
+        probe.subscribe(f"e2e/{node}/widget")
+        probe.publish(
+            contract.node_topic(node, "spawn"),
+            {
+                "name": "uses-widget",
+                "install": ["devfleet-test-widget==1.0"],
+                "poll_interval": 0.2,
+                "code": (
+                    "import devfleet_testwidget\n"
+                    "async def setup(agent):\n    pass\n"
+                    "async def process(agent):\n"
+                    f"    await agent.publish('e2e/{node}/widget', {{'version': devfleet_testwidget.VERSION}})\n"
+                ),
+            },
+            retain=True,
+        )
+        assert probe.wait_for(f"e2e/{node}/widget", timeout=120).json() == {"version": "1.0"}
         assert agent.terminate() == 0
     listed = run([str(venv), "-m", "pip", "list", "--format=freeze"]).stdout
-    assert "devfleet-test-widget" not in listed and "devfleet_test_widget" not in listed
+    assert "devfleet-test-widget==1.0" in listed

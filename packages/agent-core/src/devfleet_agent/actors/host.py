@@ -47,7 +47,8 @@ from devfleet_base.errors import Code, CommandError, ContractError, DevfleetErro
 from devfleet_base.mqtt import Inbound
 from devfleet_base.signing import Signer
 
-from ..supervisor import ChildInfo, ChildNotFoundError, Supervisor, SupervisorEvent
+from ..installer import check_requirement, pip_install
+from ..supervisor import ChildInfo, ChildNotFoundError, SupervisorEvent
 from .dynamic import DynamicActor, StateStore, dynamic_factory, state_file
 from .spec import SpawnSpec
 
@@ -57,7 +58,6 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MIGRATE_TIMEOUT",
     "HEARTBEAT_INTERVAL",
-    "REQUIREMENT_PATTERN",
     "ActorHost",
     "SendTimeoutError",
     "check_requirements",
@@ -76,18 +76,6 @@ MAX_MIGRATE_TIMEOUT: Final = 600.0
 START_TIMEOUT: Final = 60.0
 """Seconds a spawn waits for the actor's setup before answering (the actor keeps going)."""
 
-REQUIREMENT_PATTERN: Final = (
-    r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?"
-    r"(?:\[[A-Za-z0-9][A-Za-z0-9._-]*(?:,[A-Za-z0-9][A-Za-z0-9._-]*)*\])?"
-    r"(?:(?:===|==|!=|<=|>=|~=|<|>)[A-Za-z0-9][A-Za-z0-9.*+!_-]*"
-    r"(?:,(?:===|==|!=|<=|>=|~=|<|>)[A-Za-z0-9][A-Za-z0-9.*+!_-]*)*)?"
-)
-"""One ``install`` entry: a project name, optional extras, optional version specifiers.
-
-No spaces, options (``-e``, ``--index-url``), URLs, paths, markers or ``@`` references.
-"""
-
-_REQUIREMENT_RE = re.compile(REQUIREMENT_PATTERN)
 _SPAWN_TRANSPORT_KEYS = ("_sig", "_id", "_state", "_migration", "_expires_at")
 
 
@@ -111,39 +99,28 @@ class _BadControl(Exception):
 
 
 def check_requirements(requirements: tuple[str, ...] | list[str]) -> list[str]:
-    """Validate ``install`` entries against :data:`REQUIREMENT_PATTERN`.
-
-    Args:
-        requirements: the spawn's ``install`` list.
-
-    Returns:
-        The entries, unchanged.
+    """Validate a spawn's ``install`` entries with the installer's strict pattern.
 
     Raises:
         ContractError: an entry is not a plain requirement (an option, URL, path, ...).
     """
     for item in requirements:
-        if not isinstance(item, str) or not _REQUIREMENT_RE.fullmatch(item):
-            raise ContractError(
-                f"install entry {item!r} is not a plain requirement: name[extras] and version "
-                "specifiers only (no options, URLs, paths or spaces)"
-            )
+        try:
+            check_requirement(item)
+        except CommandError as exc:
+            raise ContractError(f"install entry {item!r}: {exc.message}") from None
     return list(requirements)
 
 
 async def _pip_install(requirements: list[str], settings: Any) -> None:
     """Install ``requirements`` with the agent's installer; raise CommandError on failure."""
-    try:
-        from ..installer import pip_install  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        raise CommandError(
-            "this agent has no installer; cannot install packages", code=Code.UNAVAILABLE
-        ) from None
     result = await pip_install(requirements, settings=settings)
-    ok = getattr(result, "ok", getattr(result, "success", True))
-    if not ok:
-        detail = getattr(result, "message", None) or getattr(result, "error", None) or "pip failed"
-        raise CommandError(f"install of {', '.join(requirements)} failed: {detail}", code=Code.FAILED)
+    if not result.ok:
+        why = "timed out" if result.timed_out else f"pip exited with {result.returncode}"
+        raise CommandError(
+            f"install of {', '.join(requirements)} failed ({why}): {result.output_tail[-500:]}",
+            code=Code.FAILED,
+        )
 
 
 @dataclass(eq=False)
@@ -175,7 +152,10 @@ class ActorHost:
         self.agent = agent
         self.heartbeat_interval = heartbeat_interval
         self.start_timeout = start_timeout
-        self.supervisor = Supervisor(on_event=self._on_event)
+        # The node's one supervisor, shared with components (whose children are named
+        # "component:{name}"; ':' never occurs in an actor name).
+        self.supervisor = agent.supervisor
+        agent.on_supervisor_event(self._on_event)
         self._hosted: dict[str, _Hosted] = {}
         self._replies: dict[str, asyncio.Future[Any]] = {}
         self._migrations: dict[str, tuple[str, str, asyncio.Future[None]]] = {}
@@ -194,7 +174,7 @@ class ActorHost:
         agent.route("by_name_task", self._on_task)
         agent.route("agent_heartbeat", self._on_actor_heartbeat)
         agent.add_provider("heartbeat", "agents", self.names)
-        agent.add_provider("heartbeat", "agent_count", lambda: len(self.supervisor.children))
+        agent.add_provider("heartbeat", "agent_count", lambda: len(self._children()))
         agent.add_provider("state", "actors", self.state)
         agent.add_provider("meta", "actor_host", self._meta)
 
@@ -206,7 +186,7 @@ class ActorHost:
 
     async def stop(self) -> None:
         """Stop every actor (deliberately: no restarts) and the heartbeat loop."""
-        await self.supervisor.stop_all()
+        await self._stop_actors()
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -227,15 +207,25 @@ class ActorHost:
         """Where actors persist their values."""
         return Path(self.agent.settings.state_dir).expanduser()
 
+    def _children(self) -> dict[str, ChildInfo]:
+        """The supervisor's children that are actors (not components)."""
+        return {name: info for name, info in self.supervisor.children.items() if ":" not in name}
+
+    async def _stop_actors(self) -> None:
+        """Stop every actor deliberately (components are not ours to stop)."""
+        for name in list(self._children()):
+            with contextlib.suppress(ChildNotFoundError):
+                await self.supervisor.stop_child(name)
+
     def names(self) -> list[str]:
         """The names of the running actors, sorted."""
-        return sorted(self.supervisor.children)
+        return sorted(self._children())
 
     def agents(self) -> list[dict[str, Any]]:
         """The running actors as ``{"name", "actor_id", "node", "state"}`` (the bus's ``agents()``)."""
         return [
             {"name": name, "actor_id": contract.actor_id(name), "node": self.node, "state": info.state}
-            for name, info in sorted(self.supervisor.children.items())
+            for name, info in sorted(self._children().items())
         ]
 
     def state(self) -> dict[str, Any]:
@@ -391,6 +381,8 @@ class ActorHost:
 
     async def _on_event(self, event: SupervisorEvent) -> None:
         name = event.child
+        if ":" in name:
+            return  # a component's event: the ComponentHost reports those
         hosted = self._hosted.get(name)
         level = {"crashed": "warning", "restarting": "warning", "fatal": "fatal"}.get(event.kind, "info")
         message = f"{event.kind}: {event.detail}" if event.detail else event.kind
@@ -590,7 +582,7 @@ class ActorHost:
             return
         async with self._lock:
             names = self.names()
-            await self.supervisor.stop_all()
+            await self._stop_actors()
             self._hosted.clear()
         log.info("stop_all: stopped %d actor(s); shutting the agent down", len(names))
         await self._answer("stop_all", request_id, result={"stopped": names})
@@ -607,7 +599,7 @@ class ActorHost:
                 "restarts": info.restarts,
                 "description": self._hosted[name].spec.description if name in self._hosted else "",
             }
-            for name, info in sorted(self.supervisor.children.items())
+            for name, info in sorted(self._children().items())
         ]
         await self.agent.publish_json(
             contract.node_topic(self.node, "agents"),
