@@ -32,6 +32,7 @@ from devfleet_base.mqtt import ConnectionRefusedFatal, Inbound, MqttSession, Ses
 from devfleet_base.node_config import NODE_CONFIG_SCHEMA, default_node_config
 from devfleet_base.signing import Signer
 
+from .actors import ActorOps
 from .errors import (
     ConnectError,
     ConsoleTimeout,
@@ -128,7 +129,7 @@ class EventStream:
 # ---- the client -----------------------------------------------------------------------
 
 
-class AsyncFleet:
+class AsyncFleet(ActorOps):
     """The console's asyncio client. Use ``async with AsyncFleet.connect(url) as fleet``.
 
     Args:

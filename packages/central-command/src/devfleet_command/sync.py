@@ -235,6 +235,36 @@ class Fleet:
         """Run one of a component's declared commands."""
         return self._call(self.aio.component_command(node, component, command, args, timeout=timeout))
 
+    def spawn(
+        self,
+        node: str,
+        spec: dict[str, Any],
+        *,
+        replace: bool | None = None,
+        retain: bool = True,
+        timeout: float = 30.0,
+    ) -> Any:
+        """Spawn a dynamic actor on ``node`` (see :meth:`AsyncFleet.spawn`)."""
+        return self._call(self.aio.spawn(node, spec, replace=replace, retain=retain, timeout=timeout))
+
+    def stop_actor(self, node: str, name: str, *, timeout: float = 30.0) -> Any:
+        """Stop the actor ``name`` on ``node``."""
+        return self._call(self.aio.stop_actor(node, name, timeout=timeout))
+
+    def actors(self, node: str | None = None) -> list[dict[str, Any]]:
+        """Every actor in the fleet's retained state (optionally of one node)."""
+        return self._on_loop(lambda: self.aio.actors(node))
+
+    def migrate(
+        self, name: str, to: str, *, source: str | None = None, timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """Move the actor ``name`` to node ``to`` with its persisted state."""
+        return self._call(self.aio.migrate(name, to, source=source, timeout=timeout))
+
+    def task(self, name: str, payload: Any, *, timeout: float = 30.0) -> Any:
+        """Send a task to the actor ``name`` wherever it runs; return its answer."""
+        return self._call(self.aio.task(name, payload, timeout=timeout))
+
     def purge(self, node: str, *, force: bool = False, timeout: float = 10.0) -> list[str]:
         """Clear every retained topic of a gone node."""
         return self._call(self.aio.purge(node, force=force, timeout=timeout))

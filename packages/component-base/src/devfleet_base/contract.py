@@ -23,13 +23,17 @@ from .errors import Code, ContractError
 from .schema import Field, Schema
 
 __all__ = [
+    "ACTOR_NAME_PATTERN",
     "COMMAND_SCHEMA",
+    "DEFAULT_POLL_INTERVAL",
     "DESCRIPTIONS",
     "ID_PATTERN",
+    "MAX_CODE_BYTES",
     "MAX_PAYLOAD_BYTES",
     "NAME_PATTERN",
     "PROTOCOL_VERSION",
     "RECEIPT_SCHEMA",
+    "SPAWN_SCHEMA",
     "STATUS_SCHEMA",
     "TOPICS",
     "Command",
@@ -546,6 +550,56 @@ RECEIPT_SCHEMA: Final = Schema(
         "ts": _TS,
     },
 )
+
+
+# The Wactorz spawn payload (nodes/{node}/spawn); the agent's SpawnSpec wraps it.
+
+ACTOR_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+"""An actor name: it appears in topics (``agents/by-name/{name}/task``) and file names."""
+
+MAX_CODE_BYTES = 256 * 1024
+"""The largest ``code`` accepted, in UTF-8 bytes."""
+
+DEFAULT_POLL_INTERVAL = 5.0
+"""Seconds between ``process()`` calls when the spawn does not say (Wactorz's default)."""
+
+SPAWN_SCHEMA = Schema(
+    "spawn",
+    {
+        "name": Field(
+            "str",
+            required=True,
+            min=1,
+            max=64,
+            pattern=ACTOR_NAME_PATTERN,
+            doc="unique actor name on the node",
+        ),
+        "node": Field("str", nullable=True, default=None, max=128, doc="target node"),
+        "type": Field("str", default="dynamic", min=1, max=64, doc="actor type"),
+        "description": Field("str", default="", max=4096, doc="one line for listings"),
+        "poll_interval": Field(
+            "float",
+            nullable=True,
+            default=DEFAULT_POLL_INTERVAL,
+            min=0.01,
+            max=86_400.0,
+            doc="seconds between process() calls; null = event-driven",
+        ),
+        "max_restarts": Field("int", default=5, min=0, max=1000, doc="restart budget"),
+        "restart_delay": Field("float", default=3.0, min=0.0, max=3600.0, doc="first back-off"),
+        "install": Field(
+            "list",
+            default=[],
+            max=64,
+            items=Field("str", min=1, max=256),
+            doc="pip requirements installed before compiling",
+        ),
+        "code": Field("str", required=True, min=1, max=MAX_CODE_BYTES, doc="Python source of the actor"),
+        "replace": Field("bool", default=False, doc="stop a running actor of that name first"),
+    },
+    extra="allow",
+)
+"""The schema of a spawn payload; unknown keys are allowed and kept."""
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from devfleet_base.contract import ACTOR_NAME_PATTERN, DEFAULT_POLL_INTERVAL, MAX_CODE_BYTES, SPAWN_SCHEMA
 from devfleet_base.errors import Code, ContractError
-from devfleet_base.schema import Field, Schema
 
 from ..supervisor import RestartPolicy
 
@@ -44,52 +44,6 @@ __all__ = [
     "SpawnSpec",
 ]
 
-ACTOR_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
-"""An actor name: it appears in topics (``agents/by-name/{name}/task``) and file names."""
-
-MAX_CODE_BYTES = 256 * 1024
-"""The largest ``code`` accepted, in UTF-8 bytes."""
-
-DEFAULT_POLL_INTERVAL = 5.0
-"""Seconds between ``process()`` calls when the spawn does not say (Wactorz's default)."""
-
-SPAWN_SCHEMA = Schema(
-    "spawn",
-    {
-        "name": Field(
-            "str",
-            required=True,
-            min=1,
-            max=64,
-            pattern=ACTOR_NAME_PATTERN,
-            doc="unique actor name on the node",
-        ),
-        "node": Field("str", nullable=True, default=None, max=128, doc="target node"),
-        "type": Field("str", default="dynamic", min=1, max=64, doc="actor type"),
-        "description": Field("str", default="", max=4096, doc="one line for listings"),
-        "poll_interval": Field(
-            "float",
-            nullable=True,
-            default=DEFAULT_POLL_INTERVAL,
-            min=0.01,
-            max=86_400.0,
-            doc="seconds between process() calls; null = event-driven",
-        ),
-        "max_restarts": Field("int", default=5, min=0, max=1000, doc="restart budget"),
-        "restart_delay": Field("float", default=3.0, min=0.0, max=3600.0, doc="first back-off"),
-        "install": Field(
-            "list",
-            default=[],
-            max=64,
-            items=Field("str", min=1, max=256),
-            doc="pip requirements installed before compiling",
-        ),
-        "code": Field("str", required=True, min=1, max=MAX_CODE_BYTES, doc="Python source of the actor"),
-        "replace": Field("bool", default=False, doc="stop a running actor of that name first"),
-    },
-    extra="allow",
-)
-"""The schema of a spawn payload; unknown keys are allowed and kept."""
 
 _KNOWN = frozenset(SPAWN_SCHEMA.fields)
 

@@ -28,6 +28,7 @@ MODULES: tuple[str, ...] = (
     "devfleet_command.commands.control",
     "devfleet_command.commands.logs",
     "devfleet_command.commands.components",
+    "devfleet_command.commands.actors",
 )
 """Subcommand modules, in the order their commands appear in ``--help``."""
 

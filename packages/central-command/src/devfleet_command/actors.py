@@ -1,0 +1,217 @@
+"""Dynamic actors from the console: spawn, stop, list, migrate, and tasks (send_to).
+
+These speak the Wactorz remote-node topics (``nodes/{node}/spawn`` ...), not the
+command topics, so each operation publishes a control message and waits for the
+node's answer on the topic the contract names for it: a receipt on
+``nodes/{node}/receipts`` (spawn, stop), ``nodes/{src}/migrate_result``, or a
+reply topic for a task. Control messages are signed when the console has a key.
+
+:class:`ActorOps` is mixed into :class:`~devfleet_command.aio.AsyncFleet`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from devfleet_base import contract
+from devfleet_base.errors import Code, ContractError
+from devfleet_base.mqtt import Inbound
+
+from .errors import CommandFailed, CommandTimeout, ConnectError, NodeNotFound, UsageError
+
+if TYPE_CHECKING:
+    from devfleet_base.mqtt import MqttSession
+    from devfleet_base.signing import Signer
+
+    from .model import FleetModel
+
+__all__ = ["ActorOps"]
+
+
+class ActorOps:
+    """Actor operations over the fleet's session (a mixin of ``AsyncFleet``)."""
+
+    session: MqttSession
+    signer: Signer | None
+    model: FleetModel
+    inbox: str
+    _taps: set[Callable[[Inbound], None]]
+
+    async def _control(self, topic: str, payload: dict[str, Any], *, retain: bool = False) -> None:
+        if self.signer is not None:
+            payload = self.signer.sign(topic, payload)
+        if not await self.session.publish(topic, contract.encode(payload), qos=1, retain=retain, wait=True):
+            raise ConnectError(f"the broker did not take the message on {topic}")
+
+    async def _request(
+        self,
+        listen: str,
+        match: Callable[[Any], bool],
+        send: Callable[[], Any],
+        *,
+        timeout: float,
+        what: str,
+    ) -> Any:
+        """Subscribe to ``listen``, run ``send()``, return the first decoded payload
+        for which ``match`` is true; raise CommandTimeout after ``timeout``."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
+
+        def tap(msg: Inbound) -> None:
+            if msg.topic != listen or answer.done() or not msg.payload:
+                return
+            try:
+                data = contract.decode(msg.payload)
+            except ContractError:
+                return
+            if match(data):
+                answer.set_result(data)
+
+        self._taps.add(tap)
+        try:
+            await self.session.subscribe([(listen, 1)])
+            await send()
+            return await asyncio.wait_for(answer, timeout)
+        except TimeoutError:
+            raise CommandTimeout(f"{what}: no answer within {timeout:g} s") from None
+        finally:
+            self._taps.discard(tap)
+            with contextlib.suppress(Exception):
+                await self.session.unsubscribe([listen])
+
+    @staticmethod
+    def _check_receipt(receipt: dict[str, Any], what: str) -> Any:
+        if receipt.get("status") != "ok":
+            raise CommandFailed(
+                f"{what}: {receipt.get('code', Code.FAILED)}: {receipt.get('message', '')}".rstrip(": "),
+                code=str(receipt.get("code") or Code.FAILED),
+            )
+        return receipt.get("result")
+
+    async def spawn(
+        self,
+        node: str,
+        spec: dict[str, Any],
+        *,
+        replace: bool | None = None,
+        retain: bool = True,
+        timeout: float = 30.0,
+    ) -> Any:
+        """Spawn a dynamic actor on ``node`` (its config as in Wactorz: ``name``,
+        ``code``, ``poll_interval``, ``install``...), validated here first.
+
+        Published retained like a Wactorz main machine does, so a node that is
+        offline runs it when it comes back (the node clears it after reading).
+
+        Raises:
+            UsageError: the spec is invalid.
+            CommandFailed: the node refused it (``forbidden`` without ``allow_code``...).
+            CommandTimeout: no receipt (an offline node still gets the retained spawn).
+        """
+        payload = dict(spec)
+        if replace is not None:
+            payload["replace"] = replace
+        payload.setdefault("node", node)
+        try:
+            checked = contract.SPAWN_SCHEMA.validate(payload)
+        except ContractError as exc:
+            raise UsageError(f"spawn: {exc.message}") from None
+        request = contract.new_id()
+        payload["_id"] = request
+        topic = contract.node_topic(node, "spawn")
+        receipt = await self._request(
+            contract.node_topic(node, "receipts"),
+            lambda r: isinstance(r, dict) and r.get("id") == request,
+            lambda: self._control(topic, payload, retain=retain),
+            timeout=timeout,
+            what=f"spawn {checked['name']} on {node}",
+        )
+        return self._check_receipt(receipt, f"spawn {checked['name']} on {node}")
+
+    async def stop_actor(self, node: str, name: str, *, timeout: float = 30.0) -> Any:
+        """Stop the actor ``name`` on ``node`` (deliberately: it is not restarted)."""
+        contract.check_name(name, "actor name")
+        request = contract.new_id()
+        receipt = await self._request(
+            contract.node_topic(node, "receipts"),
+            lambda r: isinstance(r, dict) and r.get("id") == request,
+            lambda: self._control(contract.node_topic(node, "stop"), {"name": name, "_id": request}),
+            timeout=timeout,
+            what=f"stop {name} on {node}",
+        )
+        return self._check_receipt(receipt, f"stop {name} on {node}")
+
+    def actors(self, node: str | None = None) -> list[dict[str, Any]]:
+        """Every actor the fleet's retained state shows (``node``, ``name``, ``state``,
+        ``restarts``, ``actor_id``...), optionally of one node."""
+        out: list[dict[str, Any]] = []
+        for view in self.model:
+            if node is not None and view.name != node:
+                continue
+            actors = (view.state or {}).get("actors")
+            if not isinstance(actors, dict):
+                continue
+            for name, info in sorted(actors.items()):
+                if isinstance(info, dict):
+                    out.append({"node": view.name, "name": name, **info})
+        if node is not None and node not in self.model:
+            raise NodeNotFound(f"no node {node!r} in the fleet")
+        return out
+
+    def locate(self, name: str) -> str:
+        """The node running the actor ``name`` (from the retained state)."""
+        where = [a["node"] for a in self.actors() if a["name"] == name and a.get("state") != "failed"]
+        if not where:
+            raise NodeNotFound(f"no node runs an actor named {name!r}")
+        if len(where) > 1:
+            raise UsageError(f"actor {name!r} runs on several nodes ({', '.join(where)}); name the source")
+        return str(where[0])
+
+    async def migrate(
+        self, name: str, to: str, *, source: str | None = None, timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """Move the actor ``name`` (with its persisted state) to node ``to``.
+
+        Returns:
+            The node's ``migrate_result`` (``success``, ``from_node``, ``to_node``).
+
+        Raises:
+            CommandFailed: the migration failed; the actor keeps running where it was.
+        """
+        contract.check_name(to, "node")
+        src = source or self.locate(name)
+        result = await self._request(
+            contract.node_topic(src, "migrate_result"),
+            lambda r: isinstance(r, dict) and r.get("agent") == name,
+            lambda: self._control(
+                contract.node_topic(src, "migrate"), {"name": name, "target_node": to, "timeout": timeout}
+            ),
+            timeout=timeout + 5.0,
+            what=f"migrate {name} from {src} to {to}",
+        )
+        if not result.get("success"):
+            raise CommandFailed(f"migrate {name}: {result.get('error', 'failed')}", code=Code.FAILED)
+        return dict(result)
+
+    async def task(self, name: str, payload: Any, *, timeout: float = 30.0) -> Any:
+        """Send a task to the actor ``name`` wherever it runs (Wactorz ``send_to``)
+        and return its answer (an ``{"error": ...}`` answer raises CommandFailed)."""
+        contract.check_name(name, "actor name")
+        reply_id = contract.new_id()
+        # The reply comes on a node reply topic; the console poses as node "console-<inbox>".
+        me = "console-" + self.inbox.rsplit("/", 1)[-1].replace(":", "-")[-40:]
+        reply = contract.node_reply_topic(me, reply_id)
+        request = {"_remote_task": True, "_reply_topic": reply, "payload": payload}
+        answer = await self._request(
+            reply,
+            lambda r: True,
+            lambda: self._control(contract.by_name_task_topic(name), request),
+            timeout=timeout,
+            what=f"task for {name}",
+        )
+        if isinstance(answer, dict) and "error" in answer and len(answer) <= 2:
+            raise CommandFailed(f"task for {name}: {answer['error']}", code=Code.FAILED)
+        return answer

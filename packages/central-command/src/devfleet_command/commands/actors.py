@@ -1,0 +1,166 @@
+"""``devfleet spawn``, ``stop``, ``actors``, ``migrate`` and ``task`` (Wactorz actors)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from . import Context, parse_value
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    """Add the actor subcommands."""
+    p = sub.add_parser("spawn", help="spawn a dynamic actor: NODE FILE.json, or NODE --name N --code FILE.py")
+    p.add_argument("node")
+    p.add_argument("spec", nargs="?", metavar="FILE.json", help="the Wactorz spawn config ('-' for stdin)")
+    p.add_argument("--name", help="actor name (with --code)")
+    p.add_argument("--code", metavar="FILE.py", help="the actor's code: async def setup/process(agent)")
+    p.add_argument("--poll-interval", type=float, help="seconds between process() calls")
+    p.add_argument(
+        "--install", action="append", default=[], metavar="REQ", help="pip requirement (repeatable)"
+    )
+    p.add_argument("--replace", action="store_true", help="replace a running actor of that name")
+    p.add_argument("--no-retain", action="store_true", help="do not leave the spawn for an offline node")
+    p.set_defaults(handler=cmd_spawn)
+    p = sub.add_parser("stop", help="stop an actor: NODE NAME")
+    p.add_argument("node")
+    p.add_argument("name")
+    p.set_defaults(handler=cmd_stop)
+    p = sub.add_parser("actors", help="the actors running in the fleet (or on one node)")
+    p.add_argument("node", nargs="?")
+    p.set_defaults(handler=cmd_actors)
+    p = sub.add_parser("migrate", help="move an actor, with its persisted state, to another node")
+    p.add_argument("name")
+    p.add_argument("--to", required=True, metavar="NODE")
+    p.add_argument("--from", dest="source", metavar="NODE", help="the source (default: where it runs)")
+    p.set_defaults(handler=cmd_migrate)
+    p = sub.add_parser("task", help="send a task to an actor wherever it runs: NAME PAYLOAD (JSON)")
+    p.add_argument("name")
+    p.add_argument("payload", help="JSON (or a plain string)")
+    p.set_defaults(handler=cmd_task)
+
+
+def _read(path: str, what: str) -> str:
+    import sys
+
+    from ..errors import UsageError
+
+    try:
+        return sys.stdin.read() if path == "-" else Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {what} {path}: {exc}") from None
+
+
+def _spec(ctx: Context) -> dict[str, Any]:
+    from ..errors import UsageError
+
+    a = ctx.args
+    if a.spec and a.code:
+        raise UsageError("spawn: give FILE.json or --code, not both")
+    if a.spec:
+        try:
+            spec = json.loads(_read(a.spec, "spawn config"))
+        except ValueError as exc:
+            raise UsageError(f"spawn: {a.spec} is not JSON: {exc}") from None
+        if not isinstance(spec, dict):
+            raise UsageError(f"spawn: {a.spec} must hold a JSON object")
+    elif a.code:
+        if not a.name:
+            raise UsageError("spawn: --code needs --name")
+        spec = {"name": a.name, "code": _read(a.code, "code")}
+    else:
+        raise UsageError("spawn: give FILE.json or --name and --code")
+    if a.name:
+        spec["name"] = a.name
+    if a.poll_interval is not None:
+        spec["poll_interval"] = a.poll_interval
+    if a.install:
+        spec["install"] = [*spec.get("install", []), *a.install]
+    return spec
+
+
+async def cmd_spawn(ctx: Context) -> int:
+    """Spawn an actor."""
+    spec = _spec(ctx)
+    async with ctx.fleet() as fleet:
+        result = await fleet.spawn(
+            ctx.args.node,
+            spec,
+            replace=True if ctx.args.replace else None,
+            retain=not ctx.args.no_retain,
+            timeout=max(ctx.timeout, 30.0),
+        )
+    if ctx.json:
+        ctx.emit_json({"node": ctx.args.node, "name": spec.get("name"), "result": result})
+    else:
+        state = result.get("state") if isinstance(result, dict) else None
+        print(f"{ctx.args.node}: spawned {spec.get('name')}{f' ({state})' if state else ''}", file=ctx.out)
+    return 0
+
+
+async def cmd_stop(ctx: Context) -> int:
+    """Stop an actor."""
+    async with ctx.fleet() as fleet:
+        result = await fleet.stop_actor(ctx.args.node, ctx.args.name, timeout=ctx.timeout)
+    if ctx.json:
+        ctx.emit_json({"node": ctx.args.node, "name": ctx.args.name, "result": result})
+    else:
+        print(f"{ctx.args.node}: stopped {ctx.args.name}", file=ctx.out)
+    return 0
+
+
+async def cmd_actors(ctx: Context) -> int:
+    """List actors from the retained state."""
+    async with ctx.fleet() as fleet:
+        rows = fleet.actors(ctx.args.node)
+    if ctx.json:
+        ctx.emit_json(rows)
+        return 0
+    from rich.table import Table
+
+    t = Table(box=None, pad_edge=False)
+    for col in ("NODE", "ACTOR", "STATE", "RESTARTS", "LAST ERROR"):
+        t.add_column(col)
+    for row in rows:
+        t.add_row(
+            row["node"],
+            row["name"],
+            str(row.get("state", "-")),
+            str(row.get("restarts", "-")),
+            str(row.get("last_error") or "")[:60],
+        )
+    ctx.console().print(t)
+    return 0
+
+
+async def cmd_migrate(ctx: Context) -> int:
+    """Migrate an actor."""
+    async with ctx.fleet() as fleet:
+        with ctx.console(stderr=True).status(f"migrating {ctx.args.name} to {ctx.args.to} ..."):
+            result = await fleet.migrate(
+                ctx.args.name, ctx.args.to, source=ctx.args.source, timeout=max(ctx.timeout, 30.0)
+            )
+    if ctx.json:
+        ctx.emit_json(result)
+    else:
+        print(
+            f"{ctx.args.name}: migrated from {result.get('from_node')} to {result.get('to_node')}",
+            file=ctx.out,
+        )
+    return 0
+
+
+async def cmd_task(ctx: Context) -> int:
+    """Send a task and print the answer."""
+    async with ctx.fleet() as fleet:
+        answer = await fleet.task(ctx.args.name, parse_value(ctx.args.payload), timeout=ctx.timeout)
+    if ctx.json:
+        ctx.emit_json(answer)
+    else:
+        from rich.pretty import Pretty
+
+        ctx.console().print(Pretty(answer))
+    return 0
