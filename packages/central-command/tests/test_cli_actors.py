@@ -102,4 +102,5 @@ def test_signed_spawn(mosquitto: Any, agents: Any, capsys: Any, tmp_path: Path) 
     code, _, err = run(capsys, "--broker", url, *args)
     assert code == 1 and "bad_signature" in err
     code, out, err = run(capsys, "--broker", url, "--signing-key-file", str(key), *args)
+    assert "spawned c1" in out
     assert code == 0, err
