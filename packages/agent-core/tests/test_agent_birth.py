@@ -115,3 +115,27 @@ def test_sigint_is_clean_too(process_factory, probe, sig):
     proc.signal(sig)
     assert proc.wait(10) == 0
     assert probe.wait_for("nodes/int1/status", lambda m: m.json()["status"] == "offline")
+
+
+def test_agent_on_the_embedded_broker_falls_back_to_311(embedded_broker, agent_factory, probe_factory):
+    agent = agent_factory("emb1", broker=embedded_broker)
+    p = probe_factory(embedded_broker, protocol="3.1.1")
+    p.wait_for("nodes/emb1/status", _online, timeout=20)
+    assert agent.agent.mqtt.protocol_in_use == "3.1.1"
+    p.subscribe("replies/emb1")
+    p.publish("nodes/emb1/cmd/ping", contract.Command.envelope(reply_to="replies/emb1"))
+    assert p.wait_for("replies/emb1", lambda m: m.json()["status"] == "ok")
+
+
+def test_agent_over_tls(mqtt_broker_tls, agent_factory, probe_factory):
+    agent_factory("tls1", broker=mqtt_broker_tls, tls_ca=str(mqtt_broker_tls.ca_path), tls=True)
+    p = probe_factory(mqtt_broker_tls)
+    assert p.wait_for("nodes/tls1/status", _online, timeout=20)
+
+
+def test_agent_with_password(mqtt_broker_auth, agent_factory, probe_factory):
+    from devfleet_base.testing.plugin import AUTH_USERS
+
+    agent_factory("auth1", broker=mqtt_broker_auth, username="admin", password=AUTH_USERS["admin"])
+    p = probe_factory(mqtt_broker_auth, username="reader", password=AUTH_USERS["reader"])
+    assert p.wait_for("nodes/auth1/status", _online, timeout=20)
