@@ -18,6 +18,7 @@ from .broker import (
     start_local_broker,
 )
 from .fake_context import FakeContext, Published
+from .injector import inject
 from .mqtt_probe import Message, MqttProbe, ProbeConnectError, ProbeError, ProbeTimeout
 
 __all__ = [
@@ -34,5 +35,6 @@ __all__ = [
     "ProbeTimeout",
     "Published",
     "TlsFiles",
+    "inject",
     "start_local_broker",
 ]
