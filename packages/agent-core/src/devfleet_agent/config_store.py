@@ -16,42 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from devfleet_base.errors import Code, ConfigError, ContractError
-from devfleet_base.node_config import NODE_CONFIG_SCHEMA, default_node_config
+from devfleet_base.node_config import NODE_CONFIG_SCHEMA, apply_dotted, default_node_config
 
 from .storage import atomic_write_json, read_json
 
-__all__ = ["ConfigStore", "apply_dotted"]
+__all__ = ["ConfigStore", "apply_dotted"]  # apply_dotted re-exported from devfleet_base
 
 log = logging.getLogger("devfleet.config")
 
 _FILE_RE = re.compile(r"v(\d+)\.json")
-
-
-def apply_dotted(config: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
-    """Return a copy of ``config`` with ``{"a.b": v}`` style updates applied.
-
-    A ``None`` value removes the key (so a component section can be dropped).
-    """
-    out = copy.deepcopy(config)
-    for dotted, value in updates.items():
-        if not isinstance(dotted, str) or not dotted or len(dotted) > 256:
-            raise ConfigError(f"bad config key {dotted!r}")
-        parts = dotted.split(".")
-        if any(not p for p in parts):
-            raise ConfigError(f"bad config key {dotted!r}")
-        node: dict[str, Any] = out
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"{dotted}: {part!r} is not a section")
-            node = child
-        if value is None:
-            node.pop(parts[-1], None)
-        else:
-            node[parts[-1]] = copy.deepcopy(value)
-    return out
 
 
 class ConfigStore:

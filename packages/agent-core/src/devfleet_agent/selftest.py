@@ -246,7 +246,7 @@ def run_selftest(out: TextIO | None = None) -> int:
     # The scenarios crash on purpose: keep their warnings off an unconfigured
     # stderr (a configured root logger, e.g. --loglevel DEBUG, still gets them).
     quiet = logging.NullHandler()
-    package_log = logging.getLogger("devfleet_agent")
+    package_log = logging.getLogger("devfleet")
     package_log.addHandler(quiet)
     try:
         return asyncio.run(_run_all(out if out is not None else sys.stdout))

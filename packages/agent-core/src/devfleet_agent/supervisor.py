@@ -55,7 +55,7 @@ __all__ = [
     "SupervisorEvent",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("devfleet.supervisor")
 
 ChildState = Literal["starting", "running", "restarting", "failed", "stopped"]
 EventKind = Literal["started", "crashed", "restarting", "fatal", "stopped", "credited"]

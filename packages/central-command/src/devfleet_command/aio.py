@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,7 +28,7 @@ from devfleet_base import contract
 from devfleet_base.contract import Command, Receipt
 from devfleet_base.errors import ContractError, DevfleetError
 from devfleet_base.mqtt import ConnectionRefusedFatal, Inbound, MqttSession, SessionOptions, TlsOptions
-from devfleet_base.node_config import NODE_CONFIG_SCHEMA, default_node_config
+from devfleet_base.node_config import NODE_CONFIG_SCHEMA, apply_dotted, default_node_config
 from devfleet_base.signing import Signer
 
 from .actors import ActorOps
@@ -477,20 +476,10 @@ class AsyncFleet(ActorOps):
         """
         view = self.model.get(node)
         base = view.config if view is not None and view.config is not None else default_node_config()
-        candidate = copy.deepcopy(base)
-        for dotted, value in values.items():
-            parts = dotted.split(".")
-            if not dotted or any(not p for p in parts):
-                raise InvalidConfig(f"bad config key {dotted!r}")
-            section: Any = candidate
-            for part in parts[:-1]:
-                nxt = section.get(part) if isinstance(section, dict) else None
-                if nxt is None and isinstance(section, dict):
-                    nxt = section[part] = {}
-                if not isinstance(nxt, dict):
-                    raise InvalidConfig(f"{dotted}: {part!r} is not a section")
-                section = nxt
-            section[parts[-1]] = value
+        try:
+            candidate = apply_dotted(base, values)  # the same merge the node does
+        except DevfleetError as exc:
+            raise InvalidConfig(exc.message) from None
         try:
             return NODE_CONFIG_SCHEMA.validate(candidate)
         except DevfleetError as exc:

@@ -7,9 +7,11 @@ file, not this.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Final
 
 from .contract import NAME_PATTERN
+from .errors import ConfigError
 from .schema import Field, Schema
 
 __all__ = ["COMPONENT_SECTION_SCHEMA", "LOG_LEVELS", "METRICS", "NODE_CONFIG_SCHEMA", "default_node_config"]
@@ -108,3 +110,30 @@ NODE_CONFIG_SCHEMA: Final = Schema(
 def default_node_config() -> dict[str, Any]:
     """A fresh node's config."""
     return NODE_CONFIG_SCHEMA.validate({})
+
+
+def apply_dotted(config: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``config`` with ``{"a.b": v}`` style updates applied.
+
+    A ``None`` value removes the key (so a component section can be dropped).
+    """
+    out = copy.deepcopy(config)
+    for dotted, value in updates.items():
+        if not isinstance(dotted, str) or not dotted or len(dotted) > 256:
+            raise ConfigError(f"bad config key {dotted!r}")
+        parts = dotted.split(".")
+        if any(not p for p in parts):
+            raise ConfigError(f"bad config key {dotted!r}")
+        node: dict[str, Any] = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"{dotted}: {part!r} is not a section")
+            node = child
+        if value is None:
+            node.pop(parts[-1], None)
+        else:
+            node[parts[-1]] = copy.deepcopy(value)
+    return out

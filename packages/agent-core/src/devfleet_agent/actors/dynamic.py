@@ -53,7 +53,7 @@ __all__ = [
     "state_file",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("devfleet.actors")
 
 ALERT_SEVERITIES = ("info", "warning", "error")
 """The severities :meth:`ActorAgent.alert` accepts."""
