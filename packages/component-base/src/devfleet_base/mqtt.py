@@ -411,7 +411,7 @@ class MqttSession:
             running = None
         if running is self._loop:
             fn(*args)
-        else:
+        elif not self._loop.is_closed():  # paho's __del__ may call back after the loop ended
             self._loop.call_soon_threadsafe(fn, *args)
 
     def _cb_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
