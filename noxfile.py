@@ -67,6 +67,8 @@ def tests(session: nox.Session) -> None:
                 reqs.append(item)
     session.install(*reqs, *TEST_TOOLS)
     paths = [t for p in PRESENT for t in _tests_of(p)]
+    # The simulator against a console, and a smoke run of the benchmark code.
+    paths += ["bench/tests"] if (ROOT / "bench" / "tests").is_dir() else []
     session.run("pytest", *paths, *session.posargs)
 
 
