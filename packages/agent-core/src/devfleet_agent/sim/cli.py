@@ -230,6 +230,7 @@ def _add_up(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "crashes",
         "restarts",
         "rss_bytes",
+        "baseline_rss_bytes",
     ):
         out[key] = sum(int(p.get(key) or 0) for p in parts)
     out["cpu_seconds"] = round(sum(float(p.get("cpu_seconds") or 0) for p in parts), 2)
@@ -237,7 +238,8 @@ def _add_up(parts: list[dict[str, Any]]) -> dict[str, Any]:
     out["connect_seconds"] = (
         max(t for t in times if t is not None) if all(t is not None for t in times) else None
     )
-    out["rss_per_node"] = round(out["rss_bytes"] / out["nodes"]) if out["nodes"] else None
+    extra = out["rss_bytes"] - out["baseline_rss_bytes"]
+    out["rss_per_node"] = round(extra / out["nodes"]) if out["nodes"] else None
     out["processes"] = len(parts)
     return out
 

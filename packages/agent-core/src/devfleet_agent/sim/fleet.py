@@ -90,12 +90,15 @@ class FleetStats:
     crashes: int = 0
     restarts: int = 0
     rss_bytes: int = 0
+    baseline_rss_bytes: int = 0
     cpu_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-able figures, with RSS per node."""
+        """JSON-able figures, with RSS per node (above the process's RSS before the
+        nodes were made)."""
         out = dict(self.__dict__)
-        out["rss_per_node"] = round(self.rss_bytes / self.nodes) if self.nodes else None
+        extra = self.rss_bytes - self.baseline_rss_bytes
+        out["rss_per_node"] = round(extra / self.nodes) if self.nodes else None
         return out
 
 
@@ -125,6 +128,7 @@ class SimFleet:
     def __init__(self, options: FleetOptions) -> None:
         self.options = options
         self._rng = random.Random(options.seed)
+        baseline = rss_bytes()
         config = default_node_config()
         if options.telemetry_interval > 0:
             config["telemetry"]["interval"] = float(options.telemetry_interval)
@@ -152,7 +156,7 @@ class SimFleet:
                 protocol=options.protocol,
                 seed=options.seed * 1_000_003 + options.first + i,
             )
-        self.stats = FleetStats(nodes=options.nodes)
+        self.stats = FleetStats(nodes=options.nodes, baseline_rss_bytes=baseline)
         self._tasks: list[asyncio.Task[Any]] = []
         self._down: dict[str, float] = {}
         self._started = 0.0
