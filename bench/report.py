@@ -5,7 +5,50 @@ from __future__ import annotations
 from typing import Any
 
 # Why a figure can miss its target: shown under the table only for figures that did.
-EXPLAIN: dict[str, str] = {}
+EXPLAIN: dict[str, str] = {
+    "command round trip": (
+        "devfleet does more per command than two raw clients bouncing bytes: the console builds and "
+        "JSON-encodes an envelope and waits for the broker's PUBACK before it waits for the receipt; the "
+        "agent decodes and schema-validates the envelope, checks expiry and at-most-once, and sends "
+        "`accepted` and `ok` from two asyncio tasks (a loop turn each); the console validates each receipt. "
+        "That is a few tens of microseconds of Python per hop on top of a sub-millisecond floor, so the ratio "
+        "is large while the absolute cost stays below a millisecond at p50. The p99 on this shared 2-core "
+        "machine is dominated by scheduling jitter (three busy processes on two cores)."
+    ),
+    "discovery": (
+        "every retained description goes through the whole receive path: paho → `MqttSession` (an "
+        "`Inbound` per message) → `AsyncFleet` → `FleetModel.feed`, which decodes the JSON, checks "
+        "session/version ordering (a late will must never win) and validates `status` against its schema, "
+        "then builds the node view and its events. Profiling (cProfile over 20,000 births) showed a new "
+        "`JSONDecoder` per message and the topic regex as the largest avoidable costs: both are fixed (one "
+        "shared decoder, a split-based fast path), which took `feed` from 13 to 11 µs a message. What "
+        "remains is the validation the contract asks for; the floor only counts messages."
+    ),
+    "fan-out": (
+        "each of the 2,000 receipts (`accepted` + `ok`) is decoded, schema-validated and routed to the "
+        "broadcast by command id; the simulated nodes, all on one event loop, decode and validate the "
+        "envelope and publish two JSON receipts each, where the floor's clients echo bytes. The "
+        "broadcast's bookkeeping used to sort every outcome on every receipt (O(N²)); it now keeps a tally."
+    ),
+    "telemetry ingestion": (
+        "the floor counts messages; the console decodes each sample, checks it is a finite number, "
+        "stores it and appends it to the node's bounded history, and emits a change event. The shared "
+        "decoder, the topic fast path and skipping the per-message `asyncio.Event` (made only when a "
+        "`wait_for` is waiting) cut the model's own cost; the rest is the `Inbound` and event objects per "
+        "message in Python."
+    ),
+    "`devfleet --help`": (
+        "the floor is a bare interpreter printing an argparse help (~20 ms is Python's own start-up). "
+        "`devfleet --help` builds the full subcommand tree from its command modules. Imports were cut "
+        "from 69 ms to ~20 ms in this branch (lazy package attributes in `devfleet_base` and "
+        "`devfleet_command`, asyncio imported only by commands that run); what is left is the parser "
+        "and the command modules themselves."
+    ),
+    "agent idle CPU": (
+        "both figures are a few hundredths of a percent over the idle window: a handful of clock ticks "
+        "either way, so the ratio is noise; the absolute target (≤ 0.5 %) is what matters."
+    ),
+}
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
@@ -87,9 +130,17 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "## Where a target is missed", ""]
     if not missed:
         lines.append("Every target is met in this run.")
+    told: set[str] = set()
     for row in missed:
-        why = next((text for key, text in EXPLAIN.items() if row["name"].startswith(key)), None)
-        lines.append(f"- **{row['name']}**: {why or 'not yet explained.'}")
+        key = next((k for k in EXPLAIN if row["name"].startswith(k)), None)
+        if key is None:
+            why = "not yet explained."
+        elif key in told:
+            why = "same cause as above."
+        else:
+            why = EXPLAIN[key]
+            told.add(key)
+        lines.append(f"- **{row['name']}**: {why}")
     lines += [
         "",
         "## How each figure is measured",

@@ -205,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small N and a short idle window (smoke test)")
     p.add_argument("--json", default=str(ROOT / "bench" / "results.json"), help="where the JSON goes")
     p.add_argument("--markdown", default=str(ROOT / "docs" / "benchmarks.md"), help="where the table goes")
+    p.add_argument("--render", metavar="JSON", help="only write the markdown again from a results file")
     args = p.parse_args(argv)
+    if args.render:
+        Path(args.markdown).write_text(markdown(json.loads(Path(args.render).read_text())))
+        return 0
     sizes = QUICK if args.quick else FULL
     started = time.time()
 
