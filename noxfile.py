@@ -88,6 +88,8 @@ def tests(session: nox.Session) -> None:
     reqs = _all_local_requirements()
     session.install(*reqs, *TEST_TOOLS)
     paths = [t for p in [*PRESENT, *TEST_ONLY] for t in _tests_of(p)]
+    # The simulator against a console, and a smoke run of the benchmark code.
+    paths += ["bench/tests"] if (ROOT / "bench" / "tests").is_dir() else []
     session.run("pytest", *paths, *session.posargs)
 
 

@@ -5,12 +5,10 @@ Behaviour lives in subsystems (components, dynamic actors) that plug in through
 :meth:`Agent.route`, :meth:`Agent.add_provider`, :meth:`Agent.on_config` and the
 dispatcher.
 
-Ordering of retained descriptions: every one carries ``session`` (a counter
-persisted on the device, bumped at each start) and ``version`` (increasing
-within the process, reconnects included). Each connection takes a fresh block
-of versions and its will carries the top of that block: it sorts above every
-description of its own connection (a crash shows as lost) and below the birth
-of the next connection (a late will never wins). The console keeps the newest by
+Ordering of retained descriptions (see :mod:`devfleet_agent.payloads`, which
+builds them for the agent and the simulator alike): every one carries
+``session`` and ``version``, each connection takes a fresh block of versions and
+its will the top of that block. The console keeps the newest by
 ``(session, version)``, and the agent itself re-publishes ``online`` if a stale
 will overwrote it.
 """
@@ -27,14 +25,15 @@ from typing import Any, Protocol
 
 from devfleet_base import contract
 from devfleet_base.contract import Command, TopicMatch
-from devfleet_base.errors import ConfigError, ContractError, DevfleetError
+from devfleet_base.errors import ContractError, DevfleetError
 from devfleet_base.mqtt import Inbound, MqttSession, SessionOptions, TlsOptions, Will
 from devfleet_base.signing import ReplayGuard
 
 from .commands import Dispatcher
-from .config_store import ConfigStore
+from .config_store import ConfigStore, configure_arguments
 from .describe import host_facts
 from .logship import LogShipper
+from .payloads import Descriptions, heartbeat_payload, telemetry_payload
 from .settings import Settings
 from .storage import atomic_write_json, read_json
 from .supervisor import Supervisor, SupervisorEvent
@@ -44,9 +43,6 @@ __all__ = ["Agent", "RouteHandler", "Subsystem"]
 log = logging.getLogger("devfleet.agent")
 
 RouteHandler = Callable[[Inbound, TopicMatch], Awaitable[None]]
-
-_VERSION_BLOCK = 1_000_000
-"""Description versions reserved per connection (see ``_make_will``)."""
 Provider = Callable[[], Any]
 
 
@@ -71,8 +67,7 @@ class Agent:
         self.data_dir = settings.resolved_data_dir
         self.started_at = time.time()
         self._monotonic_start = time.monotonic()
-        self.session_counter = 0
-        self._version = 0
+        self.descriptions = Descriptions(self.node)
         self.store = ConfigStore(self.data_dir / "config")
         self.guard = ReplayGuard()
         self.dispatcher = Dispatcher(
@@ -179,6 +174,11 @@ class Agent:
         self._stop.set()
 
     @property
+    def session_counter(self) -> int:
+        """This start's session counter (persisted, bumped at each start)."""
+        return self.descriptions.session
+
+    @property
     def uptime(self) -> float:
         return time.monotonic() - self._monotonic_start
 
@@ -198,54 +198,27 @@ class Agent:
             topic, contract.encode(obj), qos=qos, retain=retain, wait=wait, correlation=correlation
         )
 
-    def _next_version(self) -> int:
-        self._version += 1
-        return self._version
-
-    def _envelope(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "session": self.session_counter,
-            "version": self._next_version(),
-            "ts": time.time(),
-        }
-
     def meta_payload(self) -> dict[str, Any]:
-        payload = self._envelope()
-        payload.update(host_facts())
-        payload["commands"] = self.dispatcher.verbs()
-        payload["groups"] = list(self.store.config.get("groups", []))
-        payload["description"] = self.store.config.get("description", "")
-        payload["capabilities"] = ["commands", "config", "telemetry", "logs"]
-        payload["signed_commands"] = self.settings.signing_key_bytes() is not None
-        payload["started_at"] = self.started_at
+        payload = self.descriptions.meta(
+            host_facts(),
+            commands=self.dispatcher.verbs(),
+            config=self.store.config,
+            signed_commands=self.settings.signing_key_bytes() is not None,
+            started_at=self.started_at,
+        )
         self._add_provided(payload, "meta")
         return payload
 
     def state_payload(self) -> dict[str, Any]:
-        payload = self._envelope()
+        payload = self.descriptions.envelope()
         self._add_provided(payload, "state")
         return payload
 
     def cfg_payload(self) -> dict[str, Any]:
-        payload = self._envelope()
-        payload.update(
-            config_version=self.store.version,
-            config=self.store.config,
-            applied_id=self.store.applied_id,
-            updated_at=self.store.updated_at,
-            kept_versions=self.store.versions(),
-        )
-        if self._desired_error is not None:
-            payload["desired_error"] = self._desired_error
-        if self.store.recovered_from is not None:
-            payload["recovered_from"] = self.store.recovered_from
-        return payload
+        return self.descriptions.cfg(self.store, self._desired_error)
 
     def status_payload(self, status: str) -> dict[str, Any]:
-        payload = self._envelope()
-        payload["status"] = status
-        return payload
+        return self.descriptions.status(status)
 
     def _add_provided(self, payload: dict[str, Any], section: str) -> None:
         for key, provider in self._providers[section].items():
@@ -294,19 +267,7 @@ class Agent:
             log.warning("receipt %s for %s not sent (offline)", receipt.get("status"), receipt.get("id"))
 
     def _make_will(self) -> Will:
-        # Each connection gets its own block of versions and its will takes the top
-        # of the block: the will sorts above every description of its connection (so
-        # a crash shows as lost) and below the birth of the next one (so a late will
-        # never overwrites a newer birth).
-        self._version = (self._version // _VERSION_BLOCK + 1) * _VERSION_BLOCK
-        payload = {
-            "node": self.node,
-            "session": self.session_counter,
-            "version": self._version + _VERSION_BLOCK - 1,
-            "ts": time.time(),
-            "status": "lost",
-        }
-        return Will(contract.node_topic(self.node, "status"), contract.encode(payload), qos=1, retain=True)
+        return self.descriptions.will()
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -325,7 +286,7 @@ class Agent:
             previous = int(counters.get("session", 0)) if isinstance(counters, dict) else 0
         except (FileNotFoundError, ValueError, TypeError):
             previous = 0
-        self.session_counter = previous + 1
+        self.descriptions.session = previous + 1
         atomic_write_json(counters_path, {"session": self.session_counter})
         try:
             replay = read_json(self.data_dir / "replay.json")
@@ -405,25 +366,16 @@ class Agent:
 
     def heartbeat_payload(self) -> dict[str, Any]:
         sampler = self._sampler_or_none()
-        payload: dict[str, Any] = {
-            "node": self.node,
-            "node_id": contract.node_id(self.node),
-            "agents": [],
-            "agent_count": 0,
-            "broker": f"{self.settings.broker}:{self.settings.port}",
-            "timestamp": time.time(),
-            "session": self.session_counter,
-            "uptime": round(self.uptime, 1),
-            "status": "online",
-            "commands": dict(self.dispatcher.counts),
-            "logs": {
-                "pending": self.logs.pending,
-                "shipped": self.logs.shipped,
-                "dropped": self.logs.dropped,
-            },
-        }
-        payload.update(sampler.sample())
-        payload["agent"] = sampler.agent_usage()
+        payload = heartbeat_payload(
+            self.node,
+            session=self.session_counter,
+            uptime=self.uptime,
+            broker=f"{self.settings.broker}:{self.settings.port}",
+            commands=self.dispatcher.counts,
+            logs={"pending": self.logs.pending, "shipped": self.logs.shipped, "dropped": self.logs.dropped},
+            metrics=sampler.sample(),
+            agent_usage=sampler.agent_usage(),
+        )
         self._add_provided(payload, "heartbeat")
         return payload
 
@@ -445,7 +397,7 @@ class Agent:
                 for metric, value in self._sampler_or_none().sample(section["metrics"]).items():
                     await self.publish_json(
                         contract.node_telemetry_topic(self.node, metric),
-                        {"value": value, "unit": "%", "ts": now},
+                        telemetry_payload(value, now),
                     )
             await self._sleep_or_wake(section["interval"])
 
@@ -560,29 +512,10 @@ class Agent:
         }
 
     async def _cmd_configure(self, cmd: Command) -> dict[str, Any]:
-        args = cmd.args
-        allowed = {"set", "replace", "rollback_to", "expect_version"}
-        unknown = sorted(set(args) - allowed)
-        if unknown:
-            raise ConfigError(f"configure: unknown argument(s) {', '.join(unknown)}")
-        for key, kind in (
-            ("set", dict),
-            ("replace", dict),
-            ("rollback_to", int),
-            ("expect_version", int),
-        ):
-            value = args.get(key)
-            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-                raise ConfigError(f"configure: {key} must be {'an object' if kind is dict else 'an integer'}")
+        kwargs = configure_arguments(cmd.args)
         async with self._config_lock:
             try:
-                config = self.store.apply(
-                    set=args.get("set"),
-                    replace=args.get("replace"),
-                    rollback_to=args.get("rollback_to"),
-                    expect_version=args.get("expect_version"),
-                    applied_id=cmd.id,
-                )
+                config = self.store.apply(**kwargs, applied_id=cmd.id)
             except DevfleetError as exc:
                 self._desired_error = {"id": cmd.id, **exc.to_wire()}
                 await self._publish_cfg()

@@ -20,11 +20,29 @@ from devfleet_base.node_config import NODE_CONFIG_SCHEMA, apply_dotted, default_
 
 from .storage import atomic_write_json, read_json
 
-__all__ = ["ConfigStore", "apply_dotted"]  # apply_dotted re-exported from devfleet_base
+__all__ = ["ConfigStore", "MemoryConfigStore", "apply_dotted", "configure_arguments"]
 
 log = logging.getLogger("devfleet.config")
 
 _FILE_RE = re.compile(r"v(\d+)\.json")
+
+
+def configure_arguments(args: dict[str, Any]) -> dict[str, Any]:
+    """Check the arguments of a ``configure`` command; return the keyword arguments
+    of :meth:`ConfigStore.apply` (without ``applied_id``).
+
+    Raises:
+        ConfigError: an unknown argument or one of the wrong type.
+    """
+    allowed = {"set", "replace", "rollback_to", "expect_version"}
+    unknown = sorted(set(args) - allowed)
+    if unknown:
+        raise ConfigError(f"configure: unknown argument(s) {', '.join(unknown)}")
+    for key, kind in (("set", dict), ("replace", dict), ("rollback_to", int), ("expect_version", int)):
+        value = args.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise ConfigError(f"configure: {key} must be {'an object' if kind is dict else 'an integer'}")
+    return {key: args.get(key) for key in sorted(allowed)}
 
 
 class ConfigStore:
@@ -113,9 +131,8 @@ class ConfigStore:
             candidate = replace
         else:
             assert rollback_to is not None
-            path = self.directory / f"v{rollback_to}.json"
             try:
-                candidate = read_json(path)["config"]
+                candidate = self._read_version(rollback_to)["config"]
             except (FileNotFoundError, ValueError, KeyError, TypeError):
                 kept = ", ".join(map(str, self.versions())) or "none"
                 raise ConfigError(
@@ -124,9 +141,8 @@ class ConfigStore:
         config = self.validate(candidate)
         version = self.version + 1
         now = time.time()
-        atomic_write_json(
-            self.directory / f"v{version}.json",
-            {"version": version, "config": config, "applied_id": applied_id, "updated_at": now},
+        self._write_version(
+            version, {"version": version, "config": config, "applied_id": applied_id, "updated_at": now}
         )
         self.version, self.config, self.applied_id, self.updated_at = (
             version,
@@ -135,7 +151,50 @@ class ConfigStore:
             now,
         )
         self.recovered_from = None
+        self._prune()
+        return copy.deepcopy(config)
+
+    # ---- storage (overridden by MemoryConfigStore) ------------------------------------
+
+    def _read_version(self, version: int) -> Any:
+        return read_json(self.directory / f"v{version}.json")
+
+    def _write_version(self, version: int, doc: dict[str, Any]) -> None:
+        atomic_write_json(self.directory / f"v{version}.json", doc)
+
+    def _prune(self) -> None:
         for old, path in sorted(self._files())[: -self.keep]:
             path.unlink(missing_ok=True)
             log.debug("pruned config version %d", old)
-        return copy.deepcopy(config)
+
+
+class MemoryConfigStore(ConfigStore):
+    """A :class:`ConfigStore` that keeps its versions in memory (no disk).
+
+    For the fleet simulator, where thousands of nodes share one process: same
+    validation, versions, optimistic concurrency and rollback, nothing persisted.
+    """
+
+    def __init__(self, *, keep: int = 5, validate_extra: Any = None) -> None:
+        super().__init__(Path("/nonexistent"), keep=keep, validate_extra=validate_extra)
+        self._docs: dict[int, dict[str, Any]] = {}
+
+    def load(self) -> None:
+        """Nothing to load: a fresh store starts at version 0 with the defaults."""
+
+    def versions(self) -> list[int]:
+        """The versions kept, oldest first."""
+        return sorted(self._docs)
+
+    def _read_version(self, version: int) -> Any:
+        try:
+            return self._docs[version]
+        except KeyError:
+            raise FileNotFoundError(version) from None
+
+    def _write_version(self, version: int, doc: dict[str, Any]) -> None:
+        self._docs[version] = doc
+
+    def _prune(self) -> None:
+        for old in sorted(self._docs)[: -self.keep]:
+            del self._docs[old]

@@ -1,41 +1,41 @@
 """devfleet central command: the fleet model, the sync and asyncio clients, the CLI.
 
-Importing this package is cheap: the clients (and paho) load on first use.
+Importing this package is cheap: every name (the clients and paho, the model, the
+errors) loads from its module on first use, so ``devfleet --help`` stays fast.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
-    CommandFailed,
-    CommandTimeout,
-    ConfigConflict,
-    ConnectError,
-    ConsoleError,
-    ConsoleTimeout,
-    InvalidConfig,
-    NodeNotFound,
-    PurgeError,
-    UsageError,
-)
-from .model import (
-    Drift,
-    Event,
-    FleetModel,
-    InvalidMessage,
-    NodeAppeared,
-    NodeChanged,
-    NodeLost,
-    NodeOffline,
-    NodeOnline,
-    NodeRemoved,
-    NodeStale,
-    NodeView,
-)
-
 if TYPE_CHECKING:
     from .aio import AsyncFleet, Broadcast, CommandHandle, LogRecord
+    from .errors import (
+        CommandFailed,
+        CommandTimeout,
+        ConfigConflict,
+        ConnectError,
+        ConsoleError,
+        ConsoleTimeout,
+        InvalidConfig,
+        NodeNotFound,
+        PurgeError,
+        UsageError,
+    )
+    from .model import (
+        Drift,
+        Event,
+        FleetModel,
+        InvalidMessage,
+        NodeAppeared,
+        NodeChanged,
+        NodeLost,
+        NodeOffline,
+        NodeOnline,
+        NodeRemoved,
+        NodeStale,
+        NodeView,
+    )
     from .sync import Fleet
 
 __version__ = "0.1.0"
@@ -72,6 +72,28 @@ __all__ = [
 ]
 
 _LAZY = {
+    "CommandFailed": "errors",
+    "CommandTimeout": "errors",
+    "ConfigConflict": "errors",
+    "ConnectError": "errors",
+    "ConsoleError": "errors",
+    "ConsoleTimeout": "errors",
+    "InvalidConfig": "errors",
+    "NodeNotFound": "errors",
+    "PurgeError": "errors",
+    "UsageError": "errors",
+    "Drift": "model",
+    "Event": "model",
+    "FleetModel": "model",
+    "InvalidMessage": "model",
+    "NodeAppeared": "model",
+    "NodeChanged": "model",
+    "NodeLost": "model",
+    "NodeOffline": "model",
+    "NodeOnline": "model",
+    "NodeRemoved": "model",
+    "NodeStale": "model",
+    "NodeView": "model",
     "AsyncFleet": "aio",
     "Broadcast": "aio",
     "CommandHandle": "aio",
@@ -86,4 +108,6 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

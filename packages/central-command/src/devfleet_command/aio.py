@@ -186,6 +186,7 @@ class AsyncFleet(ActorOps):
         self._queues: set[asyncio.Queue[Event]] = set()
         self._taps: set[Callable[[Inbound], None]] = set()
         self._tick = asyncio.Event()
+        self._tick_waiters = 0
         self._tasks: list[asyncio.Task[Any]] = []
         self._run_task: asyncio.Task[None] | None = None
         self.dropped_events = 0
@@ -296,9 +297,10 @@ class AsyncFleet(ActorOps):
                 for pending in list(self._commands.values()):
                     if isinstance(pending, Broadcast):
                         pending._node_down(event.node)
-        tick = self._tick
-        self._tick = asyncio.Event()
-        tick.set()
+        if self._tick_waiters:  # a fresh Event per message only when someone waits on it
+            tick = self._tick
+            self._tick = asyncio.Event()
+            tick.set()
 
     def _on_inbox(self, payload: bytes) -> None:
         try:
@@ -361,8 +363,12 @@ class AsyncFleet(ActorOps):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ConsoleTimeout(f"condition not met within {timeout:g} s")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._tick.wait(), remaining)
+            self._tick_waiters += 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._tick.wait(), remaining)
+            finally:
+                self._tick_waiters -= 1
 
     def drift(self) -> list[Drift]:
         """Nodes whose retained desired config differs from what they report."""

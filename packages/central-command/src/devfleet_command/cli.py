@@ -8,7 +8,6 @@ one-line messages and exit codes. Subcommands live in
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import logging
 import os
@@ -144,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.CRITICAL,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    import asyncio
+
     from devfleet_base.errors import DevfleetError
 
     from .commands import Context

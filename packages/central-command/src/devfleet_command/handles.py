@@ -174,11 +174,19 @@ class Broadcast:
         self.verb = verb
         self.group = group
         self.outcomes: dict[str, Outcome] = {name: Outcome() for name in targets}
+        #: How many outcomes are in each state, kept as receipts arrive, so progress and
+        #: :attr:`done` cost O(1) per receipt (a fleet-wide command gets thousands).
+        self.tally: dict[str, int] = {"pending": len(self.outcomes)}
         self.offline: list[str] = sorted(offline)
         self.timed_out_after: float | None = None
         self._on_progress = on_progress
         self._done: asyncio.Future[None] = loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
+
+    def _set(self, outcome: Outcome, state: str) -> None:
+        self.tally[outcome.state] -= 1
+        self.tally[state] = self.tally.get(state, 0) + 1
+        outcome.state = state
 
     def _names(self, *states: str) -> list[str]:
         return sorted(n for n, o in self.outcomes.items() if o.state in states)
@@ -206,12 +214,13 @@ class Broadcast:
     @property
     def done(self) -> bool:
         """No node is pending any more."""
-        return not self.pending
+        return not (self.tally.get("pending", 0) or self.tally.get("accepted", 0))
 
     @property
     def ok(self) -> bool:
         """Every node waited on succeeded."""
-        return self.done and not self.failed and not self.timed_out
+        t = self.tally
+        return self.done and not (t.get("error", 0) or t.get("expired", 0) or t.get("timed_out", 0))
 
     def _progress(self) -> None:
         if self._on_progress is not None:
@@ -234,20 +243,20 @@ class Broadcast:
             if receipt.node in self.offline:
                 self.offline.remove(receipt.node)  # it answered after all
             outcome = self.outcomes[receipt.node] = Outcome()
+            self.tally["pending"] = self.tally.get("pending", 0) + 1
         if outcome.state in _FINAL:
             return
         outcome.receipt = wire
-        if receipt.status == "accepted":
-            outcome.state = "accepted"
-        elif receipt.status == "error" and receipt.code == Code.EXPIRED:
-            outcome.state = "expired"
+        if receipt.status == "error" and receipt.code == Code.EXPIRED:
+            self._set(outcome, "expired")
         else:
-            outcome.state = receipt.status
+            self._set(outcome, receipt.status)
         self._progress()
 
     def _node_down(self, node: str) -> None:
         outcome = self.outcomes.get(node)
         if outcome is not None and outcome.state not in _FINAL:
+            self.tally[outcome.state] -= 1
             del self.outcomes[node]
             self.offline = sorted({*self.offline, node})
             self._progress()
@@ -255,7 +264,7 @@ class Broadcast:
     def _time_out(self) -> None:
         for outcome in self.outcomes.values():
             if outcome.state not in _FINAL:
-                outcome.state = "timed_out"
+                self._set(outcome, "timed_out")
         self._progress()
         self._finish()
 

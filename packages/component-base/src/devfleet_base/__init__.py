@@ -1,19 +1,27 @@
-"""devfleet component base: the wire contract, the Component contract, the test kit."""
+"""devfleet component base: the wire contract, the Component contract, the test kit.
+
+Importing the package is cheap: its names load from their modules on first use
+(``from devfleet_base.errors import ...`` no longer pulls in pluggy and the
+Component machinery, which keeps ``devfleet --help`` and the agent's start fast).
+"""
 
 from __future__ import annotations
 
-from .component import CommandSpec, Component, ComponentContext, Health, command
-from .errors import (
-    Code,
-    CommandError,
-    ComponentError,
-    ConfigError,
-    ContractError,
-    DevfleetError,
-    SignatureError,
-)
-from .hookspecs import ENTRY_POINT_GROUP, hookimpl
-from .schema import Field, Schema
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .component import CommandSpec, Component, ComponentContext, Health, command
+    from .errors import (
+        Code,
+        CommandError,
+        ComponentError,
+        ConfigError,
+        ContractError,
+        DevfleetError,
+        SignatureError,
+    )
+    from .hookspecs import ENTRY_POINT_GROUP, hookimpl
+    from .schema import Field, Schema
 
 __version__ = "0.1.0"
 
@@ -36,3 +44,33 @@ __all__ = [
     "command",
     "hookimpl",
 ]
+
+_LAZY = {
+    "CommandSpec": "component",
+    "Component": "component",
+    "ComponentContext": "component",
+    "Health": "component",
+    "command": "component",
+    "Code": "errors",
+    "CommandError": "errors",
+    "ComponentError": "errors",
+    "ConfigError": "errors",
+    "ContractError": "errors",
+    "DevfleetError": "errors",
+    "SignatureError": "errors",
+    "ENTRY_POINT_GROUP": "hookspecs",
+    "hookimpl": "hookspecs",
+    "Field": "schema",
+    "Schema": "schema",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

@@ -55,13 +55,14 @@ async def broadcast_with_progress(
         task = progress.add_task(verb, total=None, detail="")
 
         def on_progress(bc: Broadcast) -> None:
+            t = bc.tally  # O(1) per receipt: no lists sorted for a progress bar
             total = len(bc.outcomes)
-            done = total - len(bc.pending)
+            failed = t.get("error", 0) + t.get("expired", 0)
             progress.update(
                 task,
                 total=total,
-                completed=done,
-                detail=f"ok {len(bc.succeeded)} failed {len(bc.failed)} offline {len(bc.offline)}",
+                completed=total - t.get("pending", 0) - t.get("accepted", 0),
+                detail=f"ok {t.get('ok', 0)} failed {failed} offline {len(bc.offline)}",
             )
 
         bc = await fleet.broadcast(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any
@@ -25,6 +24,8 @@ def register(sub: Any) -> None:
 
 async def cmd_logs(ctx: Context) -> int:
     """Print log records as they arrive."""
+    import asyncio  # here, not at import: `devfleet --help` stays fast
+
     deadline = None if ctx.args.follow else time.monotonic() + ctx.timeout
     async with ctx.fleet() as fleet:
         stream = fleet.logs(ctx.args.node)

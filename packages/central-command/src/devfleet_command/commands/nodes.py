@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -102,6 +101,8 @@ async def cmd_show(ctx: Context) -> int:
 
 async def cmd_watch(ctx: Context) -> int:
     """A live table until interrupted (``--once``: one table)."""
+    import asyncio  # here, not at import: `devfleet --help` stays fast
+
     async with ctx.fleet() as fleet:
         if ctx.args.once:
             if ctx.json:

@@ -1,0 +1,237 @@
+"""devfleet benchmarks: every figure next to its raw-paho floor, measured in the same run.
+
+    python3 dev.py bench               # the full run (nox -s bench); writes the files below
+    python bench/run.py --quick        # small N, short idle window (the smoke test uses it)
+
+Writes ``bench/results.json`` and ``docs/benchmarks.md`` (both generated; commit
+them from a full run). One private mosquitto serves every measurement.
+Benchmarks are not pass/fail: targets are reported, not asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import measure
+from report import markdown
+
+from devfleet_base.testing.broker import MosquittoBroker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FULL = {
+    "rtt_count": 1000,
+    "discovery": (1_000, 10_000),
+    "discovery_repeats": 3,
+    "fanout_nodes": 1_000,
+    "fanout_repeats": 5,
+    "ingest_messages": 100_000,
+    "ingest_nodes": 1_000,
+    "idle_window": 60.0,
+    "import_repeats": 7,
+    "memory_nodes": 10_000,
+    "capacity_nodes": 5_000,
+    "capacity_processes": 2,
+    "capacity_window": 30.0,
+}
+QUICK = {
+    "rtt_count": 30,
+    "discovery": (50, 200),
+    "discovery_repeats": 1,
+    "fanout_nodes": 30,
+    "fanout_repeats": 2,
+    "ingest_messages": 3_000,
+    "ingest_nodes": 50,
+    "idle_window": 3.0,
+    "import_repeats": 2,
+    "memory_nodes": 200,
+    "capacity_nodes": 60,
+    "capacity_processes": 2,
+    "capacity_window": 3.0,
+}
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(mem / 2**30, 1),
+        "uname": " ".join((*platform.uname()[:3], platform.uname().machine)),
+        "python": platform.python_version(),
+        "paho": _version("paho-mqtt"),
+        "mosquitto": _mosquitto_version(),
+    }
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import version
+
+    try:
+        return version(dist)
+    except Exception:
+        return "?"
+
+
+def _mosquitto_version() -> str:
+    import subprocess
+
+    from devfleet_base.testing.broker import find_mosquitto
+
+    exe = find_mosquitto()
+    if exe is None:
+        return "?"
+    out = subprocess.run([exe, "-h"], capture_output=True, text=True, check=False).stdout
+    return out.splitlines()[0].replace("mosquitto version ", "") if out else "?"
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def _row(
+    name: str, value: float, unit: str, floor: float | None, *, lower_is_better: bool = True, target: str = ""
+) -> dict[str, Any]:
+    ratio = None
+    if floor:
+        ratio = value / floor if lower_is_better else floor / value
+    return {"name": name, "value": value, "unit": unit, "floor": floor, "ratio": ratio, "target": target}
+
+
+async def run_all(sizes: dict[str, Any], log: Any) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = []
+    details: dict[str, Any] = {}
+    loads: dict[str, str] = {"start": loadavg()}
+    # max_queued_messages 0 = no limit (mosquitto 2.0.11 accepts it): a load test must not
+    # have the broker drop QoS 1 messages to a subscriber that is busy for a moment.
+    with MosquittoBroker(extra_config=["max_queued_messages 0", "max_inflight_messages 0"]) as broker:
+        log("command round trip")
+        rt = await measure.round_trip(broker, sizes["rtt_count"])
+        details["round_trip"] = rt
+        rows.append(_row("command round trip p50 (console → agent → ok receipt)", rt["p50"] * 1e3, "ms",
+                         rt["floor_p50"] * 1e3, target="≤ 1.5×"))  # fmt: skip
+        rows.append(
+            _row("command round trip p99", rt["p99"] * 1e3, "ms", rt["floor_p99"] * 1e3, target="≤ 1.5×")
+        )
+        loads["after round trip"] = loadavg()
+
+        loaded = 0
+        for n in sizes["discovery"]:
+            log(f"discovery of {n} nodes")
+            names = [f"disc-{i:05d}" for i in range(loaded, n)]
+            await measure.preload(broker, names)
+            loaded = n
+            d = await measure.discovery(broker, n, 4 * n, sizes["discovery_repeats"])
+            details[f"discovery_{n}"] = d
+            rows.append(_row(f"discovery: fleet model holds {n:,} retained nodes", d["seconds"], "s",
+                             d["floor_seconds"], target="≤ 1.5×"))  # fmt: skip
+        loads["after discovery"] = loadavg()
+
+    # A broker of its own for each load test: no retained fleet of 10,000 in the way.
+    with MosquittoBroker(extra_config=["max_queued_messages 0", "max_inflight_messages 0"]) as broker:
+        log(f"fan-out to {sizes['fanout_nodes']} simulated nodes")
+        f = await measure.fanout(broker, sizes["fanout_nodes"], sizes["fanout_repeats"])
+        details["fanout"] = f
+        rows.append(_row(f"fan-out: fleet-wide ping, {f['nodes']:,} nodes, every ok receipt in", f["seconds"] * 1e3,
+                         "ms", f["floor_seconds"] * 1e3, target="≤ 1.5×"))  # fmt: skip
+        loads["after fan-out"] = loadavg()
+    with MosquittoBroker(extra_config=["max_queued_messages 0", "max_inflight_messages 0"]) as broker:
+        log("telemetry ingestion")
+        ing = await measure.ingestion(broker, sizes["ingest_messages"], sizes["ingest_nodes"])
+        details["ingestion"] = ing
+        rows.append(_row("telemetry ingestion into the fleet model", ing["rate"], "msg/s", ing["floor_rate"],
+                         lower_is_better=False, target="≤ 1.5×"))  # fmt: skip
+        loads["after ingestion"] = loadavg()
+
+        log(f"agent footprint over {sizes['idle_window']:.0f} s idle")
+        fp = await measure.footprint(broker, sizes["idle_window"])
+        details["footprint"] = fp
+        rows.append(
+            _row("agent idle RSS", fp["rss"] / 2**20, "MB", fp["floor_rss"] / 2**20, target="≤ 40 MB")
+        )
+        rows.append(_row("agent idle CPU (default telemetry)", fp["cpu_percent"], "%",
+                         fp["floor_cpu_percent"] or None, target="≤ 0.5 %"))  # fmt: skip
+        loads["after footprint"] = loadavg()
+
+    log("start-up times")
+    st = measure.startup(sizes["import_repeats"])
+    details["startup"] = st
+    rows.append(_row("agent import (`import devfleet_agent.agent`, fresh python)", st["agent_import"] * 1e3, "ms",
+                     st["floor_agent_import"] * 1e3, target="≤ 1.5×"))  # fmt: skip
+    rows.append(_row("`devfleet --help`", st["help"] * 1e3, "ms", st["floor_help"] * 1e3, target="≤ 1.5×"))
+
+    log(f"memory per tracked node at {sizes['memory_nodes']} nodes")
+    mem = measure.memory_per_node(sizes["memory_nodes"])
+    details["memory"] = mem
+    rows.append(_row(f"console memory per tracked node ({mem['nodes']:,} nodes)", mem["bytes"] / 1024, "KB",
+                     mem["floor_bytes"] / 1024, target="≤ 1.5×"))  # fmt: skip
+
+    with MosquittoBroker(extra_config=["max_queued_messages 0", "max_inflight_messages 0"]) as broker:
+        log(f"simulator capacity: {sizes['capacity_nodes']} nodes")
+        details["sim_capacity"] = await measure.sim_capacity(
+            broker, sizes["capacity_nodes"], sizes["capacity_processes"], sizes["capacity_window"]
+        )
+    loads["end"] = loadavg()
+    return {"rows": rows, "details": details, "load": loads}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small N and a short idle window (smoke test)")
+    p.add_argument("--json", default=str(ROOT / "bench" / "results.json"), help="where the JSON goes")
+    p.add_argument("--markdown", default=str(ROOT / "docs" / "benchmarks.md"), help="where the table goes")
+    p.add_argument("--render", metavar="JSON", help="only write the markdown again from a results file")
+    args = p.parse_args(argv)
+    if args.render:
+        Path(args.markdown).write_text(markdown(json.loads(Path(args.render).read_text())))
+        return 0
+    sizes = QUICK if args.quick else FULL
+    started = time.time()
+
+    def log(msg: str) -> None:
+        print(f"bench [{time.time() - started:6.1f} s, load {loadavg()}]: {msg}", file=sys.stderr, flush=True)
+
+    result = asyncio.run(run_all(sizes, log))
+    result.update(
+        mode="quick" if args.quick else "full",
+        sizes={k: list(v) if isinstance(v, tuple) else v for k, v in sizes.items()},
+        machine=machine(),
+        started=time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
+        seconds=round(time.time() - started, 1),
+        command="python3 dev.py bench",
+    )
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.markdown).write_text(markdown(result))
+    log(f"wrote {args.json} and {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
