@@ -31,6 +31,22 @@ from devfleet_command.commands.nodes import table
 
 console = Console(highlight=False)
 
+GREETER = """
+async def setup(agent):
+    await agent.log('greeter ready')
+
+async def process(agent):
+    agent.state['ticks'] = agent.state.get('ticks', 0) + 1
+
+async def handle_task(agent, payload):
+    return {'greeting': f"hello {payload.get('name', 'there')} from {agent.node}"}
+"""
+
+
+def _component_state(model: Any, node: str, component: str) -> Any:
+    view = model.get(node)
+    return ((view.state or {}).get("components") or {}).get(component, {}).get("state") if view else None
+
 
 def say(step: str, text: str) -> None:
     console.print(f"[bold cyan]{step}[/] {text}")
@@ -72,7 +88,22 @@ async def tour(url: str, names: list[str], duration: float, live: bool) -> int:
         await bc.wait()
         console.print(f"   answered: {', '.join(bc.succeeded)}")
 
-        say("5.", f"the live fleet view for {duration:g} s (devfleet watch)")
+        say("5.", f"a component: the LED strip (simulated backend) on {names[0]}")
+        strip = {"backend": "simulated", "led_count": 60, "fps": 30}
+        await fleet.config_set(names[0], {"components.ledstrip": {"enabled": True, "settings": strip}})
+        await fleet.wait_for(lambda m: _component_state(m, names[0], "ledstrip") == "running", timeout=30)
+        await fleet.component_command(names[0], "ledstrip", "set_effect", {"effect": "rainbow"})
+        console.print(f"   {names[0]}: ledstrip running, effect rainbow")
+
+        actor_node = names[-1]
+        say("6.", f"a dynamic actor (Wactorz spawn) on {actor_node}, then a task for it by name")
+        await fleet.spawn(actor_node, {"name": "greeter", "code": GREETER, "poll_interval": 1.0})
+        answer = await fleet.task("greeter", {"name": "operator"})
+        console.print(f"   greeter answered: {answer}")
+        for row in fleet.actors():
+            console.print(f"   actor {row['name']} on {row['node']}: {row.get('state')}")
+
+        say("7.", f"the live fleet view for {duration:g} s (devfleet watch)")
         deadline = time.monotonic() + duration
         if live:
             with Live(table(fleet.nodes()), console=console, auto_refresh=False) as view:
@@ -123,16 +154,25 @@ def main(argv: list[str] | None = None) -> int:
     names = [f"demo-{i + 1}" for i in range(args.nodes)]
     with tempfile.TemporaryDirectory(prefix="devfleet-demo-") as tmp:
         agents = [
-            AgentProcess(broker=broker.host, port=broker.port, name=n, data_dir=Path(tmp) / n).start()
+            AgentProcess(
+                broker=broker.host,
+                port=broker.port,
+                name=n,
+                data_dir=Path(tmp) / n,
+                extra=["--allow-code", "--state-dir", str(Path(tmp) / n)],  # the demo spawns an actor
+            ).start()
             for n in names
         ]
         try:
             code = asyncio.run(tour(broker.url, names, duration, live))
-            say("6.", "stopping the agents (SIGTERM): each says 'offline' before it disconnects")
+            say("8.", "stopping the agents (SIGTERM): each says 'offline' before it disconnects")
             for agent in agents:
                 agent.terminate()
             asyncio.run(wait_offline(broker.url, names))
-            say("done.", "try it yourself: devfleet --broker <url> ls | watch | ping --all | config set ...")
+            say(
+                "done.",
+                "with your own broker and agents: devfleet --broker mqtt://HOST:1883 ls | watch | ping --all",
+            )
             return code
         except KeyboardInterrupt:
             return 130

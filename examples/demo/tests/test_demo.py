@@ -29,4 +29,6 @@ def test_demo_runs_end_to_end(kind):
     assert "succeeded: demo-1, demo-2" in out
     assert "config version 0 -> 1" in out
     assert "answered: demo-1" in out
+    assert "ledstrip running, effect rainbow" in out
+    assert "greeter answered: {'greeting': 'hello operator from demo-2'}" in out
     assert out.count("offline") >= 2
