@@ -139,3 +139,50 @@ def test_agent_with_password(mqtt_broker_auth, agent_factory, probe_factory):
     agent_factory("auth1", broker=mqtt_broker_auth, username="admin", password=AUTH_USERS["admin"])
     p = probe_factory(mqtt_broker_auth, username="reader", password=AUTH_USERS["reader"])
     assert p.wait_for("nodes/auth1/status", _online, timeout=20)
+
+
+def test_final_receipt_survives_a_broker_outage(fresh_broker, agent_factory, probe_factory):
+    """A command accepted before the broker went away still gets its final receipt."""
+    thread = agent_factory("outbox1", broker=fresh_broker)
+    p = probe_factory(fresh_broker)
+    p.wait_for("nodes/outbox1/status", _online)
+    release = thread.run_coro(_make_event())
+
+    async def slow(cmd):
+        await release.wait()
+        return {"done": True}
+
+    thread.run_coro(_register(thread.agent, "slow", slow))
+    p.subscribe("replies/outbox1")
+    env = contract.Command.envelope(reply_to="replies/outbox1", ttl=60)
+    p.publish("nodes/outbox1/cmd/slow", env)
+    p.wait_for("replies/outbox1", lambda m: m.json()["status"] == "accepted")
+    fresh_broker.stop()
+    thread.run_coro(_wait(lambda: not thread.agent.mqtt.connected))
+    thread.call(release.set)
+    outbox = thread.agent._unsent_receipts
+    thread.run_coro(_wait(lambda: len(outbox) == 1))
+    assert outbox[0][1]["status"] == "ok" and outbox[0][1]["id"] == env["id"]
+    fresh_broker.start()
+    # _flush_receipts pops a receipt only after the broker took it.
+    thread.run_coro(_wait(lambda: thread.agent.mqtt.connected and not outbox, timeout=15), timeout=20)
+
+
+async def _make_event():
+    import asyncio
+
+    return asyncio.Event()
+
+
+async def _register(agent, verb, handler):
+    agent.dispatcher.register(verb, handler)
+
+
+async def _wait(predicate, timeout=10.0):
+    import asyncio
+
+    async def poll():
+        while not predicate():
+            await asyncio.sleep(0.02)  # polling agent state on its own loop, bounded by timeout
+
+    await asyncio.wait_for(poll(), timeout)

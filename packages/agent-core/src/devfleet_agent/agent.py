@@ -20,6 +20,7 @@ import contextlib
 import inspect
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
@@ -104,6 +105,7 @@ class Agent:
         self._wake_loops = asyncio.Event()
         self._state_dirty = False
         self._config_lock = asyncio.Lock()
+        self._unsent_receipts: deque[tuple[str, dict[str, Any], bytes | None]] = deque(maxlen=256)
         self._desired_error: dict[str, Any] | None = None
         self.exit_code = 0
         self.restart_requested = False
@@ -264,7 +266,18 @@ class Agent:
 
     async def _send_receipt(self, topic: str, receipt: dict[str, Any], correlation: bytes | None) -> None:
         if not await self.publish_json(topic, receipt, qos=1, correlation=correlation):
-            log.warning("receipt %s for %s not sent (offline)", receipt.get("status"), receipt.get("id"))
+            # Offline: keep it for the next connection (bounded), so a command that was
+            # accepted before the broker went away still gets its final receipt.
+            if len(self._unsent_receipts) == self._unsent_receipts.maxlen:
+                log.warning("receipt outbox full: dropping the oldest unsent receipt")
+            self._unsent_receipts.append((topic, receipt, correlation))
+
+    async def _flush_receipts(self) -> None:
+        while self._unsent_receipts and self.mqtt.connected:
+            topic, receipt, correlation = self._unsent_receipts[0]
+            if not await self.publish_json(topic, receipt, qos=1, correlation=correlation):
+                return
+            self._unsent_receipts.popleft()
 
     def _make_will(self) -> Will:
         return self.descriptions.will()
@@ -354,6 +367,7 @@ class Agent:
 
     async def _on_connect(self) -> None:
         await self.publish_birth()
+        await self._flush_receipts()
 
     # ---- loops -----------------------------------------------------------------------
 
