@@ -88,6 +88,8 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 0
     what, rest = argv[0], argv[1:]
+    if rest[:1] == ["--"]:
+        rest = rest[1:]  # "dev.py test -- -k x" and "dev.py test -k x" mean the same
     if what == "nox":
         args = rest
     elif what in SESSIONS:
