@@ -6,7 +6,9 @@ errors) loads from its module on first use, so ``devfleet --help`` stays fast.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms at start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 if TYPE_CHECKING:
     from .aio import AsyncFleet, Broadcast, CommandHandle, LogRecord

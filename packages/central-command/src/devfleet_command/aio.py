@@ -58,6 +58,9 @@ __all__ = [
 
 log = logging.getLogger("devfleet.console")
 
+_DOWN_EVENTS = (NodeLost, NodeOffline, NodeStale)
+_now = time.time
+
 INSTALL_TIMEOUT = 900.0
 """Seconds a console waits for an install, upgrade or uninstall (pip on a Pi Zero is slow)."""
 
@@ -273,17 +276,19 @@ class AsyncFleet(ActorOps):
     # ---- inbound ---------------------------------------------------------------------------
 
     def _on_message(self, msg: Inbound) -> None:
-        if msg.topic == self.inbox:
-            self._on_inbox(msg.payload)
+        topic, payload, retain = msg[0], msg[1], msg[2]
+        if topic == self.inbox:
+            self._on_inbox(payload)
             return
-        for tap in tuple(self._taps):
-            try:
-                tap(msg)
-            except Exception:
-                log.exception("message tap failed")
-        events = self.model.feed(msg.topic, msg.payload, msg.retain, time.time())
-        if events:
-            self._dispatch(events)
+        if self._taps:
+            for tap in tuple(self._taps):
+                try:
+                    tap(msg)
+                except Exception:
+                    log.exception("message tap failed")
+        events = self.model.feed(topic, payload, retain, _now())
+        if events and (self._queues or self._commands or self._tick_waiters):
+            self._dispatch(events)  # nobody listening: nothing to do per message
 
     def _dispatch(self, events: list[Event]) -> None:
         for queue in self._queues:
@@ -292,11 +297,12 @@ class AsyncFleet(ActorOps):
                     queue.put_nowait(event)
                 except asyncio.QueueFull:
                     self.dropped_events += 1
-        for event in events:
-            if isinstance(event, (NodeLost, NodeOffline, NodeStale)) and event.node is not None:
-                for pending in list(self._commands.values()):
-                    if isinstance(pending, Broadcast):
-                        pending._node_down(event.node)
+        if self._commands:
+            for event in events:
+                if isinstance(event, _DOWN_EVENTS) and event.node is not None:
+                    for pending in list(self._commands.values()):
+                        if isinstance(pending, Broadcast):
+                            pending._node_down(event.node)
         if self._tick_waiters:  # a fresh Event per message only when someone waits on it
             tick = self._tick
             self._tick = asyncio.Event()

@@ -51,7 +51,9 @@ STALE_FACTOR: Final = 3.0
 """A node is stale when its last heartbeat is older than this many intervals."""
 
 _DESCRIPTIONS: Final = frozenset(contract.DESCRIPTIONS)
+_decode: Final = contract.decode
 _TOPIC_CACHE_MAX: Final = 50_000
+_UNSEEN: Final = object()
 
 
 # ---- events ---------------------------------------------------------------------------
@@ -274,7 +276,7 @@ class FleetModel:
         self.invalid_total = 0
         self.ignored_total = 0
         self.messages = 0
-        self._topics: dict[str, TopicMatch | None] = {}
+        self._topics: dict[str, object] = {}
 
     # ---- queries -----------------------------------------------------------------------
 
@@ -333,9 +335,8 @@ class FleetModel:
                 the payload's own timestamps.
         """
         self.messages += 1
-        try:
-            match = self._topics[topic]
-        except KeyError:
+        match = self._topics.get(topic, _UNSEEN)  # a miss per new topic: no KeyError raised
+        if match is _UNSEEN:
             match = contract.parse_topic(topic)
             if len(self._topics) >= _TOPIC_CACHE_MAX:
                 self._topics.clear()
@@ -343,6 +344,7 @@ class FleetModel:
         if match is None:
             self.ignored_total += 1
             return []
+        assert isinstance(match, TopicMatch)
         kind = match.kind
         node = match.node
         if node is None:
@@ -391,9 +393,11 @@ class FleetModel:
     def _decode_dict(self, payload: bytes) -> dict[str, Any] | str:
         """The payload as a dict, or the reason it is not one."""
         try:
-            data = contract.decode(payload)
+            data = _decode(payload)
         except ContractError as exc:
             return exc.message
+        if type(data) is dict:
+            return data
         if not isinstance(data, dict):
             return f"payload is a JSON {type(data).__name__}, not an object"
         return data
@@ -460,15 +464,17 @@ class FleetModel:
         if not payload:
             return self._cleared(node, kind)
         data = self._decode_dict(payload)
-        if isinstance(data, str):
+        if type(data) is str:
             return self._invalid(topic, node, data)
+        assert isinstance(data, dict)
         session = data.get("session")
         version = data.get("version")
-        if (
-            not isinstance(session, int)
-            or isinstance(session, bool)
-            or not isinstance(version, int)
-            or isinstance(version, bool)
+        # JSON gives exact ints: type() is int rules out bools (and is cheaper than isinstance).
+        if (type(session) is not int or type(version) is not int) and not (
+            isinstance(session, int)
+            and not isinstance(session, bool)
+            and isinstance(version, int)
+            and not isinstance(version, bool)
         ):
             return self._invalid(topic, node, f"{kind} lacks integer session and version")
         claimed = data.get("node")
@@ -480,13 +486,15 @@ class FleetModel:
             except ContractError as exc:
                 return self._invalid(topic, node, exc.message)
         order = (session, version)
+        events: list[Event] = []
         view = self.nodes.get(node)
-        if view is not None:
+        if view is None:
+            view = self.nodes[node] = NodeView(node, seen_at=now)
+            events.append(NodeAppeared(node))
+        else:
             previous = view.order.get(kind)
             if previous is not None and order <= previous:
                 return []  # a late will, an old retained copy or a duplicate
-        events: list[Event] = []
-        view = self._node(node, now, events)
         view.order[kind] = order
         if now is not None:
             view.updated_at = now

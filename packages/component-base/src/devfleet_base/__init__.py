@@ -7,7 +7,9 @@ Component machinery, which keeps ``devfleet --help`` and the agent's start fast)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms at start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 if TYPE_CHECKING:
     from .component import CommandSpec, Component, ComponentContext, Health, command

@@ -24,7 +24,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -78,9 +78,9 @@ class Will:
     retain: bool = True
 
 
-@dataclass(frozen=True)
-class Inbound:
-    """One received message."""
+class Inbound(NamedTuple):
+    """One received message (immutable; a named tuple: one is built per message, and a
+    frozen dataclass cost twice as much to construct)."""
 
     topic: str
     payload: bytes
@@ -514,19 +514,25 @@ class MqttSession:
             fut.set_result(None)
 
     def _cb_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        self.counters["received"] += 1
+        counters = self.counters
+        counters["received"] += 1
         response_topic = correlation = None
         props = getattr(msg, "properties", None)
         if props is not None:
-            response_topic = getattr(props, "ResponseTopic", None)
-            correlation = getattr(props, "CorrelationData", None)
+            # paho sets only the properties a packet carries, as instance attributes: a
+            # dict lookup, not getattr() raising and catching AttributeError twice a message.
+            present = props.__dict__
+            response_topic = present.get("ResponseTopic")
+            correlation = present.get("CorrelationData")
+        topic = msg.topic
+        payload = msg.payload
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("receive #%d %s (%d bytes)", self.counters["received"], msg.topic, len(msg.payload))
+            log.debug("receive #%d %s (%d bytes)", counters["received"], topic, len(payload))
         try:
             self._on_message(
                 Inbound(
-                    msg.topic,
-                    bytes(msg.payload),
+                    topic,
+                    payload if type(payload) is bytes else bytes(payload),
                     bool(msg.retain),
                     msg.qos,
                     response_topic,
@@ -534,7 +540,7 @@ class MqttSession:
                 )
             )
         except Exception:
-            log.exception("message handler failed for %s", msg.topic)
+            log.exception("message handler failed for %s", topic)
 
 
 class _ConnectFailed(Exception):

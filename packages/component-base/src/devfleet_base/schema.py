@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,10 +72,12 @@ class Field:
     schema: Schema | None = None
     values: Field | None = None
     doc: str = ""
+    _ok: Callable[[Any], bool] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in _JSON_TYPES:
             raise ValueError(f"unknown field kind {self.kind!r}")
+        object.__setattr__(self, "_ok", _compile_fast(self))
 
     def check(self, value: Any, path: str) -> Any:
         """Validate ``value`` at ``path``; return the normalised value."""
@@ -120,6 +122,8 @@ class Field:
     def fill_default(self) -> Any:
         """The default, copied so that callers never share a mutable default."""
         if isinstance(self.default, (dict, list)):
+            if not self.default:
+                return type(self.default)()  # an empty default: no deepcopy needed
             import copy
 
             return copy.deepcopy(self.default)
@@ -144,6 +148,38 @@ class Schema:
 
     def validate(self, data: Any, *, path: str | None = None) -> dict[str, Any]:
         """Validate ``data`` and return a normalised copy with defaults filled in."""
+        if type(data) is dict and self._all_plain_valid(data):
+            # The common case, every value already valid as it is: the same result as the
+            # full walk below, without building a path string or a copy per field.
+            out = dict(data)
+            if len(out) < len(self.fields):
+                for key, spec in self.fields.items():
+                    if key not in out:
+                        if spec.required:
+                            return self._validate(data, path)  # raises, naming the key
+                        default = spec.fill_default()
+                        if default is not MISSING:
+                            out[key] = default
+            return out
+        return self._validate(data, path)
+
+    def _all_plain_valid(self, data: dict[str, Any]) -> bool:
+        """True when every key is known (or extra keys are allowed) and every value passes
+        its field's fast check, so that the full walk would return the values unchanged."""
+        fields = self.fields
+        forbid = self.extra == "forbid"
+        for key, value in data.items():
+            spec = fields.get(key)
+            if spec is None:
+                if forbid or type(key) is not str:
+                    return False
+                continue
+            ok = spec._ok
+            if ok is None or not ok(value):
+                return False
+        return True
+
+    def _validate(self, data: Any, path: str | None) -> dict[str, Any]:
         where = path or self.name
         if not isinstance(data, dict):
             raise ContractError(f"{where}: expected an object, got {_json_type_name(data)}")
@@ -176,6 +212,58 @@ class Schema:
             if default is not MISSING:
                 out[key] = default
         return out
+
+
+_EXACT_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (float,),  # an int is widened to float by the full check: not "unchanged"
+    "number": (int, float),
+    "bool": (bool,),
+    "dict": (dict,),
+    "list": (list,),
+}
+
+
+def _compile_fast(spec: Field) -> Callable[[Any], bool] | None:
+    """A predicate that is True only when ``spec.check`` would accept ``value`` and return
+    it unchanged; False means "take the full check" (which finds and names the error).
+    None for fields the fast path does not cover (nested schemas, items, a constrained
+    ``any``)."""
+    if spec.items is not None or spec.schema is not None or spec.values is not None:
+        return None
+    nullable = spec.nullable
+    if spec.kind == "any":
+        if spec.min is not None or spec.max is not None or spec.choices is not None or spec.pattern:
+            return None
+        return (lambda value: True) if nullable else (lambda value: value is not None)
+    types = _EXACT_TYPES[spec.kind]
+    lo, hi, choices = spec.min, spec.max, spec.choices
+    rx = re.compile(spec.pattern) if spec.pattern is not None else None
+    finite = spec.kind in ("float", "number")
+    sized = spec.kind in ("str", "list", "dict")
+    numeric = spec.kind in ("int", "float", "number")
+    isfinite = math.isfinite
+
+    def ok(value: Any) -> bool:
+        if value is None:
+            return nullable
+        if type(value) not in types:  # exact types: a bool is not an int here
+            return False
+        if finite and not isfinite(value):
+            return False
+        if lo is not None or hi is not None:
+            size = len(value) if sized else value if numeric else None
+            if size is not None:
+                if lo is not None and size < lo:
+                    return False
+                if hi is not None and size > hi:
+                    return False
+        if choices is not None and value not in choices:
+            return False
+        return rx is None or rx.fullmatch(value) is not None
+
+    return ok
 
 
 def _check_key(key: Any, path: str) -> str:

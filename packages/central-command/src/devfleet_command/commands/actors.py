@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
+from . import parse_value
 
-from . import Context, parse_value
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: keep typing off the --help path
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .context import Context
 
 __all__ = ["register"]
 
@@ -49,12 +51,16 @@ def _read(path: str, what: str) -> str:
     from ..errors import UsageError
 
     try:
+        from pathlib import Path
+
         return sys.stdin.read() if path == "-" else Path(path).read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read {what} {path}: {exc}") from None
 
 
 def _spec(ctx: Context) -> dict[str, Any]:
+    import json
+
     from ..errors import UsageError
 
     a = ctx.args

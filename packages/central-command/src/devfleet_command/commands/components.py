@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from . import Context, parse_assignments
+from . import parse_assignments
 from .control import broadcast_with_progress, summarize_broadcast
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: keep typing off the --help path
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .context import Context
 
 __all__ = ["register"]
 

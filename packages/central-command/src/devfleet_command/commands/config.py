@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from . import parse_assignments
 
-from . import Context, parse_assignments
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: keep typing off the --help path
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .context import Context
 
 __all__ = ["register"]
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from . import parse_assignments
 
-from . import Context, parse_assignments
-
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: keep typing off the --help path
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..aio import AsyncFleet, Broadcast
+    from .context import Context
 
 __all__ = ["broadcast_with_progress", "register", "run_targeted", "summarize_broadcast"]
 

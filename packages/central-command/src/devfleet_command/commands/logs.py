@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
 
-from . import Context
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: keep typing off the --help path
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .context import Context
+
 
 __all__ = ["register"]
 
@@ -25,6 +28,7 @@ def register(sub: Any) -> None:
 async def cmd_logs(ctx: Context) -> int:
     """Print log records as they arrive."""
     import asyncio  # here, not at import: `devfleet --help` stays fast
+    import json
 
     deadline = None if ctx.args.follow else time.monotonic() + ctx.timeout
     async with ctx.fleet() as fleet:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
 
-from . import Context
-
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: keep typing off the --help path
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..model import NodeView
+    from .context import Context
 
 __all__ = ["register", "table"]
 

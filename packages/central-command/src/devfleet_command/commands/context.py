@@ -1,0 +1,69 @@
+"""The context a subcommand handler gets (a module of its own: building the parser for
+``devfleet --help`` does not need dataclasses)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from ..aio import AsyncFleet, Broadcast
+
+__all__ = ["Context"]
+
+
+@dataclass
+class Context:
+    """What a subcommand handler gets: parsed arguments and how to reach the fleet.
+
+    ``cli.py`` builds it (it alone reads the environment and files).
+    """
+
+    args: argparse.Namespace
+    broker: str
+    username: str | None
+    password: str | None
+    tls_ca: str | None
+    signing_key: bytes | None
+    json: bool
+    timeout: float
+    debug: bool
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    err: TextIO = field(default_factory=lambda: sys.stderr)
+
+    def fleet(self, **kwargs: Any) -> AsyncFleet:
+        """An unstarted client: ``async with ctx.fleet() as fleet``."""
+        from ..aio import AsyncFleet
+
+        return AsyncFleet.connect(
+            self.broker,
+            username=self.username,
+            password=self.password,
+            tls_ca=self.tls_ca,
+            signing_key=self.signing_key,
+            connect_timeout=self.timeout,
+            **kwargs,
+        )
+
+    def emit_json(self, obj: Any) -> None:
+        """Print one JSON document."""
+        json.dump(obj, self.out, indent=2, sort_keys=True, default=str)
+        self.out.write("\n")
+        self.out.flush()
+
+    def console(self, stderr: bool = False) -> Any:
+        """A rich console on stdout (or stderr)."""
+        from rich.console import Console
+
+        return Console(file=self.err if stderr else self.out, highlight=False)
+
+    def broadcast_exit(self, bc: Broadcast) -> int:
+        """Exit code for a finished broadcast: 1 if a node failed, 3 if one timed out."""
+        if bc.failed:
+            return 1
+        if bc.timed_out:
+            return 3
+        return 0
