@@ -71,7 +71,7 @@ class Dispatcher:
         self._remember = remember
         self._clock = clock
         self._on_verified = on_verified
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.counts = {"received": 0, "ok": 0, "error": 0, "duplicate": 0}
 
     def register(self, verb: str, handler: Handler, *, doc: str = "", readonly: bool = False) -> None:
@@ -104,7 +104,11 @@ class Dispatcher:
         response_topic: str | None = None,
         correlation: bytes | None = None,
     ) -> None:
-        """Handle one inbound command message; never raises."""
+        """Handle one inbound command message; never raises.
+
+        The handler runs inside this call, so callers run each ``handle`` in a task
+        of its own (as the agent does) to keep a slow command from blocking others.
+        """
         self.counts["received"] += 1
         default_reply = contract.node_topic(self.node, "receipts")
         if response_topic is not None and not _REPLY_RE.fullmatch(response_topic):
@@ -155,9 +159,17 @@ class Dispatcher:
             Receipt(command.id, self.node, verb, "accepted", ts=self._clock()).to_wire(),
             correlation,
         )
-        task = asyncio.ensure_future(self._run(route, command, reply, correlation))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        # handle() already runs in a task of its own (the agent spawns one per inbound
+        # message), so the handler runs right here: no second task, no extra loop turn.
+        # The task is tracked so that drain() can wait for it on stop.
+        current = asyncio.current_task()
+        if current is not None:
+            self._tasks.add(current)
+        try:
+            await self._run(route, command, reply, correlation)
+        finally:
+            if current is not None:
+                self._tasks.discard(current)
 
     async def _run(self, route: _Route, command: Command, reply: str, correlation: bytes | None) -> None:
         try:
@@ -222,9 +234,10 @@ class Dispatcher:
 
     async def drain(self, timeout: float = 5.0) -> None:
         """Wait for running commands (on stop), cancelling what outlives ``timeout``."""
-        if not self._tasks:
+        running = self._tasks - {asyncio.current_task()}
+        if not running:
             return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        _, pending = await asyncio.wait(running, timeout=timeout)
         for task in pending:
             task.cancel()
         if pending:
