@@ -22,3 +22,20 @@ def test_readme_python_snippet_runs(fresh_broker, tmp_path, capsys):
         exec(compile(code, "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "rpi-livingroom online" in out and "'pong': True" in out
+
+
+def test_readme_agent_settings_file_is_valid(tmp_path):
+    """The agent.toml shown in the README loads (its files made to exist)."""
+    from devfleet_agent.settings import load_settings
+
+    block = re.search(r"```toml\n(.*?)```", README.read_text(), re.S)
+    assert block, "the README has no agent.toml example"
+    text = block.group(1)
+    for path in re.findall(r'"(/etc/devfleet/[^"]+)"', text):
+        local = tmp_path / path.rsplit("/", 1)[-1]
+        local.write_text("k" * 32)
+        text = text.replace(path, str(local))
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(text)
+    settings = load_settings({}, env={}, config_path=str(cfg))
+    assert settings.name == "rpi-livingroom" and settings.tls and not settings.allow_code
