@@ -51,8 +51,7 @@ EXPLAIN: dict[str, str] = {
     ),
     "`devfleet --help`": (
         "the floor is a bare interpreter printing an argparse help (~20 ms is Python's own start-up). "
-        "Typing, dataclasses, logging, pathlib and json off the help path "
-        "are off the help path (`TYPE_CHECKING = False` blocks, the handlers' `Context` in a module "
+        "Typing, dataclasses, logging, pathlib and json are off the help path (`TYPE_CHECKING = False` blocks, the handlers' `Context` in a module "
         "loaded on first use, imports inside handlers): 53.9 → 38.0 ms between full runs, output unchanged. `python -X "
         "importtime` now shows 14.8 ms for `devfleet_command.cli` and everything it imports, of which "
         "argparse (which the floor imports too) is 11.6 ms; building the parser again in a warm process "
