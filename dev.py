@@ -7,8 +7,8 @@
     python3 dev.py nox -s tests -- -k config   # any nox invocation
 
 It makes a private tool venv (.dev/) with nox and uv, then hands over to nox
-(see noxfile.py). Tests need mosquitto; when it is missing and this runs as
-root on Debian/Ubuntu, it is installed with apt-get.
+(see noxfile.py). Tests need mosquitto and openssl; when one is missing and
+this runs as root on Debian/Ubuntu, it is installed with apt-get.
 """
 
 from __future__ import annotations
@@ -62,24 +62,29 @@ def _find_mosquitto() -> str | None:
     )
 
 
-def _ensure_mosquitto() -> None:
-    if _find_mosquitto():
+def _ensure_test_tools() -> None:
+    """mosquitto (the tests' broker) and openssl (their TLS certificates)."""
+    missing = [] if _find_mosquitto() else ["mosquitto"]
+    if not shutil.which("openssl"):
+        missing.append("openssl")
+    if not missing:
         return
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        _say("mosquitto is missing; installing it with apt-get")
+        _say(f"{' and '.join(missing)} missing; installing with apt-get")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
-        # Its post-install may fail to start the packaged service (no init system, port
-        # taken): only the binary matters, the tests start their own brokers.
-        subprocess.run(
-            ["apt-get", "install", "-y", "-q", "mosquitto", "mosquitto-clients"], check=False, env=env
-        )
-        subprocess.run(["service", "mosquitto", "stop"], check=False, capture_output=True)
-        if _find_mosquitto():
+        # mosquitto's post-install may fail to start the packaged service (no init
+        # system, port taken): only the binary matters, the tests start their own brokers.
+        subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=False, env=env)
+        if "mosquitto" in missing:
+            subprocess.run(["service", "mosquitto", "stop"], check=False, capture_output=True)
+        if _find_mosquitto() and shutil.which("openssl"):
             return
-        _say("apt-get could not install mosquitto")
+        _say("apt-get could not install " + " and ".join(missing))
         raise SystemExit(2)
-    _say("the tests need mosquitto: install it (e.g. sudo apt-get install mosquitto) and run again")
+    _say(
+        f"the tests need {' and '.join(missing)}: install (e.g. sudo apt-get install {' '.join(missing)}) and run again"
+    )
     raise SystemExit(2)
 
 
@@ -98,7 +103,7 @@ def main(argv: list[str]) -> int:
         _say(f"unknown command {what!r}; try: demo, test, bench, nox")
         return 2
     if what == "test":
-        _ensure_mosquitto()
+        _ensure_test_tools()
     bindir = _tools()
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
     os.chdir(ROOT)
