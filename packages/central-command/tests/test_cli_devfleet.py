@@ -114,10 +114,24 @@ def test_unreachable_broker_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code, _, err = run(capsys, "--broker", f"mqtt://127.0.0.1:{port}", "--timeout", "1", "ls")
-    assert code == 3 and err.startswith("devfleet: cannot reach the broker")
+    # Nobody listens: refused at once, not after the timeout.
+    code, _, err = run(capsys, "--broker", f"mqtt://127.0.0.1:{port}", "--timeout", "30", "ls")
+    assert code == 3 and "refused the connection" in err
+    # Something listens but never answers MQTT: the timeout.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        code, _, err = run(capsys, "--broker", f"mqtt://127.0.0.1:{port}", "--timeout", "1", "ls")
+    assert code == 3 and err.startswith("devfleet: cannot reach the broker") and "within 1 s" in err
+    code, _, err = run(capsys, "--broker", "mqtt://no-such-host.invalid:1883", "ls")
+    assert code == 3 and "cannot resolve" in err
     code, _, err = run(capsys, "--broker", "http://x", "ls")
     assert code == 2
+    for bad in ("-1", "0", "nan", "soon"):
+        with pytest.raises(SystemExit) as usage:
+            run(capsys, "--timeout", bad, "ls")
+        assert usage.value.code == 2
 
 
 def test_purge_and_offline_broadcast(mosquitto: Any, agents: Any, capsys: pytest.CaptureFixture[str]) -> None:

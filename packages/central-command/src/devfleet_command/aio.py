@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -214,7 +215,9 @@ class AsyncFleet(ActorOps):
         """Connect, subscribe and wait for the retained burst.
 
         Raises:
-            ConnectError: the broker is unreachable or refused us.
+            ConnectError: the broker refused the connection or its credentials, its
+                host name does not resolve (both at once), or it did not answer
+                within ``connect_timeout``.
         """
         # The retained burst (4 descriptions a node) builds long-lived objects and no
         # garbage cycles; the cyclic collector would walk the growing model again and
@@ -232,18 +235,35 @@ class AsyncFleet(ActorOps):
         self._tick = asyncio.Event()
         self._run_task = asyncio.create_task(self.session.run(), name="devfleet-console-mqtt")
         connected = asyncio.create_task(self.session.wait_connected())
-        done, _ = await asyncio.wait(
-            {connected, self._run_task}, timeout=self.connect_timeout, return_when=asyncio.FIRST_COMPLETED
-        )
+        failed = asyncio.create_task(self.session.wait_attempt_failed())
+        deadline = time.monotonic() + self.connect_timeout
+        failure: BaseException | None = None
+        while True:
+            done, _ = await asyncio.wait(
+                {connected, failed, self._run_task},
+                timeout=max(0.0, deadline - time.monotonic()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if connected in done or not done:
+                break
+            if self._run_task in done:
+                failure = None if self._run_task.cancelled() else self._run_task.exception()
+                break
+            failure = failed.result()
+            if isinstance(failure, (ConnectionRefusedError, socket.gaierror)):
+                break  # nobody listens there, or no such host: say so now, not after the timeout
+            failed = asyncio.create_task(self.session.wait_attempt_failed())
+        failed.cancel()
         if connected not in done:
             connected.cancel()
-            failure: BaseException | None = None
-            if self._run_task in done and not self._run_task.cancelled():
-                failure = self._run_task.exception()
             await self.close()
             where = f"{self.address.host}:{self.address.port}"
             if isinstance(failure, ConnectionRefusedFatal):
                 raise ConnectError(failure.message) from None
+            if isinstance(failure, ConnectionRefusedError):
+                raise ConnectError(f"the broker at {where} refused the connection (is it running?)")
+            if isinstance(failure, socket.gaierror):
+                raise ConnectError(f"cannot resolve the broker host {self.address.host!r}: {failure}")
             raise ConnectError(f"cannot reach the broker at {where} within {self.connect_timeout:g} s")
         self._tasks.append(asyncio.create_task(self._stale_loop(), name="devfleet-console-stale"))
         await self.wait_until_synced(self.connect_timeout)

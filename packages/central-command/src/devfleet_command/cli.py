@@ -78,6 +78,16 @@ class Subcommands:
         return Subcommands(action, self._common)
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 86400:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds between 0 and 86400")
+    return value
+
+
 def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     def default(value: Any) -> Any:
         return argparse.SUPPRESS if suppress else value
@@ -104,7 +114,7 @@ def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     parser.add_argument("--json", action="store_true", default=default(False), help="machine-readable output")
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=_positive_seconds,
         default=default(10.0),
         help="seconds to wait for the broker and answers (default 10)",
     )

@@ -142,6 +142,9 @@ class MqttSession:
         self._sock: socket.socket | None = None
         self._stopping = False
         self._stop = asyncio.Event()
+        self._attempt_failed = asyncio.Event()
+        self.last_error: BaseException | None = None
+        """Why the last connection attempt failed (None once connected)."""
         self.protocol_in_use: str | None = None
         self.connects = 0
         self.counters = {"sent": 0, "received": 0, "subscribed": 0}
@@ -154,6 +157,12 @@ class MqttSession:
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         await asyncio.wait_for(self._connected.wait(), timeout)
+
+    async def wait_attempt_failed(self) -> BaseException | None:
+        """Wait until a connection attempt fails; return why (see :attr:`last_error`)."""
+        await self._attempt_failed.wait()
+        self._attempt_failed.clear()
+        return self.last_error
 
     @property
     def v5(self) -> bool:
@@ -185,6 +194,8 @@ class MqttSession:
                     log.info("no answer to an MQTT 5 CONNECT; using 3.1.1")
                     protocol = "3.1.1"
                     continue
+                self.last_error = exc
+                self._attempt_failed.set()
                 attempt += 1
                 delay = random.uniform(
                     0, min(self.options.backoff_max, self.options.backoff_min * 2**attempt)
@@ -376,6 +387,7 @@ class MqttSession:
             raise _ConnectFailed(reason)
         self.protocol_in_use = protocol
         self.connects += 1
+        self.last_error = None
         sock = client.socket()
         if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
