@@ -43,7 +43,7 @@ def test_broker_url():
         ({"port": 70000}, {}, "port"),
         ({}, {"DEVFLEET_PORT": "abc"}, "DEVFLEET_PORT"),
         ({}, {"DEVFLEET_ALLOW_CODE": "maybe"}, "expected true or false"),
-        ({"broker": "ftp://x"}, {}, "scheme"),
+        ({"broker": "ftp://x"}, {}, "broker URL"),
         ({"tls_ca": "/nonexistent/ca.pem"}, {}, "no such file"),
         ({"tls_cert": "/x"}, {}, "both"),
         ({"password": "pw"}, {}, "username"),

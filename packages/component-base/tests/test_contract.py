@@ -179,3 +179,28 @@ def test_ids_are_wactorz_compatible():
 
     assert contract.actor_id("temp") == str(uuid.uuid5(uuid.NAMESPACE_DNS, "wactorz.actor.temp"))
     assert contract.node_id("rpi") == str(uuid.uuid5(uuid.NAMESPACE_DNS, "wactorz.node.rpi"))
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mqtt://h", ("h", 1883, False, None, None)),
+        ("h:1884", ("h", 1884, False, None, None)),
+        ("mqtts://u:p@h", ("h", 8883, True, "u", "p")),
+        ("ssl://h:8884", ("h", 8884, True, None, None)),
+        ("tcp://[::1]:1883", ("::1", 1883, False, None, None)),
+    ],
+)
+def test_broker_urls(url, expected):
+    from devfleet_base.broker_url import parse_broker_url
+
+    a = parse_broker_url(url)
+    assert (a.host, a.port, a.tls, a.username, a.password) == expected
+
+
+@pytest.mark.parametrize("url", ["ftp://h", "mqtt://", "mqtt://h:99999", "mqtt://h:x", "http://h"])
+def test_bad_broker_urls(url):
+    from devfleet_base.broker_url import parse_broker_url
+
+    with pytest.raises(ContractError, match="broker URL"):
+        parse_broker_url(url)

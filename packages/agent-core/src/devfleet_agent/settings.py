@@ -15,9 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from devfleet_base.broker_url import parse_broker_url
 from devfleet_base.contract import NAME_PATTERN
+from devfleet_base.errors import ContractError
 
 from .errors import SettingsError
 
@@ -210,24 +211,17 @@ def load_settings(
 
 
 def _parse_broker_url(url: str) -> dict[str, Any]:
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-        raise SettingsError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
-    if not parts.hostname:
-        raise SettingsError(f"broker URL {url!r} has no host")
-    out: dict[str, Any] = {"broker": parts.hostname}
-    tls = parts.scheme in ("mqtts", "ssl")
-    if tls:
-        out["tls"] = True
     try:
-        port = parts.port
-    except ValueError:
-        raise SettingsError(f"broker URL {url!r} has a bad port") from None
-    out["port"] = port or (8883 if tls else 1883)
-    if parts.username:
-        out["username"] = parts.username
-    if parts.password:
-        out["password"] = parts.password
+        address = parse_broker_url(url)
+    except ContractError as exc:
+        raise SettingsError(exc.message) from None
+    out: dict[str, Any] = {"broker": address.host, "port": address.port}
+    if address.tls:
+        out["tls"] = True
+    if address.username:
+        out["username"] = address.username
+    if address.password:
+        out["password"] = address.password
     return out
 
 

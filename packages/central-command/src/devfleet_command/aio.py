@@ -22,11 +22,11 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from devfleet_base import contract
+from devfleet_base.broker_url import BrokerAddress
+from devfleet_base.broker_url import parse_broker_url as _parse_broker_url
 from devfleet_base.contract import Command, Receipt
 from devfleet_base.errors import ContractError, DevfleetError
 from devfleet_base.mqtt import ConnectionRefusedFatal, Inbound, MqttSession, SessionOptions, TlsOptions
@@ -73,32 +73,16 @@ PURGED_LEAVES = ("meta", "status", "state", "cfg", "cfg/desired", "spawn")
 # ---- broker address ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class BrokerAddress:
-    """Where the broker is."""
-
-    host: str
-    port: int
-    tls: bool = False
-
-
 def parse_broker_url(url: str) -> BrokerAddress:
     """Parse ``mqtt://host:port``, ``mqtts://host:port`` or ``host[:port]``.
 
     Raises:
         UsageError: the URL is malformed.
     """
-    if "://" not in url:
-        url = "mqtt://" + url
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise UsageError(f"bad broker URL {url!r}: {exc}") from None
-    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
-        raise UsageError(f"bad broker URL {url!r}: use mqtt://host:port or mqtts://host:port")
-    tls = parts.scheme in ("mqtts", "ssl")
-    return BrokerAddress(parts.hostname, port or (8883 if tls else 1883), tls)
+        return _parse_broker_url(url)
+    except ContractError as exc:
+        raise UsageError(exc.message) from None
 
 
 class EventStream:
