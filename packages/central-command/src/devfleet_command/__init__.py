@@ -6,10 +6,9 @@ errors) loads from its module on first use, so ``devfleet --help`` stays fast.
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms at start-up
-if TYPE_CHECKING:
-    from typing import Any
+from devfleet_base.lazy import lazy_attributes
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms at start-up
 if TYPE_CHECKING:
     from .aio import AsyncFleet, Broadcast, CommandHandle, LogRecord
     from .errors import (
@@ -104,12 +103,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())

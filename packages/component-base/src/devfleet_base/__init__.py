@@ -7,10 +7,9 @@ Component machinery, which keeps ``devfleet --help`` and the agent's start fast)
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms at start-up
-if TYPE_CHECKING:
-    from typing import Any
+from .lazy import lazy_attributes
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms at start-up
 if TYPE_CHECKING:
     from .component import CommandSpec, Component, ComponentContext, Health, command
     from .errors import (
@@ -67,12 +66,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())
