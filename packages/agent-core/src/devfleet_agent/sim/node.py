@@ -216,10 +216,8 @@ class SimNode:
     async def _publish(self, topic: str, obj: Any, *, qos: int = 0, retain: bool = False) -> bool:
         return await self.session.publish(topic, contract.encode(obj), qos=qos, retain=retain)
 
-    async def publish_birth(self) -> None:
-        """Publish meta, status online, state and cfg (retained, QoS 1)."""
-        d = self.descriptions
-        meta = d.meta(
+    async def _publish_meta(self) -> None:
+        meta = self.descriptions.meta(
             self.facts,
             commands=self.dispatcher.verbs(),
             config=self.store.config,
@@ -227,6 +225,11 @@ class SimNode:
             started_at=self.started_at,
         )
         await self._publish(contract.node_topic(self.name, "meta"), meta, qos=1, retain=True)
+
+    async def publish_birth(self) -> None:
+        """Publish meta, status online, state and cfg (retained, QoS 1)."""
+        d = self.descriptions
+        await self._publish_meta()
         await self._publish(contract.node_topic(self.name, "status"), d.status("online"), qos=1, retain=True)
         state = d.envelope()
         state["components"] = {}
@@ -389,14 +392,7 @@ class SimNode:
                 [f for f, _ in self.session.options.subscriptions if f.startswith("groups/")]
             )
             await self.session.subscribe(contract.subscriptions_for_node(self.name, tuple(groups)))
-            meta = self.descriptions.meta(
-                self.facts,
-                commands=self.dispatcher.verbs(),
-                config=self.store.config,
-                signed_commands=False,
-                started_at=self.started_at,
-            )
-            await self._publish(contract.node_topic(self.name, "meta"), meta, qos=1, retain=True)
+            await self._publish_meta()
         return {"config_version": self.store.version}
 
 
