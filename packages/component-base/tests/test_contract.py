@@ -204,3 +204,23 @@ def test_bad_broker_urls(url):
 
     with pytest.raises(ContractError, match="broker URL"):
         parse_broker_url(url)
+
+
+def test_map_topics_and_payloads() -> None:
+    assert contract.map_topic("arena") == "maps/arena"
+    assert contract.parse_topic("maps/arena") == contract.TopicMatch("map", name="arena")
+    with pytest.raises(ContractError):
+        contract.map_topic("a/b")
+    frame = contract.MAP_FRAME_SCHEMA.validate(
+        {
+            "map": "arena",
+            "width": 4,
+            "height": 3,
+            "regions": [{"name": "nest", "x0": 0, "y0": 0, "x1": 4, "y1": 1}],
+        }
+    )
+    assert frame["items"] == [] and frame["width"] == 4.0
+    pose = contract.MAP_POSE_SCHEMA.validate({"map": "arena", "x": 1, "y": 2, "color": "#00ff00"})
+    assert pose["theta"] == 0.0
+    with pytest.raises(ContractError, match="color"):
+        contract.MAP_POSE_SCHEMA.validate({"map": "arena", "x": 1, "y": 2, "color": "green"})

@@ -40,6 +40,7 @@ def test_every_documented_topic_parses():
         "task": "t1",
         "agent": "a2",
         "step": "s1",
+        "map": "arena",
     }
     for spec in contract.TOPICS:
         topic = spec.pattern.format(**samples)

@@ -21,6 +21,10 @@ from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 from .errors import Code, CommandError, ComponentError, ContractError
 from .schema import Schema
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .interfaces import Interfaces
+
 __all__ = [
     "CommandSpec",
     "Component",
@@ -65,6 +69,12 @@ class ComponentContext(Protocol):
 
     def recall(self, key: str, default: Any = None) -> Any:
         """Read a value stored with :meth:`persist`."""
+        ...
+
+    @property
+    def interfaces(self) -> Interfaces:
+        """The node's in-process interfaces, shared with the other components
+        (:class:`~devfleet_base.interfaces.Interfaces`)."""
         ...
 
 

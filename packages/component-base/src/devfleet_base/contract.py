@@ -28,6 +28,8 @@ __all__ = [
     "DEFAULT_POLL_INTERVAL",
     "DESCRIPTIONS",
     "ID_PATTERN",
+    "MAP_FRAME_SCHEMA",
+    "MAP_POSE_SCHEMA",
     "MAX_CODE_BYTES",
     "MAX_PAYLOAD_BYTES",
     "NAME_PATTERN",
@@ -50,6 +52,7 @@ __all__ = [
     "encode",
     "fleet_command_topic",
     "group_command_topic",
+    "map_topic",
     "new_id",
     "node_command_topic",
     "node_filter",
@@ -221,6 +224,13 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
         "Wactorz: a task for the actor with that name, wherever it runs.",
     ),
     TopicSpec(
+        "maps/{map}",
+        "any",
+        True,
+        1,
+        "A shared map's frame (size, regions, items) for map views.",
+    ),
+    TopicSpec(
         "tasks/{task}/request",
         "any",
         False,
@@ -325,6 +335,15 @@ def by_name_task_topic(name: str) -> str:
     return f"agents/by-name/{check_name(name, 'actor name')}/task"
 
 
+def map_topic(name: str) -> str:
+    """``maps/{map}``: the retained frame of a shared map (see :data:`MAP_FRAME_SCHEMA`).
+
+    Each node on the map publishes its pose on its component topic
+    ``nodes/{node}/components/{component}/map`` (see :data:`MAP_POSE_SCHEMA`).
+    """
+    return f"maps/{check_name(name, 'map')}"
+
+
 def task_topic(task: str, leaf: str, who: str | None = None) -> str:
     """``tasks/{task}/request``, ``.../proposal/{agent}``, ``.../assign/{agent}``,
     ``.../output/{step}``."""
@@ -371,6 +390,7 @@ _TOPIC_RE = re.compile(
     | fleet/cmd/(?P<fleet_verb>{_SEG})
     | groups/(?P<group>{_SEG})/cmd/(?P<group_verb>{_SEG})
     | replies/(?P<inbox>{_SEG})
+    | maps/(?P<map>{_SEG})
     | agents/by-name/(?P<by_name>{_SEG})/task
     | agents/(?P<actor>{_SEG})/(?P<aleaf>heartbeat|logs|resume)
     | tasks/(?P<task>{_SEG})/(?:(?P<treq>request)|(?P<tleaf>proposal|assign|output)/(?P<twho>{_SEG}))
@@ -416,6 +436,8 @@ def parse_topic(topic: str) -> TopicMatch | None:
         return TopicMatch(g["leaf"].replace("/", "_"), node=g["node"])
     if g["inbox"] is not None:
         return TopicMatch("inbox", ident=g["inbox"])
+    if g["map"] is not None:
+        return TopicMatch("map", name=g["map"])
     if g["by_name"] is not None:
         return TopicMatch("by_name_task", name=g["by_name"])
     if g["actor"] is not None:
@@ -581,6 +603,59 @@ RECEIPT_SCHEMA: Final = Schema(
         "ts": _TS,
     },
 )
+
+
+# Maps: a shared frame (retained on maps/{map}) and each node's pose on it
+# (nodes/{node}/components/{component}/map). Units: metres, radians, colours "#rrggbb".
+
+_COLOR = Field("str", pattern=r"#[0-9a-fA-F]{6}", doc="a colour as #rrggbb")
+_XY = Field("list", min=2, max=2, items=Field("float"))
+
+MAP_FRAME_SCHEMA: Final = Schema(
+    "map frame",
+    {
+        "map": Field("str", required=True, pattern=NAME_PATTERN, doc="the map's name"),
+        "width": Field("float", required=True, min=0, doc="metres along x"),
+        "height": Field("float", required=True, min=0, doc="metres along y"),
+        "regions": Field(
+            "list",
+            default=[],
+            max=256,
+            items=Field(
+                "dict",
+                schema=Schema(
+                    "region",
+                    {
+                        "name": Field("str", required=True, max=64),
+                        "x0": Field("float", required=True),
+                        "y0": Field("float", required=True),
+                        "x1": Field("float", required=True),
+                        "y1": Field("float", required=True),
+                        "color": _COLOR,
+                    },
+                ),
+            ),
+            doc="named rectangles (e.g. the nest)",
+        ),
+        "items": Field("list", default=[], max=10_000, items=_XY, doc="points of interest [x, y]"),
+        "ts": Field("float", nullable=True, min=0, doc="when the frame was taken (Unix seconds)"),
+    },
+)
+"""A map's frame: its size, named regions and items, retained on ``maps/{map}``."""
+
+MAP_POSE_SCHEMA: Final = Schema(
+    "map pose",
+    {
+        "map": Field("str", required=True, pattern=NAME_PATTERN, doc="the map this pose is on"),
+        "x": Field("float", required=True, doc="metres"),
+        "y": Field("float", required=True, doc="metres"),
+        "theta": Field("float", default=0.0, doc="heading in radians, counter-clockwise from +x"),
+        "color": _COLOR,
+        "label": Field("str", default="", max=64, doc="a short state word shown beside the marker"),
+        "ts": Field("float", nullable=True, min=0, doc="when the pose was taken (Unix seconds)"),
+    },
+)
+"""A node's pose on a map, published (not retained) on ``nodes/{node}/components/{c}/map``."""
 
 
 # The Wactorz spawn payload (nodes/{node}/spawn); the agent's SpawnSpec wraps it.

@@ -12,6 +12,7 @@ from typing import Any
 
 from devfleet_base import contract
 from devfleet_base.component import Component, Health
+from devfleet_base.interfaces import Interfaces
 
 from ..storage import atomic_write_json, read_json
 
@@ -31,6 +32,7 @@ class AgentComponentContext:
         publish_json: the agent's ``publish_json`` (topic, obj, qos=, retain=).
         on_state: called with the component's reported state (a JSON copy).
         data_dir: where ``{name}.json`` keeps the persisted values.
+        interfaces: the node's in-process interfaces, one registry for every component.
     """
 
     def __init__(
@@ -41,8 +43,10 @@ class AgentComponentContext:
         publish_json: Publisher,
         on_state: Callable[[str, dict[str, Any]], None],
         data_dir: Path,
+        interfaces: Interfaces,
     ) -> None:
         self._node = node
+        self._interfaces = interfaces
         self._name = name
         self._publish_json = publish_json
         self._on_state = on_state
@@ -61,6 +65,10 @@ class AgentComponentContext:
     @property
     def log(self) -> logging.Logger:
         return self._log
+
+    @property
+    def interfaces(self) -> Interfaces:
+        return self._interfaces
 
     async def publish(self, subtopic: str, payload: Any, *, retain: bool = False, qos: int = 0) -> None:
         """Publish JSON on ``nodes/{node}/components/{name}/{subtopic}``."""

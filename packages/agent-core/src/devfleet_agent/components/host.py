@@ -26,6 +26,7 @@ from devfleet_base import contract
 from devfleet_base.component import Health
 from devfleet_base.contract import Command
 from devfleet_base.errors import Code, CommandError, ContractError
+from devfleet_base.interfaces import Interfaces
 from devfleet_base.schema import Field, Schema
 
 from ..agent import Agent
@@ -107,6 +108,7 @@ class ComponentHost:
         self._applied: dict[str, dict[str, Any]] = {}
         self._desired: dict[str, dict[str, Any]] = {}
         self._contexts: dict[str, AgentComponentContext] = {}
+        self.interfaces = Interfaces()  # one per node: components reach each other in-process
         self._settled: dict[str, asyncio.Event] = {}
         self._lock = asyncio.Lock()
         self._started = False
@@ -243,6 +245,7 @@ class ComponentHost:
                 publish_json=self.agent.publish_json,
                 on_state=self._on_reported,
                 data_dir=self.data_dir,
+                interfaces=self.interfaces,
             )
         return ctx
 

@@ -9,6 +9,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from ..interfaces import Interfaces
+
 __all__ = ["FakeContext", "Published"]
 
 
@@ -26,11 +28,16 @@ class FakeContext:
     """Stands in for the agent: records publishes, state and persisted values.
 
     Payloads go through a JSON round trip, as they would on the wire, so a
-    component that publishes something unserialisable fails here too.
+    component that publishes something unserialisable fails here too. Pass one
+    :class:`~devfleet_base.interfaces.Interfaces` to several fakes to let their
+    components reach each other as on one node.
     """
 
-    def __init__(self, node: str = "test-node", name: str = "component") -> None:
+    def __init__(
+        self, node: str = "test-node", name: str = "component", *, interfaces: Interfaces | None = None
+    ) -> None:
         self._node = node
+        self.interfaces = interfaces if interfaces is not None else Interfaces()
         self._name = name
         self._log = logging.getLogger(f"devfleet.component.{name}")
         self.published: list[Published] = []
