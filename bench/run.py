@@ -2,6 +2,13 @@
 
     python3 dev.py bench               # the full run (nox -s bench); writes the files below
     python bench/run.py --quick        # small N, short idle window (the smoke test uses it)
+    python3 dev.py bench -- --only ros # one section again, merged into the existing results
+
+Sections: the core figures (round trip, discovery, fan-out, ingestion, footprint,
+start-up, memory, simulator capacity) live here as ``core``; every other section is
+a module ``bench/section_{name}.py`` found at run time, with ``TITLE`` and
+``async def run(quick: bool, log, row) -> dict`` returning ``{"rows": [...],
+"details": {...}}`` (``row`` is :func:`_row`).
 
 Writes ``bench/results.json`` and ``docs/benchmarks.md`` (both generated; commit
 them from a full run). One private mosquitto serves every measurement.
@@ -12,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import platform
@@ -123,6 +131,36 @@ def _row(
     return {"name": name, "value": value, "unit": unit, "floor": floor, "ratio": ratio, "target": target}
 
 
+def sections() -> dict[str, Any]:
+    """Every extra section module (``bench/section_*.py``), by name, sorted."""
+    found = {}
+    for path in sorted(Path(__file__).resolve().parent.glob("section_*.py")):
+        name = path.stem.removeprefix("section_")
+        found[name] = importlib.import_module(path.stem)
+    return found
+
+
+async def run_sections(names: list[str], quick: bool, log: Any) -> dict[str, Any]:
+    """Run the named sections (``core`` included when named); rows tagged by section."""
+    rows: list[dict[str, Any]] = []
+    details: dict[str, Any] = {}
+    loads: dict[str, str] = {}
+    extra = sections()
+    for name in names:
+        if name == "core":
+            core = await run_all(QUICK if quick else FULL, log)
+            rows += [{**r, "section": "core"} for r in core["rows"]]
+            details.update(core["details"])
+            loads.update(core["load"])
+            continue
+        log(f"section {name}: {extra[name].TITLE}")
+        out = await extra[name].run(quick, log, _row)
+        rows += [{**r, "section": name} for r in out["rows"]]
+        details[name] = out["details"]
+        loads[f"after {name}"] = loadavg()
+    return {"rows": rows, "details": details, "load": loads}
+
+
 async def run_all(sizes: dict[str, Any], log: Any) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     details: dict[str, Any] = {}
@@ -206,19 +244,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=str(ROOT / "bench" / "results.json"), help="where the JSON goes")
     p.add_argument("--markdown", default=str(ROOT / "docs" / "benchmarks.md"), help="where the table goes")
     p.add_argument("--render", metavar="JSON", help="only write the markdown again from a results file")
+    p.add_argument(
+        "--only",
+        metavar="NAMES",
+        help="comma-separated sections to run (core, " + ", ".join(sections()) + "); their rows replace "
+        "the same sections' rows in the existing results file",
+    )
     args = p.parse_args(argv)
     if args.render:
         Path(args.markdown).write_text(markdown(json.loads(Path(args.render).read_text())))
         return 0
-    sizes = QUICK if args.quick else FULL
+    known = ["core", *sections()]
+    names = known if not args.only else [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        p.error(f"unknown section {', '.join(unknown)} (known: {', '.join(known)})")
     started = time.time()
 
     def log(msg: str) -> None:
         print(f"bench [{time.time() - started:6.1f} s, load {loadavg()}]: {msg}", file=sys.stderr, flush=True)
 
-    result = asyncio.run(run_all(sizes, log))
+    sizes = QUICK if args.quick else FULL
+    result = asyncio.run(run_sections(names, args.quick, log))
+    if args.only and Path(args.json).exists():  # keep the other sections' figures from the last run
+        previous = json.loads(Path(args.json).read_text())
+        kept = [r for r in previous.get("rows", []) if r.get("section", "core") not in names]
+        result["rows"] = kept + result["rows"]
+        result["details"] = {**previous.get("details", {}), **result["details"]}
+        result["load"] = {**previous.get("load", {}), **result["load"]}
     result.update(
         mode="quick" if args.quick else "full",
+        sections=names,
         sizes={k: list(v) if isinstance(v, tuple) else v for k, v in sizes.items()},
         machine=machine(),
         started=time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),

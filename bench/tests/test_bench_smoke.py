@@ -46,3 +46,15 @@ def test_quick_run_reports_every_figure(tmp_path: Path) -> None:
     assert result["machine"]["cores"] and result["load"]
     text = md.read_text()
     assert "| figure | devfleet | floor (raw paho) | ratio |" in text and "python3 dev.py bench" in text
+
+
+def test_unknown_section_is_a_usage_error(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--only", "nosuch", "--json", str(tmp_path / "r.json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "unknown section nosuch (known: core" in proc.stderr
+    assert not (tmp_path / "r.json").exists()
