@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -31,7 +32,12 @@ class RosbridgeThread:
         return self.server.url
 
     def call(self, fn: Callable[..., _T], *args: Any, timeout: float = 10.0) -> _T:
-        """Run ``fn(*args)`` (a function or a coroutine function) on the server's loop."""
+        """Run ``fn(*args)`` (a function or a coroutine function) on the server's loop; wait for it."""
+        out: _T = self.submit(fn, *args).result(timeout)
+        return out
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        """Start ``fn(*args)`` on the server's loop; ``asyncio.wrap_future`` awaits it from another loop."""
 
         async def run() -> Any:
             result = fn(*args)
@@ -39,8 +45,7 @@ class RosbridgeThread:
                 result = await result
             return result
 
-        out: _T = asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
-        return out
+        return asyncio.run_coroutine_threadsafe(run(), self.loop)
 
     def start(self) -> None:
         if not self._thread.is_alive():
