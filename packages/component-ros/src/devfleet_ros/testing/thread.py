@@ -50,16 +50,16 @@ class RosbridgeThread:
     def start(self) -> None:
         if not self._thread.is_alive():
             self._thread.start()
-        self.call(self.server.start)
+        self.submit(self.server.start).result(10)
 
     def stop(self) -> None:
         """Stop the server (it can be started again)."""
-        self.call(self.server.stop)
+        self.submit(self.server.stop).result(10)
 
     def close(self) -> None:
         """Stop the server and the thread."""
         if self._thread.is_alive():
-            self.call(self.server.stop)
+            self.submit(self.server.stop).result(10)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(5)
         self.loop.close()
