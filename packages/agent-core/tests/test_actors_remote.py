@@ -143,12 +143,12 @@ def test_migration_to_a_silent_node_fails_and_keeps_the_actor(agent_factory, pro
     spawn(probe, "mig-lone", "stay", COUNTER)
     running_on(probe, "stay", "mig-lone")
     probe.subscribe("nodes/mig-lone/migrate_result")
-    probe.subscribe("nodes/nobody/spawn")
+    probe.subscribe("nodes/mig-lone/handoff/nobody")
     mark = probe.mark()
     probe.publish("nodes/mig-lone/migrate", {"name": "stay", "target_node": "nobody", "timeout": 1})
     result = probe.wait_for("nodes/mig-lone/migrate_result", since=mark).json()
     assert result["success"] is False and result["agent"] == "stay" and "nobody" in result["error"]
-    sent = probe.wait_for("nodes/nobody/spawn", since=mark)
+    sent = probe.wait_for("nodes/mig-lone/handoff/nobody", since=mark)
     assert not sent.retain and "replace" not in sent.json() and sent.json()["node"] == "nobody"
     probe.subscribe("nodes/mig-lone/agents")
     mark = probe.mark()
