@@ -592,6 +592,9 @@ class MqttSession:
     def _cb_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         # Only publish(wait=True) registers a future; it checks is_published() right
         # after registering, and both run on the loop thread, so no ack is missed.
+        if getattr(reason, "is_failure", False):
+            # MQTT 5 only (3.1.1 has no reason): mosquitto drops a publish its ACL denies.
+            log.warning("broker refused publish #%d: %s (check the broker's ACL)", mid, reason)
         fut = self._acks.get(mid)
         if fut is not None and not fut.done():
             fut.set_result(None)
