@@ -71,8 +71,8 @@ class TlsCertificateError(ConnectionRefusedFatal):
 _CERT_NEVER_OK = {
     2: "its issuer's certificate is not in the CA file",
     7: "its signature does not verify",
-    18: "it is self-signed and not in the CA file",
-    19: "its chain ends in a self-signed CA that is not in the CA file",
+    18: "it is self-signed and not in the CA file (wrong CA?)",
+    19: "its chain ends in a CA that is not in the CA file (wrong CA?)",
     20: "it is not signed by the CA in the CA file (wrong CA?)",
     21: "it is not signed by the CA in the CA file (wrong CA?)",
     62: "it does not name this host (check the broker address against the certificate's names)",
@@ -254,6 +254,12 @@ class MqttSession:
                     protocol = "3.1.1"
                     continue
                 attempt += 1
+                if self.options.tls is not None and isinstance(exc, ConnectionResetError):
+                    # mosquitto resets a TLS hello on a plain listener.
+                    exc = _ConnectFailed(
+                        f"TLS: broker {self.options.host}:{self.options.port} reset the TLS handshake "
+                        "(is this port a TLS listener? plain MQTT is usually 1883, TLS 8883)"
+                    )
                 await self._failed_attempt(exc, attempt)
                 continue
             attempt = 0
