@@ -9,7 +9,11 @@ checks what the ACL is for: a node cannot write another node's topics.
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,8 @@ import pytest
 
 from devfleet_agent.testing import AgentThread, settings_for
 from devfleet_base import contract
-from devfleet_base.testing import MosquittoBroker, MqttProbe, ProbeError
+from devfleet_base.testing import MosquittoBroker, MqttProbe, ProbeConnectError, ProbeError
+from devfleet_base.testing.broker import free_port
 
 ACL = Path(__file__).resolve().parents[1] / "mosquitto" / "acl"
 NODES = ("acl-a", "acl-b")
@@ -262,3 +267,72 @@ def test_a_node_cannot_write_another_nodes_topics(broker: MosquittoBroker, op: M
         assert [m for m in op.messages(topic, since=mark) if not m.retain] == []
     finally:
         intruder.close()
+
+
+CONF = ACL.with_name("mosquitto.conf")
+
+
+class ShippedBroker(MosquittoBroker):
+    """mosquitto with deploy/mosquitto/mosquitto.conf itself, its paths and ports moved
+    into a temporary directory and onto loopback."""
+
+    def __init__(self) -> None:
+        super().__init__(auth=True, users=PASSWORDS, acl=ACL.read_text().splitlines(), tls=True)
+        self.plain_port = free_port()
+
+    def start(self) -> None:
+        super().start()  # waits for the TLS listener; mosquitto opens the plain one right after
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection((self.host, self.plain_port), timeout=0.5).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)  # polling a condition with a deadline
+
+    def _write_config(self) -> None:
+        self._prepare_files()
+        assert self.tls is not None
+        text = CONF.read_text()
+        for old, new in {
+            "/etc/devfleet/mosquitto/passwd": self.dir / "passwd",
+            "/etc/devfleet/mosquitto/acl": self.dir / "acl",
+            "/etc/devfleet/mosquitto/ca.crt": self.tls.ca_path,
+            "/etc/devfleet/mosquitto/server.crt": self.tls.server_cert,
+            "/etc/devfleet/mosquitto/server.key": self.tls.server_key,
+            "/var/lib/devfleet-mosquitto/": f"{self.dir}/",
+            "listener 8883\n": f"listener {self.port} 127.0.0.1\n",
+            "listener 1883 127.0.0.1\n": f"listener {self.plain_port} 127.0.0.1\n",
+        }.items():
+            assert str(old) in text, old
+            text = text.replace(str(old), str(new))
+        # Only used when the tests run as root (mosquitto then drops to this user).
+        text += f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
+        self.config_path.write_text(text)
+
+
+def test_the_shipped_broker_config(tmp_path: Path) -> None:
+    """TLS for nodes, plain loopback for the operator, the ACL, and persistence across a restart."""
+    with ShippedBroker() as broker:
+        settings = settings_for(
+            broker, "acl-a", tmp_path / "a", username="acl-a", password=PASSWORDS["acl-a"], tls=True,
+            tls_ca=str(broker.ca_path),
+        )  # fmt: skip
+        op = MqttProbe(broker.host, broker.plain_port, username=OPERATOR, password=PASSWORDS[OPERATOR], timeout=10)
+        op.connect()
+        try:
+            with AgentThread(settings):
+                op.wait_for("nodes/acl-a/status", lambda m: m.json().get("status") == "online")
+            op.publish("nodes/op-console/kept", {"kept": True}, retain=True)
+            connects = op.connect_count
+            broker.restart()
+            op.wait_connected(after=connects)
+            assert op.retained("nodes/op-console/kept")["nodes/op-console/kept"].json() == {"kept": True}
+            assert op.retained("nodes/acl-a/status")["nodes/acl-a/status"].json()["status"] == "offline"
+        finally:
+            op.close()
+        # Anonymous clients are refused on both listeners.
+        with pytest.raises(ProbeConnectError):
+            MqttProbe(broker.host, broker.plain_port, timeout=5).connect()

@@ -257,8 +257,9 @@ class MqttSession:
                 if self.options.tls is not None and isinstance(exc, ConnectionResetError):
                     # mosquitto resets a TLS hello on a plain listener.
                     exc = _ConnectFailed(
-                        f"TLS: broker {self.options.host}:{self.options.port} reset the TLS handshake "
-                        "(is this port a TLS listener? plain MQTT is usually 1883, TLS 8883)"
+                        f"TLS: broker {self.options.host}:{self.options.port} reset the connection during "
+                        "the TLS handshake (if it persists: is this port a TLS listener? plain MQTT is "
+                        "usually 1883, TLS 8883)"
                     )
                 await self._failed_attempt(exc, attempt)
                 continue
