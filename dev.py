@@ -81,7 +81,11 @@ def _ensure_test_tools() -> None:
         subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=False, env=env)
         if "mosquitto" in missing:
             subprocess.run(["service", "mosquitto", "stop"], check=False, capture_output=True)
-        if _find_mosquitto() and shutil.which("openssl") and (sys.platform != "linux" or shutil.which("systemd-analyze")):
+        if (
+            _find_mosquitto()
+            and shutil.which("openssl")
+            and (sys.platform != "linux" or shutil.which("systemd-analyze"))
+        ):
             return
         _say("apt-get could not install " + " and ".join(missing))
         raise SystemExit(2)

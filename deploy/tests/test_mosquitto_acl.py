@@ -57,7 +57,9 @@ def broker() -> Iterator[MosquittoBroker]:
 
 
 @pytest.fixture(scope="module")
-def agents(broker: MosquittoBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, AgentThread]]:
+def agents(
+    broker: MosquittoBroker, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, AgentThread]]:
     root = tmp_path_factory.mktemp("acl-agents")
     made = {}
     for name in NODES:
@@ -170,7 +172,9 @@ def test_spawn_send_to_and_by_name_task(op: MqttProbe, log_mark: int) -> None:
     mark = op.mark()
     op.publish("nodes/acl-b/spawn", {"name": "acl-echo", "code": ECHO, "poll_interval": None}, retain=True)
     op.wait_for(
-        "agents/+/heartbeat", lambda m: m.json()["name"] == "acl-echo" and m.json()["state"] == "running", since=mark
+        "agents/+/heartbeat",
+        lambda m: m.json()["name"] == "acl-echo" and m.json()["state"] == "running",
+        since=mark,
     )
     # The node cleared its retained spawn (a write to its own subtree).
     op.wait_for("nodes/acl-b/spawn", lambda m: m.payload == b"", since=mark)
@@ -213,7 +217,9 @@ def test_migration_between_two_nodes(op: MqttProbe, log_mark: int) -> None:
     ).json()
     assert beat["migration"] is not None
     # The source stayed connected throughout: no will fired.
-    assert not [m for m in op.messages("nodes/acl-a/status", since=mark) if m.json().get("status") != "online"]
+    assert not [
+        m for m in op.messages("nodes/acl-a/status", since=mark) if m.json().get("status") != "online"
+    ]
     op.publish("nodes/acl-b/stop", {"name": "acl-counter"})
 
 
@@ -320,7 +326,9 @@ def test_the_shipped_broker_config(tmp_path: Path) -> None:
             broker, "acl-a", tmp_path / "a", username="acl-a", password=PASSWORDS["acl-a"], tls=True,
             tls_ca=str(broker.ca_path),
         )  # fmt: skip
-        op = MqttProbe(broker.host, broker.plain_port, username=OPERATOR, password=PASSWORDS[OPERATOR], timeout=10)
+        op = MqttProbe(
+            broker.host, broker.plain_port, username=OPERATOR, password=PASSWORDS[OPERATOR], timeout=10
+        )
         op.connect()
         try:
             with AgentThread(settings):

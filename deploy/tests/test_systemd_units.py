@@ -27,7 +27,9 @@ EXPOSURE_GOAL = 3.0
 def analyze() -> str:
     exe = shutil.which("systemd-analyze")
     if exe is None:
-        pytest.fail("systemd-analyze is missing: apt-get install systemd (python3 dev.py test installs it as root)")
+        pytest.fail(
+            "systemd-analyze is missing: apt-get install systemd (python3 dev.py test installs it as root)"
+        )
     return exe
 
 
@@ -96,7 +98,9 @@ def test_operator_units_meet_the_goal_too(analyze: str, tmp_path: Path, unit: st
 
 @pytest.mark.parametrize("drop_in", DROP_INS)
 def test_drop_ins_keep_the_agent_under_the_goal(analyze: str, tmp_path: Path, drop_in: str) -> None:
-    base = _exposure(analyze, tmp_path / "base", _install(_mkdir(tmp_path / "base"), "devfleet-agent.service"))
+    base = _exposure(
+        analyze, tmp_path / "base", _install(_mkdir(tmp_path / "base"), "devfleet-agent.service")
+    )
     unit = _install(_mkdir(tmp_path / "with"), "devfleet-agent.service", (drop_in,))
     with_drop_in = _exposure(analyze, tmp_path / "with", unit)
     assert with_drop_in <= EXPOSURE_GOAL

@@ -6,6 +6,7 @@ every datagram carries the sender's pid (systemd uses it for ``NotifyAccess=main
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import struct
@@ -75,7 +76,9 @@ class FakeNotifySocket:
                 self.received.append(Datagram(time.monotonic(), pid, tuple(data.decode().split("\n"))))
                 self._cond.notify_all()
 
-    def wait_for(self, predicate: Callable[[Datagram], bool], timeout: float = 15.0, since: int = 0) -> Datagram:
+    def wait_for(
+        self, predicate: Callable[[Datagram], bool], timeout: float = 15.0, since: int = 0
+    ) -> Datagram:
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -84,7 +87,9 @@ class FakeNotifySocket:
                         return d
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise AssertionError(f"no such datagram within {timeout} s; got {self.received[since:][-10:]}")
+                    raise AssertionError(
+                        f"no such datagram within {timeout} s; got {self.received[since:][-10:]}"
+                    )
                 self._cond.wait(remaining)
 
     def mark(self) -> int:
@@ -140,7 +145,7 @@ def test_ready_after_birth_watchdog_while_healthy_none_while_blocked_stopping_on
         notify_socket.wait_for(lambda d: len(notify_socket.watchdogs(mark)) >= 4, since=mark)
         beats = notify_socket.watchdogs(mark)
         assert {d.pid for d in beats} == {agent.pid}
-        assert max(b.at - a.at for a, b in zip(beats, beats[1:], strict=False)) < 0.6
+        assert max(b.at - a.at for a, b in itertools.pairwise(beats)) < 0.6
 
         # A blocked event loop sends nothing (systemd would restart it), then resumes.
         probe.subscribe("nodes/sd1/test/unblocked")
@@ -150,7 +155,7 @@ def test_ready_after_birth_watchdog_while_healthy_none_while_blocked_stopping_on
         notify_socket.wait_for(_has("WATCHDOG=1"), since=after)
         # (All of them: the last beat before the block may precede the spawn.)
         beats = notify_socket.watchdogs()
-        assert max(b.at - a.at for a, b in zip(beats, beats[1:], strict=False)) > 2.5
+        assert max(b.at - a.at for a, b in itertools.pairwise(beats)) > 2.5
 
         # SIGTERM: STOPPING=1, then a clean exit.
         mark = notify_socket.mark()
@@ -207,7 +212,10 @@ def test_notifier_sends_to_a_path_and_reads_the_environment(tmp_path: Path) -> N
         notifier.close()
     finally:
         fake.close()
-    assert SdNotifier.from_environ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "7"}, pid=42).watchdog_interval is None
+    assert (
+        SdNotifier.from_environ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "7"}, pid=42).watchdog_interval
+        is None
+    )
     assert SdNotifier.from_environ({"WATCHDOG_USEC": "x"}).watchdog_interval is None
     assert not SdNotifier.from_environ({}).notify("READY=1")
     # A socket that went away is not an error for the agent.

@@ -350,7 +350,9 @@ class Agent:
         done, _ = await asyncio.wait({stop_wait, mqtt_task}, return_when=asyncio.FIRST_COMPLETED)
         if mqtt_task in done and not mqtt_task.cancelled() and mqtt_task.exception() is not None:
             exc = mqtt_task.exception()
-            self.request_stop(str(exc), exit_code=EXIT_CONFIG if isinstance(exc, ConnectionRefusedFatal) else 3)
+            self.request_stop(
+                str(exc), exit_code=EXIT_CONFIG if isinstance(exc, ConnectionRefusedFatal) else 3
+            )
         stop_wait.cancel()
         await self._shutdown()
         root.removeHandler(self.logs)

@@ -246,7 +246,7 @@ class MqttSession:
                 raise ConnectionRefusedFatal(
                     f"broker {self.options.host}:{self.options.port} refused MQTT {protocol}"
                 ) from None
-            except (OSError, TimeoutError, ssl.SSLError, _ConnectFailed) as exc:
+            except (OSError, TimeoutError, _ConnectFailed) as exc:
                 if isinstance(exc, _NoConnack) and self.options.protocol == "auto" and protocol == "5":
                     # Some 3.1.1-only brokers (amqtt) neither answer nor refuse an MQTT 5
                     # CONNECT. 3.1.1 works everywhere, so fall back at once.
@@ -411,7 +411,9 @@ class MqttSession:
                 client.tls_set(ca_certs=opts.tls.ca, certfile=opts.tls.cert, keyfile=opts.tls.key)
             except (OSError, ssl.SSLError) as exc:
                 files = ", ".join(f for f in (opts.tls.ca, opts.tls.cert, opts.tls.key) if f)
-                raise TlsCertificateError(f"TLS: cannot load {files or 'the system CA store'}: {exc}") from None
+                raise TlsCertificateError(
+                    f"TLS: cannot load {files or 'the system CA store'}: {exc}"
+                ) from None
             if opts.tls.insecure:
                 client.tls_insecure_set(True)
         client.on_connect = self._cb_connect

@@ -456,7 +456,9 @@ class ActorHost:
         name: str | None = None
         try:
             migration = payload.get("_migration")
-            if source is not None and (not isinstance(migration, dict) or migration.get("from_node") != source):
+            if source is not None and (
+                not isinstance(migration, dict) or migration.get("from_node") != source
+            ):
                 # The topic names the publisher (the broker's ACL vouches for it): a
                 # handoff must be a migration from that very node.
                 raise ContractError(f"a handoff from {source} must carry _migration.from_node {source!r}")
