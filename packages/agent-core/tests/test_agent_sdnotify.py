@@ -220,3 +220,34 @@ def test_notifier_sends_to_a_path_and_reads_the_environment(tmp_path: Path) -> N
     assert not SdNotifier.from_environ({}).notify("READY=1")
     # A socket that went away is not an error for the agent.
     assert not SdNotifier(str(tmp_path / "gone")).notify("WATCHDOG=1")
+
+
+def test_session_health_for_the_watchdog(tmp_path: Path) -> None:
+    """Connected, or trying within the watchdog interval, is healthy; a session with no
+    connection attempt for longer than the interval is wedged (no WATCHDOG=1)."""
+    from devfleet_agent.agent import Agent
+    from devfleet_agent.settings import Settings
+
+    agent = Agent(Settings(name="sdh", data_dir=str(tmp_path)), notifier=SdNotifier("@unused", 30.0))
+    assert not agent.mqtt.connected
+    agent.mqtt.last_activity = time.monotonic() - 5
+    assert agent.session_healthy()
+    agent.mqtt.last_activity = time.monotonic() - 31
+    assert not agent.session_healthy()
+    assert agent.service_status() == "connecting to localhost:1883; components: none"
+
+
+def test_restart_command_reexecutes_without_stopping(
+    mqtt_broker: Any, probe: Any, notify_socket: FakeNotifySocket, tmp_path: Path
+) -> None:
+    """``restart`` re-executes in place (same pid): no STOPPING=1, then READY=1 again."""
+    env = {"NOTIFY_SOCKET": notify_socket.address}
+    with _agent(mqtt_broker, tmp_path, "sd4", env) as agent:
+        notify_socket.wait_for(_has("READY=1"))
+        mark = notify_socket.mark()
+        probe.publish("nodes/sd4/cmd/restart", contract.Command.envelope({}, ttl=10))
+        notify_socket.wait_for(_has("STATUS=re-executing (restart command)"), since=mark)
+        again = notify_socket.wait_for(_has("READY=1"), since=mark)
+        assert again.pid == agent.pid
+        assert not [d for d in notify_socket.received[mark:] if "STOPPING=1" in d.lines]
+        assert agent.terminate() == 0

@@ -360,7 +360,12 @@ class Agent:
 
     async def _shutdown(self) -> None:
         log.info("agent %s stopping: %s", self.node, self.stop_reason or "requested")
-        self.notifier.notify("STOPPING=1", f"STATUS=stopping: {self.stop_reason or 'requested'}")
+        if self.restart_requested:
+            # The process re-executes itself with the same pid: STOPPING=1 would make
+            # systemd wait for an exit that never comes, then kill it. READY=1 follows.
+            self.notifier.notify("STATUS=re-executing (restart command)")
+        else:
+            self.notifier.notify("STOPPING=1", f"STATUS=stopping: {self.stop_reason or 'requested'}")
         for sub in reversed(self._subsystems):
             try:
                 await asyncio.wait_for(sub.stop(), 10.0)
