@@ -305,3 +305,25 @@ async def test_qos_retain_and_mqtt2ros_throttle_drop_oldest(rosbridge_server: Ro
         assert bridge.stats.drops == 3 and bridge.stats.messages == 2
     finally:
         await comp.stop()
+
+
+async def test_component_restarts_close_their_connections(rosbridge_server: RosbridgeServer) -> None:
+    import threading
+
+    srv = rosbridge_server
+    bridges = [
+        _bridge("ros2mqtt", "/odom", "geometry_msgs/Pose2D"),
+        _bridge("ros2mqtt", "/camera/image", "sensor_msgs/Image"),  # bulk: a second connection
+    ]
+    threads = None
+    for cycle in range(10):
+        ctx = FakeContext(name="ros")
+        comp = RosBridge(ctx, {"url": srv.url, "bridges": bridges})
+        await comp.start()
+        await _until(lambda: srv.subscribers("/odom") == 1 and srv.subscribers("/camera/image") == 1)
+        assert srv.client_count == 2
+        await comp.stop()
+        await _until(lambda: srv.client_count == 0)
+        if cycle == 1:
+            threads = threading.active_count()
+    assert threads is not None and threading.active_count() <= threads
