@@ -34,7 +34,7 @@ from .commands import Dispatcher
 from .config_store import ConfigStore, configure_arguments
 from .describe import host_facts
 from .logship import LogShipper
-from .payloads import Descriptions, heartbeat_payload, telemetry_payload
+from .payloads import Descriptions, heartbeat_payload, judge_own_status, telemetry_payload
 from .settings import Settings
 from .storage import atomic_write_json, read_json
 from .supervisor import Supervisor, SupervisorEvent
@@ -42,6 +42,13 @@ from .supervisor import Supervisor, SupervisorEvent
 __all__ = ["Agent", "RouteHandler", "Subsystem"]
 
 log = logging.getLogger("devfleet.agent")
+
+CLASH_BACKOFF = (30.0, 600.0)
+"""Reconnect wait (first, most) while another process uses this node name: doubled
+at every reconnect, so two such processes take the session from each other once
+in minutes rather than four times a second."""
+CLASH_FORGET = 900.0
+"""Seconds without new evidence after which a name clash is forgotten."""
 
 RouteHandler = Callable[[Inbound, TopicMatch], Awaitable[None]]
 Provider = Callable[[], Any]
@@ -107,6 +114,9 @@ class Agent:
         self._config_lock = asyncio.Lock()
         self._unsent_receipts: deque[tuple[str, dict[str, Any], bytes | None]] = deque(maxlen=256)
         self._desired_error: dict[str, Any] | None = None
+        self.name_clash: dict[str, Any] | None = None
+        """Set while another live process uses this node name (shown in status and state)."""
+        self._clash_seen_at = 0.0
         self.exit_code = 0
         self.restart_requested = False
         self.stop_reason = ""
@@ -213,6 +223,8 @@ class Agent:
 
     def state_payload(self) -> dict[str, Any]:
         payload = self.descriptions.envelope()
+        if self.name_clash is not None:
+            payload["name_clash"] = self.name_clash
         self._add_provided(payload, "state")
         return payload
 
@@ -220,7 +232,10 @@ class Agent:
         return self.descriptions.cfg(self.store, self._desired_error)
 
     def status_payload(self, status: str) -> dict[str, Any]:
-        return self.descriptions.status(status)
+        payload = self.descriptions.status(status)
+        if self.name_clash is not None:
+            payload["name_clash"] = self.name_clash
+        return payload
 
     def _add_provided(self, payload: dict[str, Any], section: str) -> None:
         for key, provider in self._providers[section].items():
@@ -366,8 +381,60 @@ class Agent:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _on_connect(self) -> None:
+        self._clash_on_connect()
         await self.publish_birth()
         await self._flush_receipts()
+
+    # ---- duplicate node names ---------------------------------------------------------
+
+    def _clash_seen(self, other: dict[str, Any] | None) -> None:
+        """Another process uses this node name: say so once, show it, and back off."""
+        self._clash_seen_at = time.monotonic()
+        if other is not None:
+            clash = {
+                "instance": other.get("instance"),
+                "session": other.get("session"),
+                "since": other.get("ts"),
+            }
+        else:
+            clash = {"instance": None, "session": None, "since": time.time()}
+        first = self.name_clash is None
+        self.name_clash = clash
+        if first:
+            log.error(
+                "another agent process uses the node name %r (instance %s, session %s): the broker"
+                " hands the session back and forth; backing off (reconnect after %.0f s, up to %.0f s)."
+                " Give each node a unique --name",
+                self.node,
+                clash["instance"] or "unknown",
+                clash["session"] if clash["session"] is not None else "unknown",
+                CLASH_BACKOFF[0],
+                CLASH_BACKOFF[1],
+            )
+            self.mqtt.reconnect_floor = CLASH_BACKOFF[0]
+            if self.mqtt.connected:
+                self.spawn(self._publish_status_online(), "clash status")
+                self.state_changed()
+
+    def _clash_on_connect(self) -> None:
+        if self.mqtt.taken_over:
+            self.mqtt.taken_over = 0
+            self._clash_seen(None)  # MQTT 5 told us: another client took our session
+            return
+        if self.name_clash is None:
+            return
+        if time.monotonic() - self._clash_seen_at > CLASH_FORGET:
+            log.info("no sign of the other process named %r for %.0f s; clash forgotten", self.node, CLASH_FORGET)
+            self.name_clash = None
+            self.mqtt.reconnect_floor = 0.0
+            return
+        # We got the session back by taking it: wait longer next time it is taken.
+        self.mqtt.reconnect_floor = min(CLASH_BACKOFF[1], max(CLASH_BACKOFF[0], self.mqtt.reconnect_floor * 2))
+
+    async def _publish_status_online(self) -> None:
+        await self.publish_json(
+            contract.node_topic(self.node, "status"), self.status_payload("online"), qos=1, retain=True
+        )
 
     # ---- loops -----------------------------------------------------------------------
 
@@ -453,14 +520,27 @@ class Agent:
             payload = contract.decode(msg.payload) if msg.payload else None
         except ContractError:
             payload = None
-        if isinstance(payload, dict) and payload.get("status") == "online":
-            return
-        # A stale will (or a purge) replaced our birth while we are alive: be born again.
-        log.warning(
-            "retained status of this node says %r; publishing the birth again",
-            (payload or {}).get("status"),
+        verdict = judge_own_status(
+            payload,
+            retained=msg.retain,
+            instance=self.descriptions.instance,
+            started_at=self.started_at,
         )
-        self.spawn(self.publish_birth(), "rebirth")
+        if verdict.action == "clash":
+            self._clash_seen(verdict.other)
+            if verdict.status != "online" and not msg.retain:
+                self.spawn(self._publish_status_online(), "rebirth")  # its will replaced our birth
+        elif verdict.action == "previous":
+            # What the previous run left (offline after a restart, lost after a crash):
+            # expected, and our birth is already on its way.
+            log.info("previous run of this node ended %s", verdict.status or "without a status")
+        elif verdict.action == "rebirth":
+            # A stale will, a purge or junk replaced our birth while we are alive.
+            log.warning(
+                "retained status of this node was replaced by %r; publishing the birth again",
+                verdict.status if verdict.status is not None else msg.payload[:40],
+            )
+            self.spawn(self.publish_birth(), "rebirth")
 
     async def _on_desired(self, msg: Inbound) -> None:
         if not msg.payload:
