@@ -212,7 +212,21 @@ class Dispatcher:
                 ts=self._clock(),
             )
         else:
-            final = Receipt(command.id, self.node, command.verb, "ok", result=result, ts=self._clock())
+            try:
+                contract.encode(result)  # a result JSON cannot carry (NaN, objects) must not lose the receipt
+            except (TypeError, ValueError, RecursionError) as exc:
+                log.error("command %s %s returned a result that is not JSON: %s", command.verb, command.id, exc)
+                final = Receipt(
+                    command.id,
+                    self.node,
+                    command.verb,
+                    "error",
+                    Code.FAILED,
+                    f"the result is not JSON: {exc}",
+                    ts=self._clock(),
+                )
+            else:
+                final = Receipt(command.id, self.node, command.verb, "ok", result=result, ts=self._clock())
         self.counts["ok" if final.status == "ok" else "error"] += 1
         wire = final.to_wire()
         self._remember_id(command.id, wire)
