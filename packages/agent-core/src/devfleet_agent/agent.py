@@ -30,6 +30,7 @@ from devfleet_base.errors import ContractError, DevfleetError
 from devfleet_base.mqtt import Inbound, MqttSession, SessionOptions, TlsOptions, Will
 from devfleet_base.signing import ReplayGuard
 
+from .command_ids import CommandMemory
 from .commands import Dispatcher
 from .config_store import ConfigStore, configure_arguments
 from .describe import host_facts
@@ -47,6 +48,8 @@ CLASH_BACKOFF = (30.0, 600.0)
 """Reconnect wait (first, most) while another process uses this node name: doubled
 at every reconnect, so two such processes take the session from each other once
 in minutes rather than four times a second."""
+_NEVER_RETAINED = frozenset({"cmd", "stop", "stop_all", "migrate", "list", "by_name_task"})
+"""Control topics whose messages must not be retained (``spawn`` may be: the node clears it)."""
 CLASH_FORGET = 900.0
 """Seconds without new evidence after which a name clash is forgotten."""
 
@@ -114,6 +117,7 @@ class Agent:
         self._config_lock = asyncio.Lock()
         self._unsent_receipts: deque[tuple[str, dict[str, Any], bytes | None]] = deque(maxlen=256)
         self._desired_error: dict[str, Any] | None = None
+        self._cleared: set[str] = set()
         self.name_clash: dict[str, Any] | None = None
         """Set while another live process uses this node name (shown in status and state)."""
         self._clash_seen_at = 0.0
@@ -316,6 +320,8 @@ class Agent:
             previous = 0
         self.descriptions.session = previous + 1
         atomic_write_json(counters_path, {"session": self.session_counter})
+        self.dispatcher.memory = CommandMemory(self.data_dir / "commands.json")
+        self.dispatcher.memory.load()
         try:
             replay = read_json(self.data_dir / "replay.json")
             if isinstance(replay, dict):
@@ -489,6 +495,8 @@ class Agent:
         if match is None:
             log.debug("ignoring message on %s", msg.topic)
             return
+        if match.kind in _NEVER_RETAINED and self._retained_control(msg, match):
+            return
         if match.kind == "cmd":
             self.spawn(
                 self.dispatcher.handle(
@@ -497,6 +505,7 @@ class Agent:
                     msg.payload,
                     response_topic=msg.response_topic,
                     correlation=msg.correlation,
+                    retained=msg.retain,
                 ),
                 f"cmd {match.verb}",
             )
@@ -506,6 +515,25 @@ class Agent:
             self._on_own_status(msg)
         elif match.kind in self._routes:
             self.spawn(self._guarded(self._routes[match.kind], msg, match), match.kind)
+
+    def _retained_control(self, msg: Inbound, match: TopicMatch) -> bool:
+        """Deal with a control message the broker holds retained; True when it is handled
+        here (not to be run). A retained command would run again on every reconnect (a
+        retained ``restart`` restarts the node forever): clear it, refuse it, say so."""
+        if not msg.payload:
+            # Our own clear coming back (or someone else's): nothing to run or answer.
+            if msg.topic in self._cleared:
+                self._cleared.discard(msg.topic)
+                return True
+            return msg.retain
+        if not msg.retain:
+            return False
+        log.warning("%s arrived retained; control messages are not retained: not run, cleared", msg.topic)
+        self._cleared.add(msg.topic)
+        self.spawn(self.mqtt.publish(msg.topic, b"", qos=1, retain=True), "clear retained")
+        if match.kind == "cmd":
+            return False  # the dispatcher answers it with an error receipt (retained=True)
+        return True
 
     async def _guarded(self, handler: RouteHandler, msg: Inbound, match: TopicMatch) -> None:
         try:

@@ -304,6 +304,8 @@ class SimNode:
             self.commands_seen += 1
             if self.behaviour.silent:
                 return
+            if msg.retain and msg.payload:  # a retained command would run on every reconnect
+                spawn(self.session.publish(msg.topic, b"", qos=1, retain=True))
             spawn(
                 self.dispatcher.handle(
                     msg.topic,
@@ -311,6 +313,7 @@ class SimNode:
                     msg.payload,
                     response_topic=msg.response_topic,
                     correlation=msg.correlation,
+                    retained=msg.retain,
                 )
             )
         elif match.kind == "cfg_desired" and msg.payload:
