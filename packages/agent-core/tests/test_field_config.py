@@ -54,8 +54,7 @@ def test_poison_config_is_refused_and_nothing_is_written(agent_factory, probe, t
     agent_factory("poison1")
     probe.wait_for("nodes/poison1/status", _online)
     raw = (
-        b'{"id":"inf-1","args":{"set":{"components.nosuch.settings":{"v":1e400}}},'
-        b'"reply_to":"replies/inf-1"}'
+        b'{"id":"inf-1","args":{"set":{"components.nosuch.settings":{"v":1e400}}},"reply_to":"replies/inf-1"}'
     )
     receipt = _configure(probe, "poison1", None, "inf-1", raw=raw)
     assert receipt["status"] == "error" and receipt["code"] == "invalid"
@@ -64,7 +63,9 @@ def test_poison_config_is_refused_and_nothing_is_written(agent_factory, probe, t
     # The node is still readable and writable.
     got = _configure(probe, "poison1", {"set": {"description": "fine"}}, "ok-1")
     assert got["result"] == {"config_version": 1}
-    probe.publish("nodes/poison1/cmd/config_get", contract.Command.envelope(id="get-1", reply_to="replies/get-1"))
+    probe.publish(
+        "nodes/poison1/cmd/config_get", contract.Command.envelope(id="get-1", reply_to="replies/get-1")
+    )
     answer = probe.wait_for("replies/get-1", lambda m: m.json()["status"] == "ok").json()
     assert answer["result"]["config"]["description"] == "fine"
 

@@ -9,9 +9,9 @@ from dataclasses import replace
 
 import pytest
 
+from devfleet_agent.testing import AgentThread
 from devfleet_base import contract
 from devfleet_base.testing.mqtt_probe import ProbeTimeout
-from devfleet_agent.testing import AgentThread
 
 
 def _online(msg):

@@ -27,7 +27,15 @@ from typing import Any, Protocol
 from devfleet_base import contract
 from devfleet_base.contract import Command, TopicMatch
 from devfleet_base.errors import ContractError, DevfleetError
-from devfleet_base.mqtt import Inbound, MqttSession, SessionOptions, TlsOptions, Will
+from devfleet_base.mqtt import (
+    ConnectionRefusedFatal,
+    Inbound,
+    MqttSession,
+    NotAuthorized,
+    SessionOptions,
+    TlsOptions,
+    Will,
+)
 from devfleet_base.signing import ReplayGuard
 
 from .command_ids import CommandMemory
@@ -174,6 +182,8 @@ class Agent:
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
+            if isinstance(task.exception(), ConnectionRefusedFatal):
+                return  # run() reports it in one line: no traceback for bad credentials
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
     def state_changed(self) -> None:
@@ -354,7 +364,8 @@ class Agent:
         done, _ = await asyncio.wait({stop_wait, mqtt_task}, return_when=asyncio.FIRST_COMPLETED)
         if mqtt_task in done and not mqtt_task.cancelled() and mqtt_task.exception() is not None:
             exc = mqtt_task.exception()
-            self.request_stop(str(exc), exit_code=3)
+            # 77 (EX_NOPERM): these credentials will never do; systemd must not retry.
+            self.request_stop(str(exc), exit_code=77 if isinstance(exc, NotAuthorized) else 3)
         stop_wait.cancel()
         await self._shutdown()
         root.removeHandler(self.logs)
@@ -430,12 +441,16 @@ class Agent:
         if self.name_clash is None:
             return
         if time.monotonic() - self._clash_seen_at > CLASH_FORGET:
-            log.info("no sign of the other process named %r for %.0f s; clash forgotten", self.node, CLASH_FORGET)
+            log.info(
+                "no sign of the other process named %r for %.0f s; clash forgotten", self.node, CLASH_FORGET
+            )
             self.name_clash = None
             self.mqtt.reconnect_floor = 0.0
             return
         # We got the session back by taking it: wait longer next time it is taken.
-        self.mqtt.reconnect_floor = min(CLASH_BACKOFF[1], max(CLASH_BACKOFF[0], self.mqtt.reconnect_floor * 2))
+        self.mqtt.reconnect_floor = min(
+            CLASH_BACKOFF[1], max(CLASH_BACKOFF[0], self.mqtt.reconnect_floor * 2)
+        )
 
     async def _publish_status_online(self) -> None:
         await self.publish_json(
@@ -531,9 +546,8 @@ class Agent:
         log.warning("%s arrived retained; control messages are not retained: not run, cleared", msg.topic)
         self._cleared.add(msg.topic)
         self.spawn(self.mqtt.publish(msg.topic, b"", qos=1, retain=True), "clear retained")
-        if match.kind == "cmd":
-            return False  # the dispatcher answers it with an error receipt (retained=True)
-        return True
+        # A command goes on to the dispatcher, which answers it with an error receipt.
+        return match.kind != "cmd"
 
     async def _guarded(self, handler: RouteHandler, msg: Inbound, match: TopicMatch) -> None:
         try:

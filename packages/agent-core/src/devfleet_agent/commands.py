@@ -235,7 +235,9 @@ class Dispatcher:
             try:
                 contract.encode(result)  # a result JSON cannot carry (NaN, objects) must not lose the receipt
             except (TypeError, ValueError, RecursionError) as exc:
-                log.error("command %s %s returned a result that is not JSON: %s", command.verb, command.id, exc)
+                log.error(
+                    "command %s %s returned a result that is not JSON: %s", command.verb, command.id, exc
+                )
                 final = Receipt(
                     command.id,
                     self.node,

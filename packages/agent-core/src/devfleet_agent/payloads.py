@@ -29,8 +29,8 @@ __all__ = [
     "VERSION_BLOCK",
     "Descriptions",
     "OwnStatus",
-    "judge_own_status",
     "heartbeat_payload",
+    "judge_own_status",
     "telemetry_payload",
 ]
 

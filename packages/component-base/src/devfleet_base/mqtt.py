@@ -37,6 +37,7 @@ __all__ = [
     "ConnectionRefusedFatal",
     "Inbound",
     "MqttSession",
+    "NotAuthorized",
     "SessionOptions",
     "TlsOptions",
     "Will",
@@ -58,6 +59,16 @@ class ConnectionRefusedFatal(DevfleetError):
     """The broker refused us for a reason retrying cannot fix (bad credentials)."""
 
     code = "unavailable"
+
+
+class NotAuthorized(ConnectionRefusedFatal):
+    """The broker will never accept these credentials, this client id or this
+    certificate (the agent exits with 77, EX_NOPERM, and systemd stops restarting it)."""
+
+
+# OpenSSL verify results that time can fix: a Pi without a clock battery boots in
+# 1970 until NTP answers, and every certificate is "not yet valid" until then.
+_CLOCK_VERIFY_ERRORS = {9, 10}  # X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED
 
 
 @dataclass(frozen=True)
@@ -184,6 +195,18 @@ class MqttSession:
                 await self._connect_once(protocol)
             except ConnectionRefusedFatal:
                 raise
+            except ssl.SSLCertVerificationError as exc:
+                if exc.verify_code not in _CLOCK_VERIFY_ERRORS:
+                    raise NotAuthorized(
+                        f"broker {self.options.host}:{self.options.port}: its TLS certificate is not"
+                        f" trusted ({exc.verify_message}); check the CA file"
+                    ) from None
+                self.last_error = exc
+                self._attempt_failed.set()
+                attempt += 1
+                log.warning("broker certificate: %s (is the clock right?); retrying", exc.verify_message)
+                await self._sleep_unless_stopping(min(self.options.backoff_max, 2.0**attempt))
+                continue
             except _ProtocolRefused:
                 if self.options.protocol == "auto" and protocol == "5":
                     log.info("broker does not speak MQTT 5; using 3.1.1")
@@ -385,7 +408,7 @@ class MqttSession:
             if reason == _CLOSED_BEFORE_CONNACK:
                 raise _NoConnack(reason)
             if reason in _FATAL_REASONS:
-                raise ConnectionRefusedFatal(
+                raise NotAuthorized(
                     f"broker {opts.host}:{opts.port} refused the connection: {reason}"
                     " (check username, password and ACL)"
                 )
