@@ -8,6 +8,8 @@ import time
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devfleet_agent.testing import AgentThread
 from devfleet_base import contract
@@ -118,3 +120,31 @@ def test_descriptions_carry_the_instance(agent_factory, probe):
     retained = probe.retained("nodes/inst1/+")
     for leaf in contract.NODE_DESCRIPTIONS:
         assert retained[f"nodes/inst1/{leaf}"].json()["instance"] == agent.agent.descriptions.instance
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=10), c, max_size=3),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    payload=_json
+    | st.fixed_dictionaries(
+        {"status": st.sampled_from(["online", "offline", "lost", 3]), "instance": _json, "ts": _json},
+        optional={"session": _json},
+    ),
+    retained=st.booleans(),
+)
+def test_judging_any_payload_never_raises_and_what_goes_back_out_is_small(payload, retained):
+    from devfleet_agent.agent import _clash_fields
+    from devfleet_agent.payloads import judge_own_status
+
+    verdict = judge_own_status(payload, retained=retained, instance="me", started_at=100.0)
+    assert verdict.action in {"ok", "previous", "rebirth", "clash"}
+    if verdict.action == "clash":
+        fields = _clash_fields(verdict.other)
+        assert contract.decode(contract.encode(fields)) == fields
+        assert fields["instance"] is None or len(fields["instance"]) <= 64

@@ -105,3 +105,9 @@ def test_actor_state_lives_under_the_data_dir(agent_factory, probe, tmp_path):
     names = {p.name for p in (tmp_path / "layout1").iterdir()}
     assert {"actors", "config", "session.json"} <= names
     assert names <= {"actors", "commands.json", "components", "config", "replay.json", "session.json"}
+
+
+def test_the_agent_says_where_it_keeps_its_files(process_factory, probe, tmp_path):
+    proc = process_factory("where1")
+    probe.wait_for("nodes/where1/status", lambda m: m.json()["status"] == "online", timeout=15)
+    assert f"node where1 keeps its files in {tmp_path / 'where1'}" in proc.output()

@@ -65,6 +65,17 @@ RouteHandler = Callable[[Inbound, TopicMatch], Awaitable[None]]
 Provider = Callable[[], Any]
 
 
+def _clash_fields(other: dict[str, Any]) -> dict[str, Any]:
+    """What we republish about the other process: only well-formed small values (the
+    payload came from the wire and goes back out in our retained status)."""
+    instance, session, since = other.get("instance"), other.get("session"), other.get("ts")
+    return {
+        "instance": instance if isinstance(instance, str) and len(instance) <= 64 else None,
+        "session": session if type(session) is int and 0 <= session < 2**53 else None,
+        "since": since if type(since) in (int, float) and 0 <= since < 1e11 else time.time(),
+    }
+
+
 class Subsystem(Protocol):
     """Something the agent starts after its own setup and stops before it disconnects."""
 
@@ -407,14 +418,7 @@ class Agent:
     def _clash_seen(self, other: dict[str, Any] | None) -> None:
         """Another process uses this node name: say so once, show it, and back off."""
         self._clash_seen_at = time.monotonic()
-        if other is not None:
-            clash = {
-                "instance": other.get("instance"),
-                "session": other.get("session"),
-                "since": other.get("ts"),
-            }
-        else:
-            clash = {"instance": None, "session": None, "since": time.time()}
+        clash = _clash_fields(other or {})
         first = self.name_clash is None
         self.name_clash = clash
         if first:
