@@ -97,7 +97,7 @@ def test_cli_bad_credentials_exit_77(mqtt_broker_auth, tmp_path):
         "--protocol",
         "3.1.1",
     )
-    assert r.returncode == 77  # EX_NOPERM over MQTT 3.1.1 too
+    assert r.returncode == 77  # EXIT_CONFIG: the systemd unit does not restart on it
     assert "refused" in r.stderr.splitlines()[-1]
 
 

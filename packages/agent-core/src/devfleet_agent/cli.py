@@ -20,10 +20,6 @@ __all__ = ["build_parser", "main"]
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
-EXIT_NOPERM = 77
-"""sysexits' EX_NOPERM: the broker will never accept these credentials or this
-certificate. The systemd unit has ``RestartPreventExitStatus=2 77``: retrying
-cannot help, so systemd stops restarting (as it does on a usage error, 2)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,13 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         startup_checks(settings)
     logging.getLogger("devfleet.agent").info("node %s keeps its files in %s", settings.name, data_dir)
 
-    from devfleet_base.mqtt import NotAuthorized
-
     try:
         code, restart = asyncio.run(_run(settings))
-    except NotAuthorized as exc:
-        print(f"devfleet-agent: {exc.message}", file=sys.stderr)
-        return EXIT_NOPERM
     except DevfleetError as exc:
         print(f"devfleet-agent: {exc.message}", file=sys.stderr)
         return EXIT_UNREACHABLE
@@ -153,15 +144,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(settings: object) -> tuple[int, bool]:
-    from .agent import Agent
+    from .agent import EXIT_CONFIG, Agent
+    from .sdnotify import SdNotifier
     from .wiring import attach_subsystems
 
-    agent = Agent(settings)  # type: ignore[arg-type]
+    agent = Agent(settings, notifier=SdNotifier.from_environ(os.environ))  # type: ignore[arg-type]
     attach_subsystems(agent)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.request_stop, f"signal {signal.Signals(sig).name}")
     code = await agent.run()
-    if code in (EXIT_UNREACHABLE, EXIT_NOPERM):
+    if code in (EXIT_UNREACHABLE, EXIT_CONFIG):
         print(f"devfleet-agent: {agent.stop_reason}", file=sys.stderr)
     return code, agent.restart_requested
