@@ -122,3 +122,15 @@ def test_atomic_write_refuses_non_finite_and_writes_nothing(tmp_path):
     with pytest.raises(ValueError):
         atomic_write_json(tmp_path / "x.json", {"v": float("inf")})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_simulators_config_store_refuses_poison_too():
+    from devfleet_agent.config_store import MemoryConfigStore
+    from devfleet_base.errors import ConfigError
+
+    store = MemoryConfigStore()
+    with pytest.raises(ConfigError) as info:
+        store.apply(set={"components.nosuch.settings": {"v": float("inf")}})
+    assert info.value.code == "invalid" and store.versions() == [] and store.version == 0
+    store.apply(set={"description": "fine"})
+    assert store.version == 1

@@ -44,3 +44,17 @@ def test_the_model_reads_the_clash_from_status_or_state() -> None:
     model.feed("nodes/b/status", json.dumps({"status": "online", "session": 1, "version": 3}))
     assert model.get("b").name_clash is None  # type: ignore[union-attr]
     assert model.get("b").summary()["name_clash"] is None  # type: ignore[union-attr]
+
+
+def test_a_lost_sync_marker_names_the_broker_setting(
+    broker_factory: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The broker drops what this console publishes (its ACL lets it read only), as a
+    # broker drops messages to a console that is behind: the marker never comes back.
+    broker = broker_factory(auth=True, users={"reader": "pw-reader-1"}, acl=["user reader", "topic read #"])
+    code = main(
+        ["--broker", broker.url, "--username", "reader", "--password", "pw-reader-1", "--timeout", "2", "ls"]
+    )
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "did not echo our marker" in err and "max_queued_messages" in err and "docs/agent.md" in err
