@@ -28,7 +28,23 @@ if TYPE_CHECKING:
 
     from .model import FleetModel
 
-__all__ = ["ActorOps"]
+__all__ = ["ActorOps", "actor_rows"]
+
+
+def actor_rows(model: FleetModel, node: str | None = None) -> list[dict[str, Any]]:
+    """Every actor the model's retained states list, as rows (``node`` and ``name``
+    always the strings of the topic and key, whatever the payload says)."""
+    out: list[dict[str, Any]] = []
+    for view in model:
+        if node is not None and view.name != node:
+            continue
+        actors = (view.state or {}).get("actors")
+        if not isinstance(actors, dict):
+            continue
+        for name, info in sorted(actors.items()):
+            if isinstance(info, dict):
+                out.append({**info, "node": view.name, "name": name})
+    return out
 
 
 class ActorOps:
@@ -147,19 +163,9 @@ class ActorOps:
     def actors(self, node: str | None = None) -> list[dict[str, Any]]:
         """Every actor the fleet's retained state shows (``node``, ``name``, ``state``,
         ``restarts``, ``actor_id``...), optionally of one node."""
-        out: list[dict[str, Any]] = []
-        for view in self.model:
-            if node is not None and view.name != node:
-                continue
-            actors = (view.state or {}).get("actors")
-            if not isinstance(actors, dict):
-                continue
-            for name, info in sorted(actors.items()):
-                if isinstance(info, dict):
-                    out.append({"node": view.name, "name": name, **info})
         if node is not None and node not in self.model:
             raise NodeNotFound(f"no node {node!r} in the fleet")
-        return out
+        return actor_rows(self.model, node)
 
     def locate(self, name: str) -> str:
         """The node running the actor ``name`` (from the retained state)."""

@@ -125,20 +125,9 @@ async def cmd_actors(ctx: Context) -> int:
     if ctx.json:
         ctx.emit_json(rows)
         return 0
-    from rich.table import Table
+    from .render import actors_table
 
-    t = Table(box=None, pad_edge=False)
-    for col in ("NODE", "ACTOR", "STATE", "RESTARTS", "LAST ERROR"):
-        t.add_column(col)
-    for row in rows:
-        t.add_row(
-            row["node"],
-            row["name"],
-            str(row.get("state", "-")),
-            str(row.get("restarts", "-")),
-            str(row.get("last_error") or "")[:60],
-        )
-    ctx.console().print(t)
+    ctx.console().print(actors_table(rows))
     return 0
 
 
