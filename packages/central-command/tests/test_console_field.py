@@ -1,0 +1,41 @@
+"""Field failures of the console library (issue 17) against a real mosquitto and agents."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from typing import Any
+
+import pytest
+
+from devfleet_command.aio import AsyncFleet
+from devfleet_command.errors import ConnectError
+from devfleet_command.model import FleetModel
+
+
+def online(*names: str) -> Any:
+    def check(m: FleetModel) -> bool:
+        return all((n := m.get(name)) is not None and n.online and n.cfg is not None for name in names)
+
+    return check
+
+
+async def until(condition: Any, timeout: float = 10.0) -> None:
+    """Poll a condition that has no event to wait on (a library internal), time-boxed."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_send_when_the_broker_dies_mid_call_raises_a_typed_error(mosquitto: Any, agents: Any) -> None:
+    agents.start("n1")
+    async with AsyncFleet.connect(mosquitto.url) as fleet:
+        await fleet.wait_for(online("n1"), timeout=20)
+        os.kill(mosquitto.pid, signal.SIGSTOP)  # the broker takes the PUBLISH, never acks it
+        call = asyncio.create_task(fleet.send("n1", "ping"))
+        await until(lambda: bool(fleet.session._acks))
+        mosquitto.kill()
+        with pytest.raises(ConnectError):
+            await call
+        assert not call.cancelled()
