@@ -36,6 +36,14 @@ def register(sub: Any) -> None:
     p = sub.add_parser("purge", help="clear every retained topic of a gone node")
     p.add_argument("node")
     p.add_argument("--force", action="store_true", help="purge even if the node says it is online")
+    p.add_argument(
+        "--linger",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="stay S seconds and clear the will of a connection the broker still holds"
+        " (a frozen node's: it fires up to 1.5 keepalives later, 45 s by default)",
+    )
     p.set_defaults(handler=cmd_purge)
 
 
@@ -142,10 +150,23 @@ async def cmd_cmd(ctx: Context) -> int:
 
 async def cmd_purge(ctx: Context) -> int:
     """Purge a node's retained topics."""
+    a = ctx.args
     async with ctx.fleet() as fleet:
-        cleared = await fleet.purge(ctx.args.node, force=ctx.args.force, timeout=ctx.timeout)
+        view = fleet.model.get(a.node)
+        # Its last word was "online": no will fired yet, so the broker may still hold one.
+        will_pending = view is not None and view.status == "online"
+        if will_pending and a.linger > 0 and not ctx.json:
+            print(f"devfleet: staying {a.linger:g} s to clear {a.node}'s will if the broker fires it", file=ctx.err)
+        cleared = await fleet.purge(a.node, force=a.force, timeout=ctx.timeout, linger=a.linger)
     if ctx.json:
-        ctx.emit_json({"node": ctx.args.node, "cleared": cleared})
+        ctx.emit_json({"node": a.node, "cleared": cleared, "will_may_follow": will_pending and a.linger <= 0})
     else:
-        print(f"{ctx.args.node}: purged {len(cleared)} retained topic(s)", file=ctx.out)
+        print(f"{a.node}: purged {len(cleared)} retained topic(s)", file=ctx.out)
+    if will_pending and a.linger <= 0:
+        print(
+            f"devfleet: warning: {a.node} was last seen online; if the broker still holds its connection"
+            " (a frozen node) it publishes the will up to 1.5 keepalives later and the node reappears as"
+            " lost: purge again then, or use --linger 50",
+            file=ctx.err,
+        )
     return 0

@@ -79,20 +79,42 @@ def show_renderables(node: NodeView) -> list[Any]:
     return out
 
 
+async def _settled(ctx: Context, fleet: Any) -> None:
+    """Wait (up to one heartbeat interval, with a hint) for nodes known only from a
+    retained ``online`` status; those still silent are shown stale."""
+    await fleet.confirm_liveness(ctx.timeout, on_wait=None if ctx.json else ctx.waiting_hint)
+
+
+def _foreign_hint(ctx: Context, fleet: Any) -> None:
+    names = sorted(fleet.model.foreign_names)
+    if names:
+        shown = ", ".join(repr(n) for n in names[:5])
+        print(
+            f"devfleet: ignored {fleet.model.foreign_total} message(s) under {len(names)} node name(s)"
+            f" outside the grammar: {shown} (remove them with: devfleet purge NAME)",
+            file=ctx.err,
+        )
+
+
 async def cmd_ls(ctx: Context) -> int:
     """List nodes."""
     async with ctx.fleet() as fleet:
+        await _settled(ctx, fleet)
         nodes = fleet.nodes()
         if ctx.json:
             ctx.emit_json([n.summary() for n in nodes])
+        elif not nodes:
+            print(f"no nodes on {ctx.broker}", file=ctx.out)
         else:
             ctx.console().print(table(nodes))
+        _foreign_hint(ctx, fleet)
     return 0
 
 
 async def cmd_show(ctx: Context) -> int:
     """Show one node."""
     async with ctx.fleet() as fleet:
+        await _settled(ctx, fleet)
         node = fleet.node(ctx.args.node)
         if ctx.json:
             ctx.emit_json(node.to_dict())
@@ -109,6 +131,7 @@ async def cmd_watch(ctx: Context) -> int:
 
     async with ctx.fleet() as fleet:
         if ctx.args.once:
+            await _settled(ctx, fleet)
             if ctx.json:
                 ctx.emit_json([n.summary() for n in fleet.nodes()])
             else:

@@ -1,0 +1,176 @@
+"""What a new operator hit (issue 18) and field failures (issue 17) through the CLI,
+against a real mosquitto and real agents."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devfleet_base.testing import MqttProbe
+from devfleet_command.cli import main
+from devfleet_command.sync import Fleet
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def ready(url: str, *names: str) -> None:
+    with Fleet.connect(url) as fleet:
+        fleet.wait_for(
+            lambda m: all((n := m.get(x)) is not None and n.online and n.cfg is not None for x in names),
+            timeout=20,
+        )
+
+
+@pytest.fixture
+def silent_broker() -> Iterator[str]:
+    """A TCP port that accepts connections and never says a word."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"mqtt://127.0.0.1:{srv.getsockname()[1]}"
+    srv.close()
+    for conn in held:
+        conn.close()
+
+
+def test_a_silent_broker_does_not_overrun_the_timeout(
+    silent_broker: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started = time.monotonic()
+    code, _, err = run(capsys, "--broker", silent_broker, "--timeout", "5", "ls")
+    elapsed = time.monotonic() - started
+    assert code == 3 and "within 5 s" in err
+    assert elapsed < 6.0, f"took {elapsed:.1f} s for --timeout 5"
+
+
+def test_ls_on_an_empty_broker_says_so(mosquitto: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--broker", mosquitto.url, "ls")
+    assert code == 0 and out.strip() == f"no nodes on {mosquitto.url}"
+
+
+def test_commands_to_a_node_never_seen_fail_at_once_and_leave_nothing(
+    mosquitto: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"name": "a", "code": "async def process(agent):\n    pass\n"}))
+    url = mosquitto.url
+    for argv in (
+        ["ping", "nosuch"],
+        ["restart", "nosuch"],
+        ["config", "get", "nosuch"],
+        ["config", "set", "nosuch", "description=x", "--desired"],
+        ["components", "nosuch"],
+        ["cmd", "nosuch", "ping"],
+        ["component", "nosuch", "led", "on"],
+        ["install", "nosuch", "somepkg"],
+        ["spawn", "nosuch", str(spec)],
+        ["stop", "nosuch", "a"],
+        ["purge", "nosuch"],
+        ["migrate", "a", "--to", "nosuch"],
+    ):
+        started = time.monotonic()
+        code, out, err = run(capsys, "--broker", url, "--timeout", "10", *argv)
+        assert code == 3, (argv, out, err)
+        assert "nosuch" in err and time.monotonic() - started < 5, argv
+    with MqttProbe.connect_to(mosquitto) as probe:
+        assert probe.retained("nodes/nosuch/#", timeout=2) == {}
+
+
+def test_wait_for_node_waits_for_a_node_being_provisioned(
+    mosquitto: Any, agents: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result: dict[str, Any] = {}
+
+    def ping() -> None:
+        result["code"] = main(["--broker", mosquitto.url, "--wait-for-node", "30", "--timeout", "30", "ping", "late"])
+
+    thread = threading.Thread(target=ping)
+    thread.start()
+    agents.start("late")
+    thread.join(60)
+    assert result["code"] == 0
+
+
+FLAKY = """
+import asyncio
+
+async def handle_task(agent, payload):
+    if agent.node == "tk-bad":
+        raise RuntimeError("broken here")
+    await asyncio.sleep(0.5)
+    return {"node": agent.node}
+"""
+
+
+def test_task_error_exits_non_zero_and_does_not_shadow_a_healthy_instance(
+    mosquitto: Any, agents: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    agents.start("tk-bad", "--allow-code")
+    agents.start("tk-good", "--allow-code")
+    url = mosquitto.url
+    ready(url, "tk-bad", "tk-good")
+    with Fleet.connect(url) as fleet:
+        fleet.spawn("tk-bad", {"name": "flaky", "code": FLAKY})
+        fleet.spawn("tk-good", {"name": "flaky", "code": FLAKY})
+    code, out, err = run(capsys, "--broker", url, "--json", "task", "flaky", "{}")
+    assert code == 0, err
+    assert json.loads(out)["node"] == "tk-good"
+    with Fleet.connect(url) as fleet:
+        fleet.stop_actor("tk-good", "flaky")
+        fleet.wait_for(
+            lambda m: "flaky" not in ((m.get("tk-good").state or {}).get("actors") or {}),  # type: ignore[union-attr]
+            timeout=10,
+        )
+    code, out, err = run(capsys, "--broker", url, "task", "flaky", "{}")
+    assert code == 1 and "broken here" in err and "tk-bad" in err
+
+
+def test_migrate_to_a_node_that_refuses_code_says_forbidden_at_once(
+    mosquitto: Any, agents: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    agents.start("mg-src", "--allow-code")
+    agents.start("mg-nocode")
+    url = mosquitto.url
+    ready(url, "mg-src", "mg-nocode")
+    with Fleet.connect(url) as fleet:
+        fleet.spawn("mg-src", {"name": "mover", "code": "async def process(agent):\n    pass\n"})
+    started = time.monotonic()
+    code, _, err = run(capsys, "--broker", url, "migrate", "mover", "--to", "mg-nocode")
+    assert code == 1 and "does not accept actor code" in err
+    assert time.monotonic() - started < 5
+
+
+def test_spawn_honours_the_timeout(mosquitto: Any, agents: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    agent = agents.start("sp-frozen", "--allow-code")
+    url = mosquitto.url
+    ready(url, "sp-frozen")
+    agent.pause()
+    try:
+        started = time.monotonic()
+        code, _, err = run(
+            capsys, "--broker", url, "--timeout", "2", "spawn", "sp-frozen", "--no-retain", "--name", "x", "--code", __file__
+        )
+        assert code == 3 and time.monotonic() - started < 5, err
+    finally:
+        agent.resume()
