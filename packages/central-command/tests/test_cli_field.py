@@ -4,6 +4,8 @@ against a real mosquitto and real agents."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import threading
 import time
@@ -174,3 +176,84 @@ def test_spawn_honours_the_timeout(mosquitto: Any, agents: Any, capsys: pytest.C
         assert code == 3 and time.monotonic() - started < 5, err
     finally:
         agent.resume()
+
+
+def _fast_heartbeats(url: str, name: str) -> None:
+    with Fleet.connect(url) as fleet:
+        fleet.config_set(name, {"heartbeat.interval": 1.0})
+
+
+def _ls(capsys: pytest.CaptureFixture[str], url: str) -> dict[str, dict[str, Any]]:
+    code, out, err = run(capsys, "--broker", url, "ls", "--json")
+    assert code == 0, err
+    return {row["node"]: row for row in json.loads(out)}
+
+
+def _until(check: Any, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.2)
+
+
+def test_one_shot_listing_shows_the_latest_figures(
+    mosquitto: Any, agents: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    agents.start("fig-1")
+    ready(mosquitto.url, "fig-1")
+    with Fleet.connect(mosquitto.url) as fleet:  # the first heartbeat has gone out
+        fleet.wait_for(lambda m: (n := m.get("fig-1")) is not None and n.heartbeat is not None, timeout=20)
+    row = _ls(capsys, mosquitto.url)["fig-1"]
+    assert row["health"] == "online" and isinstance(row["cpu"], float) and row["heartbeat_at"] is not None
+    code, out, _ = run(capsys, "--broker", mosquitto.url, "ls")
+    line = next(line for line in out.splitlines() if line.startswith("fig-1"))
+    assert line.split()[5] != "-"  # CPU%
+
+
+def test_a_node_that_died_with_the_broker_is_not_online_to_a_one_shot_console(
+    broker_factory: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from devfleet_agent.testing import AgentProcess
+
+    broker = broker_factory(persistence=True)
+    data = tmp_path / "dead-1"
+    agent = AgentProcess(
+        broker=broker.host, port=broker.port, name="dead-1", data_dir=data, extra=["--state-dir", str(data)]
+    ).start()
+    try:
+        ready(broker.url, "dead-1")
+        _fast_heartbeats(broker.url, "dead-1")
+        agent.pause()  # the connection stays open: no will yet
+        os.kill(broker.pid, signal.SIGUSR1)  # mosquitto saves its database (status "online")
+        _until(lambda: (Path(broker.dir) / "mosquitto.db").exists())
+        broker.kill()  # a power cut takes both; no will is ever published
+        agent.kill()
+        broker.start()
+        # Within one stale window it cannot be told from a live node; after it, a
+        # one-shot console (no heartbeat ever seen live) must not call it online.
+        _until(lambda: _ls(capsys, broker.url)["dead-1"]["health"] == "stale")
+        started = time.monotonic()
+        code, out, err = run(capsys, "--broker", broker.url, "--json", "ping", "--all")
+        assert code == 0 and json.loads(out)["offline"] == ["dead-1"], err
+        assert time.monotonic() - started < 5
+        code, out, err = run(capsys, "--broker", broker.url, "purge", "dead-1")
+        assert code == 0, err
+    finally:
+        agent.kill()
+
+
+def test_purge_clears_the_will_a_frozen_node_still_holds(
+    mosquitto: Any, agents: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    agent = agents.start("frozen-1", "--keepalive", "5")
+    url = mosquitto.url
+    ready(url, "frozen-1")
+    _fast_heartbeats(url, "frozen-1")
+    agent.pause()  # a half-open connection: the broker fires the will ~7.5 s later
+    _until(lambda: _ls(capsys, url)["frozen-1"]["health"] == "stale")
+    code, out, err = run(capsys, "--broker", url, "purge", "frozen-1", "--linger", "12")
+    assert code == 0, err
+    assert "frozen-1/status" in "".join(out) or "purged" in out
+    with MqttProbe.connect_to(mosquitto) as probe:
+        assert probe.retained("nodes/frozen-1/#", timeout=2) == {}
+    assert "frozen-1" not in _ls(capsys, url)

@@ -39,3 +39,19 @@ async def test_send_when_the_broker_dies_mid_call_raises_a_typed_error(mosquitto
         with pytest.raises(ConnectError):
             await call
         assert not call.cancelled()
+
+
+async def test_a_command_around_a_broker_restart_waits_for_the_node_to_be_back(
+    mosquitto: Any, agents: Any
+) -> None:
+    agent = agents.start("rs-1")
+    async with AsyncFleet.connect(mosquitto.url) as fleet:
+        await fleet.wait_for(online("rs-1"), timeout=20)
+        agent.pause()  # the node will be late back: its subscriptions are gone meanwhile
+        mosquitto.restart()
+        await until(lambda: fleet.session.connects == 2 and fleet.session.connected, timeout=15)
+        call = asyncio.create_task(fleet.call("rs-1", "ping", timeout=15))
+        await asyncio.sleep(0)  # the command is being held, not published into the void
+        agent.resume()
+        result = await call
+        assert result["pong"] is True

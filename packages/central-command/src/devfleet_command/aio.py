@@ -471,7 +471,7 @@ class AsyncFleet(ActorOps):
                     f"no node named {node!r} appeared within {self.wait_for_node:g} s (nothing sent)"
                 ) from None
         view = self.node(node)
-        if view.awaiting and view.status == "online":
+        if view.awaiting:  # whatever its status: a broker going down may have fired its will
             try:
                 await self.wait_for(lambda m: not (n := m.get(node)) or not n.awaiting, timeout)
             except ConsoleTimeout:

@@ -238,8 +238,17 @@ class NodeView:
             "heartbeat_at": self.heartbeat_at,
             "awaiting_birth": self.awaiting,
             "telemetry": {k: s.value for k, s in self.telemetry.items()},
+            **{name: self.metric(name) for name in ("cpu", "memory", "disk")},
             "invalid": self.invalid,
         }
+
+    def metric(self, name: str) -> float | None:
+        """The latest ``cpu``/``memory``/``disk`` percent: the telemetry sample, else the
+        (retained) heartbeat's figure; None when neither holds a finite number."""
+        sample = self.telemetry.get(name)
+        if sample is not None:
+            return sample.value
+        return _seconds((self.heartbeat or {}).get(name))
 
     def to_dict(self) -> dict[str, Any]:
         """Everything known, JSON-able (what ``devfleet show --json`` prints)."""
