@@ -18,7 +18,7 @@ def test_birth_publishes_meta_status_state_cfg(agent_factory, probe):
     agent_factory("birth1")
     probe.wait_for("nodes/birth1/status", _online)
     retained = probe.retained("nodes/birth1/+")
-    assert set(retained) == {f"nodes/birth1/{leaf}" for leaf in ("meta", "status", "state", "cfg")}
+    assert set(retained) == {f"nodes/birth1/{leaf}" for leaf in ("meta", "status", "state", "cfg", "heartbeat")}
     meta = retained["nodes/birth1/meta"].json()
     for key in (
         "hostname",

@@ -105,7 +105,9 @@ def test_wait_for_node_waits_for_a_node_being_provisioned(
     result: dict[str, Any] = {}
 
     def ping() -> None:
-        result["code"] = main(["--broker", mosquitto.url, "--wait-for-node", "30", "--timeout", "30", "ping", "late"])
+        result["code"] = main(
+            ["--broker", mosquitto.url, "--wait-for-node", "30", "--timeout", "30", "ping", "late"]
+        )
 
     thread = threading.Thread(target=ping)
     thread.start()
@@ -171,7 +173,18 @@ def test_spawn_honours_the_timeout(mosquitto: Any, agents: Any, capsys: pytest.C
     try:
         started = time.monotonic()
         code, _, err = run(
-            capsys, "--broker", url, "--timeout", "2", "spawn", "sp-frozen", "--no-retain", "--name", "x", "--code", __file__
+            capsys,
+            "--broker",
+            url,
+            "--timeout",
+            "2",
+            "spawn",
+            "sp-frozen",
+            "--no-retain",
+            "--name",
+            "x",
+            "--code",
+            __file__,
         )
         assert code == 3 and time.monotonic() - started < 5, err
     finally:
@@ -206,6 +219,7 @@ def test_one_shot_listing_shows_the_latest_figures(
     row = _ls(capsys, mosquitto.url)["fig-1"]
     assert row["health"] == "online" and isinstance(row["cpu"], float) and row["heartbeat_at"] is not None
     code, out, _ = run(capsys, "--broker", mosquitto.url, "ls")
+    assert code == 0
     line = next(line for line in out.splitlines() if line.startswith("fig-1"))
     assert line.split()[5] != "-"  # CPU%
 
@@ -257,3 +271,23 @@ def test_purge_clears_the_will_a_frozen_node_still_holds(
     with MqttProbe.connect_to(mosquitto) as probe:
         assert probe.retained("nodes/frozen-1/#", timeout=2) == {}
     assert "frozen-1" not in _ls(capsys, url)
+
+
+def test_a_retained_online_with_no_heartbeat_gets_one_interval_then_shows_stale(
+    mosquitto: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with MqttProbe.connect_to(mosquitto) as probe:
+        for leaf, version, extra in (
+            ("meta", 1, {}),
+            ("status", 2, {"status": "online"}),
+            ("cfg", 3, {"config_version": 1, "config": {"heartbeat": {"interval": 1.0}}}),
+        ):
+            body = {"node": "ghost-1", "session": 1, "version": version, "ts": 1.0, **extra}
+            probe.publish(f"nodes/ghost-1/{leaf}", body, retain=True)
+    started = time.monotonic()
+    code, out, err = run(capsys, "--broker", mosquitto.url, "ls")
+    assert code == 0 and "waiting up to 2 s for a heartbeat from ghost-1" in err
+    assert "stale" in next(line for line in out.splitlines() if line.startswith("ghost-1"))
+    assert time.monotonic() - started < 5
+    code, out, err = run(capsys, "--broker", mosquitto.url, "purge", "ghost-1")  # stale: no --force needed
+    assert code == 0, err

@@ -57,10 +57,21 @@ def test_hostile_retained_messages_do_not_crash_the_cli(
             desc("x", 4, actors={"[/]": {"state": "running"}, "a": {"name": 5, "state": ["x"]}}),
             retain=True,
         )
-        probe.publish(T("x", "cfg/desired"), {"id": "d", "args": {"set": {"description": "[/]"}}}, retain=True)
-        probe.publish(T("x", "heartbeat"), json.dumps({"node": "x", "cpu": HUGE, "timestamp": HUGE}), retain=True)
+        probe.publish(
+            T("x", "cfg/desired"), {"id": "d", "args": {"set": {"description": "[/]"}}}, retain=True
+        )
+        probe.publish(
+            T("x", "heartbeat"), json.dumps({"node": "x", "cpu": HUGE, "timestamp": HUGE}), retain=True
+        )
         probe.publish(contract.node_telemetry_topic("x", "cpu"), json.dumps({"value": HUGE}), retain=True)
-    for argv in (["ls"], ["show", "x"], ["watch", "--once"], ["actors"], ["ls", "--json"], ["show", "x", "--json"]):
+    for argv in (
+        ["ls"],
+        ["show", "x"],
+        ["watch", "--once"],
+        ["actors"],
+        ["ls", "--json"],
+        ["show", "x", "--json"],
+    ):
         code, out, err = run(capsys, "--broker", url, *argv)
         assert code == 0, (argv, err)
         assert "Traceback" not in err
@@ -111,7 +122,8 @@ _body = st.fixed_dictionaries(
         "value": _junk,
         "ts": _junk,
         "id": _junk,
-        "args": st.fixed_dictionaries({"set": st.dictionaries(st.text(max_size=5), _junk, max_size=2)}) | _junk,
+        "args": st.fixed_dictionaries({"set": st.dictionaries(st.text(max_size=5), _junk, max_size=2)})
+        | _junk,
     },
 )
 

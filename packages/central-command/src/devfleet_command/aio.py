@@ -67,6 +67,10 @@ _now = time.time
 INSTALL_TIMEOUT = 900.0
 """Seconds a console waits for an install, upgrade or uninstall (pip on a Pi Zero is slow)."""
 
+_PACING_SLACK = 1.0
+"""Seconds beyond a heartbeat interval before a silent node is judged (agents sleep
+an interval after publishing, so their period is a little longer)."""
+
 PURGED_LEAVES = ("meta", "status", "state", "cfg", "cfg/desired", "heartbeat", "spawn")
 """The retained node topics a purge always clears (plus any other retained one found)."""
 
@@ -417,15 +421,17 @@ class AsyncFleet(ActorOps):
         return self.model.drift()
 
     async def confirm_liveness(
-        self, timeout: float = 10.0, on_wait: Callable[[list[str], float], None] | None = None
+        self, timeout: float | None = None, on_wait: Callable[[list[str], float], None] | None = None
     ) -> list[str]:
         """Settle the nodes that say ``online`` with nothing to show they live (a
         retained birth, no heartbeat: a broker that persisted a dead node's status):
-        wait up to one heartbeat interval (at most ``timeout``) for their heartbeat,
-        and mark those still silent stale.
+        wait for their heartbeat, and mark stale those silent for a whole heartbeat
+        interval (plus one second for the agent's own pacing).
 
         Args:
-            timeout: the most seconds to wait.
+            timeout: the most seconds to wait (None: one interval and one second).
+                A node whose interval does not fit in it is waited on but not
+                judged: it stays as it was.
             on_wait: called once with the names and the seconds it will wait, when
                 there is anything to wait for (a progress hint).
 
@@ -435,8 +441,9 @@ class AsyncFleet(ActorOps):
         waiting = self.model.unconfirmed()
         if not waiting:
             return []
-        wait = min(timeout, max(n.heartbeat_interval for n in waiting))
-        names = sorted(n.name for n in waiting)
+        needed = {n.name: n.heartbeat_interval + _PACING_SLACK for n in waiting}
+        wait = max(needed.values()) if timeout is None else min(timeout, max(needed.values()))
+        names = sorted(needed)
         if on_wait is not None:
             on_wait(names, wait)
 
@@ -445,7 +452,11 @@ class AsyncFleet(ActorOps):
 
         with contextlib.suppress(ConsoleTimeout):
             await self.wait_for(heard, wait)
-        silent = [name for name in names if (n := self.model.get(name)) is not None and n.unconfirmed]
+        silent = [
+            name
+            for name in names
+            if (n := self.model.get(name)) is not None and n.unconfirmed and needed[name] <= wait
+        ]
         self._dispatch(self.model.mark_stale(silent, wait))
         return silent
 
@@ -802,13 +813,15 @@ class AsyncFleet(ActorOps):
                 lingering, or something remained.
         """
         level = _topic_level(node)
-        await self.confirm_liveness(timeout)
+        await self.confirm_liveness()
         view = self.model.get(node)
         if view is not None and view.online and not force:
             raise PurgeError(f"{node} is online; stop its agent first (or force the purge)")
         found = await self.retained_topics(node, timeout=timeout)
         if view is None and not found:
-            raise NodeNotFound(f"no node named {node!r}: nothing is retained under nodes/{level}/ (nothing purged)")
+            raise NodeNotFound(
+                f"no node named {node!r}: nothing is retained under nodes/{level}/ (nothing purged)"
+            )
         topics = set(found) | {f"nodes/{level}/{leaf}" for leaf in PURGED_LEAVES}
         await self._clear(topics)
         cleared = set(found)

@@ -169,7 +169,9 @@ class NodeView:
     def unconfirmed(self) -> bool:
         """Says ``online`` but nothing shows it lives: no heartbeat with a time and no
         birth seen live (only retained copies, which a broker keeps for a dead node)."""
-        return self.status == "online" and not self.stale and self.heartbeat_at is None and self.seen_at is None
+        return (
+            self.status == "online" and not self.stale and self.heartbeat_at is None and self.seen_at is None
+        )
 
     @property
     def session(self) -> int | None:
@@ -380,7 +382,7 @@ class FleetModel:
         assert isinstance(match, TopicMatch)
         try:
             return self._route(topic, match, payload, retained, now)
-        except Exception as exc:  # noqa: BLE001 - a payload the handlers did not foresee is counted, never raised
+        except Exception as exc:  # a payload the handlers did not foresee: counted, never raised
             return self._invalid(topic, match.node, f"unreadable payload ({type(exc).__name__})")
 
     def _route(

@@ -156,7 +156,10 @@ async def cmd_purge(ctx: Context) -> int:
         # Its last word was "online": no will fired yet, so the broker may still hold one.
         will_pending = view is not None and view.status == "online"
         if will_pending and a.linger > 0 and not ctx.json:
-            print(f"devfleet: staying {a.linger:g} s to clear {a.node}'s will if the broker fires it", file=ctx.err)
+            print(
+                f"devfleet: staying {a.linger:g} s to clear {a.node}'s will if the broker fires it",
+                file=ctx.err,
+            )
         cleared = await fleet.purge(a.node, force=a.force, timeout=ctx.timeout, linger=a.linger)
     if ctx.json:
         ctx.emit_json({"node": a.node, "cleared": cleared, "will_may_follow": will_pending and a.linger <= 0})

@@ -82,7 +82,7 @@ def show_renderables(node: NodeView) -> list[Any]:
 async def _settled(ctx: Context, fleet: Any) -> None:
     """Wait (up to one heartbeat interval, with a hint) for nodes known only from a
     retained ``online`` status; those still silent are shown stale."""
-    await fleet.confirm_liveness(ctx.timeout, on_wait=None if ctx.json else ctx.waiting_hint)
+    await fleet.confirm_liveness(on_wait=None if ctx.json else ctx.waiting_hint)
 
 
 def _foreign_hint(ctx: Context, fleet: Any) -> None:

@@ -79,7 +79,9 @@ def config_renderables(result: Any) -> list[Any]:
     from rich.pretty import Pretty
 
     info = result if isinstance(result, dict) else {"config": result}
-    head = Text(f"config version {_str(info.get('config_version'))} (kept: {_str(info.get('kept_versions'))})")
+    head = Text(
+        f"config version {_str(info.get('config_version'))} (kept: {_str(info.get('kept_versions'))})"
+    )
     return [head, Pretty(info.get("config"))]
 
 
