@@ -90,6 +90,9 @@ def test_commands_to_a_node_never_seen_fail_at_once_and_leave_nothing(
         ["stop", "nosuch", "a"],
         ["purge", "nosuch"],
         ["migrate", "a", "--to", "nosuch"],
+        ["logs", "nosuch"],
+        ["ping", "--group", "nosuch"],
+        ["install", "--group", "nosuch", "somepkg"],
     ):
         started = time.monotonic()
         code, out, err = run(capsys, "--broker", url, "--timeout", "10", *argv)
@@ -291,3 +294,25 @@ def test_a_retained_online_with_no_heartbeat_gets_one_interval_then_shows_stale(
     assert time.monotonic() - started < 5
     code, out, err = run(capsys, "--broker", mosquitto.url, "purge", "ghost-1")  # stale: no --force needed
     assert code == 0, err
+
+
+def test_names_outside_the_grammar_are_counted_and_purgeable(
+    mosquitto: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with MqttProbe.connect_to(mosquitto) as probe:
+        probe.publish(
+            "nodes/Kitchen Pi/meta", {"node": "Kitchen Pi", "session": 1, "version": 1}, retain=True
+        )
+        probe.publish(
+            "nodes/Kitchen Pi/status",
+            {"node": "Kitchen Pi", "session": 1, "version": 2, "status": "online"},
+            retain=True,
+        )
+    code, out, err = run(capsys, "--broker", mosquitto.url, "ls")
+    assert code == 0 and "Kitchen" not in out and "'Kitchen Pi'" in err
+    code, out, err = run(capsys, "--broker", mosquitto.url, "show", "Kitchen Pi")
+    assert code == 3, (out, err)  # not a node the console lists: no ghost
+    code, out, err = run(capsys, "--broker", mosquitto.url, "purge", "Kitchen Pi")
+    assert code == 0 and "purged 2" in out, err
+    with MqttProbe.connect_to(mosquitto) as probe:
+        assert probe.retained("nodes/+/#", timeout=2) == {}

@@ -460,13 +460,13 @@ class AsyncFleet(ActorOps):
         self._dispatch(self.model.mark_stale(silent, wait))
         return silent
 
-    async def _target(self, node: str, timeout: float) -> NodeView:
-        """The node a command goes to, once it can take one.
+    async def wait_for_known(self, node: str) -> NodeView:
+        """The node, if this console has seen it (or it is born within
+        ``wait_for_node`` seconds).
 
         Raises:
             ContractError: the name is outside the grammar.
-            NodeNotFound: never seen (and not born within ``wait_for_node``).
-            CommandTimeout: seen before our reconnect, not back within ``timeout``.
+            NodeNotFound: never seen.
         """
         contract.check_name(node, "node")
         if node not in self.model:
@@ -481,7 +481,17 @@ class AsyncFleet(ActorOps):
                 raise NodeNotFound(
                     f"no node named {node!r} appeared within {self.wait_for_node:g} s (nothing sent)"
                 ) from None
-        view = self.node(node)
+        return self.node(node)
+
+    async def _target(self, node: str, timeout: float) -> NodeView:
+        """The node a command goes to, once it can take one.
+
+        Raises:
+            ContractError: the name is outside the grammar.
+            NodeNotFound: never seen (and not born within ``wait_for_node``).
+            CommandTimeout: seen before our reconnect, not back within ``timeout``.
+        """
+        view = await self.wait_for_known(node)
         if view.awaiting:  # whatever its status: a broker going down may have fired its will
             try:
                 await self.wait_for(lambda m: not (n := m.get(node)) or not n.awaiting, timeout)
@@ -568,6 +578,8 @@ class AsyncFleet(ActorOps):
         """Send ``verb`` to every node (or every node of ``group``) in one message.
 
         The returned :class:`Broadcast` is already running; ``await b.wait()``.
+        A ``group`` with no member this console knows raises ``NodeNotFound`` (a
+        typo), after ``wait_for_node`` seconds if set.
         Nodes the model knows are down are listed as offline and not waited on; so
         are nodes whose retained status says online but that sent no heartbeat
         within one interval, and nodes not back after a broker restart (each
@@ -581,6 +593,12 @@ class AsyncFleet(ActorOps):
         started = time.monotonic()
         await self.confirm_liveness(timeout / 2)
         members = self.model.in_group(group) if group is not None else list(self.model)
+        if group is not None and not members and self.wait_for_node > 0:
+            with contextlib.suppress(ConsoleTimeout):
+                await self.wait_for(lambda m: bool(m.in_group(group)), self.wait_for_node)
+            members = self.model.in_group(group)
+        if group is not None and not members:
+            raise NodeNotFound(f"no node of group {group!r} is known to the broker (nothing sent)")
         if any(n.awaiting and n.online for n in members):  # hold for nodes not back yet
             names = [n.name for n in members]
             with contextlib.suppress(ConsoleTimeout):
