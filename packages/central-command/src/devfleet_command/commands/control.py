@@ -54,6 +54,8 @@ async def broadcast_with_progress(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     group = ctx.args.group
+    if group is not None and not fleet.model.in_group(group):
+        await _group_known(ctx, fleet, group)
     with Progress(
         TextColumn(f"{verb} {'group ' + group if group else 'fleet'}"),
         BarColumn(),
@@ -80,6 +82,19 @@ async def broadcast_with_progress(
         )
         await bc.wait()
     return bc
+
+
+async def _group_known(ctx: Context, fleet: AsyncFleet, group: str) -> None:
+    """A group no known node is in is a typo: exit 3 at once (or after --wait-for-node)."""
+    from ..errors import ConsoleTimeout, NodeNotFound
+
+    if ctx.wait_for_node > 0:
+        try:
+            await fleet.wait_for(lambda m: bool(m.in_group(group)), ctx.wait_for_node)
+            return
+        except ConsoleTimeout:
+            pass
+    raise NodeNotFound(f"no node of group {group!r} is known to the broker at {ctx.broker} (nothing sent)")
 
 
 def summarize_broadcast(ctx: Context, bc: Broadcast) -> None:
