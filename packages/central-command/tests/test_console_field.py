@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from devfleet_command.aio import AsyncFleet
-from devfleet_command.errors import ConnectError
+from devfleet_command.errors import CommandTimeout, ConnectError
 from devfleet_command.model import FleetModel
 
 
@@ -55,3 +55,21 @@ async def test_a_command_around_a_broker_restart_waits_for_the_node_to_be_back(
         agent.resume()
         result = await call
         assert result["pong"] is True
+
+
+async def test_after_a_broker_restart_a_node_not_back_is_said_so_and_a_broadcast_holds(
+    mosquitto: Any, agents: Any
+) -> None:
+    agent = agents.start("rs-2")
+    async with AsyncFleet.connect(mosquitto.url) as fleet:
+        await fleet.wait_for(online("rs-2"), timeout=20)
+        agent.pause()
+        os.kill(mosquitto.pid, signal.SIGKILL)  # a crash: no wills, the console still says online
+        mosquitto.restart()
+        await until(lambda: fleet.session.connects == 2 and fleet.session.connected, timeout=15)
+        with pytest.raises(CommandTimeout, match="not back"):
+            await fleet.call("rs-2", "ping", timeout=1.0)
+        bc_task = asyncio.create_task(fleet.broadcast("ping", timeout=30))
+        agent.resume()
+        bc = await (await bc_task).wait()
+        assert bc.succeeded == ["rs-2"] and not bc.offline
