@@ -174,6 +174,16 @@ class NodeView:
         )
 
     @property
+    def name_clash(self) -> dict[str, Any] | None:
+        """Set when the node says another live process uses its name (two devices
+        called ``raspberrypi``): ``{"instance", "session", "since"}`` of the other."""
+        for source in (self.status_payload, self.state):
+            clash = source.get("name_clash") if isinstance(source, dict) else None
+            if isinstance(clash, dict):
+                return clash
+        return None
+
+    @property
     def session(self) -> int | None:
         """The newest agent session seen in a description."""
         return max((s for s, _ in self.order.values()), default=None)
@@ -242,6 +252,7 @@ class NodeView:
             "telemetry": {k: s.value for k, s in self.telemetry.items()},
             **{name: self.metric(name) for name in ("cpu", "memory", "disk")},
             "invalid": self.invalid,
+            "name_clash": self.name_clash,
         }
 
     def metric(self, name: str) -> float | None:

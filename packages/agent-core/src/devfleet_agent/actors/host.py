@@ -170,6 +170,7 @@ class ActorHost:
         agent.route("stop_all", self._on_stop_all)
         agent.route("list", self._on_list)
         agent.route("migrate", self._on_migrate)
+        agent.route("handoff", self._on_handoff)
         agent.route("reply", self._on_reply)
         agent.route("by_name_task", self._on_task)
         agent.route("agent_heartbeat", self._on_actor_heartbeat)
@@ -205,7 +206,15 @@ class ActorHost:
     @property
     def state_dir(self) -> Path:
         """Where actors persist their values."""
-        return Path(self.agent.settings.state_dir).expanduser()
+        return self.agent.settings.resolved_state_dir
+
+    def state_path(self, name: str) -> Path:
+        """The state file of actor ``name``: ``{data_dir}/actors/{name}.json``, or
+        Wactorz's ``agentflow_{name}_state.json`` in a ``--state-dir`` given
+        explicitly (to share the files with a Wactorz runner)."""
+        if self.agent.settings.state_dir:
+            return state_file(self.state_dir, name)
+        return self.state_dir / f"{name}.json"
 
     def _children(self) -> dict[str, ChildInfo]:
         """The supervisor's children that are actors (not components)."""
@@ -439,7 +448,14 @@ class ActorHost:
             # Clear unconditionally: a retained spawn delivered live has retain=0.
             await self.agent.mqtt.publish(msg.topic, b"", qos=1, retain=True)
 
-    async def _spawn_message(self, msg: Inbound) -> None:
+    async def _on_handoff(self, msg: Inbound, match: TopicMatch) -> None:
+        """A migrating actor's spawn from node ``match.node``; never retained, so nothing
+        to clear (and the topic is the source's to write, not ours)."""
+        if match.name != self.node or not msg.payload:
+            return
+        await self._spawn_message(msg, source=match.node)
+
+    async def _spawn_message(self, msg: Inbound, source: str | None = None) -> None:
         try:
             payload, request_id = self._read_control(msg, "spawn")
         except _BadControl as bad:
@@ -447,6 +463,13 @@ class ActorHost:
             return
         name: str | None = None
         try:
+            migration = payload.get("_migration")
+            if source is not None and (
+                not isinstance(migration, dict) or migration.get("from_node") != source
+            ):
+                # The topic names the publisher (the broker's ACL vouches for it): a
+                # handoff must be a migration from that very node.
+                raise ContractError(f"a handoff from {source} must carry _migration.from_node {source!r}")
             raw_name = payload.get("name")
             name = raw_name if isinstance(raw_name, str) else None
             expires = payload.get("_expires_at")
@@ -455,7 +478,6 @@ class ActorHost:
             state = payload.get("_state")
             if state is not None and not isinstance(state, dict):
                 raise ContractError("spawn._state must be a JSON object")
-            migration = payload.get("_migration")
             migration_id = migration.get("id") if isinstance(migration, dict) else None
             spec = SpawnSpec.from_payload({k: v for k, v in payload.items() if not k.startswith("_")})
         except DevfleetError as exc:
@@ -526,11 +548,11 @@ class ActorHost:
             await _pip_install(requirements, settings)
         if state is not None:
             try:
-                StateStore(state_file(self.state_dir, spec.name)).replace_all(state)
+                StateStore(self.state_path(spec.name)).replace_all(state)
             except (ValueError, DevfleetError) as exc:
                 raise ContractError(f"spawn._state could not be stored: {exc}") from None
         spec = _without_replace(spec)
-        factory = dynamic_factory(spec, self, state_dir=self.state_dir)
+        factory = dynamic_factory(spec, self, state_path=self.state_path(spec.name))
         # start_child(wait=False) registers the child without yielding to the loop, so
         # the record below exists before the child's first event.
         info = await self.supervisor.start_child(spec.name, factory, spec.policy(), wait=False)
@@ -668,10 +690,11 @@ class ActorHost:
             await self.agent.mqtt.subscribe([(heartbeat_filter, 0)])
             spawn = hosted.spec.to_payload(node=target)
             spawn.pop("replace", None)
-            spawn["_state"] = StateStore(state_file(self.state_dir, name)).snapshot()
+            spawn["_state"] = StateStore(self.state_path(name)).snapshot()
             spawn["_migration"] = {"id": migration_id, "from_node": self.node}
             spawn["_expires_at"] = time.time() + timeout
-            spawn_topic = contract.node_topic(target, "spawn")
+            # Under the source's own subtree, so a per-node broker ACL allows it (docs/contract.md).
+            spawn_topic = contract.handoff_topic(self.node, target)
             if self._signer is not None:
                 spawn = self._signer.sign(spawn_topic, spawn)
             log.info("migrating %s to %s (waiting up to %g s)", name, target, timeout)

@@ -49,7 +49,8 @@ def table(nodes: list[NodeView], now: float | None = None) -> Any:
 
         t.add_row(
             cell(n.name),
-            Text(n.health, style=_HEALTH_STYLE.get(n.health, "")),
+            Text(n.health, style=_HEALTH_STYLE.get(n.health, ""))
+            + (Text(" name clash", style="red") if n.name_clash is not None else Text("")),
             cell(n.session if n.session is not None else "-"),
             cell(n.config_version if n.config_version is not None else "-"),
             cell(",".join(n.groups) or "-"),
