@@ -55,6 +55,9 @@ __all__ = [
     "fleet_command_topic",
     "group_command_topic",
     "handoff_topic",
+    "job_filter",
+    "job_node_topic",
+    "job_topic",
     "map_topic",
     "new_id",
     "node_command_topic",
@@ -264,6 +267,10 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
         1,
         "Work trading: a step's result (retained for late joiners).",
     ),
+    TopicSpec("jobs/{job}/spec", "any", True, 1, "Fleet job: what it does, to which nodes, in which stages."),
+    TopicSpec("jobs/{job}/status", "any", True, 1, "Fleet job: its state, stage and per-stage counts."),
+    TopicSpec("jobs/{job}/nodes/{node}", "any", True, 1, "Fleet job: one node's progress and command ids."),
+    TopicSpec("jobs/{job}/control", "any", True, 1, "Fleet job: an operator's request (`abort`)."),
 )
 
 
@@ -414,6 +421,27 @@ def task_topic(task: str, leaf: str, who: str | None = None) -> str:
     if leaf not in ("proposal", "assign", "output") or who is None:
         raise ValueError(f"bad task topic leaf {leaf!r}")
     return f"tasks/{task}/{leaf}/{check_id(who, leaf)}"
+
+
+JOB_LEAVES: Final = ("spec", "status", "control")
+
+
+def job_topic(job: str, leaf: str) -> str:
+    """``jobs/{job}/spec|status|control``: a fleet job's retained description
+    (see :mod:`devfleet_command.jobs`)."""
+    if leaf not in JOB_LEAVES:
+        raise ValueError(f"bad job topic leaf {leaf!r}")
+    return f"jobs/{check_id(job, 'job id')}/{leaf}"
+
+
+def job_node_topic(job: str, node: str) -> str:
+    """``jobs/{job}/nodes/{node}``: one node's retained progress in a job."""
+    return f"jobs/{check_id(job, 'job id')}/nodes/{check_name(node, 'node')}"
+
+
+def job_filter(job: str | None = None) -> str:
+    """The filter for every retained topic of one job (``None``: of every job)."""
+    return f"jobs/{check_id(job, 'job id') if job is not None else '+'}/#"
 
 
 @dataclass(frozen=True)
