@@ -199,6 +199,7 @@ async def test_a_console_killed_mid_job_is_resumed_by_another(mqtt_broker: Any) 
                 proc.wait()
             (job,) = [j for j, v in store.jobs.items() if v.spec and v.spec.nodes[0].startswith("jkill-")]
             runner = await resume_job(fleet, job)
+            resumed_done = runner.state.tally()["done"]
             state = await runner.run()
         finally:
             await fleet.close()
@@ -206,3 +207,8 @@ async def test_a_console_killed_mid_job_is_resumed_by_another(mqtt_broker: Any) 
         assert _versions(sim) == {"1.1": 30}
         for node in sim:  # each node ran the upgrade exactly once, whatever was resent
             assert node.dispatcher.counts["ok"] == 1, node.name
+        # The resumed console took the retained progress: the canary, done before the
+        # kill, got nothing again.
+        canary = state.spec.stages[0]
+        assert all(sim.nodes[n].dispatcher.counts["received"] == 1 for n in canary)
+        assert resumed_done >= len(canary)

@@ -51,7 +51,7 @@ _PROGRESS_SCHEMA = Schema(
         "state": Field("str", required=True, choices=NODE_STATES),
         "changed": Field("bool", default=False),
         "cmd": Field("str", nullable=True, default=None),
-        "previous": Field("any", default=None),
+        "previous": Field("any", nullable=True, default=None),
         "error": Field("str", nullable=True, default=None),
         "revert_cmd": Field("str", nullable=True, default=None),
         "updated_at": Field("float", default=0.0, min=0),

@@ -4,7 +4,7 @@
 A selector is ``FIELD OP VALUE``. ``FIELD`` is a dotted path into the node's
 view: its ``meta`` (``arch``, ``board``, ``agent_version``...), plus
 ``components`` (from its retained ``state``), ``groups``, ``node`` (its name)
-and ``health``. Operators: ``=`` ``!=`` (string equality), ``<`` ``<=`` ``>``
+and ``health``. Operators: ``=`` (or ``==``) ``!=`` (string equality), ``<`` ``<=`` ``>``
 ``>=`` (versions, compared with :class:`packaging.version.Version`; numbers as
 numbers), ``~`` (membership in a list, or a substring). A node without the
 field does not match (``!=`` included). Idea: Kubernetes label selectors and
@@ -24,7 +24,7 @@ from ..model import NodeView
 
 __all__ = ["Selector", "node_fields"]
 
-_EXPR = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*(<=|>=|!=|=|<|>|~)\s*(.*?)\s*$")
+_EXPR = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*(==|<=|>=|!=|=|<|>|~)\s*(.*?)\s*$")
 _MISSING = object()
 
 
@@ -61,6 +61,7 @@ class Selector:
                 " (e.g. arch=armv7l or components.ledstrip.version<1.2)"
             )
         field, op, value = match.groups()
+        op = "=" if op == "==" else op
         if op in ("<", "<=", ">", ">="):
             try:
                 Version(value)
