@@ -24,7 +24,11 @@ def sim(mosquitto: Any) -> Iterator[SimFleet]:
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     options = FleetOptions(
-        host=mosquitto.host, port=mosquitto.port, nodes=8, prefix="cj", heartbeat_interval=1.0,
+        host=mosquitto.host,
+        port=mosquitto.port,
+        nodes=8,
+        prefix="cj",
+        heartbeat_interval=1.0,
         components=(("ledstrip", "1.0"),),
     )
 
@@ -50,11 +54,27 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_rollout_ls_show_watch_json(mosquitto: Any, sim: SimFleet, capsys: pytest.CaptureFixture[str]) -> None:
+def test_rollout_ls_show_watch_json(
+    mosquitto: Any, sim: SimFleet, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"mqtt://{mosquitto.host}:{mosquitto.port}"
     code, out, err = run(
-        capsys, "--broker", url, "--json", "rollout", "upgrade", "ledstrip==1.1", "--all",
-        "--select", "components.ledstrip.version<1.1", "--canary", "2", "--batch", "50%", "--soak", "0.2",
+        capsys,
+        "--broker",
+        url,
+        "--json",
+        "rollout",
+        "upgrade",
+        "ledstrip==1.1",
+        "--all",
+        "--select",
+        "components.ledstrip.version<1.1",
+        "--canary",
+        "2",
+        "--batch",
+        "50%",
+        "--soak",
+        "0.2",
     )
     assert code == 0, err
     doc = json.loads(out)
@@ -71,13 +91,34 @@ def test_rollout_ls_show_watch_json(mosquitto: Any, sim: SimFleet, capsys: pytes
     code, _, err = run(capsys, "--broker", url, "job", "resume", job)
     assert code == 2 and "already ended" in err
     # Nothing left to select: refused before anything is retained.
-    code, _, err = run(capsys, "--broker", url, "rollout", "upgrade", "ledstrip==1.1", "--select", "components.ledstrip.version<1.1")
+    code, _, err = run(
+        capsys,
+        "--broker",
+        url,
+        "rollout",
+        "upgrade",
+        "ledstrip==1.1",
+        "--select",
+        "components.ledstrip.version<1.1",
+    )
     assert code == 2 and "no node matches" in err
 
 
-def test_abort_of_a_job_whose_console_is_gone(mosquitto: Any, sim: SimFleet, capsys: pytest.CaptureFixture[str]) -> None:
+def test_abort_of_a_job_whose_console_is_gone(
+    mosquitto: Any, sim: SimFleet, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"mqtt://{mosquitto.host}:{mosquitto.port}"
-    code, out, err = run(capsys, "--broker", url, "rollout", "configure", "description=x", "--nodes", "cj-00000,cj-00001", "--detach")
+    code, out, err = run(
+        capsys,
+        "--broker",
+        url,
+        "rollout",
+        "configure",
+        "description=x",
+        "--nodes",
+        "cj-00000,cj-00001",
+        "--detach",
+    )
     assert code == 0, err
     job = out.strip()
     code, out, err = run(capsys, "--broker", url, "--json", "job", "abort", job)
@@ -99,6 +140,8 @@ def test_abort_of_a_job_whose_console_is_gone(mosquitto: Any, sim: SimFleet, cap
         (["job", "show", "bad/id"], "job id"),
     ],
 )
-def test_usage_errors_exit_2(mosquitto: Any, sim: SimFleet, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+def test_usage_errors_exit_2(
+    mosquitto: Any, sim: SimFleet, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
     code, _, err = run(capsys, "--broker", f"mqtt://{mosquitto.host}:{mosquitto.port}", *argv)
     assert code == 2 and message in err, err

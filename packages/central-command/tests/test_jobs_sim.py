@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from devfleet_agent.sim import FleetOptions, SimFleet
-from devfleet_base import contract
 from devfleet_command.aio import AsyncFleet
 from devfleet_command.jobs import (
     Gate,
@@ -48,7 +47,9 @@ def _opts(broker: Any, nodes: int, prefix: str, **kw: Any) -> FleetOptions:
 async def _console(broker: Any, nodes: int, prefix: str) -> AsyncFleet:
     fleet = AsyncFleet(f"mqtt://{broker.host}:{broker.port}", connect_timeout=30)
     await fleet.start()
-    await fleet.wait_for(lambda m: sum(1 for n in m if n.name.startswith(prefix + "-") and n.online) >= nodes, 30)
+    await fleet.wait_for(
+        lambda m: sum(1 for n in m if n.name.startswith(prefix + "-") and n.online) >= nodes, 30
+    )
     return fleet
 
 
@@ -71,8 +72,13 @@ async def test_canary_catches_a_bad_release_on_1000_nodes_and_reverts(fresh_brok
             nodes = resolve_target(fleet.model, selectors=["node~jc-", "components.ledstrip.version<1.1"])
             assert len(nodes) == 1000
             spec = new_job(
-                fleet, Operation("upgrade", {"spec": "ledstrip==1.1"}, timeout=20), nodes,
-                canary="5%", batch="25%", gate=Gate(soak=0.5), expires_in=60,
+                fleet,
+                Operation("upgrade", {"spec": "ledstrip==1.1"}, timeout=20),
+                nodes,
+                canary="5%",
+                batch="25%",
+                gate=Gate(soak=0.5),
+                expires_in=60,
             )
             canary = set(spec.stages[0])
             assert len(canary) == 50 and canary & bad, "the seed puts a bad node in the canary"
@@ -98,8 +104,13 @@ async def test_a_clean_rollout_completes_and_any_console_sees_it(mqtt_broker: An
         try:
             nodes = resolve_target(fleet.model, selectors=["node~jok-"])
             spec = new_job(
-                fleet, Operation("upgrade", {"spec": "ledstrip==1.1"}), nodes,
-                canary=2, batch="50%", gate=Gate(soak=0.3, health={"verb": "ping", "args": {}}), expires_in=60,
+                fleet,
+                Operation("upgrade", {"spec": "ledstrip==1.1"}),
+                nodes,
+                canary=2,
+                batch="50%",
+                gate=Gate(soak=0.3, health={"verb": "ping", "args": {}}),
+                expires_in=60,
             )
             assert [len(s) for s in spec.stages] == [2, 20, 18]
             state = await JobRunner(fleet, JobState.fresh(spec)).run()
@@ -125,8 +136,12 @@ async def test_config_rollout_reverts_to_the_previous_config_version(mqtt_broker
             nodes = resolve_target(fleet.model, selectors=["node~jcf-"])
             # The health command fails on every node: the canary aborts the job.
             spec = new_job(
-                fleet, Operation("configure", {"set": {"description": "new"}}), nodes,
-                canary=2, gate=Gate(soak=0.1, health={"verb": "no_such_verb", "args": {}}), expires_in=30,
+                fleet,
+                Operation("configure", {"set": {"description": "new"}}),
+                nodes,
+                canary=2,
+                gate=Gate(soak=0.1, health={"verb": "no_such_verb", "args": {}}),
+                expires_in=30,
             )
             state = await JobRunner(fleet, JobState.fresh(spec)).run()
         finally:
@@ -146,11 +161,18 @@ async def test_offline_nodes_wait_until_back_or_the_expiry(mqtt_broker: Any) -> 
         try:
             sim.crash("joff-00003")  # back mid-job
             sim.crash("joff-00006")  # never back
-            await fleet.wait_for(lambda m: not m.get("joff-00003").online and not m.get("joff-00006").online, 15)  # type: ignore[union-attr]
+            await fleet.wait_for(
+                lambda m: not m.get("joff-00003").online and not m.get("joff-00006").online, 15
+            )  # type: ignore[union-attr]
             nodes = resolve_target(fleet.model, selectors=["node~joff-"])
             spec = new_job(
-                fleet, Operation("upgrade", {"spec": "ledstrip==1.1"}), nodes,
-                canary=2, batch=3, gate=Gate(soak=0.3), expires_in=6,
+                fleet,
+                Operation("upgrade", {"spec": "ledstrip==1.1"}),
+                nodes,
+                canary=2,
+                batch=3,
+                gate=Gate(soak=0.3),
+                expires_in=6,
             )
             runner = JobRunner(fleet, JobState.fresh(spec))
             task = asyncio.create_task(runner.run())
@@ -173,16 +195,35 @@ async def test_a_console_killed_mid_job_is_resumed_by_another(mqtt_broker: Any) 
         fleet = await _console(mqtt_broker, 30, "jkill")
         try:
             cmd = [
-                sys.executable, "-m", "devfleet_command.cli", "--broker", f"mqtt://{mqtt_broker.host}:{mqtt_broker.port}",
-                "rollout", "upgrade", "ledstrip==1.1", "--select", "node~jkill-", "--canary", "3", "--batch", "9",
-                "--soak", "0.8", "--expire", "60", "--json",
+                sys.executable,
+                "-m",
+                "devfleet_command.cli",
+                "--broker",
+                f"mqtt://{mqtt_broker.host}:{mqtt_broker.port}",
+                "rollout",
+                "upgrade",
+                "ledstrip==1.1",
+                "--select",
+                "node~jkill-",
+                "--canary",
+                "3",
+                "--batch",
+                "9",
+                "--soak",
+                "0.8",
+                "--expire",
+                "60",
+                "--json",
             ]
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "120"})
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "120"}
+            )
             try:
                 # Kill it once the canary passed and a batch is under way.
                 def midway(store: Any) -> bool:
                     return any(
-                        (v.status or {}).get("stage", 0) >= 1 and (v.status or {}).get("counts", {}).get("soaking", 0)
+                        (v.status or {}).get("stage", 0) >= 1
+                        and (v.status or {}).get("counts", {}).get("soaking", 0)
                         for v in store.jobs.values()
                     )
 

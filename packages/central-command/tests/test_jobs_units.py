@@ -13,7 +13,16 @@ from hypothesis import strategies as st
 from devfleet_base import contract
 from devfleet_base.errors import ContractError
 from devfleet_command.errors import UsageError
-from devfleet_command.jobs import Gate, JobSpec, JobState, JobStore, NodeProgress, Operation, Selector, command_id
+from devfleet_command.jobs import (
+    Gate,
+    JobSpec,
+    JobState,
+    JobStore,
+    NodeProgress,
+    Operation,
+    Selector,
+    command_id,
+)
 from devfleet_command.jobs.plan import component_problem, config_before, revert_command
 from devfleet_command.jobs.selector import node_fields
 from devfleet_command.jobs.spec import amount, cut_stages
@@ -68,15 +77,27 @@ def _spec(verb: str, args: dict[str, Any], revert: dict[str, Any] | None = None)
 
 def test_revert_of_each_operation() -> None:
     p = NodeProgress("a", 0, "done", changed=True, previous="1.0")
-    assert revert_command(_spec("upgrade", {"spec": "ledstrip==1.2"}), p) == ("install", {"spec": "ledstrip==1.0"})
-    assert revert_command(_spec("uninstall", {"spec": "ledstrip"}), p) == ("install", {"spec": "ledstrip==1.0"})
+    assert revert_command(_spec("upgrade", {"spec": "ledstrip==1.2"}), p) == (
+        "install",
+        {"spec": "ledstrip==1.0"},
+    )
+    assert revert_command(_spec("uninstall", {"spec": "ledstrip"}), p) == (
+        "install",
+        {"spec": "ledstrip==1.0"},
+    )
     fresh = NodeProgress("a", 0, "done", changed=True, previous=None)
-    assert revert_command(_spec("install", {"spec": "ledstrip>=1"}), fresh) == ("uninstall", {"spec": "ledstrip"})
+    assert revert_command(_spec("install", {"spec": "ledstrip>=1"}), fresh) == (
+        "uninstall",
+        {"spec": "ledstrip"},
+    )
     cfg = NodeProgress("a", 0, "done", changed=True, previous={"version": 3})
     assert revert_command(_spec("configure", {"set": {"x": 1}}), cfg) == ("configure", {"rollback_to": 3})
     assert revert_command(_spec("spawn", {"name": "w"}), p) == ("stop", {"name": "w"})
     assert revert_command(_spec("reboot", {}), p) is None
-    assert revert_command(_spec("led", {"on": 1}, {"verb": "led", "args": {"on": 0}}), p) == ("led", {"on": 0})
+    assert revert_command(_spec("led", {"on": 1}, {"verb": "led", "args": {"on": 0}}), p) == (
+        "led",
+        {"on": 0},
+    )
     with pytest.raises(ContractError):
         revert_command(_spec("configure", {"set": {}}), NodeProgress("a", 0, changed=True))
 
@@ -95,7 +116,9 @@ def test_component_problems() -> None:
     assert component_problem(ok, settled=True) is None
     assert component_problem({"x": {"state": "starting"}}, settled=False) is None
     assert "not running" in (component_problem({"x": {"state": "starting"}}, settled=True) or "")
-    assert "boom" in (component_problem({"x": {"state": "failed", "last_error": "boom"}}, settled=False) or "")
+    assert "boom" in (
+        component_problem({"x": {"state": "failed", "last_error": "boom"}}, settled=False) or ""
+    )
     assert component_problem({"x": {"state": "failed", "enabled": False}}, settled=True) is None
     assert component_problem({"x": {"state": "running", "health": {"ok": False}}}, settled=False)
 
@@ -157,7 +180,11 @@ class _nothing:
 
 
 @settings(max_examples=100, deadline=None)
-@given(data=st.dictionaries(st.sampled_from(["job", "stages", "operation", "gate", "created_at", "expires_at"]), _json))
+@given(
+    data=st.dictionaries(
+        st.sampled_from(["job", "stages", "operation", "gate", "created_at", "expires_at"]), _json
+    )
+)
 def test_hostile_specs_are_refused_with_contract_errors(data: dict[str, Any]) -> None:
     with pytest.raises(ContractError):
         JobSpec.from_dict(data)

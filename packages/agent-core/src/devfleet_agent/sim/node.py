@@ -153,7 +153,9 @@ class SimNode:
         self.components_at_start = dict(self.components)
         self.dispatcher.register("install", self._cmd_install, doc="Install a simulated component: {spec}.")
         self.dispatcher.register("upgrade", self._cmd_install, doc="Upgrade a simulated component: {spec}.")
-        self.dispatcher.register("uninstall", self._cmd_uninstall, doc="Remove a simulated component: {spec}.")
+        self.dispatcher.register(
+            "uninstall", self._cmd_uninstall, doc="Remove a simulated component: {spec}."
+        )
         self.logs: LogShipper | None = None
         self.started_at = time.time()
         self.next_heartbeat = 0.0
@@ -440,7 +442,6 @@ class SimNode:
             await self._publish_meta()
         return {"config_version": self.store.version}
 
-
     async def _cmd_install(self, cmd: Command) -> dict[str, Any]:
         await self._slow()
         name, version = _sim_spec(cmd.args.get("spec"))
@@ -450,7 +451,13 @@ class SimNode:
         self.components[name] = version
         self.log(logging.INFO, f"{cmd.verb} {name} {version} (was {previous})")
         await self.publish_state()
-        return {"installed": True, "dist": name, "version": version, "previous": previous, "rolled_back": False}
+        return {
+            "installed": True,
+            "dist": name,
+            "version": version,
+            "previous": previous,
+            "rolled_back": False,
+        }
 
     async def _cmd_uninstall(self, cmd: Command) -> dict[str, Any]:
         await self._slow()
@@ -474,7 +481,9 @@ def _sim_spec(spec: Any) -> tuple[str, str | None]:
     try:
         contract.check_name(name, "component")
     except ContractError:
-        raise DevfleetError(f"the simulator takes name or name==version, not {spec!r}", code=Code.INVALID) from None
+        raise DevfleetError(
+            f"the simulator takes name or name==version, not {spec!r}", code=Code.INVALID
+        ) from None
     if sep and not version:
         raise DevfleetError(f"no version in {spec!r}", code=Code.INVALID)
     return name, version if sep else None

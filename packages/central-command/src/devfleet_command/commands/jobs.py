@@ -28,22 +28,47 @@ def register(sub: Any) -> None:
     p.add_argument("operation", metavar="OPERATION")
     p.add_argument("arguments", nargs="*", metavar="ARG")
     p.add_argument("--all", action="store_true", help="every node of the fleet")
-    p.add_argument("--group", action="append", default=[], metavar="G", help="every node of group G (repeatable)")
+    p.add_argument(
+        "--group", action="append", default=[], metavar="G", help="every node of group G (repeatable)"
+    )
     p.add_argument("--nodes", default="", metavar="A,B", help="these nodes")
     p.add_argument(
-        "--select", action="append", default=[], metavar="EXPR", help="keep nodes where EXPR holds: arch=armv7l,"
-        " components.ledstrip.version<1.2 (repeatable: all must hold)"
+        "--select",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="keep nodes where EXPR holds: arch=armv7l,"
+        " components.ledstrip.version<1.2 (repeatable: all must hold)",
     )
     p.add_argument("--canary", default="1", metavar="N|P%", help="nodes in the first stage (default 1)")
-    p.add_argument("--batch", default="100%", metavar="N|P%", help="nodes per later stage (default: the rest)")
-    p.add_argument("--soak", type=float, default=60.0, metavar="S", help="seconds a changed node must stay healthy")
-    p.add_argument("--max-failures", type=int, default=0, metavar="N", help="abort when more nodes fail (default 0)")
-    p.add_argument("--max-failure-percent", type=float, default=None, metavar="P", help="abort past P %% failed")
-    p.add_argument("--health", default=None, metavar="VERB", help="a read-only command that must answer ok after the soak")
+    p.add_argument(
+        "--batch", default="100%", metavar="N|P%", help="nodes per later stage (default: the rest)"
+    )
+    p.add_argument(
+        "--soak", type=float, default=60.0, metavar="S", help="seconds a changed node must stay healthy"
+    )
+    p.add_argument(
+        "--max-failures", type=int, default=0, metavar="N", help="abort when more nodes fail (default 0)"
+    )
+    p.add_argument(
+        "--max-failure-percent", type=float, default=None, metavar="P", help="abort past P %% failed"
+    )
+    p.add_argument(
+        "--health",
+        default=None,
+        metavar="VERB",
+        help="a read-only command that must answer ok after the soak",
+    )
     p.add_argument("--no-component-health", action="store_true", help="do not judge component states")
-    p.add_argument("--revert", nargs="+", default=None, metavar="VERB", help="undo command for a generic VERB")
-    p.add_argument("--expire", type=float, default=3600.0, metavar="S", help="seconds offline nodes are waited for")
-    p.add_argument("--step-timeout", type=float, default=None, metavar="S", help="seconds one node's step may take")
+    p.add_argument(
+        "--revert", nargs="+", default=None, metavar="VERB", help="undo command for a generic VERB"
+    )
+    p.add_argument(
+        "--expire", type=float, default=3600.0, metavar="S", help="seconds offline nodes are waited for"
+    )
+    p.add_argument(
+        "--step-timeout", type=float, default=None, metavar="S", help="seconds one node's step may take"
+    )
     p.add_argument("--detach", action="store_true", help="print the job id once it is retained and stop")
     p.set_defaults(handler=cmd_rollout)
 
@@ -115,9 +140,13 @@ async def cmd_rollout(ctx: Context) -> int:
     nodes_list = [n for n in a.nodes.split(",") if n]
     async with ctx.fleet() as fleet:
         await fleet.confirm_liveness(ctx.timeout / 2)
-        nodes = resolve_target(fleet.model, everything=a.all, groups=a.group, nodes=nodes_list, selectors=a.select)
+        nodes = resolve_target(
+            fleet.model, everything=a.all, groups=a.group, nodes=nodes_list, selectors=a.select
+        )
         target = {"all": a.all, "groups": a.group, "nodes": nodes_list, "select": a.select}
-        spec = new_job(fleet, op, nodes, canary=a.canary, batch=a.batch, gate=gate, expires_in=a.expire, target=target)
+        spec = new_job(
+            fleet, op, nodes, canary=a.canary, batch=a.batch, gate=gate, expires_in=a.expire, target=target
+        )
         runner = JobRunner(fleet, JobState.fresh(spec))
         if a.detach:
             from devfleet_base.contract import job_topic
@@ -126,7 +155,11 @@ async def cmd_rollout(ctx: Context) -> int:
             await runner._put_status()
             print(spec.job, file=ctx.out)
             return 0
-        print(f"job {spec.job}: {op.verb} on {len(nodes)} nodes in {len(spec.stages)} stages", file=ctx.err, flush=True)
+        print(
+            f"job {spec.job}: {op.verb} on {len(nodes)} nodes in {len(spec.stages)} stages",
+            file=ctx.err,
+            flush=True,
+        )
         state = await _run_with_progress(ctx, runner)
     return _report(ctx, state)
 
@@ -136,7 +169,9 @@ async def _run_with_progress(ctx: Context, runner: Any) -> JobState:
         return await runner.run()  # type: ignore[no-any-return]
     from rich.live import Live
 
-    with Live(_stage_table(runner.state), console=ctx.console(stderr=True), transient=True, refresh_per_second=4) as live:
+    with Live(
+        _stage_table(runner.state), console=ctx.console(stderr=True), transient=True, refresh_per_second=4
+    ) as live:
         runner.on_change = lambda state: live.update(_stage_table(state))
         return await runner.run()  # type: ignore[no-any-return]
 
@@ -150,12 +185,19 @@ def _report(ctx: Context, state: JobState) -> int:
     else:
         con = ctx.console()
         con.print(_stage_table(state))
-        failed = [p for p in state.nodes.values() if p.error and p.state in ("failed", "reverted", "revert_failed", "offline")]
+        failed = [
+            p
+            for p in state.nodes.values()
+            if p.error and p.state in ("failed", "reverted", "revert_failed", "offline")
+        ]
         for p in failed[:20]:
             print(f"  {p.node}: {p.state}: {p.error}", file=ctx.out)
         if len(failed) > 20:
             print(f"  ... and {len(failed) - 20} more (--json for all)", file=ctx.out)
-        print(f"job {state.spec.job}: {state.state}" + (f" ({state.reason})" if state.reason else ""), file=ctx.out)
+        print(
+            f"job {state.spec.job}: {state.state}" + (f" ({state.reason})" if state.reason else ""),
+            file=ctx.out,
+        )
     return EXIT_BY_STATE.get(state.state, 1)
 
 
@@ -176,8 +218,17 @@ def _stage_table(state: Any) -> Any:
         if not isinstance(stage, dict):
             continue
         running = sum(int(stage.get(k, 0) or 0) for k in ("sent", "soaking"))
-        name = "canary" if stage.get("index") == 0 and len(status.get("stages") or []) > 1 else str(stage.get("index"))
-        table.add_row(name, str(stage.get("nodes", "")), str(running or ""), *(str(stage.get(c) or "") for c in _COLUMNS))
+        name = (
+            "canary"
+            if stage.get("index") == 0 and len(status.get("stages") or []) > 1
+            else str(stage.get("index"))
+        )
+        table.add_row(
+            name,
+            str(stage.get("nodes", "")),
+            str(running or ""),
+            *(str(stage.get(c) or "") for c in _COLUMNS),
+        )
     return table
 
 
@@ -199,7 +250,14 @@ async def cmd_ls(ctx: Context) -> int:
     for r in rows:
         op = r["operation"] or {}
         counts = " ".join(f"{k} {v}" for k, v in sorted((r["counts"] or {}).items()))
-        table.add_row(r["job"], r["state"], f"{op.get('verb', '?')} {_args_text(op.get('args'))}", str(r["nodes"]), str(r["stage"]), counts)
+        table.add_row(
+            r["job"],
+            r["state"],
+            f"{op.get('verb', '?')} {_args_text(op.get('args'))}",
+            str(r["nodes"]),
+            str(r["stage"]),
+            counts,
+        )
     ctx.console().print(table)
     return 0
 
@@ -235,8 +293,15 @@ async def cmd_show(ctx: Context) -> int:
         con.print(_stage_table(view.status))
     for name, rec in sorted(view.nodes.items()):
         if rec.get("error") or rec.get("state") not in ("done", "pending"):
-            print(f"  {name}: {rec.get('state')}" + (f": {rec.get('error')}" if rec.get("error") else ""), file=ctx.out)
-    print(f"job {view.job}: {view.state}" + (f" ({view.status.get('reason')})" if view.status and view.status.get("reason") else ""), file=ctx.out)
+            print(
+                f"  {name}: {rec.get('state')}" + (f": {rec.get('error')}" if rec.get("error") else ""),
+                file=ctx.out,
+            )
+    print(
+        f"job {view.job}: {view.state}"
+        + (f" ({view.status.get('reason')})" if view.status and view.status.get("reason") else ""),
+        file=ctx.out,
+    )
     return 0
 
 
@@ -267,7 +332,10 @@ async def cmd_abort(ctx: Context) -> int:
     async with ctx.fleet() as fleet:
         runner = await abort_job(fleet, ctx.args.job)
         if runner is None:
-            print(f"job {ctx.args.job}: abort requested; its console reverts it (devfleet job watch {ctx.args.job})", file=ctx.out)
+            print(
+                f"job {ctx.args.job}: abort requested; its console reverts it (devfleet job watch {ctx.args.job})",
+                file=ctx.out,
+            )
             return 0
         state = await _run_with_progress(ctx, runner)
     return _report(ctx, state)

@@ -153,7 +153,9 @@ async def resume_job(
     return JobRunner(fleet, view.job_state(), **runner_options)
 
 
-async def abort_job(fleet: AsyncFleet, job: str, *, takeover_after: float = TAKEOVER_AFTER, **runner_options: Any) -> JobRunner | None:
+async def abort_job(
+    fleet: AsyncFleet, job: str, *, takeover_after: float = TAKEOVER_AFTER, **runner_options: Any
+) -> JobRunner | None:
     """Ask ``job`` to abort (retained, so its runner sees it even after a reconnect).
 
     Returns:
@@ -167,7 +169,9 @@ async def abort_job(fleet: AsyncFleet, job: str, *, takeover_after: float = TAKE
     if view.final:
         raise UsageError(f"job {job} already ended ({view.state})")
     doc = {"action": "abort", "by": fleet.session.options.client_id, "ts": time.time()}
-    await fleet.session.publish(contract.job_topic(job, "control"), contract.encode(doc), qos=1, retain=True, wait=True)
+    await fleet.session.publish(
+        contract.job_topic(job, "control"), contract.encode(doc), qos=1, retain=True, wait=True
+    )
     try:
         runner = await resume_job(fleet, job, takeover_after=takeover_after, **runner_options)
     except JobBusy:

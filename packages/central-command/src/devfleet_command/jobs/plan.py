@@ -118,7 +118,11 @@ def component_problem(components: dict[str, Any], *, settled: bool) -> str | Non
         if state == "failed":
             return f"component {name} failed: {info.get('last_error') or 'no reason given'}"
         if isinstance(health, dict) and health.get("ok") is False:
-            return f"component {name} unhealthy: {health.get('message') or health.get('detail') or ''}".rstrip(": ")
+            return (
+                f"component {name} unhealthy: {health.get('message') or health.get('detail') or ''}".rstrip(
+                    ": "
+                )
+            )
         if settled and state != "running":
             return f"component {name} is {state}, not running"
     return None
@@ -217,12 +221,18 @@ class JobState:
     @property
     def failures(self) -> int:
         """Nodes that failed (an abort's reverts count still as failed ones)."""
-        return sum(1 for p in self.nodes.values() if p.state == "failed" or (p.error and p.state in ("reverted", "revert_failed")))
+        return sum(
+            1
+            for p in self.nodes.values()
+            if p.state == "failed" or (p.error and p.state in ("reverted", "revert_failed"))
+        )
 
     @property
     def tried(self) -> int:
         """Nodes that got the operation and have an outcome."""
-        return sum(1 for p in self.nodes.values() if p.state in ("done", "failed", "reverted", "revert_failed"))
+        return sum(
+            1 for p in self.nodes.values() if p.state in ("done", "failed", "reverted", "revert_failed")
+        )
 
     def exceeded(self) -> bool:
         """Whether the failures pass the gate's threshold."""

@@ -41,6 +41,7 @@ from .spec import JobSpec
 
 if TYPE_CHECKING:
     from ..aio import AsyncFleet
+    from ..model import FleetModel
 
 __all__ = ["JobRunner"]
 
@@ -114,7 +115,7 @@ class JobRunner:
     async def _status_loop(self) -> None:
         # Stopped by a flag, not cancel(): Python 3.11's wait_for can swallow a cancel
         # that lands as its inner wait completes, and the loop would run forever.
-        while not self._stopping:
+        while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), self.status_interval)
             self._dirty.clear()
@@ -188,12 +189,18 @@ class JobRunner:
         view = self.fleet.model.get(node)
         return view is not None and view.online and not view.awaiting
 
+    def _any_online(self, names: list[str]) -> Callable[[FleetModel], bool]:
+        """A predicate for ``wait_for``: one of ``names`` is online, or an abort came."""
+
+        def check(m: FleetModel) -> bool:
+            return self._abort.is_set() or any((v := m.get(n)) is not None and v.online for n in names)
+
+        return check
+
     def _fail(self, p: NodeProgress, error: str) -> None:
         p.state, p.error = "failed", error
         if self.state.exceeded():
-            self.abort(
-                f"{self.state.failures} of {self.state.tried} nodes failed (last: {p.node}: {error})"
-            )
+            self.abort(f"{self.state.failures} of {self.state.tried} nodes failed (last: {p.node}: {error})")
 
     async def _stage(self, index: int) -> None:
         stage = [self.state.nodes[n] for n in self.spec.stages[index]]
@@ -203,8 +210,12 @@ class JobRunner:
 
     async def _advance(self, todo: list[NodeProgress]) -> None:
         """Apply the operation to ``todo`` (those not yet changed) and soak them."""
-        await asyncio.gather(*(self._apply(p) for p in todo if not (p.changed and p.state in ("soaking", "waiting"))))
-        soaking = [p for p in todo if p.changed and p.state in ("soaking", "waiting") and self._online(p.node)]
+        await asyncio.gather(
+            *(self._apply(p) for p in todo if not (p.changed and p.state in ("soaking", "waiting")))
+        )
+        soaking = [
+            p for p in todo if p.changed and p.state in ("soaking", "waiting") and self._online(p.node)
+        ]
         for p in soaking:
             p.state = "soaking"
         await self._soak(soaking)
@@ -226,7 +237,9 @@ class JobRunner:
                     state="sent",
                     cmd=cmd_id,
                     error=None,
-                    previous=config_before(before.cfg) if before is not None and op.verb == "configure" else None,
+                    previous=config_before(before.cfg)
+                    if before is not None and op.verb == "configure"
+                    else None,
                 )
             try:
                 result = await self._send(p.node, op.verb, op.args, cmd_id)
@@ -237,7 +250,9 @@ class JobRunner:
                 self._fail(p, exc.message)
                 await self._put(p)
                 return
-            await self._put(p, state="soaking", changed=True, previous=previous_from(op.verb, result, p.previous))
+            await self._put(
+                p, state="soaking", changed=True, previous=previous_from(op.verb, result, p.previous)
+            )
 
     async def _send(self, node: str, verb: str, args: dict[str, Any], cmd_id: str) -> Any:
         """Send one step and wait for its final receipt (or the node going offline)."""
@@ -312,7 +327,7 @@ class JobRunner:
             names = [p.node for p in waiting]
             with contextlib.suppress(ConsoleTimeout):
                 await self.fleet.wait_for(
-                    lambda m: any((v := m.get(n)) is not None and v.online for n in names) or self._abort.is_set(),
+                    self._any_online(names),
                     max(0.1, min(self.status_interval, self.spec.expires_at - _now())),
                 )
 
@@ -325,7 +340,11 @@ class JobRunner:
             if not p.changed and p.state in ("pending", "waiting", "sent"):
                 await self._put(p, state="skipped")
         while True:
-            todo = [p for p in self.state.nodes.values() if p.changed and p.state not in ("reverted", "revert_failed")]
+            todo = [
+                p
+                for p in self.state.nodes.values()
+                if p.changed and p.state not in ("reverted", "revert_failed")
+            ]
             if not todo:
                 break
             back = [p for p in todo if self._online(p.node)]
@@ -334,11 +353,13 @@ class JobRunner:
             if rest and not back:
                 if self._expired():
                     for p in todo:
-                        await self._put(p, state="revert_failed", error=f"{p.error or 'changed'}; offline, not reverted")
+                        await self._put(
+                            p, state="revert_failed", error=f"{p.error or 'changed'}; offline, not reverted"
+                        )
                     break
                 with contextlib.suppress(ConsoleTimeout):
                     await self.fleet.wait_for(
-                        lambda m: any((v := m.get(n)) is not None and v.online for n in rest),
+                        self._any_online(rest),
                         max(0.1, min(self.status_interval, self.spec.expires_at - _now())),
                     )
         self.state.state = "aborted"

@@ -45,7 +45,10 @@ REVERTIBLE_VERBS = frozenset({"install", "upgrade", "uninstall", "configure", "s
 
 _NAME = Field("str", pattern=contract.NAME_PATTERN)
 _AMOUNT = Field("str", pattern=r"[0-9]+(\.[0-9]+)?%?", doc="a count, or a percentage with %")
-_COMMAND = Schema("command", {"verb": Field("str", required=True, pattern=contract.NAME_PATTERN), "args": Field("dict", default={})})
+_COMMAND = Schema(
+    "command",
+    {"verb": Field("str", required=True, pattern=contract.NAME_PATTERN), "args": Field("dict", default={})},
+)
 
 JOB_SPEC_SCHEMA = Schema(
     "job spec",
@@ -127,7 +130,11 @@ class Gate:
         """Whether ``failed`` failures out of ``tried`` nodes pass a threshold."""
         if self.max_failures is not None and failed > self.max_failures:
             return True
-        return bool(self.max_failure_percent is not None and tried and failed * 100.0 / tried > self.max_failure_percent)
+        return bool(
+            self.max_failure_percent is not None
+            and tried
+            and failed * 100.0 / tried > self.max_failure_percent
+        )
 
 
 @dataclass(frozen=True)
@@ -191,7 +198,11 @@ class JobSpec:
             operation=Operation(op["verb"], op["args"], op["revert"], op["timeout"]),
             stages=stages,
             gate=Gate(
-                gate["soak"], gate["components"], gate["health"], gate["max_failures"], gate["max_failure_percent"]
+                gate["soak"],
+                gate["components"],
+                gate["health"],
+                gate["max_failures"],
+                gate["max_failure_percent"],
             ),
             created_at=d["created_at"],
             expires_at=d["expires_at"],

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -158,7 +158,9 @@ async def load_jobs(fleet: AsyncFleet, job: str | None = None, *, timeout: float
     return store
 
 
-async def follow_jobs(fleet: AsyncFleet, job: str | None = None) -> AsyncIterator[tuple[JobStore, str]]:
+async def follow_jobs(
+    fleet: AsyncFleet, job: str | None = None
+) -> AsyncGenerator[tuple[JobStore, str], None]:
     """Yield ``(store, job)`` after every change to ``job`` (or any job), the retained
     state first. Stop by breaking out of the loop."""
     store = JobStore()
