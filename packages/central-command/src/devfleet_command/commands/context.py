@@ -54,11 +54,19 @@ class Context:
         self.out.write("\n")
         self.out.flush()
 
-    def console(self, stderr: bool = False) -> Any:
-        """A rich console on stdout (or stderr)."""
-        from rich.console import Console
+    def emit_result(self, obj: Any) -> None:
+        """Print a node's answer as JSON, never a Python repr, so it can be pasted back
+        (``config set``, ``task``); one line when short, indented when long."""
+        from ..output import json_text
 
-        return Console(file=self.err if stderr else self.out, highlight=False)
+        text = json_text(obj, indent=None)
+        print(text if len(text) <= 100 else json_text(obj), file=self.out, flush=True)
+
+    def console(self, stderr: bool = False) -> Any:
+        """A rich console on stdout (or stderr); not wrapped at 80 columns for a pipe."""
+        from ..output import console
+
+        return console(self.err if stderr else self.out)
 
     def broadcast_exit(self, bc: Broadcast) -> int:
         """Exit code for a finished broadcast: 1 if a node failed, 3 if one timed out."""
