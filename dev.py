@@ -4,6 +4,7 @@
     python3 dev.py demo     # the main job: a broker, a few agents, the live fleet view
     python3 dev.py test     # lint, types, the whole suite, and each package alone
     python3 dev.py bench    # benchmarks -> docs/benchmarks.md
+    python3 dev.py build    # wheels of every package and their dependencies -> wheelhouse/
     python3 dev.py nox -s tests -- -k config   # any nox invocation
 
 It makes a private tool venv (.dev/) with nox and uv, then hands over to nox
@@ -27,6 +28,7 @@ SESSIONS = {
     "demo": ["-s", "demo"],
     "test": ["-s", "lint", "typecheck", "tests", "isolated"],
     "bench": ["-s", "bench"],
+    "build": ["-s", "build"],
 }
 
 
@@ -100,7 +102,7 @@ def main(argv: list[str]) -> int:
     elif what in SESSIONS:
         args = SESSIONS[what] + (["--", *rest] if rest else [])
     else:
-        _say(f"unknown command {what!r}; try: demo, test, bench, nox")
+        _say(f"unknown command {what!r}; try: demo, test, bench, build, nox")
         return 2
     if what == "test":
         _ensure_test_tools()

@@ -130,6 +130,13 @@ def demo(session: nox.Session) -> None:
 
 
 @nox.session
+def build(session: nox.Session) -> None:
+    """Wheels of every package and of their dependencies into wheelhouse/ (contrib/wheelhouse.py)."""
+    session.install("pip")
+    session.run("python", "contrib/wheelhouse.py", *(["--", *session.posargs] if session.posargs else []))
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks against the raw paho floor; writes docs/benchmarks.md and bench/results.json."""
     reqs = _all_local_requirements()
