@@ -109,7 +109,18 @@ def main(argv: list[str]) -> int:
     bindir = _tools()
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
     os.chdir(ROOT)
-    return subprocess.run([str(bindir / "nox"), *args], env=env, check=False).returncode
+    return _run_to_the_end([str(bindir / "nox"), *args], env)
+
+
+def _run_to_the_end(argv: list[str], env: dict[str, str]) -> int:
+    """Run ``argv`` and return its exit code. Ctrl-C reaches the child too (one process
+    group): it ends itself cleanly, so this waits for it instead of printing a traceback."""
+    proc = subprocess.Popen(argv, env=env)
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            continue
 
 
 if __name__ == "__main__":
