@@ -31,7 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def distributions() -> dict[Path, str]:
     """Every published folder (``packages/*``, ``examples/*`` with a pyproject) → its name."""
     found = {}
-    for pyproject in sorted([*ROOT.glob("packages/*/pyproject.toml"), *ROOT.glob("examples/*/pyproject.toml")]):
+    for pyproject in sorted(
+        [*ROOT.glob("packages/*/pyproject.toml"), *ROOT.glob("examples/*/pyproject.toml")]
+    ):
         found[pyproject.parent] = tomllib.loads(pyproject.read_text())["project"]["name"]
     return found
 
@@ -48,7 +50,18 @@ def build(out: Path, pip_options: list[str], *, isolation: bool = True) -> list[
     # the build backend too, so `pip install -e packages/...` works offline from a checkout.
     backend = ["hatchling", "editables"] if not pip_options else []  # (a foreign platform needs none)
     subprocess.run(
-        [*pip, "download", "-q", "-d", str(out), "--find-links", str(out), *pip_options, *dists.values(), *backend],
+        [
+            *pip,
+            "download",
+            "-q",
+            "-d",
+            str(out),
+            "--find-links",
+            str(out),
+            *pip_options,
+            *dists.values(),
+            *backend,
+        ],
         check=True,
     )
     return sorted(p for p in out.glob("devfleet_*.whl"))

@@ -101,12 +101,16 @@ class Tour:
         log = (self.tmp / f"{name}.log").open("w")
         self.agents.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, text=True))
         with Fleet.connect(self.broker.url) as fleet:
-            fleet.wait_for(lambda m: (n := m.get(name)) is not None and n.online and n.cfg is not None, timeout=30)
+            fleet.wait_for(
+                lambda m: (n := m.get(name)) is not None and n.online and n.cfg is not None, timeout=30
+            )
 
     def run(self, argv: list[str], timeout: float = 120) -> str:
         proc = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
         self.transcript.append(f"$ {shlex.join(argv)}\n{proc.stdout}{proc.stderr}")
-        assert proc.returncode == 0, f"{shlex.join(argv)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}"
+        assert proc.returncode == 0, (
+            f"{shlex.join(argv)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}"
+        )
         assert "Traceback" not in proc.stderr
         return proc.stdout
 
@@ -163,7 +167,9 @@ class Tour:
         for topic, sample in want.items():
             shown = re.findall(r'"(\w+)":', sample)
             actual = json.loads(seen[topic])
-            assert set(shown) <= set(actual), f"{topic}: the README shows keys {shown}, the node sends {sorted(actual)}"
+            assert set(shown) <= set(actual), (
+                f"{topic}: the README shows keys {shown}, the node sends {sorted(actual)}"
+            )
 
     def close(self) -> None:
         for proc in self.agents:

@@ -26,7 +26,9 @@ from devfleet_command.commands.values import config_assignments, field_at, parse
 from devfleet_command.errors import UsageError
 
 
-def _subcommands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+def _subcommands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], Any]]:
     out = []
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -88,7 +90,10 @@ def test_options_between_positionals() -> None:
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
-        (["config", "set", "n1", "a=1", "--expect-version", "-1"], "--expect-version: must be a whole number, 0 or more"),
+        (
+            ["config", "set", "n1", "a=1", "--expect-version", "-1"],
+            "--expect-version: must be a whole number, 0 or more",
+        ),
         (["config", "set", "n1", "a=1", "--expect-version", "x"], "--expect-version: must be a whole number"),
         (["watch", "--refresh", "0"], "--refresh: must be a number of seconds from 0.1 to 3600"),
         (["watch", "--refresh", "nan"], "--refresh: must be a number of seconds"),
@@ -209,12 +214,21 @@ timeout = 20
     s = resolve(_flags(), env)
     assert (s.broker, s.profile, s.timeout, s.signing_key) == ("mqtt://10.0.0.1:1883", "default", 10.0, None)
     s = resolve(_flags(), env, profile="lab")
-    assert (s.broker, s.username, s.password, s.tls_ca) == ("mqtts://10.0.0.2:8883", "alice", "from-file", "/lab/ca.pem")
+    assert (s.broker, s.username, s.password, s.tls_ca) == (
+        "mqtts://10.0.0.2:8883",
+        "alice",
+        "from-file",
+        "/lab/ca.pem",
+    )
     assert s.signing_key == b"k" * 32 and s.timeout == 20.0
     s = resolve(_flags(), {**env, "DEVFLEET_PROFILE": "lab", "DEVFLEET_TLS_CA": "/env/ca.pem",
                            "DEVFLEET_SIGNING_KEY_FILE": str(other)})  # fmt: skip
     assert (s.tls_ca, s.signing_key, s.broker) == ("/env/ca.pem", b"o" * 32, "mqtts://10.0.0.2:8883")
-    s = resolve(_flags(broker="mqtt://127.0.0.1:1", timeout=3.0), {**env, "DEVFLEET_BROKER": "mqtt://x:1"}, profile="lab")
+    s = resolve(
+        _flags(broker="mqtt://127.0.0.1:1", timeout=3.0),
+        {**env, "DEVFLEET_BROKER": "mqtt://x:1"},
+        profile="lab",
+    )
     assert (s.broker, s.timeout) == ("mqtt://127.0.0.1:1", 3.0)
     s = resolve(_flags(), {"HOME": str(tmp_path / "nohome")})  # no file: built-in defaults
     assert (s.broker, s.timeout, s.profile) == ("mqtt://127.0.0.1:1883", 10.0, None)
@@ -239,7 +253,9 @@ def test_bad_profiles_are_usage_errors(tmp_path: Path, text: str, profile: str |
     assert says in exc.value.message
 
 
-def test_a_missing_profile_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: Any) -> None:
+def test_a_missing_profile_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: Any
+) -> None:
     monkeypatch.setenv("DEVFLEET_CONSOLE_CONFIG", str(tmp_path / "none.toml"))
     assert main(["--profile", "lab", "ls"]) == 2
     assert "no profile 'lab'" in capsys.readouterr().err

@@ -155,7 +155,10 @@ def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     parser.add_argument("--username", default=default(None), help="broker user name (env DEVFLEET_USERNAME)")
     parser.add_argument("--password", default=default(None), help="broker password (env DEVFLEET_PASSWORD)")
     parser.add_argument(
-        "--tls-ca", metavar="FILE", default=default(None), help="CA certificate file; enables TLS (env DEVFLEET_TLS_CA)"
+        "--tls-ca",
+        metavar="FILE",
+        default=default(None),
+        help="CA certificate file; enables TLS (env DEVFLEET_TLS_CA)",
     )
     parser.add_argument(
         "--signing-key-file",
@@ -229,7 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from .cli_settings import resolve
 
-        flags = {k: getattr(args, k) for k in ("broker", "username", "password", "tls_ca", "signing_key_file")}
+        flags = {
+            k: getattr(args, k) for k in ("broker", "username", "password", "tls_ca", "signing_key_file")
+        }
         settings = resolve({**flags, "timeout": args.timeout}, os.environ, profile=args.profile)
         ctx = Context(
             args=args,

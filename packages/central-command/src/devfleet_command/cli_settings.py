@@ -133,7 +133,9 @@ def _read(path: str, what: str) -> bytes:
         raise UsageError(f"cannot read the {what}: {exc.strerror}: {exc.filename}") from None
 
 
-def resolve(flags: Mapping[str, Any], env: Mapping[str, str], *, profile: str | None = None) -> ConsoleSettings:
+def resolve(
+    flags: Mapping[str, Any], env: Mapping[str, str], *, profile: str | None = None
+) -> ConsoleSettings:
     """Settings from ``flags`` (None = not given), ``env`` and the config file.
 
     Args:

@@ -46,19 +46,12 @@ def parse_value(text: str) -> Any:
 
 
 def parse_assignments(items: list[str]) -> dict[str, Any]:
-    """``["a.b=1", "c=x"]`` → ``{"a.b": 1, "c": "x"}``.
+    """``["a.b=1", "c=x"]`` → ``{"a.b": 1, "c": "x"}`` (see
+    :func:`devfleet_command.commands.values.assignments`).
 
     Raises:
-        UsageError: an item has no ``=`` or an empty key.
+        UsageError: an item has no ``=`` or an empty key, or malformed JSON.
     """
-    from ..errors import UsageError
+    from .values import assignments
 
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"expected key=value, got {item!r}")
-        from .values import parse_value as parse
-
-        out[key] = parse(value, where=f"{key}: ")
-    return out
+    return assignments(items)

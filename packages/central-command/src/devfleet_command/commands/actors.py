@@ -69,7 +69,7 @@ def register(sub: Any) -> None:
         help="send a task to an actor wherever it runs: NAME PAYLOAD (JSON)",
         description="Send a task to an actor by name (Wactorz send_to) and print its handle_task"
         " answer as JSON. PAYLOAD is JSON; a bare word is a string; text that starts like JSON"
-        " ({ [ \") must be valid JSON.",
+        ' ({ [ ") must be valid JSON.',
         examples=["devfleet task temp-sensor-agent '{\"read\": true}'", "devfleet task greeter hello"],
     )
     p.add_argument("name", help="the actor's name")

@@ -21,7 +21,9 @@ def seconds_at_least(low: float, high: float = 86400.0) -> object:
     def parse(text: str) -> float:
         value = _number(text)
         if not low <= value <= high:  # also refuses nan
-            raise argparse.ArgumentTypeError(f"must be a number of seconds from {low:g} to {high:g}, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"must be a number of seconds from {low:g} to {high:g}, got {text!r}"
+            )
         return value
 
     parse.__name__ = "seconds"  # argparse names the type in its own messages

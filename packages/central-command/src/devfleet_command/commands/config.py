@@ -20,7 +20,10 @@ def register(sub: Any) -> None:
         help="read or change a node's config",
         description="Read (get) or change (set) a node's versioned config; `drift` lists nodes"
         " whose desired config differs.",
-        examples=["devfleet config get rpi-livingroom", "devfleet config set rpi-livingroom telemetry.interval=5"],
+        examples=[
+            "devfleet config get rpi-livingroom",
+            "devfleet config set rpi-livingroom telemetry.interval=5",
+        ],
     )
     csub = sub.nested(p, "config_command")
     g = csub.add_parser(
@@ -36,8 +39,8 @@ def register(sub: Any) -> None:
         "set",
         help="set config keys (key=value, dotted keys)",
         description="Set config keys on a node. Keys are dotted paths of the node config"
-        " (docs/contract.md). A value is JSON (5, true, [\"a\"], {\"enabled\": true}) where the"
-        " schema wants a number, list or object, and is refused as \"not valid JSON\" when it"
+        ' (docs/contract.md). A value is JSON (5, true, ["a"], {"enabled": true}) where the'
+        ' schema wants a number, list or object, and is refused as "not valid JSON" when it'
         " does not parse; where the schema wants a string the text is taken as it is"
         " (description=lab bench). Validated before anything is sent.",
         examples=[
@@ -130,7 +133,10 @@ async def cmd_drift(ctx: Context) -> int:
         if not drifts:
             print("no drift", file=ctx.out)
         for d in drifts:
-            diffs = ", ".join(f"{k}: {json_text(b, indent=None)} → {json_text(a, indent=None)}" for k, (a, b) in d.differences.items())
+            diffs = ", ".join(
+                f"{k}: {json_text(b, indent=None)} → {json_text(a, indent=None)}"
+                for k, (a, b) in d.differences.items()
+            )
             err = f" error: {d.error.get('message')}" if d.error else ""
             print(f"{d.node}: {diffs}{err}", file=ctx.out)
     return 1 if drifts else 0

@@ -28,7 +28,11 @@ def register(sub: Any) -> None:
         description="Send ping to one node (prints its round-trip time and answer), a group or"
         " the fleet (progress on stderr, then one line per node and a summary; Ctrl-C prints"
         " the summary so far).",
-        examples=["devfleet ping rpi-livingroom", "devfleet ping --all", "devfleet ping --group lobby --json"],
+        examples=[
+            "devfleet ping rpi-livingroom",
+            "devfleet ping --all",
+            "devfleet ping --group lobby --json",
+        ],
     )
     _targets(p)
     p.set_defaults(handler=cmd_ping)
@@ -46,7 +50,7 @@ def register(sub: Any) -> None:
         help="send any command: devfleet cmd NODE VERB [key=value ...]",
         description="Send any command verb with key=value arguments and print the node's answer as"
         " JSON. A value is JSON when it parses (5, true, [1]), a bare word is a string, and text"
-        " that starts like JSON ({ [ \") must be valid JSON.",
+        ' that starts like JSON ({ [ ") must be valid JSON.',
         examples=["devfleet cmd rpi-livingroom rebirth", "devfleet cmd rpi-livingroom config_get --json"],
     )
     p.add_argument("node", help="the node's name")
@@ -69,9 +73,9 @@ async def broadcast_with_progress(
     ctx: Context, fleet: AsyncFleet, verb: str, args: dict[str, Any], *, timeout: float | None = None
 ) -> Broadcast:
     """Broadcast to ``--group`` or the fleet with a progress bar on stderr; wait for it."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     group = ctx.args.group
     bc: Broadcast | None = None

@@ -41,7 +41,7 @@ def register(sub: Any) -> None:
         "watch",
         help="a live table of the fleet with telemetry",
         description="A live table of the fleet, redrawn as telemetry arrives, until Ctrl-C."
-        " With --json: JSON Lines, one {\"ts\": ..., \"nodes\": [...]} snapshot per line whenever"
+        ' With --json: JSON Lines, one {"ts": ..., "nodes": [...]} snapshot per line whenever'
         " something changed (at most one per --refresh).",
         examples=[
             "devfleet watch",

@@ -19,7 +19,7 @@ from ..errors import UsageError
 if TYPE_CHECKING:
     from devfleet_base.schema import Field, Schema
 
-__all__ = ["config_assignments", "field_at", "parse_typed", "parse_value"]
+__all__ = ["assignments", "config_assignments", "field_at", "parse_typed", "parse_value"]
 
 _JSON_START = ("{", "[", '"')
 
@@ -96,6 +96,27 @@ def field_at(schema: Schema, dotted: str) -> Field | None:
     return found
 
 
+def _split(item: str) -> tuple[str, str]:
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise UsageError(f"expected key=value, got {item!r}")
+    return key, text
+
+
+def assignments(items: list[str]) -> dict[str, Any]:
+    """``["effect=rainbow", "speed=2"]`` → ``{"effect": "rainbow", "speed": 2}``, each
+    value read by :func:`parse_value` (no schema known).
+
+    Raises:
+        UsageError: an item without ``=`` or key, or text that starts like JSON but is not.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, text = _split(item)
+        out[key] = parse_value(text, where=f"{key}: ")
+    return out
+
+
 def config_assignments(items: list[str]) -> dict[str, Any]:
     """``["telemetry.interval=5", "description=lab bench"]`` → dotted keys to values,
     each typed by the node config schema (:func:`parse_typed`).
@@ -108,8 +129,6 @@ def config_assignments(items: list[str]) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"expected key=value, got {item!r}")
+        key, text = _split(item)
         out[key] = parse_typed(text, field_at(NODE_CONFIG_SCHEMA, key), where=f"{key}: ")
     return out
