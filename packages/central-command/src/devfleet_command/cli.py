@@ -82,6 +82,8 @@ class _Parser(argparse.ArgumentParser):
         self._intermixing = True  # parse_known_intermixed_args calls back into this method
         try:
             return super().parse_known_intermixed_args(args, namespace)
+        except TypeError:  # a parser argparse cannot intermix (REMAINDER): parse it plainly
+            return super().parse_known_args(args, namespace)
         finally:
             self._intermixing = False
 

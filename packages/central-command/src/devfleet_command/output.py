@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["console", "dated", "json_line", "json_text", "when"]
+__all__ = ["console", "dated", "json_line", "json_text", "shown_url", "when"]
 
 # Keys whose number is a Unix time: ``ts``, ``*_at``, and a few agent fields.
 _TIME_KEYS = frozenset({"ts", "time", "since", "boot_time", "started", "expires_at"})
@@ -68,6 +68,14 @@ def dated(obj: Any) -> Any:
     if isinstance(obj, list):
         return [dated(v) for v in obj]
     return obj
+
+
+def shown_url(url: str) -> str:
+    """A broker URL fit to print: ``mqtt://user:secret@host:1883`` → ``mqtt://host:1883``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url.rpartition("@")[2]
+    return f"{scheme}://{rest.rpartition('@')[2]}"
 
 
 def console(file: TextIO) -> Console:

@@ -36,14 +36,14 @@ async def cmd_logs(ctx: Context) -> int:
     """Print log records as they arrive."""
     import asyncio  # here, not at import: `devfleet --help` stays fast
 
-    from ..output import json_line
+    from ..output import json_line, shown_url
 
     deadline = None if ctx.args.follow else time.monotonic() + ctx.timeout
     async with ctx.fleet() as fleet:
         stream = fleet.logs(ctx.args.node)
         whose = ctx.args.node or "every node"
         until = "Ctrl-C to stop" if deadline is None else f"for {ctx.timeout:g} s (-f: until Ctrl-C)"
-        print(f"logs of {whose} on {ctx.broker}, {until}", file=ctx.err, flush=True)
+        print(f"logs of {whose} on {shown_url(ctx.broker)}, {until}", file=ctx.err, flush=True)
         try:
             while True:
                 left = None if deadline is None else deadline - time.monotonic()
