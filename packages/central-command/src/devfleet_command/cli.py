@@ -105,14 +105,23 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """A one-paragraph description is wrapped to the terminal; text with line breaks
+    (the examples) is kept line by line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 class Subcommands:
     """What a command module's ``register`` gets: ``add_parser`` (the global options
     are accepted after the subcommand too) and ``nested`` for sub-subcommands."""
 
-    def __init__(self, action: Any, common: argparse.ArgumentParser, prefix: str = "devfleet") -> None:
+    def __init__(self, action: Any, common: argparse.ArgumentParser) -> None:
         self._action = action
         self._common = common
-        self._prefix = prefix
 
     def add_parser(
         self, name: str, *, examples: Sequence[str] = (), **kwargs: Any
@@ -130,14 +139,14 @@ class Subcommands:
             kwargs.setdefault("description", kwargs["help"][:1].upper() + kwargs["help"][1:] + ".")
         if examples:
             kwargs.setdefault("epilog", "examples:\n" + "\n".join(f"  {e}" for e in examples))
-        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        kwargs.setdefault("formatter_class", _HelpFormatter)
         parser: argparse.ArgumentParser = self._action.add_parser(name, **kwargs)
         return parser
 
     def nested(self, parser: argparse.ArgumentParser, dest: str) -> Subcommands:
         """Sub-subcommands of ``parser`` (``config get``)."""
         action = parser.add_subparsers(dest=dest, metavar="COMMAND", required=True, parser_class=_Parser)
-        return Subcommands(action, self._common, f"{self._prefix} {parser.prog.split()[-1]}")
+        return Subcommands(action, self._common)
 
 
 def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
