@@ -37,6 +37,7 @@ TEST_TOOLS = [
     "pytest-timeout>=2.3",
     "hypothesis>=6.100",
     "amqtt>=0.11",
+    "argcomplete>=3",  # the console's completion extra, exercised by its tests
 ]
 
 
