@@ -38,9 +38,23 @@ def distributions() -> dict[Path, str]:
     return found
 
 
-def build(out: Path, pip_options: list[str], *, isolation: bool = True) -> list[Path]:
-    """Wheels of every distribution into ``out``, then their dependencies; returns the
-    devfleet wheels. Raises ``subprocess.CalledProcessError`` when pip fails."""
+def build(
+    out: Path, pip_options: list[str], *, isolation: bool = True, dependencies_of: list[str] | None = None
+) -> list[Path]:
+    """Wheels of every distribution into ``out``, then their dependencies.
+
+    Args:
+        out: the wheelhouse folder (created).
+        pip_options: extra options for ``pip download`` (a foreign ``--platform``...).
+        isolation: build in pip's isolated environments (False: use the installed hatchling).
+        dependencies_of: only these distributions' dependencies (default: every one's).
+
+    Returns:
+        The devfleet wheels built.
+
+    Raises:
+        subprocess.CalledProcessError: pip failed.
+    """
     out.mkdir(parents=True, exist_ok=True)
     dists = distributions()
     pip = [sys.executable, "-m", "pip"]
@@ -49,19 +63,9 @@ def build(out: Path, pip_options: list[str], *, isolation: bool = True) -> list[
     # Our wheels are found in `out`; everything they depend on comes from the index, and
     # the build backend too, so `pip install -e packages/...` works offline from a checkout.
     backend = ["hatchling", "editables"] if not pip_options else []  # (a foreign platform needs none)
+    wanted = dependencies_of if dependencies_of is not None else list(dists.values())
     subprocess.run(
-        [
-            *pip,
-            "download",
-            "-q",
-            "-d",
-            str(out),
-            "--find-links",
-            str(out),
-            *pip_options,
-            *dists.values(),
-            *backend,
-        ],
+        [*pip, "download", "-q", "-d", str(out), "--find-links", str(out), *pip_options, *wanted, *backend],
         check=True,
     )
     return sorted(p for p in out.glob("devfleet_*.whl"))
