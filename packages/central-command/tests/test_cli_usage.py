@@ -212,7 +212,12 @@ timeout = 20
     )
     env = {"DEVFLEET_CONSOLE_CONFIG": str(cfg)}
     s = resolve(_flags(), env)
-    assert (s.broker, s.profile, s.timeout, s.signing_key) == ("mqtt://10.0.0.1:1883", "default", 10.0, None)
+    assert (s.broker, s.profile, s.timeout, s.signing_key_file) == (
+        "mqtt://10.0.0.1:1883",
+        "default",
+        10.0,
+        None,
+    )
     s = resolve(_flags(), env, profile="lab")
     assert (s.broker, s.username, s.password, s.tls_ca) == (
         "mqtts://10.0.0.2:8883",
@@ -220,10 +225,10 @@ timeout = 20
         "from-file",
         "/lab/ca.pem",
     )
-    assert s.signing_key == b"k" * 32 and s.timeout == 20.0
+    assert s.signing_key_file == str(key) and s.timeout == 20.0
     s = resolve(_flags(), {**env, "DEVFLEET_PROFILE": "lab", "DEVFLEET_TLS_CA": "/env/ca.pem",
                            "DEVFLEET_SIGNING_KEY_FILE": str(other)})  # fmt: skip
-    assert (s.tls_ca, s.signing_key, s.broker) == ("/env/ca.pem", b"o" * 32, "mqtts://10.0.0.2:8883")
+    assert (s.tls_ca, s.signing_key_file, s.broker) == ("/env/ca.pem", str(other), "mqtts://10.0.0.2:8883")
     s = resolve(
         _flags(broker="mqtt://127.0.0.1:1", timeout=3.0),
         {**env, "DEVFLEET_BROKER": "mqtt://x:1"},
@@ -242,7 +247,7 @@ timeout = 20
         ("[default\n", None, "not valid TOML"),
         ("[default]\ntimeout = 0\n", None, "timeout must be a number of seconds"),
         ("[default]\nusername = 5\n", None, "username must be a non-empty string"),
-        ("[default]\nsigning_key_file = '/nonexistent/key'\n", None, "cannot read the signing key"),
+        ("[default]\npassword_file = '/nonexistent/pw'\n", None, "cannot read the password file"),
     ],
 )
 def test_bad_profiles_are_usage_errors(tmp_path: Path, text: str, profile: str | None, says: str) -> None:

@@ -253,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             username=settings.username,
             password=settings.password,
             tls_ca=settings.tls_ca,
-            signing_key=settings.signing_key,
+            signing_key=_read_key(settings.signing_key_file),
             json=args.json,
             timeout=settings.timeout,
             debug=args.debug,
@@ -274,6 +274,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _exit_code(exc)
 
 
+def _read_key(path: str | None) -> bytes | None:
+    if not path:
+        return None
+    from pathlib import Path
+
+    try:
+        return Path(path).read_bytes().strip()
+    except OSError as exc:
+        from .errors import UsageError
+
+        raise UsageError(f"cannot read the signing key: {exc.strerror}: {exc.filename}") from None
+
+
 def _hint(exc: BaseException, settings: Any) -> str:
     """What the operator can do about an error, when the CLI knows."""
     from devfleet_base.errors import Code
@@ -281,7 +294,7 @@ def _hint(exc: BaseException, settings: Any) -> str:
     from .errors import CommandFailed
 
     if isinstance(exc, CommandFailed) and exc.code == Code.BAD_SIGNATURE:
-        if settings is None or settings.signing_key is None:
+        if settings is None or settings.signing_key_file is None:
             return (
                 "; the node accepts only signed commands: give its key with --signing-key-file FILE"
                 " (or DEVFLEET_SIGNING_KEY_FILE)"

@@ -65,8 +65,8 @@ class ConsoleSettings:
         broker: broker URL.
         username, password: broker credentials, or None.
         tls_ca: CA certificate file (turns TLS on), or None.
-        signing_key: the shared signing key's bytes, or None.
-        signing_key_file: where the key came from (for messages), or None.
+        signing_key_file: the console's signing key file (``~`` expanded; read by
+            the caller), or None.
         timeout: seconds to wait for the broker and answers.
         profile: the profile used (None when no file was read).
     """
@@ -75,7 +75,6 @@ class ConsoleSettings:
     username: str | None
     password: str | None
     tls_ca: str | None
-    signing_key: bytes | None
     signing_key_file: str | None
     timeout: float
     profile: str | None
@@ -145,7 +144,7 @@ def resolve(
         profile: ``--profile``; None falls back to ``DEVFLEET_PROFILE``, then ``default``.
 
     Raises:
-        UsageError: a named profile is missing, the file is malformed, or a key or
+        UsageError: a named profile is missing, the file is malformed, or the
             password file cannot be read.
     """
     name = profile or env.get("DEVFLEET_PROFILE") or None
@@ -168,8 +167,7 @@ def resolve(
         username=pick("username"),
         password=password,
         tls_ca=os.path.expanduser(tls_ca) if tls_ca else None,
-        signing_key=_read(key_file, "signing key") if key_file else None,
-        signing_key_file=key_file,
+        signing_key_file=os.path.expanduser(key_file) if key_file else None,
         timeout=float(pick("timeout") or DEFAULT_TIMEOUT),
         profile=used,
     )
