@@ -12,7 +12,12 @@ from hypothesis import strategies as st
 from devfleet_command.output import dated, json_line, json_text, shown_url, when
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=10)
+    | st.builds(pow, st.just(10), st.integers(4400, 4500)),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=20,
 )
@@ -34,6 +39,13 @@ def test_dated_and_json_never_fail_on_any_json(value: Any) -> None:
     line = json_line(out)
     assert line.endswith("\n") and "\n" not in line[:-1]
     assert json.loads(line) == json.loads(json_text(out))
+
+
+def test_what_json_cannot_carry_is_printed_as_text() -> None:
+    hostile = {"big": 10**5000, "nan": float("nan"), "inf": float("-inf"), 1: "int key", "ok": [1.5]}
+    out = json.loads(json_text(hostile))
+    assert out == {"big": "<number too long>", "nan": "nan", "inf": "-inf", "1": "int key", "ok": [1.5]}
+    assert json.loads(json_line(dated(hostile)))["big"] == "<number too long>"
 
 
 def test_urls_are_shown_without_credentials() -> None:

@@ -32,16 +32,43 @@ for a pipe or a file (rich would otherwise assume 80 columns)."""
 def json_text(obj: Any, *, indent: int | None = 2) -> str:
     """``obj`` as JSON (keys sorted, non-JSON values as strings, non-ASCII kept).
 
+    Never raises for what a node may send: a non-finite float becomes the string
+    ``"nan"``/``"inf"``, an int too long for ``str()`` ``"<number too long>"``.
+
     Args:
         obj: any JSON-able value; others (``bytes``, ``datetime``) become ``str(obj)``.
         indent: spaces per level, or None for one line.
     """
-    return json.dumps(obj, indent=indent, sort_keys=True, ensure_ascii=False, default=str)
+    return _dumps(obj, indent=indent)
 
 
 def json_line(obj: Any) -> str:
     """One JSON Lines record: compact JSON without a newline inside, plus ``\\n``."""
-    return json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":")) + "\n"
+    return _dumps(obj, separators=(",", ":")) + "\n"
+
+
+def _dumps(obj: Any, **kwargs: Any) -> str:
+    kwargs.update(sort_keys=True, ensure_ascii=False, default=str, allow_nan=False)
+    try:
+        return json.dumps(obj, **kwargs)
+    except (ValueError, TypeError):  # nan, a 5,000-digit int, keys that do not sort together
+        return json.dumps(_plain(obj), **kwargs)
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` with what JSON cannot carry as strings (see :func:`json_text`)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, int) and not isinstance(obj, bool):
+        try:
+            str(obj)
+        except ValueError:
+            return "<number too long>"
+    return obj
 
 
 def when(ts: float) -> str:

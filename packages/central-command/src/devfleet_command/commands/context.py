@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
@@ -49,10 +48,10 @@ class Context:
         )
 
     def emit_json(self, obj: Any) -> None:
-        """Print one JSON document."""
-        json.dump(obj, self.out, indent=2, sort_keys=True, default=str)
-        self.out.write("\n")
-        self.out.flush()
+        """Print one JSON document (what JSON cannot carry, as text: see ``output.json_text``)."""
+        from ..output import json_text
+
+        print(json_text(obj), file=self.out, flush=True)
 
     def emit_result(self, obj: Any) -> None:
         """Print a node's answer as JSON, never a Python repr, so it can be pasted back
