@@ -26,6 +26,7 @@ PACKAGES = {
     "packages/component-projector": "devfleet-component-projector",
     "packages/component-ros": "devfleet-component-ros",
     "examples/minimal-component": "devfleet-example-minimal",
+    "examples/foraging": "devfleet-example-foraging",
     "examples/demo": "",  # not a distribution: its tests run in the `tests` session
 }
 PRESENT = {path: dist for path, dist in PACKAGES.items() if (ROOT / path / "pyproject.toml").exists()}

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +27,7 @@ from devfleet_base.contract import NAME_PATTERN
 
 from . import msgs
 from .controller import COLORS, Controller, Params, Sensors
+from .sim import controller_seed
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ class Foraging(Component):
 
     def __init__(self, ctx: ComponentContext, config: dict[str, Any] | None = None) -> None:
         super().__init__(ctx, config)
-        seed = self.config["seed"] ^ zlib.crc32(ctx.node.encode())  # robots differ, runs repeat
+        seed = controller_seed(self.config["seed"], ctx.node)  # robots differ, runs repeat
         self.controller = Controller(Params.from_config(self.config), seed)
         if self.config["autostart"]:
             self.controller.start()

@@ -114,8 +114,11 @@ def odom_msg(tick: int, dt: float, x: float, y: float, theta: float, v: float, w
 
 def decode_odom(msg: Any) -> tuple[int, float, float, float] | None:
     """``(tick, x, y, theta)`` from an Odometry, or None."""
-    seq = msg.get("header", {}).get("seq") if isinstance(msg, dict) else None
-    pose = msg.get("pose", {}).get("pose") if isinstance(msg, dict) else None
+    if not isinstance(msg, dict):
+        return None
+    header, pose = msg.get("header"), msg.get("pose")
+    seq = header.get("seq") if isinstance(header, dict) else None
+    pose = pose.get("pose") if isinstance(pose, dict) else None
     x, y = _num(pose, "position", "x"), _num(pose, "position", "y")
     qz, qw = _num(pose, "orientation", "z"), _num(pose, "orientation", "w")
     if not isinstance(seq, int) or isinstance(seq, bool) or None in (x, y, qz, qw):
@@ -154,7 +157,7 @@ def light_msg(tick: int, dt: float, in_nest: bool, distance: float, bearing: flo
 def decode_light(msg: Any) -> tuple[bool, float] | None:
     """``(in_nest, bearing of the light)``, or None."""
     b = _num(msg, "bearing")
-    if b is None or not isinstance(msg.get("in_nest"), bool):
+    if b is None or not isinstance(msg, dict) or not isinstance(msg.get("in_nest"), bool):
         return None
     return msg["in_nest"], b
 
