@@ -145,6 +145,8 @@ class Run:
         self.agents: list[Any] = []
         self.command_latencies: list[float] = []
         self.start_tick = 0
+        self.started = asyncio.Event()  # the fleet-wide start was acknowledged
+        self.ended = asyncio.Event()  # the foraging window is over (before the recall)
 
     # ---- operator actions -------------------------------------------------------------
 
@@ -255,6 +257,7 @@ class Run:
         d = self.o.duration
         self.start_tick = self.arena.tick
         await self.broadcast(fleet, "component", self.component_cmd("start"))
+        self.started.set()
         sampler = asyncio.create_task(self._sample_leds(observer))
         try:
             await self._sim_until(0.2 * d)
@@ -270,6 +273,7 @@ class Run:
                 await self._sim_until(0.45 * d)
                 killer = asyncio.create_task(self._kill(fleet, self.agents[-1]))
             await self._sim_until(d)
+            self.ended.set()
             if killer is not None:
                 await killer
         finally:
