@@ -7,7 +7,7 @@ food items scattered over the rest, and differential-drive robots (foot-bot
 sized). An item dropped in the nest is counted and a new one appears at a
 random place, so the food never runs out; the loop functions' energy
 bookkeeping is kept (``energy_per_item`` per delivery, ``energy_per_walking_robot``
-per moving robot per tick).
+per walking robot per tick).
 
 No I/O, no clock: :meth:`Arena.step` advances ``1 / ticks_per_second`` simulated
 seconds, so a test runs it as fast as it likes. Everything random comes from one
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,6 +127,9 @@ class Arena:
         self.collected = 0
         self.energy = 0
         self.respawned_lost = 0
+        self.is_resting: Callable[[str], bool] | None = None
+        """The robots' controller states for the metrics (ARGoS's loop functions count a robot
+        as resting by its controller's state); None counts a robot that did not move as resting."""
         self.items: list[tuple[float, float]] = [self._random_item() for _ in range(c.items)]
         self.robots: dict[str, Robot] = {}
         rows = max(1, int((c.height - 0.2) / (3 * c.robot_radius)))
@@ -225,11 +229,11 @@ class Arena:
         """Move every robot one tick (robots that would collide stay put); return the metrics row."""
         c = self.config
         dt = c.dt
-        walking = 0
+        moving = 0
         for robot in self.robots.values():
             if robot.v == 0.0 and robot.w == 0.0:
                 continue
-            walking += 1
+            moving += 1
             theta = _wrap(robot.theta + robot.w * dt)
             x = robot.x + robot.v * math.cos(theta) * dt
             y = robot.y + robot.v * math.sin(theta) * dt
@@ -245,10 +249,12 @@ class Arena:
             if not blocked:
                 robot.x, robot.y = x, y
         self.tick += 1
+        online = sum(1 for r in self.robots.values() if r.online)
+        resting = self.is_resting
+        walking = moving if resting is None else sum(1 for n, r in self.robots.items() if r.online and not resting(n))
         self.energy -= walking * c.energy_per_walking_robot
         for robot in self.robots.values():
             robot.trail.append((robot.x, robot.y))
-        online = sum(1 for r in self.robots.values() if r.online)
         return TickMetrics(
             self.tick, self.tick * dt, walking, online - walking, self.collected, self.energy
         )

@@ -297,7 +297,7 @@ class Controller:
             return avoid
         p = self.params
         if self.rng.random() < 0.1:  # a new random turn now and then: a correlated random walk
-            self._turn = self.rng.uniform(-0.5, 0.5) * p.max_turn
+            self._turn = self.rng.uniform(-0.3, 0.3) * p.max_turn
         return Action(v=p.max_speed, w=self._turn)
 
     # ---- bookkeeping ----------------------------------------------------------------------

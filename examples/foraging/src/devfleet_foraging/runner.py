@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import shutil
 import signal
 import sys
 import tempfile
@@ -59,7 +60,7 @@ class RunOptions:
         broker: ``auto`` (mosquitto, else amqtt), ``mosquitto`` or ``amqtt``.
         gif: also write an animation.
         kill: kill -9 one robot's agent halfway (needs 2+ robots).
-        keepalive: the agents' MQTT keepalive; the will fires after 1.5x.
+        keepalive: the agents' MQTT keepalive (5..3600 s); the will fires after 1.5x.
     """
 
     robots: int = 6
@@ -71,7 +72,7 @@ class RunOptions:
     broker: str = "auto"
     gif: bool = False
     kill: bool = True
-    keepalive: int = 2
+    keepalive: int = 5
 
 
 @dataclass
@@ -200,6 +201,8 @@ class Run:
                 )
             async with AsyncFleet.connect(self.url) as fleet:
                 observer = Observer(fleet)
+                # walking/resting by the controllers' reported states, as ARGoS's loop functions count
+                self.arena.is_resting = lambda n: observer.component(n, "foraging").get("state", "resting") == "resting"
                 fleet._taps.add(observer.feed)  # component states: the console's own session
                 await fleet.session.subscribe([(contract.node_filter(None, "components/+/state"), 1)])
                 await self._configure(fleet, observer)
@@ -219,6 +222,7 @@ class Run:
                 agent.__exit__()
             await self.bridge.stop()
             self.csv.close()
+            shutil.rmtree(tmp, ignore_errors=True)
         return self.result
 
     async def _configure(self, fleet: Any, observer: Observer) -> None:
@@ -271,7 +275,9 @@ class Run:
             killer: asyncio.Task[None] | None = None
             if self.o.kill and len(self.agents) > 1:
                 await self._sim_until(0.45 * d)
-                killer = asyncio.create_task(self._kill(fleet, self.agents[-1]))
+                # prefer a robot that carries an item: its item must respawn
+                carrying = [a for a in self.agents if self.arena.robots[a.name].carrying]
+                killer = asyncio.create_task(self._kill(fleet, (carrying or self.agents)[-1]))
             await self._sim_until(d)
             self.ended.set()
             if killer is not None:
@@ -291,7 +297,16 @@ class Run:
             return
         self.result.killed_status = "lost"
         robot = self.arena.robots[agent.name]
-        self.event(f"{agent.name} is lost (its will); arena: {'online' if robot.online else 'stopped'}")
+        carried = robot.carrying
+        self.event(f"{agent.name} is lost (its will, published by the broker)")
+        limit = self.arena.tick + round((self.bridge.lost_after + 2) * self.arena.config.ticks_per_second)
+        while robot.online and self.arena.tick < limit:
+            await asyncio.sleep(self.arena.config.dt / self.o.speed)  # the arena's own pace
+        if not robot.online:
+            self.event(
+                f"{agent.name}: the arena stopped it (no cmd_vel for {self.bridge.lost_after:g} s)"
+                + ("; the item it carried respawned" if carried else "; it carried nothing")
+            )
 
     async def _sample_leds(self, observer: Observer) -> None:
         """Every 2 simulated seconds: each online robot's state light against its state."""

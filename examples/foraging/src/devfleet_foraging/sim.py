@@ -13,7 +13,7 @@ import zlib
 from typing import Any
 
 from .arena import Arena, ArenaConfig
-from .controller import Controller, Params, Sensors
+from .controller import Controller, Params, Sensors, State
 
 __all__ = ["controller_seed", "simulate"]
 
@@ -39,6 +39,7 @@ def simulate(
     controllers = {n: Controller(p, controller_seed(seed, n), arena.config.dt) for n in names}
     for c in controllers.values():
         c.start()
+    arena.is_resting = lambda name: controllers[name].state is State.RESTING
     for _ in range(round(seconds * arena.config.ticks_per_second)):
         arena.step()
         for name, ctrl in controllers.items():

@@ -1,0 +1,61 @@
+"""A headless foraging run end to end: 4 robot agents (real processes: ros + foraging + ledstrip),
+the arena behind 4 real rosbridge servers, a real broker, the console on the real command path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from devfleet_foraging.arena import Arena
+from devfleet_foraging.runner import RunOptions, run
+
+pytestmark = pytest.mark.timeout(150)
+
+
+def test_four_robots_forage_obey_the_operator_and_survive_a_kill(tmp_path: Path) -> None:
+    lines: list[str] = []
+    options = RunOptions(robots=4, duration=30.0, seed=3, speed=2.0, headless=True, out=tmp_path)
+    result = run(options, say=lines.append)
+    s = result.summary
+    log = "\n".join(lines)
+
+    # the same seed gives the same arena
+    assert result.layout == Arena([f"bot-{i + 1}" for i in range(4)], seed=3).layout()
+
+    # items were collected, through rosbridge, by the robots' own agents
+    assert s["items"] > 0, log
+    assert sum(s["items_per_robot"].values()) == result.collected_at_end
+    assert s["tick_latency_ms"]["p50"] is not None and s["command_latency_ms"]["p99"] is not None
+
+    # at sampled ticks every robot's LED colour matches its state
+    samples = [x for x in result.led_samples if x["state"] is not None]
+    assert len(samples) >= 8, result.led_samples
+    assert {x["state"] for x in samples} & {"exploring", "returning"}, samples
+    mismatched = [x for x in samples if x["led"] != x["expected"]]
+    assert not mismatched, mismatched
+
+    # kill -9: the will shows the robot lost, the others keep collecting
+    killed = result.killed
+    assert killed is not None and result.killed_status == "lost", log
+    assert s["lost"] == [killed]
+    assert result.collected_at_kill is not None and result.collected_at_end > result.collected_at_kill, log
+
+    # recall: every robot resting, with ok receipts, within 5 s
+    recall = result.recall
+    alive = sorted({"bot-1", "bot-2", "bot-3", "bot-4"} - {killed})
+    assert sorted(recall["succeeded"]) == alive, recall
+    assert recall["failed"] == [] and recall["timed_out"] == [] and recall["offline"] == [killed]
+    assert recall["all_resting_after_s"] is not None and recall["all_resting_after_s"] <= 5.0, recall
+
+    # the operator's other actions went through with receipts
+    for word in ("start -> fleet: 4 ok", "configure -> group team-b: 2 ok", "pause -> fleet: 4 ok"):
+        assert word in log, log
+
+    # outputs: CSV per tick, a PNG of the arena and the plot
+    rows = result.csv.read_text().splitlines() if result.csv else []
+    assert rows[0] == "tick,clock,walking,resting,collected,energy" and len(rows) > 300
+    assert result.png is not None
+    with Image.open(result.png) as img:
+        assert img.size[0] > img.size[1] > 100
