@@ -29,14 +29,19 @@ SEED = 1
 
 
 async def _nodes(robots: int, duration: float, log: Any) -> dict[str, Any]:
-    from devfleet_base.testing.broker import MosquittoBroker
     from devfleet_foraging.runner import Run, RunOptions
 
+    from devfleet_base.testing.broker import MosquittoBroker
+
     with tempfile.TemporaryDirectory(prefix="bench-foraging-") as tmp, MosquittoBroker() as broker:
-        options = RunOptions(robots=robots, duration=duration, seed=SEED, headless=True, out=Path(tmp), kill=False)
+        options = RunOptions(
+            robots=robots, duration=duration, seed=SEED, headless=True, out=Path(tmp), kill=False
+        )
         run = Run(options, broker.url, broker.host, broker.port, say=lambda line: None)
         main = asyncio.create_task(run.main(None))
-        await asyncio.wait({main, asyncio.create_task(run.started.wait())}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            {main, asyncio.create_task(run.started.wait())}, return_when=asyncio.FIRST_COMPLETED
+        )
         if main.done():
             main.result()  # raises what went wrong
         pids = [agent.pid for agent in run.agents]
@@ -78,11 +83,34 @@ async def run(quick: bool, log: Any, row: Any) -> dict[str, Any]:
     lat = nodes["latencies"]
     rows = [
         row(f"tick -> cmd_vel p50, {robots} robot nodes at 10 Hz", _pct(lat, 0.5) * 1000, "ms", None),
-        row(f"tick -> cmd_vel p99, {robots} robot nodes at 10 Hz", _pct(lat, 0.99) * 1000, "ms", None, target="<= 50 ms"),
-        row(f"skipped ticks, {robots} robot nodes, {len(lat)} ticks", nodes["skipped"], "ticks", None, target="0"),
-        row("CPU per robot node (ros + foraging + ledstrip), median", _pct(nodes["cpu_percent"], 0.5), "% of a core", None),
+        row(
+            f"tick -> cmd_vel p99, {robots} robot nodes at 10 Hz",
+            _pct(lat, 0.99) * 1000,
+            "ms",
+            None,
+            target="<= 50 ms",
+        ),
+        row(
+            f"skipped ticks, {robots} robot nodes, {len(lat)} ticks",
+            nodes["skipped"],
+            "ticks",
+            None,
+            target="0",
+        ),
+        row(
+            "CPU per robot node (ros + foraging + ledstrip), median",
+            _pct(nodes["cpu_percent"], 0.5),
+            "% of a core",
+            None,
+        ),
         row("RSS per robot node, median", _pct(nodes["rss"], 0.5) / 2**20, "MiB", None),
-        row(f"items/min, {robots} robot nodes (real run, seed {SEED})", nodes["items_per_minute"], "items/min", None, lower_is_better=False),
+        row(
+            f"items/min, {robots} robot nodes (real run, seed {SEED})",
+            nodes["items_per_minute"],
+            "items/min",
+            None,
+            lower_is_better=False,
+        ),
     ]
     seconds = 60.0 if quick else 600.0
     swarm = {}
@@ -99,6 +127,10 @@ async def run(quick: bool, log: Any, row: Any) -> dict[str, Any]:
             )
         )
     details = {k: v for k, v in nodes.items() if k != "latencies"}
-    details["latency_ms"] = {"p50": _pct(lat, 0.5) * 1000, "p99": _pct(lat, 0.99) * 1000, "max": max(lat, default=0) * 1000}
+    details["latency_ms"] = {
+        "p50": _pct(lat, 0.5) * 1000,
+        "p99": _pct(lat, 0.99) * 1000,
+        "max": max(lat, default=0) * 1000,
+    }
     details["swarm"] = swarm
     return {"rows": rows, "details": details}

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 
-from hypothesis import given
-from hypothesis import strategies as st
-
 from devfleet_foraging.arena import Arena
 from devfleet_foraging.sim import simulate
+from hypothesis import given
+from hypothesis import strategies as st
 
 
 def test_the_same_seed_gives_the_same_arena() -> None:

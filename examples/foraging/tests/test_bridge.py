@@ -11,11 +11,10 @@ import asyncio
 import json
 from typing import Any
 
-from websockets.asyncio.client import connect
-
 from devfleet_foraging import msgs
 from devfleet_foraging.arena import Arena
 from devfleet_foraging.bridge import ArenaBridge
+from websockets.asyncio.client import connect
 
 
 async def recv_op(ws: Any, op: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -42,28 +41,37 @@ async def test_a_robot_is_driven_over_its_own_rosbridge_endpoint() -> None:
         async with connect(bridge.urls["a"]) as ws:
             for topic in (msgs.FOOD, msgs.ODOM):
                 await ws.send(json.dumps({"op": "subscribe", "topic": topic, "type": msgs.TYPES[topic]}))
-            await ws.send(json.dumps({"op": "advertise", "topic": msgs.CMD_VEL, "type": msgs.TYPES[msgs.CMD_VEL]}))
+            await ws.send(
+                json.dumps({"op": "advertise", "topic": msgs.CMD_VEL, "type": msgs.TYPES[msgs.CMD_VEL]})
+            )
             food = await recv_op(ws, "publish")
             odom = await recv_op(ws, "publish")
             assert food["topic"] == msgs.FOOD and odom["topic"] == msgs.ODOM  # the sensors come first
-            tick, x0, y0, theta = msgs.decode_odom(odom["msg"])  # type: ignore[misc]
+            tick, x0, y0, _theta = msgs.decode_odom(odom["msg"])  # type: ignore[misc]
             robot = arena.robots["a"]
             assert (x0, y0) == (robot.trail[tick - 1][0], robot.trail[tick - 1][1])
             for _ in range(5):
-                await ws.send(json.dumps({"op": "publish", "topic": msgs.CMD_VEL, "msg": msgs.twist_msg(0.2, 0.0)}))
+                await ws.send(
+                    json.dumps({"op": "publish", "topic": msgs.CMD_VEL, "msg": msgs.twist_msg(0.2, 0.0)})
+                )
                 await recv_op(ws, "publish")
             assert robot.v == 0.2 and bridge.links["a"].latencies
             assert bridge.links["a"].latencies[0] < 1.0
-            await ws.send(json.dumps({"op": "publish", "topic": msgs.CMD_VEL, "msg": {"linear": {"x": "fast"}}}))
+            await ws.send(
+                json.dumps({"op": "publish", "topic": msgs.CMD_VEL, "msg": {"linear": {"x": "fast"}}})
+            )
             robot.x, robot.y = arena.items[0]
             await ws.send(
-                json.dumps({"op": "call_service", "service": msgs.GRIPPER, "id": "g1", "args": {"action": "pick"}})
+                json.dumps(
+                    {"op": "call_service", "service": msgs.GRIPPER, "id": "g1", "args": {"action": "pick"}}
+                )
             )
             answer = await recv_op(ws, "service_response")
             assert answer["id"] == "g1" and answer["result"] is True
             assert answer["values"] == {"success": True, "carrying": True, "message": "picked"}
             # the agent goes silent (kill -9): lost after 0.5 s, the carried item respawns
             await ws.close()
+
         async def lost() -> None:
             while robot.online:
                 ticked.clear()

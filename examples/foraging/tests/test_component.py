@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from devfleet_foraging import msgs
+from devfleet_foraging.component import Foraging
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,8 +20,6 @@ from devfleet_base import CommandError
 from devfleet_base.contract import MAP_POSE_SCHEMA
 from devfleet_base.interfaces import Interfaces
 from devfleet_base.testing import FakeContext
-from devfleet_foraging import msgs
-from devfleet_foraging.component import Foraging
 from devfleet_ledstrip import LedStrip
 
 
@@ -53,7 +53,9 @@ class LinkDouble:
     async def publish(self, topic: str, type: str, msg: dict[str, Any]) -> None:
         self.published.append((topic, type, msg))
 
-    async def call_service(self, service: str, args: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+    async def call_service(
+        self, service: str, args: dict[str, Any] | None = None, **kw: Any
+    ) -> dict[str, Any]:
         self.calls.append((service, args or {}))
         handler = self.services.get(service)
         if handler is None:
@@ -63,7 +65,9 @@ class LinkDouble:
     def deliver(self, topic: str, msg: Any) -> None:
         self.subs[topic](msg)
 
-    def tick(self, tick: int, *, food: list[tuple[float, float]] = (), in_nest: bool = True, carrying: bool = False) -> None:  # type: ignore[assignment]
+    def tick(
+        self, tick: int, *, food: list[tuple[float, float]] = (), in_nest: bool = True, carrying: bool = False
+    ) -> None:  # type: ignore[assignment]
         self.deliver(msgs.FOOD, msgs.food_msg(tick, 0.1, list(food), carrying))
         self.deliver(msgs.LIGHT, msgs.light_msg(tick, 0.1, in_nest, 0.5, 3.0))
         self.deliver(msgs.PROXIMITY, msgs.proximity_msg(tick, 0.1, None))
@@ -76,7 +80,9 @@ class LinkDouble:
 FAST = {"min_rest_time": 0.0, "leave_prob": 1.0, "prob_max": 1.0, "pose_rate": 10.0}
 
 
-async def node(config: dict[str, Any] | None = None) -> tuple[Foraging, FakeContext, LedStrip, FakeContext, LinkDouble]:
+async def node(
+    config: dict[str, Any] | None = None,
+) -> tuple[Foraging, FakeContext, LedStrip, FakeContext, LinkDouble]:
     shared = Interfaces()
     link = LinkDouble()
     shared.provide("ros", link)
@@ -106,7 +112,11 @@ async def test_each_odom_is_one_tick_answered_with_cmd_vel_and_the_led_follows_t
     assert comp.controller.state.value == "exploring"
     assert led(led_ctx) == "#00ff00" and ctx.state is not None and ctx.state["state"] == "exploring"
     link.tick(3, food=[(0.05, 0.0)], in_nest=False)
-    link.services[msgs.GRIPPER] = lambda args: {"success": args["action"] == "pick", "carrying": True, "message": ""}
+    link.services[msgs.GRIPPER] = lambda args: {
+        "success": args["action"] == "pick",
+        "carrying": True,
+        "message": "",
+    }
     await comp.process()
     assert link.calls == [(msgs.GRIPPER, {"action": "pick"})]
     assert comp.controller.state.value == "returning" and led(led_ctx) == "#0000ff"
@@ -118,7 +128,7 @@ async def test_each_odom_is_one_tick_answered_with_cmd_vel_and_the_led_follows_t
 
 
 async def test_recall_and_pause_stop_the_wheels_at_once_with_the_state_in_the_receipt() -> None:
-    comp, ctx, strip, led_ctx, link = await node({"autostart": True})
+    comp, _ctx, strip, led_ctx, link = await node({"autostart": True})
     link.tick(1)
     await comp.process()
     assert comp.controller.state.value == "exploring"
@@ -133,7 +143,7 @@ async def test_recall_and_pause_stop_the_wheels_at_once_with_the_state_in_the_re
 
 
 async def test_parameters_change_live_from_the_config() -> None:
-    comp, ctx, strip, led_ctx, link = await node()
+    comp, _ctx, strip, _led_ctx, _link = await node()
     await comp.reconfigure({**FAST, "delta": 0.2, "give_up_time": 3.0})
     assert comp.controller.params.delta == 0.2 and comp.controller.params.give_up_time == 3.0
     with pytest.raises(NotImplementedError):
@@ -143,7 +153,7 @@ async def test_parameters_change_live_from_the_config() -> None:
 
 
 async def test_a_gripper_failure_is_logged_not_fatal() -> None:
-    comp, ctx, strip, led_ctx, link = await node({"autostart": True})
+    comp, _ctx, strip, _led_ctx, link = await node({"autostart": True})
     link.tick(1)
     await comp.process()
     link.tick(2, food=[(0.05, 0.0)], in_nest=False)
@@ -166,13 +176,35 @@ async def test_without_a_strip_the_behaviour_still_runs() -> None:
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(topic=st.sampled_from([msgs.ODOM, msgs.FOOD, msgs.LIGHT, msgs.PROXIMITY]), msg=st.recursive(
-    st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["header", "seq", "items", "pose", "in_nest", "detected", "distance", "bearing", "position"]), inner, max_size=4),
-    max_leaves=12,
-))
+@given(
+    topic=st.sampled_from([msgs.ODOM, msgs.FOOD, msgs.LIGHT, msgs.PROXIMITY]),
+    msg=st.recursive(
+        st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=5),
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(
+                st.sampled_from(
+                    [
+                        "header",
+                        "seq",
+                        "items",
+                        "pose",
+                        "in_nest",
+                        "detected",
+                        "distance",
+                        "bearing",
+                        "position",
+                    ]
+                ),
+                inner,
+                max_size=4,
+            )
+        ),
+        max_leaves=12,
+    ),
+)
 async def test_hostile_sensor_messages_are_ignored(topic: str, msg: Any) -> None:
-    comp, ctx, strip, led_ctx, link = await node({"autostart": True})
+    comp, _ctx, strip, _led_ctx, link = await node({"autostart": True})
     link.deliver(topic, msg)  # never raises
     link.tick(1)
     await comp.process()

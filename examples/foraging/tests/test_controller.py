@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
+from devfleet_foraging.controller import COLORS, Action, Controller, Mode, Params, Sensors, State, adapt
 from hypothesis import given
 from hypothesis import strategies as st
-
-from devfleet_foraging.controller import COLORS, Action, Controller, Mode, Params, Sensors, State, adapt
 
 P = Params(min_rest_time=0.2, give_up_time=0.5, leave_prob=1.0, give_up_prob=1.0, prob_max=1.0)
 
@@ -139,7 +138,9 @@ def test_adaptive_rule_success_and_failure() -> None:
     outcomes=st.lists(st.booleans(), max_size=50),
     delta=st.floats(0, 1),
 )
-def test_adaptive_rule_stays_within_bounds(leave: float, give_up: float, outcomes: list[bool], delta: float) -> None:
+def test_adaptive_rule_stays_within_bounds(
+    leave: float, give_up: float, outcomes: list[bool], delta: float
+) -> None:
     p = Params(delta=delta, prob_min=0.01, prob_max=0.6)
     leave, give_up = adapt(leave, give_up, True, p)
     for success in outcomes:

@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from devfleet_foraging.arena import Arena
 from devfleet_foraging.runner import RunOptions, run
+from PIL import Image
 
 pytestmark = pytest.mark.timeout(150)
 

@@ -241,7 +241,8 @@ class Arena:
             x = min(c.width - r, max(r, x))
             y = min(c.height - r, max(r, y))
             blocked = any(
-                other is not robot and math.dist((x, y), (other.x, other.y)) < 2 * r
+                other is not robot
+                and math.dist((x, y), (other.x, other.y)) < 2 * r
                 and math.dist((x, y), (other.x, other.y)) < math.dist((robot.x, robot.y), (other.x, other.y))
                 for other in self.robots.values()
             )
@@ -251,18 +252,22 @@ class Arena:
         self.tick += 1
         online = sum(1 for r in self.robots.values() if r.online)
         resting = self.is_resting
-        walking = moving if resting is None else sum(1 for n, r in self.robots.items() if r.online and not resting(n))
+        walking = (
+            moving
+            if resting is None
+            else sum(1 for n, r in self.robots.items() if r.online and not resting(n))
+        )
         self.energy -= walking * c.energy_per_walking_robot
         for robot in self.robots.values():
             robot.trail.append((robot.x, robot.y))
-        return TickMetrics(
-            self.tick, self.tick * dt, walking, online - walking, self.collected, self.energy
-        )
+        return TickMetrics(self.tick, self.tick * dt, walking, online - walking, self.collected, self.energy)
 
     # ---- sensors ------------------------------------------------------------------------------
 
     def _relative(self, robot: Robot, x: float, y: float) -> tuple[float, float]:
-        return math.dist((robot.x, robot.y), (x, y)), _wrap(math.atan2(y - robot.y, x - robot.x) - robot.theta)
+        return math.dist((robot.x, robot.y), (x, y)), _wrap(
+            math.atan2(y - robot.y, x - robot.x) - robot.theta
+        )
 
     def food_in_range(self, name: str, limit: int = 5) -> list[tuple[float, float]]:
         """Items the food sensor sees: ``(distance, bearing)``, nearest first."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,11 +40,6 @@ class RobotLink:
     latencies: list[float] = field(default_factory=list)
     skipped: int = 0
     answers: int = 0
-
-
-async def _maybe_await(value: Any) -> None:
-    if inspect.isawaitable(value):
-        await value
 
 
 class ArenaBridge:
@@ -77,7 +71,7 @@ class ArenaBridge:
         self.late_ticks = 0
         self.metrics: list[TickMetrics] = []
         self._task: asyncio.Task[None] | None = None
-        self._paused = asyncio.Event()
+        self._ticked = asyncio.Event()
 
     @property
     def urls(self) -> dict[str, str]:
@@ -93,11 +87,9 @@ class ArenaBridge:
             await server.start()
             link = self.links[name] = RobotLink(name, server)
             for topic in (msgs.ODOM, msgs.FOOD, msgs.LIGHT, msgs.PROXIMITY):
-                await _maybe_await(server.advertise_topic(topic, msgs.TYPES[topic]))
-            await _maybe_await(server.on_publish(msgs.CMD_VEL, self._cmd_vel_handler(link)))
-            await _maybe_await(
-                server.advertise_service(msgs.GRIPPER, msgs.TYPES[msgs.GRIPPER], self._gripper_handler(name))
-            )
+                server.advertise_topic(topic, msgs.TYPES[topic])
+            server.on_publish(msgs.CMD_VEL, self._cmd_vel_handler(link))
+            server.advertise_service(msgs.GRIPPER, msgs.TYPES[msgs.GRIPPER], self._gripper_handler(name))
         self._task = asyncio.create_task(self._loop(), name="arena-ticks")
 
     async def stop(self) -> None:
@@ -117,6 +109,12 @@ class ArenaBridge:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    async def until_tick(self, tick: int) -> None:
+        """Return once the arena has reached ``tick``."""
+        while self.arena.tick < tick:
+            self._ticked.clear()
+            await self._ticked.wait()
 
     # ---- the robots' side ---------------------------------------------------------------
 
@@ -151,6 +149,7 @@ class ArenaBridge:
             self.metrics.append(row)
             if self.on_tick is not None:
                 self.on_tick(row)
+            self._ticked.set()
             for name, link in self.links.items():
                 robot = self.arena.robots[name]
                 if not robot.online:
@@ -175,23 +174,25 @@ class ArenaBridge:
         robot = a.robots[name]
         server = link.server
         light_d, light_b = a.light(name)
-        await _maybe_await(
-            server.publish(msgs.FOOD, msgs.TYPES[msgs.FOOD], msgs.food_msg(tick, dt, a.food_in_range(name), robot.carrying))
+        server.publish(
+            msgs.FOOD,
+            msgs.TYPES[msgs.FOOD],
+            msgs.food_msg(tick, dt, a.food_in_range(name), robot.carrying),
         )
-        await _maybe_await(
-            server.publish(
-                msgs.LIGHT, msgs.TYPES[msgs.LIGHT], msgs.light_msg(tick, dt, a.in_nest(robot.x), light_d, light_b)
-            )
+        server.publish(
+            msgs.LIGHT,
+            msgs.TYPES[msgs.LIGHT],
+            msgs.light_msg(tick, dt, a.in_nest(robot.x), light_d, light_b),
         )
-        await _maybe_await(
-            server.publish(
-                msgs.PROXIMITY, msgs.TYPES[msgs.PROXIMITY], msgs.proximity_msg(tick, dt, a.nearest_obstacle(name))
-            )
+        server.publish(
+            msgs.PROXIMITY,
+            msgs.TYPES[msgs.PROXIMITY],
+            msgs.proximity_msg(tick, dt, a.nearest_obstacle(name)),
         )
         link.sent_at = time.perf_counter()
         link.answered = False
-        await _maybe_await(
-            server.publish(
-                msgs.ODOM, msgs.TYPES[msgs.ODOM], msgs.odom_msg(tick, dt, robot.x, robot.y, robot.theta, robot.v, robot.w)
-            )
+        server.publish(
+            msgs.ODOM,
+            msgs.TYPES[msgs.ODOM],
+            msgs.odom_msg(tick, dt, robot.x, robot.y, robot.theta, robot.v, robot.w),
         )

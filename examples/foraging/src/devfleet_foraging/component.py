@@ -35,26 +35,38 @@ if TYPE_CHECKING:
 
 __all__ = ["Foraging"]
 
-_PROB = {"min": 0.0, "max": 1.0}
+
+def _prob(default: float, doc: str) -> Field:
+    return Field("float", default=default, min=0.0, max=1.0, doc=doc)
+
+
 _CONFIG = Schema(
     "foraging",
     {
         "map": Field("str", default="arena", pattern=NAME_PATTERN, doc="the map the pose is published on"),
-        "seed": Field("int", default=0, min=0, max=2**31, doc="seed of the random choices (mixed with the node name)"),
+        "seed": Field(
+            "int", default=0, min=0, max=2**31, doc="seed of the random choices (mixed with the node name)"
+        ),
         "autostart": Field("bool", default=False, doc="forage at once instead of waiting for start"),
         "pose_rate": Field("float", default=4.0, min=0.5, max=10.0, doc="map poses per second"),
-        "ros_timeout": Field("float", default=30.0, min=1.0, max=600.0, doc="seconds to wait for the ros interface"),
-        "leave_prob": Field("float", default=0.05, **_PROB, doc="initial P(leave the nest) per tick"),
-        "give_up_prob": Field("float", default=0.05, **_PROB, doc="initial P(give up) per tick"),
-        "delta": Field("float", default=0.02, **_PROB, doc="the adaptive rule's step; 0 = off"),
-        "prob_min": Field("float", default=0.005, **_PROB, doc="lower bound of both probabilities"),
-        "prob_max": Field("float", default=0.5, **_PROB, doc="upper bound of both probabilities"),
+        "ros_timeout": Field(
+            "float", default=30.0, min=1.0, max=600.0, doc="seconds to wait for the ros interface"
+        ),
+        "leave_prob": _prob(0.05, "initial P(leave the nest) per tick"),
+        "give_up_prob": _prob(0.05, "initial P(give up) per tick"),
+        "delta": _prob(0.02, "the adaptive rule's step; 0 = off"),
+        "prob_min": _prob(0.005, "lower bound of both probabilities"),
+        "prob_max": _prob(0.5, "upper bound of both probabilities"),
         "min_rest_time": Field("float", default=2.0, min=0.0, max=3600.0, doc="s in the nest before leaving"),
-        "give_up_time": Field("float", default=10.0, min=0.0, max=3600.0, doc="s without food before giving up"),
+        "give_up_time": Field(
+            "float", default=10.0, min=0.0, max=3600.0, doc="s without food before giving up"
+        ),
         "search_nest_time": Field("float", default=0.5, min=0.0, max=60.0, doc="s driven into the nest"),
         "max_speed": Field("float", default=0.25, min=0.01, max=5.0, doc="m/s forward"),
         "max_turn": Field("float", default=3.0, min=0.1, max=20.0, doc="rad/s"),
-        "avoid_distance": Field("float", default=0.15, min=0.0, max=2.0, doc="m, obstacles nearer are avoided"),
+        "avoid_distance": Field(
+            "float", default=0.15, min=0.0, max=2.0, doc="m, obstacles nearer are avoided"
+        ),
         "grab_distance": Field("float", default=0.1, min=0.0, max=1.0, doc="m, items nearer are picked up"),
     },
 )

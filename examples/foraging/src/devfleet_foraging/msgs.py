@@ -62,7 +62,7 @@ TYPES = {
 def _header(tick: int, dt: float, frame: str = "odom") -> dict[str, Any]:
     t = tick * dt
     secs = int(t)
-    return {"seq": tick, "stamp": {"secs": secs, "nsecs": int(round((t - secs) * 1e9))}, "frame_id": frame}
+    return {"seq": tick, "stamp": {"secs": secs, "nsecs": round((t - secs) * 1e9)}, "frame_id": frame}
 
 
 def _vec(x: float = 0.0, y: float = 0.0, z: float = 0.0) -> dict[str, float]:
@@ -151,7 +151,12 @@ def decode_food(msg: Any) -> tuple[list[tuple[float, float]], bool] | None:
 
 
 def light_msg(tick: int, dt: float, in_nest: bool, distance: float, bearing: float) -> dict[str, Any]:
-    return {"header": _header(tick, dt, "base_link"), "in_nest": in_nest, "distance": distance, "bearing": bearing}
+    return {
+        "header": _header(tick, dt, "base_link"),
+        "in_nest": in_nest,
+        "distance": distance,
+        "bearing": bearing,
+    }
 
 
 def decode_light(msg: Any) -> tuple[bool, float] | None:
@@ -164,10 +169,15 @@ def decode_light(msg: Any) -> tuple[bool, float] | None:
 
 def proximity_msg(tick: int, dt: float, obstacle: tuple[float, float] | None) -> dict[str, Any]:
     d, b = obstacle if obstacle is not None else (0.0, 0.0)
-    return {"header": _header(tick, dt, "base_link"), "detected": obstacle is not None, "distance": d, "bearing": b}
+    return {
+        "header": _header(tick, dt, "base_link"),
+        "detected": obstacle is not None,
+        "distance": d,
+        "bearing": b,
+    }
 
 
-def decode_proximity(msg: Any) -> tuple[float, float] | None | bool:
+def decode_proximity(msg: Any) -> tuple[float, float] | bool | None:
     """``(distance, bearing)`` of the nearest obstacle, None when clear, False when malformed."""
     if not isinstance(msg, dict) or not isinstance(msg.get("detected"), bool):
         return False

@@ -19,7 +19,18 @@ if TYPE_CHECKING:
 __all__ = ["render_gif", "render_png"]
 
 _SCALE = 160  # pixels per metre
-_PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c", "#008080", "#9a6324"]
+_PALETTE = [
+    "#e6194b",
+    "#3cb44b",
+    "#4363d8",
+    "#f58231",
+    "#911eb4",
+    "#46f0f0",
+    "#f032e6",
+    "#bcf60c",
+    "#008080",
+    "#9a6324",
+]
 
 
 def _arena_image(arena: Arena, upto: int | None, colors: dict[str, str]) -> PILImage.Image:
@@ -47,7 +58,9 @@ def _arena_image(arena: Arena, upto: int | None, colors: dict[str, str]) -> PILI
             rx, ry = px(*trail[-1])
             r = c.robot_radius * _SCALE
             fill = colors.get(name, "#888888") if robot.online else "#888888"
-            d.ellipse([rx - r, ry - r, rx + r, ry + r], fill=fill, outline=_PALETTE[i % len(_PALETTE)], width=3)
+            d.ellipse(
+                [rx - r, ry - r, rx + r, ry + r], fill=fill, outline=_PALETTE[i % len(_PALETTE)], width=3
+            )
             d.text((rx + r + 2, ry - r), name, fill="#000000")
     d.rectangle([0, 0, w - 1, h - 1], outline="#000000", width=2)
     return img
@@ -72,7 +85,9 @@ def _plot(rows: list[TickMetrics], width: int, height: int) -> PILImage.Image:
         ("resting robots", "#d00000", [r.resting / robots for r in rows], robots),
     ]
     for k, (label, color, values, top_value) in enumerate(series):
-        points = [(left + pw * r.clock / t_max, top + ph * (1 - v)) for r, v in zip(rows, values, strict=True)]
+        points = [
+            (left + pw * r.clock / t_max, top + ph * (1 - v)) for r, v in zip(rows, values, strict=True)
+        ]
         if len(points) > 1:
             d.line(points, fill=color, width=2)
         d.text((left + 8 + k * 150, 8), f"{label} (max {top_value})", fill=color)

@@ -134,7 +134,14 @@ def _led(state: dict[str, Any]) -> str | None:
 class Run:
     """One run (see the module docstring); :meth:`main` does it all."""
 
-    def __init__(self, options: RunOptions, broker_url: str, broker_host: str, broker_port: int, say: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        options: RunOptions,
+        broker_url: str,
+        broker_host: str,
+        broker_port: int,
+        say: Callable[[str], None],
+    ) -> None:
         self.o = options
         self.url, self.host, self.port = broker_url, broker_host, broker_port
         self.say = say
@@ -151,7 +158,9 @@ class Run:
 
     # ---- operator actions -------------------------------------------------------------
 
-    async def broadcast(self, fleet: Any, verb: str, args: dict[str, Any], *, group: str | None = None) -> Any:
+    async def broadcast(
+        self, fleet: Any, verb: str, args: dict[str, Any], *, group: str | None = None
+    ) -> Any:
         sent = time.perf_counter()
         seen: set[str] = set()
 
@@ -202,7 +211,9 @@ class Run:
             async with AsyncFleet.connect(self.url) as fleet:
                 observer = Observer(fleet)
                 # walking/resting by the controllers' reported states, as ARGoS's loop functions count
-                self.arena.is_resting = lambda n: observer.component(n, "foraging").get("state", "resting") == "resting"
+                self.arena.is_resting = lambda n: (
+                    observer.component(n, "foraging").get("state", "resting") == "resting"
+                )
                 fleet._taps.add(observer.feed)  # component states: the console's own session
                 await fleet.session.subscribe([(contract.node_filter(None, "components/+/state"), 1)])
                 await self._configure(fleet, observer)
@@ -228,7 +239,9 @@ class Run:
     async def _configure(self, fleet: Any, observer: Observer) -> None:
         self.event(f"{len(self.names)} robot agents starting (ros + foraging + ledstrip each)")
         await fleet.wait_for(
-            lambda m: all(n in m and m.get(n).online and m.get(n).config_version is not None for n in self.names),
+            lambda m: all(
+                n in m and m.get(n).online and m.get(n).config_version is not None for n in self.names
+            ),
             timeout=60,
         )
         urls = self.bridge.urls
@@ -253,9 +266,7 @@ class Run:
 
     async def _sim_until(self, seconds: float) -> None:
         """Wait until the arena's clock, counted from start, passes ``seconds``."""
-        target = self.start_tick + round(seconds * self.arena.config.ticks_per_second)
-        while self.arena.tick < target:
-            await asyncio.sleep(self.arena.config.dt / self.o.speed)  # the arena's own pace
+        await self.bridge.until_tick(self.start_tick + round(seconds * self.arena.config.ticks_per_second))
 
     async def _script(self, fleet: Any, observer: Observer) -> None:
         d = self.o.duration
@@ -291,7 +302,9 @@ class Run:
         await asyncio.to_thread(agent.kill)
         self.event(f"kill -9 {agent.name}'s agent (pid {agent.pid})")
         try:
-            await fleet.wait_for(lambda m: m.get(agent.name) is not None and m.get(agent.name).status == "lost", timeout=15)
+            await fleet.wait_for(
+                lambda m: m.get(agent.name) is not None and m.get(agent.name).status == "lost", timeout=15
+            )
         except TimeoutError:
             self.event(f"{agent.name}: no will within 15 s")
             return
@@ -299,14 +312,17 @@ class Run:
         robot = self.arena.robots[agent.name]
         carried = robot.carrying
         self.event(f"{agent.name} is lost (its will, published by the broker)")
-        limit = self.arena.tick + round((self.bridge.lost_after + 2) * self.arena.config.ticks_per_second)
-        while robot.online and self.arena.tick < limit:
-            await asyncio.sleep(self.arena.config.dt / self.o.speed)  # the arena's own pace
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._until_lost(robot), (self.bridge.lost_after + 2) / self.o.speed)
         if not robot.online:
             self.event(
                 f"{agent.name}: the arena stopped it (no cmd_vel for {self.bridge.lost_after:g} s)"
                 + ("; the item it carried respawned" if carried else "; it carried nothing")
             )
+
+    async def _until_lost(self, robot: Any) -> None:
+        while robot.online:
+            await self.bridge.until_tick(self.arena.tick + 1)
 
     async def _sample_leds(self, observer: Observer) -> None:
         """Every 2 simulated seconds: each online robot's state light against its state."""
@@ -316,14 +332,15 @@ class Run:
                 if not self.arena.robots[name].online:
                     continue
                 fs, ls = observer.component(name, "foraging"), observer.component(name, "ledstrip")
-                state = fs.get("state")
+                raw = fs.get("state")
+                state = raw if isinstance(raw, str) else None
                 self.result.led_samples.append(
                     {
                         "node": name,
                         "tick": fs.get("tick"),
                         "state": state,
                         "led": _led(ls),
-                        "expected": COLORS[State(state)] if state in State.__members__.values() else None,
+                        "expected": COLORS[State(state)] if state in {x.value for x in State} else None,
                     }
                 )
 
@@ -362,7 +379,11 @@ class Run:
         skipped = sum(link.skipped for n, link in bridge.links.items() if n != self.result.killed)
         summary = summarize(
             self.arena,
-            [r for r in rows if r.tick <= self.start_tick + round(self.o.duration * self.arena.config.ticks_per_second)],
+            [
+                r
+                for r in rows
+                if r.tick <= self.start_tick + round(self.o.duration * self.arena.config.ticks_per_second)
+            ],
             start_tick=self.start_tick,
             command_latencies=self.command_latencies,
             tick_latencies=tick_lat,
@@ -389,7 +410,16 @@ class Run:
                     "map": MAP,
                     "width": c.width,
                     "height": c.height,
-                    "regions": [{"name": "nest", "x0": 0.0, "y0": 0.0, "x1": c.nest_width, "y1": c.height, "color": "#d9d9d9"}],
+                    "regions": [
+                        {
+                            "name": "nest",
+                            "x0": 0.0,
+                            "y0": 0.0,
+                            "x1": c.nest_width,
+                            "y1": c.height,
+                            "color": "#d9d9d9",
+                        }
+                    ],
                     "items": [[round(x, 3), round(y, 3)] for x, y in self.arena.items],
                     "ts": time.time(),
                 }
@@ -440,7 +470,7 @@ class LiveView:
         a = run.arena
         clock = (a.tick - run.start_tick) * a.config.dt
         head = f"[bold]foraging[/] t={clock:5.1f}/{run.o.duration:g} s  items {a.collected}  energy {a.energy}  (Ctrl-C stops)"
-        return Group(head, t, *run.result.events[-4:])
+        return Group(head, t)
 
     async def _redraw(self) -> None:
         while True:
@@ -486,7 +516,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--headless", action="store_true", help="no live view, events as lines")
     p.add_argument("--gif", action="store_true", help="also write arena.gif")
     p.add_argument("--no-kill", action="store_true", help="do not kill a robot's agent halfway")
-    p.add_argument("--out", type=Path, default=Path("foraging-run"), help="output folder (default ./foraging-run)")
+    p.add_argument(
+        "--out", type=Path, default=Path("foraging-run"), help="output folder (default ./foraging-run)"
+    )
     p.add_argument("--broker-kind", choices=("auto", "mosquitto", "amqtt"), default="auto")
     args = p.parse_args(argv)
     if not 1 <= args.robots <= 20:
