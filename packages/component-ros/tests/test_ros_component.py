@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -250,7 +252,9 @@ async def test_not_connected_is_degraded_and_refuses() -> None:
     await comp.start()
     try:
         assert ctx.state is not None and ctx.state["state"] == "degraded" and ctx.state["reason"]
-        assert not (await comp.health()).ok
+        health = await comp.health()  # healthy: a restart would not bring the robot back
+        assert health.ok and health.detail.startswith("degraded")
+        assert "twisted.internet.reactor" not in sys.modules  # the asyncio transport only
         link: RosLink = ctx.interfaces.get(INTERFACE)
         with pytest.raises(ComponentError):
             await link.wait_connected(0.2)
@@ -262,3 +266,11 @@ async def test_not_connected_is_degraded_and_refuses() -> None:
         assert receipt["code"] == "unavailable"
     finally:
         await comp.stop()
+
+
+def test_importing_the_component_does_not_import_roslibpy() -> None:
+    code = (
+        "import sys, devfleet_ros, devfleet_ros.plugin, devfleet_ros.component, devfleet_ros.api;"
+        "sys.exit('roslibpy' in sys.modules or 'autobahn' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

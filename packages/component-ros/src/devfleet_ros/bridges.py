@@ -70,7 +70,10 @@ class BridgeStats:
         if not self.latencies:
             return {"p50": None, "p99": None}
         ordered = sorted(self.latencies)
-        pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)  # noqa: E731
+
+        def pick(q: float) -> float:
+            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
+
         return {"p50": pick(0.50), "p99": pick(0.99)}
 
 

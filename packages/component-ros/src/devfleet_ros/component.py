@@ -99,8 +99,14 @@ class RosBridge(Component):
         self._report()
 
     async def _health(self) -> Health:
+        # A lost robot is a degraded *state*, not a broken component: restarting would not
+        # bring rosbridge back, and the supervisor's restart budget would end in "failed"
+        # after a long outage. Unhealthy means our own machinery died.
+        for task in self._tasks:
+            if task.done():
+                return Health(False, f"{task.get_name()} stopped")
         if self.link is None or not self.link.connected:
-            return Health(False, self.link.reason if self.link else "not started")
+            return Health(True, f"degraded: {self.link.reason if self.link else 'not started'}")
         return Health(True, f"connected to {self.link.url}")
 
     async def _reconfigure(self, config: dict[str, Any]) -> None:

@@ -7,5 +7,6 @@ Needs the ``testing`` extra (``websockets``):
 from __future__ import annotations
 
 from .server import RosbridgeServer, ServiceHandler
+from .thread import RosbridgeThread
 
-__all__ = ["RosbridgeServer", "ServiceHandler"]
+__all__ = ["RosbridgeServer", "RosbridgeThread", "ServiceHandler"]
