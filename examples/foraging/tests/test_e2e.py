@@ -10,6 +10,8 @@ from devfleet_foraging.arena import Arena
 from devfleet_foraging.runner import RunOptions, run
 from PIL import Image
 
+from devfleet_base.contract import MAP_FRAME_SCHEMA, MAP_POSE_SCHEMA
+
 pytestmark = pytest.mark.timeout(150)
 
 
@@ -40,6 +42,24 @@ def test_four_robots_forage_obey_the_operator_and_survive_a_kill(tmp_path: Path)
     assert killed is not None and result.killed_status == "lost", log
     assert s["lost"] == [killed]
     assert result.collected_at_kill is not None and result.collected_at_end > result.collected_at_kill, log
+    assert s["respawned_from_lost"] == (1 if result.killed_carrying else 0), log
+
+    # the group parameter change reached team-b (bot-2, bot-4) only, live
+    assert result.params["bot-1"]["delta"] == 0.02 and result.params["bot-3"]["delta"] == 0.02
+    assert killed == "bot-2" or result.params["bot-2"]["delta"] == 0.05
+    assert killed == "bot-4" or result.params["bot-4"]["delta"] == 0.05
+
+    # the map view's inputs: the arena's frame retained on maps/arena, each robot's pose at 2-5 Hz
+    frame = result.map_frame
+    assert frame is not None and MAP_FRAME_SCHEMA.validate(frame)["regions"][0]["name"] == "nest"
+    assert 20 - 4 <= len(frame["items"]) <= 20  # the items carried are not on the floor
+    seconds = s["minutes"] * 60  # simulated seconds of foraging, poses come at pose_rate per tick time
+    for name in ("bot-1", "bot-2", "bot-3", "bot-4"):
+        poses = result.poses.get(name, [])
+        assert all(MAP_POSE_SCHEMA.validate(p)["map"] == "arena" for p in poses)
+        if name != killed:
+            rate = len([p for p in poses if p["ts"] >= result.started_at]) / seconds
+            assert 2 <= rate <= 5, (name, rate)
 
     # recall: every robot resting, with ok receipts, within 5 s
     recall = result.recall

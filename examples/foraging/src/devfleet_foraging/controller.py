@@ -322,4 +322,5 @@ class Controller:
             "successes": self.successes,
             "failures": self.failures,
             "delivered": self.delivered,
+            "params": {"delta": self.params.delta, "give_up_time": self.params.give_up_time},
         }

@@ -86,8 +86,13 @@ class RunResult:
     recall: dict[str, Any] = field(default_factory=dict)
     killed: str | None = None
     killed_status: str | None = None
+    killed_carrying: bool = False
+    started_at: float = 0.0
     collected_at_kill: int | None = None
     collected_at_end: int = 0
+    map_frame: dict[str, Any] | None = None
+    poses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
     png: Path | None = None
     gif: Path | None = None
     csv: Path | None = None
@@ -99,19 +104,27 @@ class Observer:
     def __init__(self, fleet: Any) -> None:
         self.fleet = fleet
         self.states: dict[str, dict[str, dict[str, Any]]] = {}
+        self.poses: dict[str, list[dict[str, Any]]] = {}  # what a map view receives, per robot
+        self.frame: dict[str, Any] | None = None  # the last maps/arena frame
         self._changed = asyncio.Event()
 
     def feed(self, msg: Any) -> None:
         match = contract.parse_topic(msg.topic)
-        if match is None or match.kind != "component" or match.leaf != "state" or match.node is None:
+        if match is None or match.kind not in ("component", "map"):
             return
         try:
-            state = contract.decode(msg.payload) if msg.payload else None
+            body = contract.decode(msg.payload) if msg.payload else None
         except Exception:
-            return  # a malformed state is not ours to crash on
-        if isinstance(state, dict) and match.component is not None:
-            self.states.setdefault(match.node, {})[match.component] = state
+            return  # a malformed message is not ours to crash on
+        if not isinstance(body, dict):
+            return
+        if match.kind == "map":
+            self.frame = body
+        elif match.node is not None and match.component is not None and match.leaf == "state":
+            self.states.setdefault(match.node, {})[match.component] = body
             self._changed.set()
+        elif match.node is not None and match.leaf == "map":
+            self.poses.setdefault(match.node, []).append(body)
 
     def component(self, node: str, name: str) -> dict[str, Any]:
         return self.states.get(node, {}).get(name, {})
@@ -215,7 +228,13 @@ class Run:
                     observer.component(n, "foraging").get("state", "resting") == "resting"
                 )
                 fleet._taps.add(observer.feed)  # component states: the console's own session
-                await fleet.session.subscribe([(contract.node_filter(None, "components/+/state"), 1)])
+                await fleet.session.subscribe(
+                    [
+                        (contract.node_filter(None, "components/+/state"), 1),
+                        (contract.map_topic(MAP), 1),
+                        *[(contract.component_topic(n, "foraging", "map"), 0) for n in self.names],
+                    ]
+                )
                 await self._configure(fleet, observer)
                 frame_task = asyncio.create_task(self._publish_frames(fleet))
                 view = live(self, fleet, observer) if live is not None else None
@@ -273,6 +292,7 @@ class Run:
         self.start_tick = self.arena.tick
         await self.broadcast(fleet, "component", self.component_cmd("start"))
         self.started.set()
+        self.result.started_at = time.time()
         sampler = asyncio.create_task(self._sample_leds(observer))
         try:
             await self._sim_until(0.2 * d)
@@ -299,6 +319,7 @@ class Run:
     async def _kill(self, fleet: Any, agent: Any) -> None:
         self.result.killed = agent.name
         self.result.collected_at_kill = self.arena.collected
+        self.result.killed_carrying = self.arena.robots[agent.name].carrying
         await asyncio.to_thread(agent.kill)
         self.event(f"kill -9 {agent.name}'s agent (pid {agent.pid})")
         try:
@@ -310,7 +331,7 @@ class Run:
             return
         self.result.killed_status = "lost"
         robot = self.arena.robots[agent.name]
-        carried = robot.carrying
+        carried = self.result.killed_carrying
         self.event(f"{agent.name} is lost (its will, published by the broker)")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._until_lost(robot), (self.bridge.lost_after + 2) / self.o.speed)
@@ -346,6 +367,8 @@ class Run:
 
     async def _finish(self, fleet: Any, observer: Observer) -> None:
         self.result.collected_at_end = self.arena.collected
+        self.result.map_frame, self.result.poses = observer.frame, observer.poses
+        self.result.params = {n: observer.component(n, "foraging").get("params", {}) for n in self.names}
         sent = time.perf_counter()
         bc = await self.broadcast(fleet, "component", self.component_cmd("recall"))
         alive = [n for n in self.names if n != self.result.killed]
