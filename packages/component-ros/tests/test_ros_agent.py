@@ -146,7 +146,12 @@ def test_flows_cli_runtime_mapping_and_type_mismatch(robot, probe, mqtt_broker, 
 
 def test_twenty_rosbridge_restarts_restore_everything_without_leaks(robot, probe) -> None:
     rb, fleet = robot
-    _configure(fleet, rb, BRIDGES)
+    camera = {
+        "direction": "ros2mqtt",
+        "ros_topic": "/camera/image",
+        "ros_type": IMAGE,
+    }  # bulk: a 2nd connection
+    _configure(fleet, rb, [*BRIDGES, camera])
     fleet.wait_for(lambda m: _reported(m).get("connected") is True, timeout=20)
     # an advertisement to restore too: the first mqtt2ros message advertises /cmd_vel
     probe.publish(f"nodes/{NODE}/components/ros/in/cmd_vel", {"linear": {"x": 0.1}})
@@ -164,6 +169,7 @@ def test_twenty_rosbridge_restarts_restore_everything_without_leaks(robot, probe
         _wait(
             lambda: (
                 rb.call(rb.server.subscribers, "/odom") == 1
+                and rb.call(rb.server.subscribers, "/camera/image") == 1
                 and rb.call(rb.server.advertisers, "/cmd_vel") == 1
             ),
             10,
@@ -182,7 +188,9 @@ def test_twenty_rosbridge_restarts_restore_everything_without_leaks(robot, probe
         (threads, fds, rss),
     )  # a probe/broker socket may be mid-reconnect
     assert rss - baseline[2] < 20_000, (baseline, (threads, fds, rss))  # KiB; a leak per cycle would show
-    fleet.wait_for(lambda m: _reported(m).get("connects", 0) >= 21, timeout=10)
+    fleet.wait_for(
+        lambda m: _reported(m).get("connects", 0) >= 21 and _reported(m).get("bulk_connected"), timeout=10
+    )
 
 
 def test_image_flood_never_starves_the_control_topic(robot, probe) -> None:

@@ -274,3 +274,56 @@ def test_importing_the_component_does_not_import_roslibpy() -> None:
         "sys.exit('roslibpy' in sys.modules or 'autobahn' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+async def test_qos_retain_and_mqtt2ros_throttle_drop_oldest(rosbridge_server: RosbridgeServer) -> None:
+    srv = rosbridge_server
+    ctx = FakeContext(name="ros")
+    bridges = [
+        _bridge("ros2mqtt", "/pose", "geometry_msgs/Pose2D", qos=1, retain=True, mqtt_topic="robot/pose"),
+        _bridge("mqtt2ros", "/cmd_vel", TWIST, throttle_rate_ms=300, queue_length=1),
+    ]
+    comp = RosBridge(ctx, {"url": srv.url, "bridges": bridges})
+    await comp.start()
+    try:
+        await ctx.interfaces.get(INTERFACE).wait_connected(5)
+        await _until(lambda: srv.subscribers("/pose") == 1)
+        srv.publish("/pose", "geometry_msgs/Pose2D", {"x": 1.0})
+        await ctx.wait_for(lambda c: c.messages("robot/pose"))
+        sent = next(p for p in ctx.published if p.subtopic == "robot/pose")
+        assert (sent.qos, sent.retain) == (1, True)
+
+        heard: list[dict[str, Any]] = []
+        srv.on_publish("/cmd_vel", heard.append)
+        ctx.deliver("cmd_vel", {"linear": {"x": 0.0}})
+        await _until(lambda: len(heard) == 1)
+        for x in range(1, 5):  # inside the 300 ms window: only the newest waits
+            ctx.deliver("cmd_vel", {"linear": {"x": float(x)}})
+        await _until(lambda: len(heard) == 2)
+        assert [m["linear"]["x"] for m in heard] == [0.0, 4.0]
+        bridge = comp.bridges[("mqtt2ros", "/cmd_vel", "in/cmd_vel")]
+        assert bridge.stats.drops == 3 and bridge.stats.messages == 2
+    finally:
+        await comp.stop()
+
+
+async def test_component_restarts_close_their_connections(rosbridge_server: RosbridgeServer) -> None:
+    import threading
+
+    srv = rosbridge_server
+    bridges = [
+        _bridge("ros2mqtt", "/odom", "geometry_msgs/Pose2D"),
+        _bridge("ros2mqtt", "/camera/image", "sensor_msgs/Image"),  # bulk: a second connection
+    ]
+    threads = None
+    for cycle in range(10):
+        ctx = FakeContext(name="ros")
+        comp = RosBridge(ctx, {"url": srv.url, "bridges": bridges})
+        await comp.start()
+        await _until(lambda: srv.subscribers("/odom") == 1 and srv.subscribers("/camera/image") == 1)
+        assert srv.client_count == 2
+        await comp.stop()
+        await _until(lambda: srv.client_count == 0)
+        if cycle == 1:
+            threads = threading.active_count()
+    assert threads is not None and threading.active_count() <= threads

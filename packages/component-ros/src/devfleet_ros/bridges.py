@@ -134,6 +134,7 @@ class Bridge:
             "max_bytes": s["max_bytes"],
             "throttle_rate_ms": s["throttle_rate_ms"],
             "queue_length": s["queue_length"],
+            "bulk": s["bulk"],
         }
 
 

@@ -147,11 +147,8 @@ class RosBridge(Component):
         old = bridge.settings
         bridge.retune(settings)
         if settings["direction"] == ROS2MQTT:
-            if (old["ros_type"], old["throttle_rate_ms"], old["queue_length"]) != (
-                settings["ros_type"],
-                settings["throttle_rate_ms"],
-                settings["queue_length"],
-            ):
+            keys = ("ros_type", "throttle_rate_ms", "queue_length", "bulk")
+            if any(old[k] != settings[k] for k in keys):
                 self._close_closer(bridge)
                 self._subscribe_ros(bridge)
         elif old["qos"] != settings["qos"]:
@@ -170,6 +167,7 @@ class RosBridge(Component):
             self._ros_handler(bridge),
             throttle_rate_ms=s["throttle_rate_ms"],
             queue_length=s["queue_length"],
+            bulk=s["bulk"],
         )
         bridge.closer = sub.close
 
@@ -293,6 +291,7 @@ class RosBridge(Component):
             "reason": "" if connected else (link.reason if link else "not started"),
             "url": self.config["url"],
             "connects": link.connects if link else 0,
+            "bulk_connected": link.bulk_connected if link else None,
             "budget_bytes_per_s": self.scheduler.budget,
             "bytes_per_s": round(self.scheduler.bytes_per_s(now)),
             "bridges": [b.to_state(now) for b in self.scheduler.bridges],

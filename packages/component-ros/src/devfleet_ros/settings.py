@@ -14,7 +14,17 @@ from devfleet_base import contract
 from devfleet_base.errors import ContractError
 from devfleet_base.schema import Field, Schema
 
-__all__ = ["CONFIG_SCHEMA", "MQTT2ROS", "ROS2MQTT", "bridge_key", "check_settings", "default_mqtt_topic"]
+from .msgtypes import normalise_type
+
+__all__ = [
+    "BULK_TYPES",
+    "CONFIG_SCHEMA",
+    "MQTT2ROS",
+    "ROS2MQTT",
+    "bridge_key",
+    "check_settings",
+    "default_mqtt_topic",
+]
 
 ROS2MQTT = "ros2mqtt"
 MQTT2ROS = "mqtt2ros"
@@ -48,8 +58,26 @@ BRIDGE_SCHEMA = Schema(
         "max_bytes": Field(
             "int", default=4_000_000, min=16, max=64_000_000, doc="larger messages are dropped"
         ),
+        "bulk": Field(
+            "bool",
+            nullable=True,
+            default=None,
+            doc="ros2mqtt over a rosbridge connection of its own (default: for BULK_TYPES)",
+        ),
     },
 )
+
+BULK_TYPES = frozenset(
+    {
+        "sensor_msgs/Image",
+        "sensor_msgs/CompressedImage",
+        "sensor_msgs/PointCloud",
+        "sensor_msgs/PointCloud2",
+        "sensor_msgs/LaserScan",
+        "nav_msgs/OccupancyGrid",
+    }
+)
+"""Types whose ros2mqtt bridges get their own rosbridge connection by default (large messages)."""
 
 CONFIG_SCHEMA = Schema(
     "ros",
@@ -101,6 +129,8 @@ def check_settings(config: dict[str, Any], path: str) -> dict[str, Any]:
         where = f"{path}.bridges[{i}]"
         if bridge["mqtt_topic"] is None:
             bridge["mqtt_topic"] = default_mqtt_topic(bridge["direction"], bridge["ros_topic"])
+        if bridge["bulk"] is None:
+            bridge["bulk"] = normalise_type(bridge["ros_type"]) in BULK_TYPES
         mqtt_topic = bridge["mqtt_topic"]
         try:
             contract.component_topic("n", "ros", mqtt_topic)
