@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import signal
 import sys
@@ -99,14 +100,41 @@ class RunResult:
 
 
 class Observer:
-    """Follows every robot's component states (retained) and publishes the arena's map frame."""
+    """The arena's own broker connection: it follows every robot's component states
+    (retained) and poses, and publishes the arena's map frame.
 
-    def __init__(self, fleet: Any) -> None:
-        self.fleet = fleet
+    Args:
+        host, port: the broker.
+        names: the robots (their pose topics are subscribed one by one).
+    """
+
+    def __init__(self, host: str, port: int, names: list[str]) -> None:
+        from devfleet_base.mqtt import MqttSession, SessionOptions
+
         self.states: dict[str, dict[str, dict[str, Any]]] = {}
         self.poses: dict[str, list[dict[str, Any]]] = {}  # what a map view receives, per robot
         self.frame: dict[str, Any] | None = None  # the last maps/arena frame
         self._changed = asyncio.Event()
+        subscriptions = [
+            (contract.node_filter(None, "components/+/state"), 1),
+            (contract.map_topic(MAP), 1),
+            *[(contract.component_topic(n, "foraging", "map"), 0) for n in names],
+        ]
+        options = SessionOptions(
+            host=host, port=port, client_id=f"foraging-arena-{os.getpid()}", subscriptions=subscriptions
+        )
+        self.session = MqttSession(options, on_message=self.feed)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, timeout: float = 10.0) -> None:
+        self._task = asyncio.create_task(self.session.run(), name="foraging-arena-mqtt")
+        await self.session.wait_connected(timeout)
+
+    async def close(self) -> None:
+        await self.session.close()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
 
     def feed(self, msg: Any) -> None:
         match = contract.parse_topic(msg.topic)
@@ -168,6 +196,7 @@ class Run:
         self.start_tick = 0
         self.started = asyncio.Event()  # the fleet-wide start was acknowledged
         self.ended = asyncio.Event()  # the foraging window is over (before the recall)
+        self._observer: Observer | None = None
 
     # ---- operator actions -------------------------------------------------------------
 
@@ -221,22 +250,16 @@ class Run:
                         extra=["--keepalive", str(o.keepalive)],
                     ).start()
                 )
+            observer = Observer(self.host, self.port, self.names)
+            self._observer = observer
+            await observer.start()
             async with AsyncFleet.connect(self.url) as fleet:
-                observer = Observer(fleet)
                 # walking/resting by the controllers' reported states, as ARGoS's loop functions count
                 self.arena.is_resting = lambda n: (
                     observer.component(n, "foraging").get("state", "resting") == "resting"
                 )
-                fleet._taps.add(observer.feed)  # component states: the console's own session
-                await fleet.session.subscribe(
-                    [
-                        (contract.node_filter(None, "components/+/state"), 1),
-                        (contract.map_topic(MAP), 1),
-                        *[(contract.component_topic(n, "foraging", "map"), 0) for n in self.names],
-                    ]
-                )
                 await self._configure(fleet, observer)
-                frame_task = asyncio.create_task(self._publish_frames(fleet))
+                frame_task = asyncio.create_task(self._publish_frames(observer))
                 view = live(self, fleet, observer) if live is not None else None
                 try:
                     await self._script(fleet, observer)
@@ -246,14 +269,23 @@ class Run:
                         await view.stop()
                 await self._finish(fleet, observer)
         finally:
-            for agent in self.agents:
-                with contextlib.suppress(Exception):
-                    agent.terminate(timeout=10)
-                agent.__exit__()
-            await self.bridge.stop()
-            self.csv.close()
+            await self._shutdown()
             shutil.rmtree(tmp, ignore_errors=True)
         return self.result
+
+    async def _shutdown(self) -> None:
+        """SIGTERM every agent at once (each says offline), then wait; servers and files last."""
+        for agent in self.agents:
+            with contextlib.suppress(Exception):
+                agent.signal(signal.SIGTERM)
+        for agent in self.agents:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(agent.wait, 10.0)
+            agent.__exit__()  # SIGKILL if it did not stop
+        if self._observer is not None:
+            await self._observer.close()
+        await self.bridge.stop()
+        self.csv.close()
 
     async def _configure(self, fleet: Any, observer: Observer) -> None:
         self.event(f"{len(self.names)} robot agents starting (ros + foraging + ledstrip each)")
@@ -423,7 +455,7 @@ class Run:
         if self.o.gif:
             self.result.gif = render_gif(self.arena, out / "arena.gif", colors)
 
-    async def _publish_frames(self, fleet: Any) -> None:
+    async def _publish_frames(self, observer: Observer) -> None:
         """The arena's map frame, retained on ``maps/arena`` about once a second."""
         c = self.arena.config
         topic = contract.map_topic(MAP)
@@ -447,7 +479,7 @@ class Run:
                     "ts": time.time(),
                 }
             )
-            await fleet.session.publish(topic, contract.encode(frame), qos=1, retain=True)
+            await observer.session.publish(topic, contract.encode(frame), qos=1, retain=True)
             await asyncio.sleep(1.0)
 
 
