@@ -84,6 +84,8 @@ def test_flows_cli_runtime_mapping_and_type_mismatch(robot, probe, mqtt_broker, 
     heard: queue.Queue[dict[str, Any]] = queue.Queue()
     rb.call(rb.server.on_publish, "/cmd_vel", heard.put)
     rb.call(rb.server.advertise_service, "/add", "x/AddTwoInts", lambda a: {"sum": a["a"] + a["b"]})
+    # a stale command the broker kept: the bridge's subscription must not replay it to the robot
+    probe.publish(f"nodes/{NODE}/components/ros/in/cmd_vel", {"linear": {"x": 9.0}}, retain=True)
     _configure(fleet, rb, BRIDGES)
     fleet.wait_for(lambda m: _reported(m).get("connected") is True, timeout=20)
     _wait(lambda: rb.call(rb.server.subscribers, "/odom") == 1, 10, "the /odom subscription")
@@ -94,7 +96,7 @@ def test_flows_cli_runtime_mapping_and_type_mismatch(robot, probe, mqtt_broker, 
     rb.call(rb.server.publish, "/odom", "geometry_msgs/Pose2D", {"x": 1.0, "y": 2.0, "theta": 3.0})
     assert probe.wait_for(out, timeout=10).json() == {"x": 1.0, "y": 2.0, "theta": 3.0}
 
-    # mqtt2ros: an MQTT publisher reaches a ROS subscriber
+    # mqtt2ros: an MQTT publisher reaches a ROS subscriber; the retained (stale) one did not
     probe.publish(f"nodes/{NODE}/components/ros/in/cmd_vel", {"linear": {"x": 0.25}, "angular": {"z": 0.5}})
     assert heard.get(timeout=10) == {"linear": {"x": 0.25}, "angular": {"z": 0.5}}
 
@@ -142,6 +144,7 @@ def test_flows_cli_runtime_mapping_and_type_mismatch(robot, probe, mqtt_broker, 
     assert _reported(fleet.model)["connects"] == connects
     assert _bridge(fleet.model, "/cmd_vel")["errors"] == 1  # counters kept: the bridge was not rebuilt
     assert rb.call(rb.server.subscribers, "/odom") == 1
+    probe.publish(f"nodes/{NODE}/components/ros/in/cmd_vel", b"", retain=True)  # clear the stale command
 
 
 def test_twenty_rosbridge_restarts_restore_everything_without_leaks(robot, probe) -> None:

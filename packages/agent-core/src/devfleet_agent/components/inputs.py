@@ -7,7 +7,9 @@ filters with their callbacks, subscribes the agent's one MQTT session to a
 filter when its first callback arrives and unsubscribes after its last one
 (the session re-sends subscriptions on every reconnect), and calls the
 matching callbacks for each inbound message, each guarded so one failing
-callback is logged, not fatal.
+callback is logged, not fatal. A retained message is not delivered: input is
+a stream of commands, and a retained one would come back, stale, on every
+reconnect.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class ComponentInputs:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self._callbacks: dict[str, list[InputCallback]] = {}
+        self._warned: set[str] = set()
         agent.route("component", self._on_message)
 
     async def subscribe(
@@ -59,6 +62,13 @@ class ComponentInputs:
     async def _on_message(self, msg: Inbound, match: TopicMatch) -> None:
         leaf = match.leaf or ""
         if match.node != self.agent.node or not leaf.startswith(contract.INPUT_LEVEL + "/"):
+            return
+        if msg.retain:
+            # Input is a stream of commands (a robot's cmd_vel): one the broker kept would be
+            # replayed on every reconnect, stale. Not delivered; said once per topic.
+            if msg.topic not in self._warned:
+                self._warned.add(msg.topic)
+                log.warning("%s arrived retained; component input is not retained: not delivered", msg.topic)
             return
         inner = leaf[len(contract.INPUT_LEVEL) + 1 :]
         for topic_filter, callbacks in list(self._callbacks.items()):
