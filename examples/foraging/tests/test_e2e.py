@@ -53,12 +53,13 @@ def test_four_robots_forage_obey_the_operator_and_survive_a_kill(tmp_path: Path)
     frame = result.map_frame
     assert frame is not None and MAP_FRAME_SCHEMA.validate(frame)["regions"][0]["name"] == "nest"
     assert 20 - 4 <= len(frame["items"]) <= 20  # the items carried are not on the floor
-    seconds = s["minutes"] * 60  # simulated seconds of foraging, poses come at pose_rate per tick time
+    window = (result.started_at, result.ended_at)
+    seconds = (window[1] - window[0]) * options.speed  # simulated seconds: pose_rate is per robot time
     for name in ("bot-1", "bot-2", "bot-3", "bot-4"):
         poses = result.poses.get(name, [])
         assert all(MAP_POSE_SCHEMA.validate(p)["map"] == "arena" for p in poses)
         if name != killed:
-            rate = len([p for p in poses if p["ts"] >= result.started_at]) / seconds
+            rate = len([p for p in poses if window[0] <= p["ts"] <= window[1]]) / seconds
             assert 2 <= rate <= 5, (name, rate)
 
     # recall: every robot resting, with ok receipts, within 5 s

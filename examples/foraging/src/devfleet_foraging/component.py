@@ -101,6 +101,7 @@ class Foraging(Component):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._shown: tuple[Any, str] | None = None  # (strip interface, colour) last set
         self._reported: tuple[str, str] | None = None
+        self._pose_due = 1.0  # the first tick publishes a pose
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -205,8 +206,9 @@ class Foraging(Component):
             self.controller.gripper_done(action.gripper, ok)
         self._show()
         self._report(force=self.ticks % _REPORT_EVERY == 0)
-        every = max(1, round(10 / self.config["pose_rate"]))
-        if self.ticks % every == 0:
+        self._pose_due += self.config["pose_rate"] * self.controller.dt  # pose_rate per second of robot time
+        if self._pose_due >= 1.0:
+            self._pose_due -= 1.0
             await self._publish_pose()
 
     async def _stop_wheels(self) -> None:

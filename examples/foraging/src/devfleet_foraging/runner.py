@@ -89,6 +89,7 @@ class RunResult:
     killed_status: str | None = None
     killed_carrying: bool = False
     started_at: float = 0.0
+    ended_at: float = 0.0
     collected_at_kill: int | None = None
     collected_at_end: int = 0
     map_frame: dict[str, Any] | None = None
@@ -343,6 +344,7 @@ class Run:
                 killer = asyncio.create_task(self._kill(fleet, (carrying or self.agents)[-1]))
             await self._sim_until(d)
             self.ended.set()
+            self.result.ended_at = time.time()
             if killer is not None:
                 await killer
         finally:
