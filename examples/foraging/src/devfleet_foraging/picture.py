@@ -57,7 +57,10 @@ def _arena_image(arena: Arena, upto: int | None, colors: dict[str, str]) -> PILI
         if trail:
             rx, ry = px(*trail[-1])
             r = c.robot_radius * _SCALE
-            fill = colors.get(name, "#888888") if robot.online else "#888888"
+            if upto is not None and upto < len(robot.trail):
+                fill = "#ffffff"  # an earlier frame: its state then is not recorded
+            else:
+                fill = colors.get(name, "#888888") if robot.online else "#888888"
             d.ellipse(
                 [rx - r, ry - r, rx + r, ry + r], fill=fill, outline=_PALETTE[i % len(_PALETTE)], width=3
             )
@@ -112,7 +115,8 @@ def render_png(arena: Arena, rows: list[TickMetrics], path: Path, colors: dict[s
 
 
 def render_gif(arena: Arena, path: Path, colors: dict[str, str], *, frames: int = 60) -> Path:
-    """The run as an animation of the trails growing (``frames`` frames); returns ``path``."""
+    """The run as an animation of the trails growing (``frames`` frames; robots white until
+    the last frame, which shows their final state); returns ``path``."""
     length = max((len(r.trail) for r in arena.robots.values()), default=0)
     if length == 0:
         raise ValueError("nothing to animate: the arena never ticked")
