@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from devfleet_foraging.arena import Arena
 from devfleet_foraging.sim import simulate
@@ -102,3 +103,16 @@ def test_a_swarm_forages_and_the_same_seed_repeats_the_run() -> None:
         two["net_energy"],
         two["items_per_robot"],
     )
+
+
+def test_pictures_of_a_run(tmp_path: Path) -> None:
+    from devfleet_foraging.picture import render_gif, render_png
+    from PIL import Image
+
+    run = simulate(3, 20, seed=2)
+    arena = run["arena"]
+    rows = [arena.step() for _ in range(3)]
+    with Image.open(render_png(arena, rows, tmp_path / "a.png", {"bot-1": "#ff0000"})) as png:
+        assert png.size == (480 + 640, 480)
+    with Image.open(render_gif(arena, tmp_path / "a.gif", {}, frames=10)) as gif:
+        assert gif.n_frames == 10
