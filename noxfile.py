@@ -26,6 +26,7 @@ PACKAGES = {
     "packages/component-projector": "devfleet-component-projector",
     "packages/component-ros": "devfleet-component-ros",
     "examples/minimal-component": "devfleet-example-minimal",
+    "examples/foraging": "devfleet-example-foraging",
     "examples/demo": "",  # not a distribution: its tests run in the `tests` session
 }
 PRESENT = {path: dist for path, dist in PACKAGES.items() if (ROOT / path / "pyproject.toml").exists()}
@@ -38,6 +39,7 @@ TEST_TOOLS = [
     "pytest-timeout>=2.3",
     "hypothesis>=6.100",
     "amqtt>=0.11",
+    "argcomplete>=3",  # the console's completion extra, exercised by its tests
 ]
 
 
@@ -99,6 +101,9 @@ def tests(session: nox.Session) -> None:
     paths += ["bench/tests"] if (ROOT / "bench" / "tests").is_dir() else []
     # The systemd units and the broker's ACL template (deploy/), with real agents.
     paths += ["deploy/tests"] if (ROOT / "deploy" / "tests").is_dir() else []
+    # `nox -s tests -- packages/x/tests -k y` runs only the paths named after `--`.
+    if any((ROOT / arg.split("::")[0]).exists() for arg in session.posargs if not arg.startswith("-")):
+        paths = []
     session.run("pytest", *paths, *session.posargs)
 
 
@@ -132,10 +137,25 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The main job: a broker (mosquitto, else embedded amqtt), a few agents, the live fleet view."""
+    """The main job: the foraging swarm end to end (broker, arena, robot agents, operator, summary)."""
+    reqs = _all_local_requirements()
+    session.install(*reqs, "amqtt>=0.11")
+    session.run("python", "-m", "devfleet_foraging", *session.posargs)
+
+
+@nox.session
+def tour(session: nox.Session) -> None:
+    """The console tour: a broker, a few agents, discovery, commands, config, the live fleet view."""
     reqs = _all_local_requirements()
     session.install(*reqs, "amqtt>=0.11")
     session.run("python", "examples/demo/devfleet_demo.py", *session.posargs)
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Wheels of every package and of their dependencies into wheelhouse/ (contrib/wheelhouse.py)."""
+    session.install("pip")
+    session.run("python", "contrib/wheelhouse.py", *(["--", *session.posargs] if session.posargs else []))
 
 
 @nox.session
