@@ -4,6 +4,7 @@ fleet jobs (see docs/jobs.md)."""
 from __future__ import annotations
 
 from . import parse_assignments
+from .argtypes import non_negative_int, seconds, seconds_at_least
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: keep typing off the --help path
 if TYPE_CHECKING:
@@ -24,9 +25,17 @@ def register(sub: Any) -> None:
         help="run an operation over nodes in stages (canary, batches) gated by health; abort and revert",
         description="OPERATION is install|upgrade|uninstall SPEC, configure key=value..., spawn FILE.json,"
         " or any command VERB key=value... (give --revert VERB key=value to make it revertible).",
+        examples=[
+            "devfleet rollout upgrade devfleet-component-ledstrip==1.2 --select arch=armv7l --canary 5% --batch 25%",
+            "devfleet rollout upgrade ledstrip==1.2 --all --select 'components.ledstrip.version<1.2' --soak 300",
+            "devfleet rollout configure telemetry.interval=5 --group lobby --canary 1 --health ping",
+            "devfleet rollout led_test on=1 --all --revert led_test on=0",
+        ],
     )
-    p.add_argument("operation", metavar="OPERATION")
-    p.add_argument("arguments", nargs="*", metavar="ARG")
+    p.add_argument(
+        "operation", metavar="OPERATION", help="install, upgrade, uninstall, configure, spawn or a VERB"
+    )
+    p.add_argument("arguments", nargs="*", metavar="ARG", help="SPEC, key=value pairs, or FILE.json (spawn)")
     p.add_argument("--all", action="store_true", help="every node of the fleet")
     p.add_argument(
         "--group", action="append", default=[], metavar="G", help="every node of group G (repeatable)"
@@ -40,18 +49,34 @@ def register(sub: Any) -> None:
         help="keep nodes where EXPR holds: arch=armv7l,"
         " components.ledstrip.version<1.2 (repeatable: all must hold)",
     )
-    p.add_argument("--canary", default="1", metavar="N|P%", help="nodes in the first stage (default 1)")
     p.add_argument(
-        "--batch", default="100%", metavar="N|P%", help="nodes per later stage (default: the rest)"
+        "--canary",
+        default="1",
+        metavar="AMOUNT",
+        help="nodes in the first stage: a count or a percentage such as 5%% (default 1)",
     )
     p.add_argument(
-        "--soak", type=float, default=60.0, metavar="S", help="seconds a changed node must stay healthy"
+        "--batch",
+        default="100%",
+        metavar="AMOUNT",
+        help="nodes per later stage: a count or a percentage (default: the rest)",
     )
     p.add_argument(
-        "--max-failures", type=int, default=0, metavar="N", help="abort when more nodes fail (default 0)"
+        "--soak",
+        type=seconds_at_least(0),
+        default=60.0,
+        metavar="S",
+        help="seconds a changed node must stay healthy",
     )
     p.add_argument(
-        "--max-failure-percent", type=float, default=None, metavar="P", help="abort past P %% failed"
+        "--max-failures",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="abort when more nodes fail (default 0)",
+    )
+    p.add_argument(
+        "--max-failure-percent", type=_percent, default=None, metavar="P", help="abort past P %% failed"
     )
     p.add_argument(
         "--health",
@@ -64,17 +89,27 @@ def register(sub: Any) -> None:
         "--revert", nargs="+", default=None, metavar="VERB", help="undo command for a generic VERB"
     )
     p.add_argument(
-        "--expire", type=float, default=3600.0, metavar="S", help="seconds offline nodes are waited for"
+        "--expire",
+        type=seconds_at_least(1, 30 * 86400),
+        default=3600.0,
+        metavar="S",
+        help="seconds offline nodes are waited for",
     )
     p.add_argument(
-        "--step-timeout", type=float, default=None, metavar="S", help="seconds one node's step may take"
+        "--step-timeout", type=seconds, default=None, metavar="S", help="seconds one node's step may take"
     )
     p.add_argument("--detach", action="store_true", help="print the job id once it is retained and stop")
     p.set_defaults(handler=cmd_rollout)
 
-    job = sub.add_parser("job", help="fleet jobs: ls, show, watch, abort, resume")
+    job = sub.add_parser(
+        "job",
+        help="fleet jobs: ls, show, watch, abort, resume",
+        description="Fleet jobs retained on the broker (made by `devfleet rollout`): list, show,"
+        " follow, abort (the nodes it changed are reverted) or resume one whose console is gone.",
+        examples=["devfleet job ls", "devfleet job watch j3f2a9c1d7b0e"],
+    )
     jobs = sub.nested(job, "job_command")
-    p = jobs.add_parser("ls", help="every job retained on the broker")
+    p = jobs.add_parser("ls", help="every job retained on the broker", examples=["devfleet job ls --json"])
     p.set_defaults(handler=cmd_ls)
     for name, text, handler in (
         ("show", "a job's stages and nodes", cmd_show),
@@ -82,9 +117,21 @@ def register(sub: Any) -> None:
         ("abort", "stop a job and revert the nodes it changed", cmd_abort),
         ("resume", "run a job whose console is gone (no step runs twice)", cmd_resume),
     ):
-        p = jobs.add_parser(name, help=text)
-        p.add_argument("job")
+        p = jobs.add_parser(name, help=text, examples=[f"devfleet job {name} j3f2a9c1d7b0e"])
+        p.add_argument("job", help="the job id (devfleet job ls)")
         p.set_defaults(handler=handler)
+
+
+def _percent(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 100:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a percentage from 0 to 100, got {text!r}")
+    return value
 
 
 def _operation(ctx: Context) -> Any:
@@ -104,7 +151,9 @@ def _operation(ctx: Context) -> Any:
 
         return Operation(verb, {"spec": rest[0]}, timeout=timeout or INSTALL_TIMEOUT)
     if verb == "configure":
-        return Operation(verb, {"set": parse_assignments(rest)}, timeout=timeout or 30.0)
+        from .values import config_assignments
+
+        return Operation(verb, {"set": config_assignments(rest)}, timeout=timeout or 30.0)
     if verb == "spawn":
         if len(rest) != 1:
             raise UsageError("rollout spawn takes one FILE.json (the actor's spawn spec)")
@@ -316,8 +365,11 @@ async def cmd_watch(ctx: Context) -> int:
             view = store.jobs.get(job)
             if view is None or view.status is None:
                 continue
-            if ctx.json:
-                ctx.emit_json(view.summary())
+            if ctx.json:  # a stream: one JSON Lines record per change
+                from ..output import json_line
+
+                ctx.out.write(json_line(view.summary()))
+                ctx.out.flush()
             else:
                 ctx.console().print(_stage_table(view.status))
             if view.final:
