@@ -130,6 +130,21 @@ def test_command_ids_are_deterministic_and_valid() -> None:
     assert command_id("j1", "a", "do") == command_id("j1", "a", "do") != command_id("j2", "a", "do")
 
 
+def test_job_topics() -> None:
+    assert contract.job_node_topic("j1", "n1") == "jobs/j1/nodes/n1"
+    assert contract.parse_topic("jobs/j1/nodes/n1") == contract.TopicMatch(
+        "job", ident="j1", leaf="nodes", name="n1"
+    )
+    assert contract.parse_topic(contract.job_topic("j1", "status")) == contract.TopicMatch(
+        "job", ident="j1", leaf="status"
+    )
+    assert contract.parse_topic("jobs/j1/other") is None
+    with pytest.raises(ValueError):
+        contract.job_topic("j1", "nodes")
+    with pytest.raises(ContractError):
+        contract.job_filter("a/b")
+
+
 def test_spec_round_trip_and_state_merge() -> None:
     spec = _spec("upgrade", {"spec": "ledstrip==1.2"})
     assert JobSpec.from_dict(contract.decode(contract.encode(spec.to_dict()))) == spec

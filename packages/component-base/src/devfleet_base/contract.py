@@ -482,6 +482,7 @@ _TOPIC_RE = re.compile(
     | agents/by-name/(?P<by_name>{_SEG})/task
     | agents/(?P<actor>{_SEG})/(?P<aleaf>heartbeat|logs|resume)
     | tasks/(?P<task>{_SEG})/(?:(?P<treq>request)|(?P<tleaf>proposal|assign|output)/(?P<twho>{_SEG}))
+    | jobs/(?P<job>{_SEG})/(?:(?P<jleaf>spec|status|control)|nodes/(?P<jnode>{_SEG}))
     )$""",
     re.VERBOSE,
 )
@@ -532,6 +533,8 @@ def parse_topic(topic: str) -> TopicMatch | None:
         return TopicMatch("by_name_task", name=g["by_name"])
     if g["actor"] is not None:
         return TopicMatch(f"agent_{g['aleaf']}", ident=g["actor"])
+    if g["job"] is not None:  # the node of a job record is a name, not the topic's node
+        return TopicMatch("job", ident=g["job"], leaf=g["jleaf"] or "nodes", name=g["jnode"])
     if g["treq"] is not None:
         return TopicMatch("task", ident=g["task"], leaf="request")
     return TopicMatch("task", ident=g["task"], leaf=g["tleaf"], name=g["twho"])

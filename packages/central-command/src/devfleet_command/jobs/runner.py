@@ -232,15 +232,10 @@ class JobRunner:
             cmd_id = command_id(self.spec.job, p.node, "do")
             if p.state != "sent":  # recorded before it goes out: a resuming console resends this id
                 before = self.fleet.model.get(p.node)
-                await self._put(
-                    p,
-                    state="sent",
-                    cmd=cmd_id,
-                    error=None,
-                    previous=config_before(before.cfg)
-                    if before is not None and op.verb == "configure"
-                    else None,
-                )
+                previous = p.previous  # taken once: a node back after applying it reports the new config
+                if p.cmd is None and op.verb == "configure" and before is not None:
+                    previous = config_before(before.cfg)
+                await self._put(p, state="sent", cmd=cmd_id, error=None, previous=previous)
             try:
                 result = await self._send(p.node, op.verb, op.args, cmd_id)
             except _Offline:
