@@ -109,7 +109,11 @@ def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "--tls-ca", metavar="FILE", default=default(None), help="CA certificate file; enables TLS"
     )
     parser.add_argument(
-        "--signing-key-file", metavar="FILE", default=default(None), help="sign commands with this shared key"
+        "--signing-key-file",
+        metavar="FILE",
+        default=default(os.environ.get("DEVFLEET_SIGNING_KEY_FILE")),
+        help="this console's identity (devfleet provision --console): sign commands, verify answers "
+        "(env DEVFLEET_SIGNING_KEY_FILE)",
     )
     parser.add_argument("--json", action="store_true", default=default(False), help="machine-readable output")
     parser.add_argument(
@@ -165,23 +169,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .commands import Context
 
     try:
-        key = None
-        if args.signing_key_file:
-            from pathlib import Path
-
-            try:
-                key = Path(args.signing_key_file).expanduser().read_bytes().strip()
-            except OSError as exc:
-                from .errors import UsageError
-
-                raise UsageError(f"cannot read the signing key: {exc.strerror}: {exc.filename}") from None
         ctx = Context(
             args=args,
             broker=args.broker,
             username=args.username,
             password=args.password,
             tls_ca=args.tls_ca,
-            signing_key=key,
+            signing_key_file=args.signing_key_file,
             json=args.json,
             timeout=args.timeout,
             debug=args.debug,
