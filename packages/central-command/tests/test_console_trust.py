@@ -46,13 +46,37 @@ async def test_forged_receipts_for_another_node_are_refused(
 
 @pytest.mark.asyncio
 async def test_a_console_without_the_operator_key_believes_no_node(
-    mosquitto: Any, agents: Any, tmp_path: Path
+    mosquitto: Any, agents: Any, probe_factory: Any, tmp_path: Path
 ) -> None:
     operator = Identity.generate("console-real")
     agents.start("t4", "--signing-key-file", str(operator.issue_node("t4").save(tmp_path / "t4.json")))
+    watcher = probe_factory(mosquitto)
+    await asyncio.to_thread(watcher.wait_for, "nodes/t4/status", lambda m: m.json()["status"] == "online", 20)
     stranger = Identity.generate("console-stranger")
     async with AsyncFleet.connect(mosquitto.url, identity=stranger) as fleet:
-        await fleet.wait_for(lambda m: "t4" in m and m.get("t4").online, timeout=20)
-        handle = await fleet.send("t4", "ping", timeout=3)
+        handle = await fleet.send("t4", "ping", timeout=5)
         await handle.wait()
+        # t4 answered, and published its birth, but certified by an operator we do not trust.
         assert handle.state == "timed_out" and fleet.refused_receipts >= 1
+        assert "t4" not in fleet.model and fleet.refused_descriptions >= 4
+
+
+@pytest.mark.asyncio
+async def test_forged_descriptions_are_not_believed(
+    mosquitto: Any, agents: Any, probe_factory: Any, tmp_path: Path
+) -> None:
+    operator = Identity.generate("console-desc")
+    key = operator.issue_node("t5").save(tmp_path / "t5.json")
+    agents.start("t5", "--signing-key-file", str(key))
+    async with AsyncFleet.connect(mosquitto.url, identity=operator) as fleet:
+        await fleet.wait_for(lambda m: "t5" in m and m.get("t5").online, timeout=20)
+        attacker = probe_factory(mosquitto)
+        forged = {"node": "t5", "session": 10**9, "version": 10**9, "status": "offline"}
+        attacker.publish(
+            "nodes/t5/status",
+            Identity.load(key).sign("nodes/t5/status", forged, ttl=None) | {"status": "lost"},
+        )
+        attacker.publish("nodes/ghost/meta", {"node": "ghost", "session": 1, "version": 1})
+        await fleet.wait_until_synced()
+        assert fleet.node("t5").online and "ghost" not in fleet.model
+        assert fleet.refused_descriptions >= 2

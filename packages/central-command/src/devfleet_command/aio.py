@@ -61,6 +61,7 @@ __all__ = [
 log = logging.getLogger("devfleet.console")
 
 _DOWN_EVENTS = (NodeLost, NodeOffline, NodeStale)
+_SIGNED_DESCRIPTIONS = frozenset({"meta", "status", "state", "cfg"})
 _now = time.time
 
 INSTALL_TIMEOUT = 900.0
@@ -156,6 +157,8 @@ class AsyncFleet(ActorOps):
         self.node_verifier = NodeVerifier(identity.operators()) if identity is not None else None
         self.refused_receipts = 0
         """Receipts dropped because they were not signed by the node they name."""
+        self.refused_descriptions = 0
+        """Retained descriptions (meta, status, state, cfg) dropped for the same reason."""
         ident = client_id or f"devfleet-console-{contract.new_id()[:12]}"
         self.inbox = contract.reply_inbox(ident)
         self.connect_timeout = connect_timeout
@@ -308,9 +311,28 @@ class AsyncFleet(ActorOps):
                     tap(msg)
                 except Exception:
                     log.exception("message tap failed")
+        if self.node_verifier is not None and payload and not self._believed(topic, payload):
+            return
         events = self.model.feed(topic, payload, retain, _now())
         if events and (self._queues or self._commands or self._tick_waiters):
             self._dispatch(events)  # nobody listening: nothing to do per message
+
+    def _believed(self, topic: str, payload: bytes) -> bool:
+        """In a signed fleet, a retained description counts only when its node signed it
+        (an empty payload, a removal, needs no signature: the broker's ACL guards it)."""
+        match = contract.parse_topic(topic)
+        if match is None or match.kind not in _SIGNED_DESCRIPTIONS or match.node is None:
+            return True
+        try:
+            data = contract.decode(payload)
+        except ContractError:
+            return True  # the model reports junk itself
+        assert self.node_verifier is not None
+        if self.node_verifier.valid(match.node, topic, data):
+            return True
+        self.refused_descriptions += 1
+        log.warning("ignoring %s: not signed by %s", topic, match.node)
+        return False
 
     def _dispatch(self, events: list[Event]) -> None:
         for queue in self._queues:

@@ -472,7 +472,7 @@ class ActorHost:
         o_match = contract.parse_topic(o_topic) if isinstance(o_topic, str) else None
         if o_match is None or o_match.kind != "spawn" or not isinstance(o_payload, dict):
             raise SignatureError("the original spawn carried by a migration is malformed")
-        operators.check(o_topic, o_payload, evidence=True)
+        operators.check(str(o_topic), o_payload, evidence=True)
         for key, default in (("name", None), ("code", None), ("install", [])):
             if o_payload.get(key, default) != payload.get(key, default):
                 raise SignatureError(f"the migrated {key!r} is not what an operator signed")
