@@ -32,8 +32,13 @@ def _receipt(probe, topic, cmd_id, since=0):
     ).json()
 
 
-def test_changed_kid_replay_of_configure_is_refused(agent_factory, probe, operator, provision):
-    agent_factory("atk-cfg", signing_key_file=provision("atk-cfg"))
+def test_changed_kid_replay_of_configure_is_refused(mqtt_broker, probe, operator, provision, tmp_path):
+    """Measured on main: after a restart (at-most-once memory gone) a captured configure
+    under a new kid ran again and rolled the config back."""
+    settings = settings_for(
+        mqtt_broker, "atk-cfg", tmp_path / "atk-cfg", signing_key_file=provision("atk-cfg")
+    )
+    agent = AgentThread(settings).start()
     probe.wait_for("nodes/atk-cfg/status", _online)
     topic = contract.node_command_topic("atk-cfg", "configure")
     probe.subscribe("replies/atk")
@@ -46,13 +51,21 @@ def test_changed_kid_replay_of_configure_is_refused(agent_factory, probe, operat
     for msg in (old, new):
         probe.publish(topic, msg)
         assert _receipt(probe, "replies/atk", msg["id"])["status"] == "ok"
-    replay = _new_kid(old)
-    replay["id"] = "rollback"  # a fresh id too, so at-most-once does not hide it
+    agent.stop()
     mark = probe.mark()
-    probe.publish(topic, replay)
-    assert _receipt(probe, "replies/atk", "rollback", since=mark)["code"] == "bad_signature"
-    cfg = probe.wait_for("nodes/atk-cfg/cfg", lambda m: m.json()["applied_id"] == new["id"]).json()
-    assert cfg["config"]["description"] == "new"
+    agent = AgentThread(settings).start()
+    try:
+        probe.wait_for("nodes/atk-cfg/status", _online, since=mark)
+        for replay, code in ((_new_kid(old), "bad_signature"), (old, "replay")):
+            mark = probe.mark()
+            probe.publish(topic, replay)
+            assert _receipt(probe, "replies/atk", old["id"], since=mark)["code"] == code
+        mark = probe.mark()
+        ping = contract.Command.envelope(reply_to="replies/atk")
+        probe.publish(contract.node_command_topic("atk-cfg", "config_get"), ping)
+        assert _receipt(probe, "replies/atk", ping["id"])["result"]["config"]["description"] == "new"
+    finally:
+        agent.stop()
 
 
 def test_changed_kid_replay_of_spawn_is_refused(agent_factory, probe, operator, provision):
