@@ -189,3 +189,41 @@ def test_junk_status_writes_do_not_become_a_flood_of_births(agent_factory, probe
     )
     births = [m for m in probe.messages("nodes/atk-rb/meta", since=start)]
     assert 1 <= len(births) <= 3, len(births)
+
+
+def test_a_node_cannot_push_code_to_another_without_the_operators_word(
+    agent_factory, probe, operator, provision
+):
+    """A spawn signed by a (provisioned, compromised) node runs only as a migration the
+    operator asked for, with the code the operator signed."""
+    agent_factory("atk-victim", signing_key_file=provision("atk-victim"), allow_code=True)
+    probe.wait_for("nodes/atk-victim/status", _online)
+    probe.subscribe("nodes/atk-victim/receipts")
+    rogue = Identity.load(provision("atk-rogue"))
+    topic = "nodes/atk-victim/spawn"
+    origin_topic = "nodes/atk-rogue/spawn"
+    origin = operator.sign(origin_topic, {"name": "moved", "code": COUNTER})
+    warrant_topic = "nodes/atk-rogue/migrate"
+    warrant = operator.sign(warrant_topic, {"name": "moved", "target_node": "atk-victim", "timeout": 30})
+    evil = "async def process(agent):\n    import os\n"
+
+    def attempt(rid, code, migration):
+        body = {
+            "name": "moved",
+            "code": code,
+            "_id": rid,
+            "_migration": {"id": rid, "from_node": "atk-rogue", **migration},
+        }
+        probe.publish(topic, rogue.sign(topic, body))
+        return _receipt(probe, "nodes/atk-victim/receipts", rid)
+
+    assert attempt("m1", COUNTER, {})["code"] == "bad_signature"  # no operator word at all
+    both = {
+        "warrant": {"topic": warrant_topic, "payload": warrant},
+        "origin": {"topic": origin_topic, "payload": origin},
+    }
+    assert "not what an operator signed" in attempt("m2", evil, both)["message"]
+    elsewhere = {**both, "warrant": {"topic": "nodes/atk-other/migrate", "payload": warrant}}
+    assert attempt("m3", COUNTER, elsewhere)["code"] == "bad_signature"
+    assert attempt("m4", COUNTER, both)["status"] == "ok"  # the migration the operator asked for
+    assert attempt("m5", COUNTER, both)["code"] == "replay"  # the warrant is spent

@@ -140,3 +140,14 @@ def test_client_certificate_from_the_fleet_ca_passes_mutual_tls(
         *("--ca-cert", str(broker.tls.ca_path)),
     )
     assert code == 2 and "--ca-key" in err
+
+
+def test_unreadable_console_identity_is_a_usage_error(capsys: Any, tmp_path: Path) -> None:
+    code, _, err = run(
+        capsys, "--signing-key-file", str(tmp_path / "missing.json"), "provision", "n", "--out", str(tmp_path)
+    )
+    assert code == 2 and "cannot read the signing identity" in err and err.count("\n") == 1
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"kid": "ops", "private_key": "zz"}')
+    code, _, err = run(capsys, "--signing-key-file", str(bad), "provision", "n", "--out", str(tmp_path))
+    assert code == 2 and "bad.json" in err
