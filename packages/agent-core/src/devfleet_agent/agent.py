@@ -90,7 +90,6 @@ class Agent:
             else None,
         )
         self.rebirth_interval = REBIRTH_INTERVAL
-        self.rebirths = 0
         self._last_rebirth = -REBIRTH_INTERVAL
         self._rebirth_pending: asyncio.Future[None] | None = None
         self.logs = LogShipper(self._publish_logs, self.node)
@@ -514,8 +513,7 @@ class Agent:
             if wait > 0:
                 await asyncio.sleep(wait)
             self._last_rebirth = loop.time()
-            self._rebirth_pending = None
-            self.rebirths += 1
+            self._rebirth_pending = None  # a request from now on waits for the next slot
             await self.publish_birth()
         finally:
             self._rebirth_pending = None

@@ -108,7 +108,10 @@ def _ed25519() -> Any:
 def _public(hex_key: str) -> Any:
     if not isinstance(hex_key, str) or not _HEX64.fullmatch(hex_key):
         raise SignatureError("a public key must be 64 hex digits")
-    return _ed25519().Ed25519PublicKey.from_public_bytes(bytes.fromhex(hex_key))
+    try:
+        return _ed25519().Ed25519PublicKey.from_public_bytes(bytes.fromhex(hex_key))
+    except ValueError as exc:
+        raise SignatureError(f"not an Ed25519 public key: {exc}") from None
 
 
 def _check_sig(public: Any, sig_hex: str, data: bytes) -> bool:

@@ -774,9 +774,6 @@ class ActorHost:
         if not isinstance(beat, dict):
             return
         for name, (target, migration_id, done) in list(self._migrations.items()):
-            if self._peers is not None and not self._peers.valid(target, msg.topic, beat):
-                log.warning("ignoring a heartbeat for %s not signed by %s", name, target)
-                continue  # in a signed fleet only the target itself can confirm a migration
             if (
                 match.ident == contract.actor_id(name)
                 and beat.get("node") == target
@@ -784,6 +781,10 @@ class ActorHost:
                 and beat.get("state", "running") == "running"
                 and not done.done()
             ):
+                if self._peers is not None and not self._peers.valid(target, msg.topic, beat):
+                    # In a signed fleet only the target itself can confirm a migration.
+                    log.warning("ignoring a heartbeat of %s that %s did not sign", name, target)
+                    continue
                 done.set_result(None)
 
     # ---- inbound: replies and tasks --------------------------------------------------
