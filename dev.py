@@ -63,10 +63,13 @@ def _find_mosquitto() -> str | None:
 
 
 def _ensure_test_tools() -> None:
-    """mosquitto (the tests' broker) and openssl (their TLS certificates)."""
+    """mosquitto (the tests' broker), openssl (their TLS certificates) and systemd-analyze
+    (the deploy/systemd unit checks; Debian's `systemd` package)."""
     missing = [] if _find_mosquitto() else ["mosquitto"]
     if not shutil.which("openssl"):
         missing.append("openssl")
+    if sys.platform == "linux" and not shutil.which("systemd-analyze"):
+        missing.append("systemd")
     if not missing:
         return
     if os.geteuid() == 0 and shutil.which("apt-get"):
@@ -78,7 +81,11 @@ def _ensure_test_tools() -> None:
         subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=False, env=env)
         if "mosquitto" in missing:
             subprocess.run(["service", "mosquitto", "stop"], check=False, capture_output=True)
-        if _find_mosquitto() and shutil.which("openssl"):
+        if (
+            _find_mosquitto()
+            and shutil.which("openssl")
+            and (sys.platform != "linux" or shutil.which("systemd-analyze"))
+        ):
             return
         _say("apt-get could not install " + " and ".join(missing))
         raise SystemExit(2)

@@ -135,7 +135,8 @@ def test_forged_heartbeat_does_not_complete_a_migration(agent_factory, probe, op
     probe.wait_for("nodes/atk-src/status", _online)
     aid = contract.actor_id("mover")
     probe.subscribe(f"agents/{aid}/heartbeat")
-    probe.subscribe("nodes/atk-gone/spawn")  # the target never comes: an attacker reads its spawn
+    handoff = contract.handoff_topic("atk-src", "atk-gone")
+    probe.subscribe(handoff)  # the target never comes: an attacker reads the handoff
     probe.publish(
         "nodes/atk-src/spawn", operator.sign("nodes/atk-src/spawn", {"name": "mover", "code": COUNTER})
     )
@@ -143,7 +144,7 @@ def test_forged_heartbeat_does_not_complete_a_migration(agent_factory, probe, op
     probe.subscribe("nodes/atk-src/migrate_result")
     topic = "nodes/atk-src/migrate"
     probe.publish(topic, operator.sign(topic, {"name": "mover", "target_node": "atk-gone", "timeout": 3}))
-    spawn = probe.wait_for("nodes/atk-gone/spawn", lambda m: bool(m.payload)).json()
+    spawn = probe.wait_for(handoff, lambda m: bool(m.payload)).json()
     beat = {
         "actor_id": aid,
         "name": "mover",
@@ -227,3 +228,14 @@ def test_a_node_cannot_push_code_to_another_without_the_operators_word(
     assert attempt("m3", COUNTER, elsewhere)["code"] == "bad_signature"
     assert attempt("m4", COUNTER, both)["status"] == "ok"  # the migration the operator asked for
     assert attempt("m5", COUNTER, both)["code"] == "replay"  # the warrant is spent
+    # On a handoff topic, the topic's source must be the signer.
+    other = contract.handoff_topic("atk-other", "atk-victim")
+    body = {
+        "name": "moved",
+        "code": COUNTER,
+        "_id": "m6",
+        "_migration": {"id": "m6", "from_node": "atk-other", **both},
+    }
+    probe.publish(other, rogue.sign(other, body))
+    refused = _receipt(probe, "nodes/atk-victim/receipts", "m6")
+    assert refused["code"] == "bad_signature" and "signed by 'atk-rogue'" in refused["message"]

@@ -65,6 +65,15 @@ def test_provision_console_then_node_files_and_rotation(capsys: Any, tmp_path: P
     assert code == 2 and "node identity" in err
     code, out, err = run(capsys, *args, "provision", "bad/name", "--out", str(tmp_path / "x"))
     assert code == 2
+    ca = tmp_path / "broker-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    code, out, err = run(
+        capsys, *args, "--tls-ca", str(ca), "provision", "rpi-2", "--out", str(tmp_path / "n2")
+    )
+    assert code == 0, err
+    settings = tomllib.loads((tmp_path / "n2" / "agent.toml").read_text())
+    assert settings["tls_ca"] == "/etc/devfleet/ca.pem" and "tls_cert" not in settings
+    assert (tmp_path / "n2" / "ca.pem").read_text() == ca.read_text()
 
 
 def test_provisioned_node_joins_a_password_broker_and_answers_signed(

@@ -8,7 +8,8 @@ For a node, :func:`provision_node` writes into one directory, every file 0600:
   PBKDF2-SHA512, what ``mosquitto_passwd`` writes);
 - ``agent.toml``: the agent's settings (broker, name, credentials, the files above);
 - with a fleet CA: ``client.crt``/``client.key`` (a client certificate whose
-  common name is the node) and ``ca.pem``.
+  common name is the node); ``ca.pem``, the CA the node trusts for the broker
+  (``--tls-ca``, else the fleet CA).
 
 Running it again rotates everything: a new password, key pair, certificate.
 :func:`provision_console` makes a console's own identity (and broker password).
@@ -135,6 +136,7 @@ def provision_node(
     broker: BrokerAddress,
     install_dir: str = "/etc/devfleet",
     ca: tuple[Path, Path] | None = None,
+    broker_ca: Path | None = None,
 ) -> Provisioned:
     """Write a node's identity, broker credentials, optional client certificate and
     ``agent.toml`` into ``out`` (see the module docstring); rotate on a re-run.
@@ -146,6 +148,8 @@ def provision_node(
         broker: where the node connects (host, port, TLS).
         install_dir: where the files will live on the node (paths in ``agent.toml``).
         ca: the fleet CA's certificate and key, for a client certificate.
+        broker_ca: the CA the node trusts for the broker's certificate (default: the
+            fleet CA with ``ca``, else the system's trust store).
 
     Raises:
         ContractError: a bad node name.
@@ -168,18 +172,20 @@ def provision_node(
         "password": password,
         "signing_key_file": f"{install_dir}/identity.json",
     }
+    trust = broker_ca or (ca[0] if ca is not None else None)
+    if trust is not None:
+        try:
+            result.files["ca"] = _write_private(out / "ca.pem", trust.read_bytes())
+        except OSError as exc:
+            raise ValueError(f"cannot read the CA: {exc.strerror}: {exc.filename}") from None
+        settings["tls_ca"] = f"{install_dir}/ca.pem"
+    elif broker.tls:
+        settings["tls"] = True
     if ca is not None:
         cert, key = client_certificate(ca[0], ca[1], node)
         result.files["client_cert"] = _write_private(out / "client.crt", cert)
         result.files["client_key"] = _write_private(out / "client.key", key)
-        result.files["ca"] = _write_private(out / "ca.pem", ca[0].read_bytes())
-        settings.update(
-            tls_ca=f"{install_dir}/ca.pem",
-            tls_cert=f"{install_dir}/client.crt",
-            tls_key=f"{install_dir}/client.key",
-        )
-    elif broker.tls:
-        settings["tls"] = True
+        settings.update(tls_cert=f"{install_dir}/client.crt", tls_key=f"{install_dir}/client.key")
     result.files["agent_toml"] = _write_private(out / "agent.toml", _toml(settings))
     return result
 

@@ -171,6 +171,7 @@ class ActorHost:
         agent.route("stop_all", self._on_stop_all)
         agent.route("list", self._on_list)
         agent.route("migrate", self._on_migrate)
+        agent.route("handoff", self._on_handoff)
         agent.route("reply", self._on_reply)
         agent.route("by_name_task", self._on_task)
         agent.route("agent_heartbeat", self._on_actor_heartbeat)
@@ -405,14 +406,16 @@ class ActorHost:
 
     # ---- inbound: spawn --------------------------------------------------------------
 
-    def _read_control(self, msg: Inbound, cmd: str) -> tuple[dict[str, Any], str | None]:
+    def _read_control(
+        self, msg: Inbound, cmd: str, *, source: str | None = None
+    ) -> tuple[dict[str, Any], str | None]:
         """Decode and authenticate a control payload.
 
         Returns:
             The payload and its request id (``_id``), if it has a valid one.
 
         Raises:
-            _BadControl: not a JSON object, or (on a node with a signing key)
+            _BadControl: not a JSON object, or (on a node with a signing identity)
                 unsigned, tampered with or replayed.
         """
         try:
@@ -427,7 +430,7 @@ class ActorHost:
             request_id = None
         try:
             if cmd == "spawn" and self._peers is not None and _node_signed(payload):
-                self._check_peer_spawn(msg.topic, payload)
+                self._check_peer_spawn(msg.topic, payload, source)
             else:
                 self.agent.dispatcher.check_signature(msg.topic, payload)
             # Like a command's expires_at; a Wactorz main machine sends none (then none applies).
@@ -444,7 +447,7 @@ class ActorHost:
             raise _BadControl(exc, request_id) from None
         return payload, request_id
 
-    def _check_peer_spawn(self, topic: str, payload: dict[str, Any]) -> None:
+    def _check_peer_spawn(self, topic: str, payload: dict[str, Any], handoff_from: str | None) -> None:
         """A spawn signed by another node: a migration. Believe it only with the operator's
         word for it: the spawn is signed by the source node (certified by an operator), it
         carries the operator-signed ``migrate`` naming this node as the target (spent once
@@ -457,6 +460,8 @@ class ActorHost:
         operators = self.agent.dispatcher.verifier
         sig = payload["_sig"]
         source, _ = self._peers.node_key(sig.get("cert"))
+        if handoff_from is not None and source != handoff_from:
+            raise SignatureError(f"a handoff from {handoff_from!r} was signed by {source!r}")
         self._peers.check(source, topic, payload)
         migration = payload.get("_migration")
         warrant = migration.get("warrant") if isinstance(migration, dict) else None
@@ -487,20 +492,33 @@ class ActorHost:
             # Clear unconditionally: a retained spawn delivered live has retain=0.
             await self.agent.mqtt.publish(msg.topic, b"", qos=1, retain=True)
 
-    async def _spawn_message(self, msg: Inbound) -> None:
+    async def _on_handoff(self, msg: Inbound, match: TopicMatch) -> None:
+        """A migrating actor's spawn from node ``match.node``; never retained, so nothing
+        to clear (and the topic is the source's to write, not ours)."""
+        if match.name != self.node or not msg.payload:
+            return
+        await self._spawn_message(msg, source=match.node)
+
+    async def _spawn_message(self, msg: Inbound, source: str | None = None) -> None:
         try:
-            payload, request_id = self._read_control(msg, "spawn")
+            payload, request_id = self._read_control(msg, "spawn", source=source)
         except _BadControl as bad:
             await self._answer("spawn", bad.request_id, error=bad.error)
             return
         name: str | None = None
         try:
+            migration = payload.get("_migration")
+            if source is not None and (
+                not isinstance(migration, dict) or migration.get("from_node") != source
+            ):
+                # The topic names the publisher (the broker's ACL vouches for it): a
+                # handoff must be a migration from that very node.
+                raise ContractError(f"a handoff from {source} must carry _migration.from_node {source!r}")
             raw_name = payload.get("name")
             name = raw_name if isinstance(raw_name, str) else None
             state = payload.get("_state")
             if state is not None and not isinstance(state, dict):
                 raise ContractError("spawn._state must be a JSON object")
-            migration = payload.get("_migration")
             migration_id = migration.get("id") if isinstance(migration, dict) else None
             origin = _origin(msg.topic, payload)
             spec = SpawnSpec.from_payload({k: v for k, v in payload.items() if not k.startswith("_")})
@@ -724,7 +742,8 @@ class ActorHost:
             spawn["_state"] = StateStore(state_file(self.state_dir, name)).snapshot()
             spawn["_migration"] = {"id": migration_id, "from_node": self.node}
             spawn["_expires_at"] = time.time() + timeout
-            spawn_topic = contract.node_topic(target, "spawn")
+            # Under the source's own subtree, so a per-node broker ACL allows it (docs/contract.md).
+            spawn_topic = contract.handoff_topic(self.node, target)
             identity = self.agent.identity
             if identity is not None:
                 if hosted.origin is None:

@@ -76,6 +76,7 @@ def _provision(ctx: Context) -> int:
                 broker=parse_broker_url(ctx.broker),
                 install_dir=args.install_dir,
                 ca=ca,
+                broker_ca=Path(ctx.tls_ca).expanduser() if ctx.tls_ca else None,
             )
         except ValueError as exc:
             raise UsageError(str(exc)) from None
