@@ -46,7 +46,18 @@ __all__ = ["Agent", "RouteHandler", "Subsystem"]
 log = logging.getLogger("devfleet.agent")
 
 SIGNED_KINDS = frozenset(
-    {"meta", "status", "state", "cfg", "receipts", "inbox", "agents", "agent_heartbeat", "migrate_result"}
+    {
+        "meta",
+        "status",
+        "state",
+        "cfg",
+        "heartbeat",
+        "receipts",
+        "inbox",
+        "agents",
+        "agent_heartbeat",
+        "migrate_result",
+    }
 )
 """What a node with a signing identity signs when it publishes (``parse_topic`` kinds)."""
 

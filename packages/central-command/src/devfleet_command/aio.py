@@ -61,7 +61,7 @@ __all__ = [
 log = logging.getLogger("devfleet.console")
 
 _DOWN_EVENTS = (NodeLost, NodeOffline, NodeStale)
-_SIGNED_DESCRIPTIONS = frozenset({"meta", "status", "state", "cfg"})
+_SIGNED_DESCRIPTIONS = frozenset({"meta", "status", "state", "cfg", "heartbeat", "agent_heartbeat"})
 _now = time.time
 
 INSTALL_TIMEOUT = 900.0
@@ -158,7 +158,8 @@ class AsyncFleet(ActorOps):
         self.refused_receipts = 0
         """Receipts dropped because they were not signed by the node they name."""
         self.refused_descriptions = 0
-        """Retained descriptions (meta, status, state, cfg) dropped for the same reason."""
+        """Descriptions (meta, status, state, cfg) and heartbeats (node and actor) dropped
+        for the same reason."""
         ident = client_id or f"devfleet-console-{contract.new_id()[:12]}"
         self.inbox = contract.reply_inbox(ident)
         self.connect_timeout = connect_timeout
@@ -318,17 +319,24 @@ class AsyncFleet(ActorOps):
             self._dispatch(events)  # nobody listening: nothing to do per message
 
     def _believed(self, topic: str, payload: bytes) -> bool:
-        """In a signed fleet, a retained description counts only when its node signed it
-        (an empty payload, a removal, needs no signature: the broker's ACL guards it)."""
+        """In a signed fleet, a description or heartbeat counts only when the node it
+        names signed it (an empty payload, a removal, needs no signature: the broker's
+        ACL guards it). Telemetry samples are not signed: they cannot make a node look
+        alive, online or configured."""
         match = contract.parse_topic(topic)
-        if match is None or match.kind not in _SIGNED_DESCRIPTIONS or match.node is None:
+        if match is None or match.kind not in _SIGNED_DESCRIPTIONS:
             return True
         try:
             data = contract.decode(payload)
         except ContractError:
             return True  # the model reports junk itself
+        node = (
+            match.node
+            if match.kind != "agent_heartbeat"
+            else (data.get("node") if isinstance(data, dict) else None)
+        )
         assert self.node_verifier is not None
-        if self.node_verifier.valid(match.node, topic, data):
+        if isinstance(node, str) and self.node_verifier.valid(node, topic, data):
             return True
         self.refused_descriptions += 1
         log.warning("ignoring %s: not signed by %s", topic, match.node)
