@@ -146,6 +146,15 @@ class Dispatcher:
             await self._error(reply, cmd_id, verb, exc.code, exc.message, correlation)
             return
         if command.id in self._seen or command.id in self.memory:
+            route = self._routes.get(verb)
+            if self.verifier is not None and route is not None and not route.readonly:
+                # A redelivery carries the same valid signature; anything else that
+                # reuses a known id (to get its receipt sent elsewhere) is refused.
+                try:
+                    self.verifier.check(topic, payload, evidence=True)
+                except DevfleetError as exc:
+                    await self._error(reply, command.id, verb, exc.code, exc.message, correlation)
+                    return
             self.counts["duplicate"] += 1
             final = self._seen.get(command.id) or self.memory.final(command.id)
             log.info("command %s (%s) seen before; not run again", command.id, verb)
