@@ -34,6 +34,7 @@ from devfleet_base.node_config import NODE_CONFIG_SCHEMA, apply_dotted, default_
 from devfleet_base.signing import Signer
 
 from .actors import ActorOps
+from .trading import ResumeRegistry, TradingOps
 from .errors import (
     ConnectError,
     ConsoleTimeout,
@@ -117,7 +118,7 @@ class EventStream:
 # ---- the client -----------------------------------------------------------------------
 
 
-class AsyncFleet(ActorOps):
+class AsyncFleet(ActorOps, TradingOps):
     """The console's asyncio client. Use ``async with AsyncFleet.connect(url) as fleet``.
 
     Args:
@@ -166,7 +167,7 @@ class AsyncFleet(ActorOps):
                 password=password,
                 tls=tls,
                 protocol=protocol,
-                subscriptions=[*contract.subscriptions_for_console(), (self.inbox, 1)],
+                subscriptions=[*contract.subscriptions_for_console(), ("agents/+/resume", 0), (self.inbox, 1)],
             ),
             on_message=self._on_message,
         )
@@ -174,6 +175,7 @@ class AsyncFleet(ActorOps):
         self._markers: dict[str, asyncio.Future[None]] = {}
         self._queues: set[asyncio.Queue[Event]] = set()
         self._taps: set[Callable[[Inbound], None]] = set()
+        self.registry = ResumeRegistry()
         self._tick = asyncio.Event()
         self._tick_waiters = 0
         self._tasks: list[asyncio.Task[Any]] = []
@@ -302,6 +304,11 @@ class AsyncFleet(ActorOps):
         topic, payload, retain = msg[0], msg[1], msg[2]
         if topic == self.inbox:
             self._on_inbox(payload)
+            return
+        if topic.endswith("/resume") and topic.startswith("agents/"):
+            self.registry.feed(topic, payload)
+            if self._tick_waiters:
+                self._dispatch([])  # wakes wait_for() callers watching résumés
             return
         if self._taps:
             for tap in tuple(self._taps):

@@ -39,9 +39,14 @@ def register(sub: Any) -> None:
     p.add_argument("--to", required=True, metavar="NODE")
     p.add_argument("--from", dest="source", metavar="NODE", help="the source (default: where it runs)")
     p.set_defaults(handler=cmd_migrate)
-    p = sub.add_parser("task", help="send a task to an actor wherever it runs: NAME PAYLOAD (JSON)")
+    p = sub.add_parser(
+        "task", help="send a task to an actor wherever it runs: NAME PAYLOAD (JSON); or auction one: submit --skill S"
+    )
     p.add_argument("name")
-    p.add_argument("payload", help="JSON (or a plain string)")
+    p.add_argument("payload", nargs="?", help="JSON (or a plain string)")
+    from .trading import add_submit_options
+
+    add_submit_options(p)
     p.set_defaults(handler=cmd_task)
 
 
@@ -160,7 +165,15 @@ async def cmd_migrate(ctx: Context) -> int:
 
 
 async def cmd_task(ctx: Context) -> int:
-    """Send a task and print the answer."""
+    """Send a task and print the answer (``task submit``: auction one, see commands.trading)."""
+    if ctx.args.name == "submit" and ctx.args.payload is None:
+        from .trading import cmd_submit
+
+        return await cmd_submit(ctx)
+    if ctx.args.payload is None:
+        from ..errors import UsageError
+
+        raise UsageError("task: give NAME PAYLOAD, or submit --skill S")
     async with ctx.fleet() as fleet:
         answer = await fleet.task(ctx.args.name, parse_value(ctx.args.payload), timeout=ctx.timeout)
     if ctx.json:
