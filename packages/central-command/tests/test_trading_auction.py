@@ -25,7 +25,8 @@ async def bid(agent, request):
 async def run(agent, assignment):
     runs = agent.recall('runs', 0) + 1
     agent.persist('runs', runs)
-    if assignment['inputs'] == 'hang':
+    inputs = assignment['inputs']
+    if isinstance(inputs, dict) and inputs.get('hang') == agent.name:
         import asyncio
         await asyncio.sleep(60)
     return {'by': agent.name, 'node': agent.node, 'runs': runs, 'echo': assignment['inputs']}
@@ -87,7 +88,7 @@ def test_resumes_auction_cheapest_and_constraints(mosquitto: Any, agents: Any, c
             assert got.retain and got.json()["result"]["echo"] == "late"
 
         # Stopping the actor clears its résumé.
-        fleet.stop("tr-a", "cheap")
+        fleet.stop_actor("tr-a", "cheap")
         fleet.wait_for(lambda m: len(fleet.aio.resumes("sql-optimiser")) == 1, timeout=10)
 
     code = main(["--broker", mosquitto.url, "resumes", "--skill", "sql-optimiser", "--json"])
@@ -102,3 +103,69 @@ def test_resumes_auction_cheapest_and_constraints(mosquitto: Any, agents: Any, c
     code = main(["--broker", mosquitto.url, "task", "submit", "--skill", "nobody", "--deadline", "0.3"])
     out, err = capsys.readouterr()
     assert code == 1 and "no_bids" in (out + err)
+
+
+def _assign(probe: MqttProbe, agent: str, assignment: str, inputs: Any) -> dict[str, Any]:
+    """Publish an assignment at QoS 1 (a broker without QoS 2) and return its output."""
+    task = f"t-{assignment}"
+    mark = probe.mark()
+    payload = {"task": task, "agent": agent, "assignment": assignment, "skill": "sql-optimiser", "inputs": inputs}
+    probe.publish(f"tasks/{task}/assign/{agent}", payload, qos=1)
+    got = probe.wait_for(f"tasks/{task}/output/result", lambda m: bool(m.payload), timeout=20, since=mark)
+    out: dict[str, Any] = got.json()
+    return out
+
+
+def test_an_assignment_runs_at_most_once_also_across_a_restart(mosquitto: Any, agents: Any) -> None:
+    node = agents.start("tr-once", "--allow-code")
+    with Fleet.connect(mosquitto.url) as fleet, MqttProbe.connect_to(mosquitto) as probe:
+        _online(fleet, "tr-once")
+        fleet.spawn("tr-once", spec("once", 0.01))
+        agent = _resumes(fleet, 1)[0]["agent"]
+        assert _assign(probe, agent, "a-1", "x")["result"]["runs"] == 1
+        again = _assign(probe, agent, "a-1", "x")  # redelivered: answered again, not run
+        assert again["result"]["runs"] == 1 and again["assignment"] == "a-1"
+        assert _assign(probe, agent, "a-2", "y")["result"]["runs"] == 2
+
+        node.terminate()
+        node.start()
+        _online(fleet, "tr-once")
+        fleet.spawn("tr-once", spec("once", 0.01), replace=True)
+        fleet.wait_for(lambda m: any(r["available"] for r in fleet.aio.resumes("sql-optimiser")), timeout=20)
+        assert _assign(probe, agent, "a-1", "x")["result"]["runs"] == 1  # kept on disk
+        assert _assign(probe, agent, "a-3", "z")["result"]["runs"] == 3
+
+
+def test_a_lost_or_silent_assignee_passes_the_task_to_the_next_bidder(mosquitto: Any, agents: Any) -> None:
+    cheap = agents.start("tr-lost", "--allow-code")
+    agents.start("tr-next", "--allow-code")
+    with Fleet.connect(mosquitto.url) as fleet:
+        _online(fleet, "tr-lost", "tr-next")
+        fleet.spawn("tr-lost", spec("flaky", 0.01))
+        fleet.spawn("tr-next", spec("steady", 0.02))
+        _resumes(fleet, 2)
+
+        # Silent: the cheapest hangs past its eta (2 s) + grace; the next one answers.
+        outcome = fleet.auction("sql-optimiser", {"hang": "flaky"}, deadline=5, grace=0.5)
+        assert outcome["status"] == "ok" and outcome["name"] == "steady", outcome
+        assert outcome["attempts"] == [
+            {"agent": outcome["attempts"][0]["agent"], "node": "tr-lost", "reason": "silent past its eta"}
+        ]
+
+        # Lost: the cheapest's node dies (kill -9: its will says lost) while it works.
+        import threading
+
+        def kill_when_assigned() -> None:
+            with MqttProbe.connect_to(mosquitto) as watch:
+                watch.wait_for("tasks/+/assign/+", timeout=20)
+                cheap.kill()
+
+        killer = threading.Thread(target=kill_when_assigned)
+        killer.start()
+        outcome = fleet.auction("sql-optimiser", {"hang": "flaky"}, deadline=5, grace=30)
+        killer.join()
+        assert outcome["name"] == "steady", outcome
+        assert [a["node"] for a in outcome["attempts"]] == ["tr-lost"]
+        assert outcome["attempts"][0]["reason"] == "node lost"
+        lost = [r for r in fleet.resumes() if r["node"] == "tr-lost"]
+        assert lost and not lost[0]["available"] and lost[0]["node_status"] == "lost"
