@@ -55,16 +55,22 @@ async def _bidders(host: str, port: int, count: int, connections: int) -> None:
             client = clients[index]
             if parts[2] == "request":
                 request = trading.read(trading.REQUEST_SCHEMA, data)
-                for n, agent in enumerate(mine):
+                for agent in mine:
                     proposal = {"task": request["task"], "agent": agent, "name": agent, "node": f"sim{index}",
                                 "cost": 0.01 + (hash(agent) % 1000) / 1e5, "eta": 1.0, "ts": time.time()}  # fmt: skip
                     trading.read(trading.PROPOSAL_SCHEMA, proposal)
-                    client.publish(contract.task_topic(request["task"], "proposal", agent), json.dumps(proposal).encode(), qos=1)
+                    client.publish(
+                        contract.task_topic(request["task"], "proposal", agent),
+                        json.dumps(proposal).encode(),
+                        qos=1,
+                    )
             elif parts[2] == "assign" and parts[3] in mine:
                 a = trading.read(trading.ASSIGN_SCHEMA, data)
                 out = {"task": a["task"], "assignment": a["assignment"], "agent": a["agent"], "node": f"sim{index}",
                        "step": "result", "status": "ok", "final": True, "result": a["inputs"], "ts": time.time()}  # fmt: skip
-                client.publish(contract.task_topic(a["task"], "output", "result"), json.dumps(out).encode(), qos=1)
+                client.publish(
+                    contract.task_topic(a["task"], "output", "result"), json.dumps(out).encode(), qos=1
+                )
 
         return on_message
 
@@ -114,7 +120,9 @@ async def _floor_auctions(broker: Any, bidders: int, count: int) -> list[float]:
             if out is not None and not out.done():
                 out.set_result(None)
 
-    client = await RawClient(f"floor-req-{contract.new_id()[:8]}", on_message).connect(broker.host, broker.port)
+    client = await RawClient(f"floor-req-{contract.new_id()[:8]}", on_message).connect(
+        broker.host, broker.port
+    )
     await client.subscribe([("tasks/+/proposal/+", 1), ("tasks/+/output/+", 1)])
     loop = asyncio.get_running_loop()
     times = []
@@ -126,7 +134,13 @@ async def _floor_auctions(broker: Any, bidders: int, count: int) -> list[float]:
         client.publish(contract.task_topic(task, "request"), json.dumps(request).encode(), qos=1)
         await asyncio.wait_for(enough[task], 60)
         _, agent = min(proposals[task])
-        assign = {"task": task, "agent": agent, "assignment": contract.new_id(), "skill": _SKILL, "inputs": {"n": 1}}
+        assign = {
+            "task": task,
+            "agent": agent,
+            "assignment": contract.new_id(),
+            "skill": _SKILL,
+            "inputs": {"n": 1},
+        }
         client.publish(contract.task_topic(task, "assign", agent), json.dumps(assign).encode(), qos=2)
         await asyncio.wait_for(outputs[task], 60)
         times.append(time.monotonic() - t0)
@@ -213,8 +227,12 @@ async def run(quick: bool, log: Any, row: Any) -> dict[str, Any]:
     with MosquittoBroker(max_queued_messages=1_000_000) as broker:
         res = await _resumes(broker, plan["resumes"])
     details["resumes"] = res
-    log(f"  résumés: {res['resumes']} discovered in {res['seconds']:.2f} s (floor {res['floor_seconds']:.2f} s)")
-    rows.append(row(f"résumés of {res['resumes']} agents, fresh console", res["seconds"], "s", res["floor_seconds"]))
+    log(
+        f"  résumés: {res['resumes']} discovered in {res['seconds']:.2f} s (floor {res['floor_seconds']:.2f} s)"
+    )
+    rows.append(
+        row(f"résumés of {res['resumes']} agents, fresh console", res["seconds"], "s", res["floor_seconds"])
+    )
     return {"rows": rows, "details": details}
 
 

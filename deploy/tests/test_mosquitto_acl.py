@@ -249,10 +249,7 @@ def test_work_trading_topics(broker: MosquittoBroker, log_mark: int) -> None:
         b.close()
 
 
-TRADER = (
-    "async def run(agent, job):\n"
-    "    return {'node': agent.node, 'inputs': job['inputs']}\n"
-)
+TRADER = "async def run(agent, job):\n    return {'node': agent.node, 'inputs': job['inputs']}\n"
 
 
 def _trader(name: str, accredit: list[str]) -> dict[str, Any]:
@@ -286,7 +283,9 @@ def test_auction_and_worker_pool_by_real_agents(traders: Any, log_mark: int) -> 
     assert set(report["spread"]) <= set(NODES)
 
 
-def test_patient_data_needs_the_gdpr_accreditation(traders: Any, broker: MosquittoBroker, tmp_path: Path) -> None:
+def test_patient_data_needs_the_gdpr_accreditation(
+    traders: Any, broker: MosquittoBroker, tmp_path: Path
+) -> None:
     """The seed's policy: the ACL generated from the résumés (``devfleet acl generate``)
     lets acl-a (gdpr) read patient-data topics and refuses acl-b's subscription, on a
     real mosquitto that loads it."""
@@ -294,7 +293,17 @@ def test_patient_data_needs_the_gdpr_accreditation(traders: Any, broker: Mosquit
     import sys
 
     devfleet = str(Path(sys.executable).with_name("devfleet"))
-    cmd = [devfleet, "--broker", broker.url, "--username", OPERATOR, "acl", "generate", "--template", str(ACL)]
+    cmd = [
+        devfleet,
+        "--broker",
+        broker.url,
+        "--username",
+        OPERATOR,
+        "acl",
+        "generate",
+        "--template",
+        str(ACL),
+    ]
     env = {**os.environ, "DEVFLEET_PASSWORD": PASSWORDS[OPERATOR]}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, check=False)
     assert done.returncode == 0, done.stderr

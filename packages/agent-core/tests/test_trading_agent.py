@@ -46,7 +46,15 @@ def node(mqtt_broker, probe, tmp_path):
     agent_thread.start()
     probe.wait_for(f"nodes/{name}/status", lambda m: m.json()["status"] == "online")
     env = contract.Command.envelope(
-        {"set": {"components": {"planner": {"settings": {"factor": 3, "resume": {"skills": ["plan"], "accredit": ["gdpr"]}}}}}}
+        {
+            "set": {
+                "components": {
+                    "planner": {
+                        "settings": {"factor": 3, "resume": {"skills": ["plan"], "accredit": ["gdpr"]}}
+                    }
+                }
+            }
+        }
     )
     probe.publish(contract.node_command_topic(name, "configure"), env)
     agent_thread.name = name
@@ -109,5 +117,8 @@ def test_hostile_requests_and_assignments_never_crash_the_agent(node, probe, pay
     # Still alive and answering: a good request gets its proposal.
     task = f"h{next(_ids)}"
     probe.subscribe(f"tasks/{task}/proposal/+")
-    probe.publish(contract.task_topic(task, "request"), {"task": task, "skill": "plan", "inputs": 1, "bid_by": time.time() + 5})
+    probe.publish(
+        contract.task_topic(task, "request"),
+        {"task": task, "skill": "plan", "inputs": 1, "bid_by": time.time() + 5},
+    )
     probe.wait_for(f"tasks/{task}/proposal/+", timeout=10)

@@ -7,10 +7,7 @@ the console library and CLI.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from devfleet_base.testing import MqttProbe
 from devfleet_command.cli import main
@@ -95,8 +92,21 @@ def test_resumes_auction_cheapest_and_constraints(mosquitto: Any, agents: Any, c
     out, err = capsys.readouterr()
     assert code == 0, err
     assert [r["name"] for r in json.loads(out)] == ["dear"]
-    code = main(["--broker", mosquitto.url, "task", "submit", "--skill", "sql-optimiser", "--inputs", '{"x": 3}',
-                 "--deadline", "5", "--json"])
+    code = main(
+        [
+            "--broker",
+            mosquitto.url,
+            "task",
+            "submit",
+            "--skill",
+            "sql-optimiser",
+            "--inputs",
+            '{"x": 3}',
+            "--deadline",
+            "5",
+            "--json",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert json.loads(out)["result"]["echo"] == {"x": 3}
@@ -109,7 +119,13 @@ def _assign(probe: MqttProbe, agent: str, assignment: str, inputs: Any) -> dict[
     """Publish an assignment at QoS 1 (a broker without QoS 2) and return its output."""
     task = f"t-{assignment}"
     mark = probe.mark()
-    payload = {"task": task, "agent": agent, "assignment": assignment, "skill": "sql-optimiser", "inputs": inputs}
+    payload = {
+        "task": task,
+        "agent": agent,
+        "assignment": assignment,
+        "skill": "sql-optimiser",
+        "inputs": inputs,
+    }
     probe.publish(f"tasks/{task}/assign/{agent}", payload, qos=1)
     got = probe.wait_for(f"tasks/{task}/output/result", lambda m: bool(m.payload), timeout=20, since=mark)
     out: dict[str, Any] = got.json()

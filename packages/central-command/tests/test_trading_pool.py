@@ -35,7 +35,9 @@ def test_1000_jobs_over_5_members_one_killed_half_way(mosquitto: Any, agents: An
         for name in MEMBERS:
             fleet.spawn(name, {"name": "cruncher", "code": WORKER, "poll_interval": None, "pool": "crunch"})
         fleet.wait_for(
-            lambda m: all("crunch" in (m.get(n).state or {}).get("trading", {}).get("pools", []) for n in MEMBERS),
+            lambda m: all(
+                "crunch" in (m.get(n).state or {}).get("trading", {}).get("pools", []) for n in MEMBERS
+            ),
             timeout=20,
         )
         killed_after: list[int] = []
@@ -57,10 +59,14 @@ def test_1000_jobs_over_5_members_one_killed_half_way(mosquitto: Any, agents: An
         report = fleet.pool_run("crunch", list(range(JOBS)), ack_timeout=2.0, window=100, timeout=120)
         killer.join()
 
-    print(f"\npool spread over {len(MEMBERS)} members ({victim} killed after {killed_after} done): {report['spread']}")
+    print(
+        f"\npool spread over {len(MEMBERS)} members ({victim} killed after {killed_after} done): {report['spread']}"
+    )
     print(f"redone {report['redone']}, late duplicates {report['duplicates']}, {report['seconds']} s")
     assert report["done"] == JOBS
-    assert report["results"] == [{"double": i * 2, "node": r["node"]} for i, r in enumerate(report["results"])]
+    assert report["results"] == [
+        {"double": i * 2, "node": r["node"]} for i, r in enumerate(report["results"])
+    ]
     assert sum(report["spread"].values()) == JOBS  # each job counted once
     assert report["errors"] == 0
     assert report["redone"] >= 1  # what the victim held was done again elsewhere

@@ -11,7 +11,9 @@ from devfleet_command.trading import ResumeRegistry
 
 
 def resume(version: int, **kw: object) -> bytes:
-    return contract.encode({"skills": ["x"], "node": "n1", "name": "a", "session": 1, "version": version, **kw})
+    return contract.encode(
+        {"skills": ["x"], "node": "n1", "name": "a", "session": 1, "version": version, **kw}
+    )
 
 
 def test_newest_wins_and_an_empty_message_clears() -> None:

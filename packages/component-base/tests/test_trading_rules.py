@@ -34,7 +34,12 @@ def test_meets_reads_a_resume_cost_too() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"skills": []}, {"skills": ["a b"]}, {"skills": ["x"], "cost": {"usd": -1}}, {"skills": ["x"], "accredit": "gdpr"}],
+    [
+        {"skills": []},
+        {"skills": ["a b"]},
+        {"skills": ["x"], "cost": {"usd": -1}},
+        {"skills": ["x"], "accredit": "gdpr"},
+    ],
 )
 def test_a_bad_resume_is_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ContractError):

@@ -34,7 +34,6 @@ from devfleet_base.node_config import NODE_CONFIG_SCHEMA, apply_dotted, default_
 from devfleet_base.signing import Signer
 
 from .actors import ActorOps
-from .trading import ResumeRegistry, TradingOps
 from .errors import (
     ConnectError,
     ConsoleTimeout,
@@ -45,6 +44,7 @@ from .errors import (
 )
 from .handles import Broadcast, CommandHandle, LogRecord, Outcome
 from .model import Drift, Event, FleetModel, NodeLost, NodeOffline, NodeStale, NodeView
+from .trading import ResumeRegistry, TradingOps
 
 __all__ = [
     "INSTALL_TIMEOUT",
@@ -167,7 +167,11 @@ class AsyncFleet(ActorOps, TradingOps):
                 password=password,
                 tls=tls,
                 protocol=protocol,
-                subscriptions=[*contract.subscriptions_for_console(), ("agents/+/resume", 0), (self.inbox, 1)],
+                subscriptions=[
+                    *contract.subscriptions_for_console(),
+                    ("agents/+/resume", 0),
+                    (self.inbox, 1),
+                ],
             ),
             on_message=self._on_message,
         )

@@ -255,7 +255,9 @@ class Fleet:
         """Known résumés joined with node liveness (see ``AsyncFleet.resumes``)."""
         return self._on_loop(lambda: self.aio.resumes(skill, region))
 
-    def auction(self, skill: str, inputs: Any = None, *, deadline: float = 2.0, **kwargs: Any) -> dict[str, Any]:
+    def auction(
+        self, skill: str, inputs: Any = None, *, deadline: float = 2.0, **kwargs: Any
+    ) -> dict[str, Any]:
         """Auction one task; its final outcome (see ``AsyncFleet.auction``)."""
         return self._call(self.aio.auction(skill, inputs, deadline=deadline, **kwargs))
 

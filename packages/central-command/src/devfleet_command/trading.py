@@ -54,7 +54,9 @@ class ResumeRegistry:
             data = contract.decode(payload)
             if not isinstance(data, dict):
                 raise ContractError("not an object")
-            trading.check_resume({k: data.get(k) for k in ("skills", "cost", "region", "accredit") if k in data})
+            trading.check_resume(
+                {k: data.get(k) for k in ("skills", "cost", "region", "accredit") if k in data}
+            )
             if not isinstance(data.get("node"), str):
                 raise ContractError("no node")
         except ContractError:
@@ -77,7 +79,9 @@ class ResumeRegistry:
                 continue
             view = model.get(resume["node"])
             status = view.health if view is not None else "unknown"
-            out.append({**resume, "node_status": status, "available": status not in (*_UNAVAILABLE, "unknown")})
+            out.append(
+                {**resume, "node_status": status, "available": status not in (*_UNAVAILABLE, "unknown")}
+            )
         return sorted(out, key=lambda r: (r["node"], str(r.get("name"))))
 
 
@@ -203,7 +207,9 @@ class TradingOps:
                     "retention": retention,
                     "ts": time.time(),
                 }
-                await self._publish(contract.task_topic(task, "assign", offer["agent"]), assignment, qos=assign_qos)
+                await self._publish(
+                    contract.task_topic(task, "assign", offer["agent"]), assignment, qos=assign_qos
+                )
                 out, why = await self._await_output(fut, offer, offer["eta"] + grace)
                 if out is not None:
                     return self._outcome(task, out["status"], offer, out, len(proposals), attempts, t0)
@@ -328,7 +334,13 @@ class TradingOps:
             wake.set()
 
         async def send(job: str, attempt: int) -> None:
-            payload = {"job": job, "pool": pool, "inputs": jobs[index[job]], "attempt": attempt, "ts": time.time()}
+            payload = {
+                "job": job,
+                "pool": pool,
+                "inputs": jobs[index[job]],
+                "attempt": attempt,
+                "ts": time.time(),
+            }
             inflight[job] = (time.monotonic() + ack_timeout, attempt)
             await self._publish(contract.pool_topic(pool, "jobs", job), payload, qos=1)
 
@@ -338,7 +350,9 @@ class TradingOps:
             queue = list(reversed(ids))
             while len(finished) < len(ids):
                 if timeout is not None and time.monotonic() - t0 > timeout:
-                    raise TimeoutError(f"pool {pool}: {len(ids) - len(finished)} job(s) not done in {timeout:g} s")
+                    raise TimeoutError(
+                        f"pool {pool}: {len(ids) - len(finished)} job(s) not done in {timeout:g} s"
+                    )
                 now = time.monotonic()
                 for job, (until, attempt) in list(inflight.items()):
                     if until < now and job not in finished:

@@ -31,8 +31,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from devfleet_base.contract import ACTOR_NAME_PATTERN, DEFAULT_POLL_INTERVAL, MAX_CODE_BYTES, SPAWN_SCHEMA
-from devfleet_base.contract import check_name
+from devfleet_base.contract import (
+    ACTOR_NAME_PATTERN,
+    DEFAULT_POLL_INTERVAL,
+    MAX_CODE_BYTES,
+    SPAWN_SCHEMA,
+    check_name,
+)
 from devfleet_base.errors import Code, ContractError
 from devfleet_base.trading import check_resume
 

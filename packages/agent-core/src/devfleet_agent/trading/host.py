@@ -109,7 +109,9 @@ class TradingHost:
         if worker.resume is not None:
             await self.agent.mqtt.subscribe([(contract.task_assign_filter(worker.agent_id), 2)])
             self.agent.spawn(self._publish_resume(worker), f"resume {worker.name}")
-        log.info("%s %s trades work (skills %s, pool %s)", worker.kind, worker.name, _skills(worker), worker.pool)
+        log.info(
+            "%s %s trades work (skills %s, pool %s)", worker.kind, worker.name, _skills(worker), worker.pool
+        )
         self.agent.state_changed()
 
     async def _withdraw(self, worker: Worker) -> None:
@@ -122,7 +124,9 @@ class TradingHost:
                 await self.agent.mqtt.unsubscribe([contract.pool_share_filter(worker.pool)])
         if worker.resume is not None:
             await self.agent.mqtt.unsubscribe([contract.task_assign_filter(worker.agent_id)])
-            await self.agent.mqtt.publish(contract.agent_topic(worker.agent_id, "resume"), b"", qos=1, retain=True)
+            await self.agent.mqtt.publish(
+                contract.agent_topic(worker.agent_id, "resume"), b"", qos=1, retain=True
+            )
         self.agent.state_changed()
 
     async def _publish_resume(self, worker: Worker) -> None:
@@ -234,9 +238,13 @@ class TradingHost:
         # Written before it runs: a restart in the middle must not run it a second time.
         self.assignments.remember(aid, None, expires_at=expires_at)
         if expires_at is not None and time.time() > expires_at:
-            output = self._output(worker, assignment, error=("expired", "the assignment expired before it ran"))
+            output = self._output(
+                worker, assignment, error=("expired", "the assignment expired before it ran")
+            )
         elif worker.run is None:
-            output = self._output(worker, assignment, error=(Code.UNKNOWN_COMMAND, f"{worker.name} has no run()"))
+            output = self._output(
+                worker, assignment, error=(Code.UNKNOWN_COMMAND, f"{worker.name} has no run()")
+            )
         else:
             output = await self._run(worker, assignment)
         self.assignments.remember(aid, output, expires_at=expires_at)
@@ -297,7 +305,12 @@ class TradingHost:
                 await self.agent.publish_json(done_topic, final, qos=1)
             return
         self.jobs.remember(job_id, None, expires_at=None)
-        done: dict[str, Any] = {"job": job_id, "pool": pool, "agent": worker.agent_id, "node": self.agent.node}
+        done: dict[str, Any] = {
+            "job": job_id,
+            "pool": pool,
+            "agent": worker.agent_id,
+            "node": self.agent.node,
+        }
         try:
             job = trading.read(trading.JOB_SCHEMA, contract.decode(msg.payload))
             result = await worker.run(job)  # type: ignore[misc]  # checked above
@@ -306,7 +319,9 @@ class TradingHost:
         except DevfleetError as exc:
             done.update(status="error", error={"code": exc.code, "message": exc.message})
         except Exception as exc:
-            done.update(status="error", error={"code": Code.FAILED, "message": f"{type(exc).__name__}: {exc}"})
+            done.update(
+                status="error", error={"code": Code.FAILED, "message": f"{type(exc).__name__}: {exc}"}
+            )
         self.jobs.remember(job_id, done, expires_at=None)
         await self.agent.publish_json(done_topic, done, qos=1)
 

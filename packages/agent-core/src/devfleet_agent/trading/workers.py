@@ -91,6 +91,13 @@ def worker_of(child: str, instance: object, node: str) -> Worker | None:
             return None
         name = component.name or child.split(":", 1)[-1]
         return Worker(
-            child, name, "component", component_agent_id(node, name), resume, pool, component.bid, component.run
+            child,
+            name,
+            "component",
+            component_agent_id(node, name),
+            resume,
+            pool,
+            component.bid,
+            component.run,
         )
     return None

@@ -40,7 +40,8 @@ def register(sub: Any) -> None:
     p.add_argument("--from", dest="source", metavar="NODE", help="the source (default: where it runs)")
     p.set_defaults(handler=cmd_migrate)
     p = sub.add_parser(
-        "task", help="send a task to an actor wherever it runs: NAME PAYLOAD (JSON); or auction one: submit --skill S"
+        "task",
+        help="send a task to an actor wherever it runs: NAME PAYLOAD (JSON); or auction one: submit --skill S",
     )
     p.add_argument("name")
     p.add_argument("payload", nargs="?", help="JSON (or a plain string)")

@@ -21,7 +21,9 @@ def register(sub: Any) -> None:
     nested = sub.nested(p, "acl_command")
     g = nested.add_parser("generate", help="print the mosquitto ACL: the template plus accreditation rules")
     g.add_argument("--template", metavar="FILE", help="the ACL template (default: none)")
-    g.add_argument("--node-config", metavar="FILE", help='JSON {"node": {"accredit": [...]}} instead of résumés')
+    g.add_argument(
+        "--node-config", metavar="FILE", help='JSON {"node": {"accredit": [...]}} instead of résumés'
+    )
     g.set_defaults(handler=cmd_acl_generate)
 
 
@@ -84,7 +86,6 @@ async def cmd_submit(ctx: Context) -> int:
 
 async def cmd_acl_generate(ctx: Context) -> int:
     import json
-    from pathlib import Path
 
     from ..acl import generate_acl
     from ..cli import EXIT_OK
@@ -92,9 +93,9 @@ async def cmd_acl_generate(ctx: Context) -> int:
 
     a = ctx.args
     try:
-        template = Path(a.template).read_text() if a.template else ""
+        template = _read(a.template) if a.template else ""
         if a.node_config:
-            accredit = _node_accreditations(json.loads(Path(a.node_config).read_text()))
+            accredit = _node_accreditations(json.loads(_read(a.node_config)))
         else:
             async with ctx.fleet() as fleet:
                 accredit = {}
@@ -102,8 +103,14 @@ async def cmd_acl_generate(ctx: Context) -> int:
                     accredit.setdefault(r["node"], set()).update(r.get("accredit", []))
     except (OSError, ValueError) as exc:
         raise UsageError(f"acl generate: {exc}") from None
-    print(generate_acl(accredit, template=template), end="")
+    ctx.out.write(generate_acl(accredit, template=template))
     return EXIT_OK
+
+
+def _read(path: str) -> str:
+    from pathlib import Path
+
+    return Path(path).read_text()
 
 
 def _node_accreditations(doc: Any) -> dict[str, set[str]]:
