@@ -1,5 +1,5 @@
 """The agent's side of work trading, spoken to by a probe: components through
-component-base (résumé in settings, ``_bid``/``_run``), hostile payloads."""
+component-base (résumé in settings, ``_bid_task``/``_run_task``), hostile payloads."""
 
 from __future__ import annotations
 
@@ -26,12 +26,12 @@ class Planner(Component):
     version = "1"
     config_schema = Schema("planner", {"factor": Field("int", default=2)})
 
-    async def _bid(self, request):
+    async def _bid_task(self, request):
         if request["inputs"] > 100:
             return None
         return {"cost": 0.5, "eta": 1.0, "plan": ["double"]}
 
-    async def _run(self, assignment):
+    async def _run_task(self, assignment):
         return assignment["inputs"] * self.config["factor"]
 
 

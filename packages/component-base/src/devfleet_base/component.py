@@ -162,6 +162,8 @@ class Component:
     - ``_reconfigure(config)``: apply new settings in place; the default
       raises ``NotImplementedError``, which makes the agent restart the
       component with the new settings instead.
+    - ``_bid_task(request)`` / ``_run_task(assignment)``: work trading (docs/trading.md),
+      for a component whose settings declare a ``resume`` or a ``pool``.
 
     Attributes:
         name: the registry name (entry-point name by convention).
@@ -285,14 +287,14 @@ class Component:
             raise CommandError(f"{self.name} is not running", code=Code.UNAVAILABLE)
         return await getattr(self, spec.method)(checked)
 
-    async def bid(self, request: dict[str, Any]) -> dict[str, Any] | None:
+    async def bid_task(self, request: dict[str, Any]) -> dict[str, Any] | None:
         """Answer a task request for a skill in this component's ``resume``: ``None``
         declines, a dict (``cost``, ``eta``, ``plan``) overrides the résumé's prices."""
         if not self._started:
             return None
-        return await self._bid(request)
+        return await self._bid_task(request)
 
-    async def run(self, assignment: dict[str, Any]) -> Any:
+    async def run_task(self, assignment: dict[str, Any]) -> Any:
         """Run an assigned task or a pool job; the JSON result becomes the output.
 
         Raises:
@@ -300,15 +302,15 @@ class Component:
         """
         if not self._started:
             raise CommandError(f"{self.name} is not running", code=Code.UNAVAILABLE)
-        return await self._run(assignment)
+        return await self._run_task(assignment)
 
     # ---- template methods ------------------------------------------------------------
 
-    async def _bid(self, request: dict[str, Any]) -> dict[str, Any] | None:
+    async def _bid_task(self, request: dict[str, Any]) -> dict[str, Any] | None:
         """Decide on a task request. Override; the default bids the résumé's prices."""
         return {}
 
-    async def _run(self, assignment: dict[str, Any]) -> Any:
+    async def _run_task(self, assignment: dict[str, Any]) -> Any:
         """Do an assigned task or pool job (``inputs`` in ``assignment``). Override."""
         raise CommandError(f"{self.name} does not run tasks", code=Code.UNKNOWN_COMMAND)
 

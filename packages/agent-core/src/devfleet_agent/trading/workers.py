@@ -5,7 +5,7 @@ A :class:`Worker` is the same view of either kind: its agent id (the ``{agent}``
 its pool, and its ``bid``/``run`` callables. A dynamic actor declares them in its
 spawn (``{"resume": {...}, "pool": "gpu"}``, code ``async def bid(agent, request)`` /
 ``async def run(agent, assignment)``); a component in its settings (``resume``,
-``pool``) with :meth:`~devfleet_base.Component.bid` / ``run``.
+``pool``) with :meth:`~devfleet_base.Component.bid_task` / ``run_task``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ..components.context import ComponentRunnable
 
 __all__ = ["Worker", "component_agent_id", "worker_of"]
 
-Bid = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
+Bid = Callable[[dict[str, Any]], Awaitable[Any]]  # a dict or None; actor code may return anything
 Run = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
@@ -65,10 +65,9 @@ def worker_of(child: str, instance: object, node: str) -> Worker | None:
         actor = instance
         bid_fn, run_fn = actor.bid_fn, actor.run_fn
 
-        async def bid(request: dict[str, Any]) -> dict[str, Any] | None:
+        async def bid(request: dict[str, Any]) -> Any:
             assert bid_fn is not None
-            answer: dict[str, Any] | None = await bid_fn(actor.agent, request)
-            return answer
+            return await bid_fn(actor.agent, request)
 
         async def run(assignment: dict[str, Any]) -> Any:
             assert run_fn is not None
@@ -97,7 +96,7 @@ def worker_of(child: str, instance: object, node: str) -> Worker | None:
             component_agent_id(node, name),
             resume,
             pool,
-            component.bid,
-            component.run,
+            component.bid_task,
+            component.run_task,
         )
     return None
