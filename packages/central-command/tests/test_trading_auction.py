@@ -92,6 +92,9 @@ def test_resumes_auction_cheapest_and_constraints(mosquitto: Any, agents: Any, c
     out, err = capsys.readouterr()
     assert code == 0, err
     assert [r["name"] for r in json.loads(out)] == ["dear"]
+    code = main(["--broker", mosquitto.url, "resumes"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "dear" in out and "tr-b" in out and "gdpr" in out, out + err
     code = main(
         [
             "--broker",

@@ -158,9 +158,9 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
     TopicSpec(
         "nodes/{node}/heartbeat",
         "node→",
-        False,
+        True,
         0,
-        "Every heartbeat interval: counts, uptime, CPU/memory/disk.",
+        "Every heartbeat interval: counts, uptime, CPU/memory/disk (the last one retained).",
     ),
     TopicSpec(
         "nodes/{node}/telemetry/{metric}",

@@ -38,23 +38,29 @@ def add_submit_options(p: Any) -> None:
 
 
 async def cmd_resumes(ctx: Context) -> int:
+    from rich.table import Table
+
     from ..cli import EXIT_OK
+    from .render import cell
 
     async with ctx.fleet() as fleet:
         rows = fleet.resumes(ctx.args.skill, ctx.args.region)
     if ctx.args.json:
         ctx.emit_json(rows)
         return EXIT_OK
-    console = ctx.console()
+    table = Table("actor", "node", "skills", "cost", "region", "accredit", "available")
     for r in rows:
         cost = ", ".join(f"{k} {v:g}" for k, v in sorted(r.get("cost", {}).items()))
-        state = "available" if r["available"] else f"unavailable ({r['node_status']})"
-        console.print(
-            f"{r['name']} on {r['node']}: {', '.join(r['skills'])}; {cost or 'no cost'}; "
-            f"{r.get('region') or 'no region'}; {', '.join(r.get('accredit', [])) or 'no accreditation'}; {state}"
+        state = "yes" if r["available"] else f"no ({r['node_status']})"
+        table.add_row(
+            *(
+                cell(v)
+                for v in (r.get("name"), r["node"], ", ".join(r["skills"]), cost, r.get("region") or "")
+            ),
+            cell(", ".join(r.get("accredit", []))),
+            cell(state),
         )
-    if not rows:
-        console.print("no résumés")
+    ctx.console().print(table if rows else cell("no résumés"))
     return EXIT_OK
 
 
@@ -77,10 +83,10 @@ async def cmd_submit(ctx: Context) -> int:
     if a.json:
         ctx.emit_json(outcome)
     elif outcome["status"] == "ok":
-        ctx.console().print(f"{outcome['name']} on {outcome['node']}: {json.dumps(outcome['result'])}")
+        ctx.out.write(f"{outcome['name']} on {outcome['node']}: {json.dumps(outcome['result'])}\n")
     else:
         detail = outcome["error"] or outcome["attempts"]
-        ctx.console(stderr=True).print(f"task {outcome['task']}: {outcome['status']} {json.dumps(detail)}")
+        ctx.err.write(f"task {outcome['task']}: {outcome['status']} {json.dumps(detail)}\n")
     return EXIT_OK if outcome["status"] == "ok" else EXIT_FAILED
 
 
