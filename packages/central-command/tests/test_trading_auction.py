@@ -1,15 +1,26 @@
 """Work trading end to end: résumés, auctions, at-most-once assignments, lost assignees.
 
-Real agents (subprocesses, so one can be killed with kill -9), real mosquitto,
+Real agents (subprocesses, so one can be killed with kill -9), real mosquitto (and
+NATS, a broker without QoS 2),
 the console library and CLI.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from devfleet_agent.testing import AgentProcess
 from devfleet_base.testing import MqttProbe
+from devfleet_base.testing.broker import free_port
 from devfleet_command.cli import main
 from devfleet_command.sync import Fleet
 
@@ -188,3 +199,69 @@ def test_a_lost_or_silent_assignee_passes_the_task_to_the_next_bidder(mosquitto:
         assert outcome["attempts"][0]["reason"] == "node lost"
         lost = [r for r in fleet.resumes() if r["node"] == "tr-lost"]
         assert lost and not lost[0]["available"] and lost[0]["node_status"] == "lost"
+
+
+NATS = shutil.which("nats-server")
+
+
+class NatsBroker:
+    """A private nats-server with JetStream and its MQTT listener on loopback."""
+
+    def __init__(self, root: Path) -> None:
+        self.host, self.port = "127.0.0.1", free_port()
+        self.url = f"mqtt://{self.host}:{self.port}"
+        root.mkdir(parents=True, exist_ok=True)
+        conf = root / "nats.conf"
+        conf.write_text(
+            f'listen: "127.0.0.1:{free_port()}"\nserver_name: "trading"\n'
+            f'jetstream {{ store_dir: "{root / "js"}" }}\n'
+            f'mqtt {{ listen: "127.0.0.1:{self.port}" }}\n'
+        )
+        assert NATS is not None
+        self.proc = subprocess.Popen(
+            [NATS, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection((self.host, self.port), timeout=0.5).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.close()
+                    raise RuntimeError("nats-server did not open its MQTT port") from None
+                time.sleep(0.02)  # polling a condition with a deadline
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def nats(tmp_path: Path) -> Iterator[NatsBroker]:
+    if NATS is None:
+        pytest.skip("nats-server is not installed")
+    broker = NatsBroker(tmp_path / "nats")
+    yield broker
+    broker.close()
+
+
+def test_auction_and_redelivered_assignment_on_nats(nats: NatsBroker, tmp_path: Path) -> None:
+    data = tmp_path / "nq"
+    proc = AgentProcess(
+        broker=nats.host, port=nats.port, name="tr-nats", data_dir=data,
+        extra=["--state-dir", str(data), "--allow-code"], env={"PYTHONUNBUFFERED": "1"},
+    ).start()  # fmt: skip
+    try:
+        with Fleet.connect(nats.url) as fleet:
+            _online(fleet, "tr-nats")
+            fleet.spawn("tr-nats", spec("natsy", 0.01))
+            agent = _resumes(fleet, 1)[0]["agent"]
+            outcome = fleet.auction("sql-optimiser", {"q": 1}, deadline=5, assign_qos=1)
+            assert outcome["status"] == "ok" and outcome["result"]["runs"] == 1, outcome
+            with MqttProbe(nats.host, nats.port, protocol="3.1.1", timeout=20) as probe:
+                probe.connect()
+                assert _assign(probe, agent, "n-1", "x")["result"]["runs"] == 2
+                assert _assign(probe, agent, "n-1", "x")["result"]["runs"] == 2  # not run again
+    finally:
+        proc.__exit__()
