@@ -338,6 +338,8 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
                     tap(msg)
                 except Exception:
                     log.exception("message tap failed")
+            if topic.startswith(("tasks/", "pools/")):
+                return  # work trading (an auction's or a pool's tap): nothing for the model
         events = self.model.feed(topic, payload, retain, _now())
         if events and (self._queues or self._commands or self._tick_waiters):
             self._dispatch(events)  # nobody listening: nothing to do per message
