@@ -38,6 +38,7 @@ from devfleet_base.errors import Code, ContractError, DevfleetError
 from devfleet_base.mqtt import Inbound
 
 from ..command_ids import CommandMemory
+from ..storage import atomic_write_json, read_json
 from ..supervisor import SupervisorEvent
 from .workers import Worker, worker_of
 
@@ -64,15 +65,45 @@ class TradingHost:
         # redelivery with the same result instead of running it twice.
         self.jobs = CommandMemory(None, limit=8192, keep_for=3600.0)
         self._pools: dict[str, int] = {}
+        # Résumé ids this node published, on disk: after a crash (no clean withdraw)
+        # the next start clears those no actor claims again, so no ghost stays retained.
+        self._published_path = agent.data_dir / "resumes.json"
         agent.on_supervisor_event(self._on_event)
         agent.route("task", self._on_task)
         agent.route("pool_jobs", self._on_job)
         agent.add_provider("state", "trading", self.state)
 
     async def start(self) -> None:
-        """Load the assignment ids of earlier runs; listen for task requests."""
+        """Load the assignment ids of earlier runs; listen for task requests; clear
+        the résumés an earlier run left behind."""
         self.assignments.load()
         await self.agent.mqtt.subscribe([("tasks/+/request", 1)])
+        try:
+            earlier = read_json(self._published_path)
+        except (OSError, ValueError):
+            earlier = []
+        if isinstance(earlier, list):
+            stale = [i for i in earlier if isinstance(i, str) and _is_id(i)]
+            if stale:
+                self.agent.spawn(self._clear_stale(stale), "clear stale résumés")
+
+    async def _clear_stale(self, ids: list[str]) -> None:
+        await self.agent.mqtt.wait_connected()
+        live = {w.agent_id for w in self.workers.values()}
+        for agent_id in ids:
+            if agent_id not in live:
+                log.info("clearing the résumé %s left by an earlier run", agent_id)
+                await self.agent.mqtt.publish(
+                    contract.agent_topic(agent_id, "resume"), b"", qos=1, retain=True
+                )
+        self._save_published()
+
+    def _save_published(self) -> None:
+        ids = sorted(w.agent_id for w in self.workers.values() if w.resume is not None)
+        try:
+            atomic_write_json(self._published_path, ids)
+        except (OSError, ValueError) as exc:
+            log.error("cannot write %s: %s", self._published_path, exc)
 
     async def stop(self) -> None:
         """Withdraw every résumé this node published (the workers stop with the agent)."""
@@ -112,6 +143,8 @@ class TradingHost:
         log.info(
             "%s %s trades work (skills %s, pool %s)", worker.kind, worker.name, _skills(worker), worker.pool
         )
+        if worker.resume is not None:
+            self._save_published()
         self.agent.state_changed()
 
     async def _withdraw(self, worker: Worker) -> None:
@@ -127,6 +160,7 @@ class TradingHost:
             await self.agent.mqtt.publish(
                 contract.agent_topic(worker.agent_id, "resume"), b"", qos=1, retain=True
             )
+            self._save_published()
         self.agent.state_changed()
 
     async def _publish_resume(self, worker: Worker) -> None:
@@ -328,3 +362,11 @@ class TradingHost:
 
 def _skills(worker: Worker) -> str:
     return ", ".join((worker.resume or {}).get("skills", [])) or "none"
+
+
+def _is_id(value: str) -> bool:
+    try:
+        contract.check_id(value)
+    except ContractError:
+        return False
+    return True
