@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from .model import FleetModel
 
-__all__ = ["ResumeRegistry", "TradingOps"]
+__all__ = ["ResumeRegistry", "TradingOps", "build_request"]
 
 _UNAVAILABLE = ("lost", "offline")
 
@@ -90,6 +90,43 @@ def _order(resume: dict[str, Any]) -> tuple[int, int]:
     return (session if isinstance(session, int) else 0, version if isinstance(version, int) else 0)
 
 
+def build_request(
+    skill: str,
+    inputs: Any = None,
+    *,
+    deadline: float = 2.0,
+    constraints: dict[str, Any] | None = None,
+    retention: float = trading.DEFAULT_RETENTION,
+    grace: float = 5.0,
+) -> dict[str, Any]:
+    """A validated ``tasks/{task}/request`` payload with a fresh task id.
+
+    Raises:
+        UsageError: a bad skill, inputs that are not JSON, constraints, or a deadline
+            outside (0, 3600] s / grace outside [0, 86400] s.
+    """
+    if not 0 < deadline <= 3600 or not 0 <= grace <= 86400:
+        raise UsageError("auction: deadline must be in (0, 3600] s and grace in [0, 86400] s")
+    now = time.time()
+    try:
+        request = trading.read(
+            trading.REQUEST_SCHEMA,
+            {
+                "task": contract.new_id(),
+                "skill": skill,
+                "inputs": inputs,
+                "bid_by": now + deadline,
+                "constraints": constraints or {},
+                "retention": retention,
+                "ts": now,
+            },
+        )
+        contract.encode(request)
+    except (ContractError, TypeError, ValueError) as exc:
+        raise UsageError(f"auction: {getattr(exc, 'message', exc)}") from None
+    return request
+
+
 class TradingOps:
     """Work trading over the fleet's session (a mixin of ``AsyncFleet``)."""
 
@@ -138,24 +175,15 @@ class TradingOps:
             UsageError: invalid arguments.
             ConnectError: the broker did not take the request.
         """
+        request = build_request(
+            skill, inputs, deadline=deadline, constraints=constraints, retention=retention, grace=grace
+        )
+        if expect is not None and expect < 0:
+            raise UsageError("auction: expect must be >= 0")
+        if assign_qos not in (1, 2):
+            raise UsageError("auction: assign_qos must be 1 or 2")
         t0 = time.monotonic()
-        task = contract.new_id()
-        try:
-            request = trading.read(
-                trading.REQUEST_SCHEMA,
-                {
-                    "task": task,
-                    "skill": skill,
-                    "inputs": inputs,
-                    "bid_by": time.time() + deadline,
-                    "constraints": constraints or {},
-                    "retention": retention,
-                    "ts": time.time(),
-                },
-            )
-            contract.encode(request)
-        except (ContractError, TypeError, ValueError) as exc:
-            raise UsageError(f"auction: {getattr(exc, 'message', exc)}") from None
+        task = request["task"]
         if expect is None:
             expect = sum(
                 1 for r in self.resumes(skill) if r["available"] and trading.meets(r, request["constraints"])

@@ -78,6 +78,9 @@ async def cmd_submit(ctx: Context) -> int:
     except ValueError as exc:
         raise UsageError(f"task submit: --inputs is not JSON: {exc}") from None
     constraints: dict[str, Any] = {"accredit": a.accredit, "region": a.task_region, "max_usd": a.max_usd}
+    from ..trading import build_request
+
+    build_request(a.skill, inputs, deadline=a.deadline, constraints=constraints)  # refuse before connecting
     async with ctx.fleet() as fleet:
         outcome = await fleet.auction(a.skill, inputs, deadline=a.deadline, constraints=constraints)
     if a.json:
