@@ -13,13 +13,33 @@ __all__ = ["add_submit_options", "cmd_submit", "register"]
 
 def register(sub: Any) -> None:
     """Add ``resumes`` and ``acl generate`` (``task submit`` rides on ``task``, see actors)."""
-    p = sub.add_parser("resumes", help="capability résumés of the fleet's actors (agents/+/resume)")
+    p = sub.add_parser(
+        "resumes",
+        help="capability résumés of the fleet's actors (agents/+/resume)",
+        description="The retained résumés of actors and components that trade work, joined with"
+        " their node's liveness (available: no when the node is lost or offline).",
+        examples=["devfleet resumes --skill sql-optimiser", "devfleet resumes --region eu-central-1 --json"],
+    )
     p.add_argument("--skill", help="only actors offering this skill")
     p.add_argument("--region", help="only actors in this region")
     p.set_defaults(handler=cmd_resumes)
-    p = sub.add_parser("acl", help="broker ACL generated from résumés (acl generate)")
+    p = sub.add_parser(
+        "acl",
+        help="broker ACL generated from résumés (acl generate)",
+        description="Broker policy from accreditations (docs/trading.md).",
+        examples=["devfleet acl generate --template deploy/mosquitto/acl"],
+    )
     nested = sub.nested(p, "acl_command")
-    g = nested.add_parser("generate", help="print the mosquitto ACL: the template plus accreditation rules")
+    g = nested.add_parser(
+        "generate",
+        help="print the mosquitto ACL: the template plus accreditation rules",
+        description="Print the ACL template followed by one user section per node whose actors hold"
+        " an accreditation (gdpr: patient-data/#), from the live résumés or a node-config file.",
+        examples=[
+            "devfleet acl generate --template deploy/mosquitto/acl > /etc/devfleet/mosquitto/acl",
+            "devfleet acl generate --node-config accredit.json",
+        ],
+    )
     g.add_argument("--template", metavar="FILE", help="the ACL template (default: none)")
     g.add_argument(
         "--node-config", metavar="FILE", help='JSON {"node": {"accredit": [...]}} instead of résumés'
