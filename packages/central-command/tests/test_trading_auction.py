@@ -177,9 +177,13 @@ def test_a_lost_or_silent_assignee_passes_the_task_to_the_next_bidder(mosquitto:
         fleet.spawn("tr-next", spec("steady", 0.02))
         _resumes(fleet, 2)
 
-        # Silent: the cheapest hangs past its eta (2 s) + grace; the next one answers.
-        outcome = fleet.auction("sql-optimiser", {"hang": "flaky"}, deadline=5, grace=0.5)
-        assert outcome["status"] == "ok" and outcome["name"] == "steady", outcome
+        # Silent: the cheapest hangs past its eta (2 s) + grace; the next one answers,
+        # and the silent one is told to stop (its late output would replace the chosen one).
+        with MqttProbe.connect_to(mosquitto) as logs:
+            logs.subscribe("agents/+/logs")
+            outcome = fleet.auction("sql-optimiser", {"hang": "flaky"}, deadline=5, grace=0.5)
+            assert outcome["status"] == "ok" and outcome["name"] == "steady", outcome
+            logs.wait_for("agents/+/logs", lambda m: "cancelled by the requester" in m.text(), timeout=10)
         assert outcome["attempts"] == [
             {"agent": outcome["attempts"][0]["agent"], "node": "tr-lost", "reason": "silent past its eta"}
         ]

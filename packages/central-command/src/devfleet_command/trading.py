@@ -242,6 +242,12 @@ class TradingOps:
                 if out is not None:
                     return self._outcome(task, out["status"], offer, out, len(proposals), attempts, t0)
                 attempts.append({"agent": offer["agent"], "node": offer["node"], "reason": why})
+                # Tell it to stop (if it is alive): its late output would replace the next one's.
+                cancel = {**assignment, "cancel": True, "ts": time.time()}
+                with contextlib.suppress(ConnectError):
+                    await self._publish(
+                        contract.task_topic(task, "assign", offer["agent"]), cancel, qos=assign_qos
+                    )
             status = "failed" if ranked else "no_bids"
             return self._outcome(task, status, None, None, len(proposals), attempts, t0)
         finally:

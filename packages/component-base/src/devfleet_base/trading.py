@@ -111,6 +111,7 @@ ASSIGN_SCHEMA: Final = Schema(
         "plan": Field("list", default=[], max=64),
         "retention": Field("float", default=DEFAULT_RETENTION, min=0, max=7 * 86400.0),
         "expires_at": Field("float", nullable=True, default=None, min=0),
+        "cancel": Field("bool", default=False, doc="The requester gave up on it: stop, publish nothing."),
         "ts": Field("float", min=0),
     },
 )

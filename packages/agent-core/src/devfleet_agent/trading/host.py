@@ -65,6 +65,7 @@ class TradingHost:
         # redelivery with the same result instead of running it twice.
         self.jobs = CommandMemory(None, limit=8192, keep_for=3600.0)
         self._pools: dict[str, int] = {}
+        self._running: dict[str, asyncio.Future[dict[str, Any]]] = {}
         # Résumé ids this node published, on disk: after a crash (no clean withdraw)
         # the next start clears those no actor claims again, so no ghost stays retained.
         self._published_path = agent.data_dir / "resumes.json"
@@ -221,7 +222,7 @@ class TradingHost:
         if worker.bid is not None:
             try:
                 custom = await worker.bid(request)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # actor code may call exit()
                 log.warning("%s %s: bid raised %s: %s", worker.kind, worker.name, type(exc).__name__, exc)
                 return
             if custom is None:
@@ -262,6 +263,9 @@ class TradingHost:
             log.warning("assignment on %s names another task or agent; ignored", msg.topic)
             return
         aid = assignment["assignment"]
+        if assignment["cancel"]:
+            await self._cancel(worker, assignment)
+            return
         if aid in self.assignments:
             done = self.assignments.final(aid)
             log.info("assignment %s arrived again: %s", aid, "answered again" if done else "still running")
@@ -280,9 +284,40 @@ class TradingHost:
                 worker, assignment, error=(Code.UNKNOWN_COMMAND, f"{worker.name} has no run()")
             )
         else:
-            output = await self._run(worker, assignment)
+            running = asyncio.ensure_future(self._run(worker, assignment))
+            self._running[aid] = running
+            try:
+                output = await asyncio.shield(running)
+            except asyncio.CancelledError:
+                if not running.cancelled():
+                    running.cancel()
+                    raise  # the agent is stopping, not the requester
+                await self._record(worker, "info", f"assignment {aid} cancelled by the requester")
+                return  # remembered as cancelled by _cancel: no output, never run again
+            finally:
+                self._running.pop(aid, None)
         self.assignments.remember(aid, output, expires_at=expires_at)
         await self._publish_output(output, assignment["retention"])
+
+    async def _cancel(self, worker: Worker, assignment: dict[str, Any]) -> None:
+        """The requester gave the task to another bidder: stop this run if it is going,
+        and make sure a late delivery of the assignment never starts it. Its output
+        would otherwise replace the chosen one's retained output."""
+        aid = assignment["assignment"]
+        if self.assignments.final(aid) is not None:
+            return  # finished already; the requester ignores that output
+        cancelled = self._output(worker, assignment, error=("cancelled", "the requester cancelled it"))
+        self.assignments.remember(aid, cancelled, expires_at=assignment["expires_at"])
+        running = self._running.get(aid)
+        if running is not None:
+            running.cancel()
+
+    async def _record(self, worker: Worker, level: str, message: str) -> None:
+        """One line on ``agents/{id}/logs`` (the actors' log format)."""
+        log.info("%s %s: %s", worker.kind, worker.name, message)
+        record = {"type": "log", "actor_id": worker.agent_id, "name": worker.name, "node": self.agent.node,
+                  "level": level, "message": message, "timestamp": time.time()}  # fmt: skip
+        await self.agent.publish_json(contract.agent_topic(worker.agent_id, "logs"), record, qos=1)
 
     async def _run(self, worker: Worker, assignment: dict[str, Any]) -> dict[str, Any]:
         assert worker.run is not None
@@ -291,7 +326,7 @@ class TradingHost:
             contract.encode(result)
         except DevfleetError as exc:
             return self._output(worker, assignment, error=(exc.code, exc.message))
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # actor code may call exit()
             return self._output(worker, assignment, error=(Code.FAILED, f"{type(exc).__name__}: {exc}"))
         return self._output(worker, assignment, result=result)
 
@@ -352,7 +387,7 @@ class TradingHost:
             done.update(status="ok", result=result)
         except DevfleetError as exc:
             done.update(status="error", error={"code": exc.code, "message": exc.message})
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # actor code may call exit()
             done.update(
                 status="error", error={"code": Code.FAILED, "message": f"{type(exc).__name__}: {exc}"}
             )
