@@ -61,7 +61,7 @@ def _local_requirements(path: str) -> list[str]:
     visit(path, with_test_extra=True)
     out = []
     for p in seen:
-        extra = "[testing,mqtt,signing]" if p == "packages/component-base" else ""
+        extra = {"packages/component-base": "[testing,mqtt,signing]", "packages/central-command": "[deploy]"}.get(p, "")
         out += ["-e", f"./{p}{extra}"]
     return out
 
