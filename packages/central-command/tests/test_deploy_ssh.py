@@ -237,14 +237,29 @@ def test_deploy_upgrade_undeploy(
     assert "python3 -m venv" in out and "supervise.py start" in out
     assert not prefix.exists()
 
-    # First deploy: venv, agent and component from the wheelhouse, credentials 0600, online.
+    # A failure part-way (a component the wheelhouse lacks) names the step, what was
+    # left and how to undo it.
+    code, out, err = run(
+        capsys,
+        "deploy", "127.0.0.1", "--name", node, "--wheelhouse", str(wheelhouse),
+        "--components", "devfleet-no-such-component", *common,
+    )  # fmt: skip
+    assert code == 1
+    assert " venv " in err  # made, and left for the next run
+    assert err.strip().splitlines()[-1].startswith("devfleet: 127.0.0.1:") and "install failed (python -m pip): ERROR: No matching distribution" in err
+    assert f"left on the target: {prefix}" in out
+    undo = next(line.split("to undo: ", 1)[1] for line in out.splitlines() if "to undo: " in line)
+    assert undo == f"devfleet undeploy 127.0.0.1 --ssh-port {sshd.port} --prefix {prefix}"
+
+    # Deploy again: venv (kept), agent and component from the wheelhouse, credentials 0600, online.
     code, out, err = run(
         capsys,
         "deploy", "127.0.0.1", "--name", node, "--wheelhouse", str(wheelhouse),
         "--components", "devfleet-example-minimal", *common,
     )  # fmt: skip
     assert code == 0, out + err
-    for step in ("connect", "check", "prepare", "venv", "install", "configure", "service", "online"):
+    assert " venv " not in err
+    for step in ("connect", "check", "stop", "prepare", "upload", "install", "configure", "service", "online"):
         assert f" {step} " in err, step
     assert "NOT started again after a reboot" in out
     assert node in out and "online" in out  # what `devfleet show` prints
@@ -281,8 +296,9 @@ def test_deploy_upgrade_undeploy(
     with pytest.raises(ProcessLookupError):
         os.kill(first_pid, 0)
 
-    # Undeploy: process, prefix and the node's retained topics are gone.
-    code, out, err = run(capsys, "undeploy", "127.0.0.1", *ssh_args(sshd), "--prefix", str(prefix), "--broker", common[common.index("--broker") + 1])
+    # Undeploy, as the failure above said: process, prefix and retained topics are gone.
+    undo_args = undo.split()[1:]
+    code, out, err = run(capsys, *undo_args, *ssh_args(sshd)[2:], "--broker", common[common.index("--broker") + 1])
     assert code == 0, out + err
     assert not prefix.exists()
     with pytest.raises(ProcessLookupError):

@@ -9,6 +9,7 @@ detail)`` is called as each step starts and ends (the CLI's progress display).
 from __future__ import annotations
 
 import posixpath
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -94,7 +95,10 @@ async def _execute(remote: Remote, act: Action, staging: str) -> None:
     if act.argv:
         done = await remote.run(list(act.argv), sudo=act.sudo)
         if done.exit_status not in act.ok_codes:
-            raise DeployError(act.step, f"{label}: {act.argv[0].rsplit('/', 1)[-1]} failed: {done.last_line()}")
+            prog = act.argv[0].rsplit("/", 1)[-1]
+            if len(act.argv) > 2 and act.argv[1] == "-m":
+                prog += f" -m {act.argv[2]}"
+            raise DeployError(act.step, f"{label}: {act.step} failed ({prog}): {done.last_line()}")
         return
     # A file: straight over SFTP, or (with sudo) staged in the home directory and moved
     # into place by `install`, which sets mode and owner in the same step.
@@ -115,16 +119,16 @@ async def _run_actions(remote: Remote, acts: list[Action], host: str, report: Re
     staging = posixpath.join(facts.home, ".devfleet-staging")
     if any(a.sudo and not a.argv for a in acts):
         await remote.run(["mkdir", "-p", "-m", "0700", staging])
-    step = ""
+    step, started = "", time.monotonic()
     for act in acts:
         if act.step != step:
             if step:
-                report(host, step, "done")
-            step = act.step
+                report(host, step, f"done ({time.monotonic() - started:.1f} s)")
+            step, started = act.step, time.monotonic()
             report(host, step, "...")
         await _execute(remote, act, staging)
     if step:
-        report(host, step, "done")
+        report(host, step, f"done ({time.monotonic() - started:.1f} s)")
 
 
 def undo_command(target: SshTarget, layout: Layout) -> str:
@@ -190,8 +194,9 @@ async def deploy(
         if online is not None:
             out.step = "online"
             report(target.label, "online", "waiting for the birth")
+            started = time.monotonic()
             await online()
-            report(target.label, "online", "done")
+            report(target.label, "online", f"done ({time.monotonic() - started:.1f} s)")
         out.ok, out.step = True, "done"
     except DevfleetError as exc:
         out.error = exc.message
