@@ -61,7 +61,10 @@ def _local_requirements(path: str) -> list[str]:
     visit(path, with_test_extra=True)
     out = []
     for p in seen:
-        extra = {"packages/component-base": "[testing,mqtt,signing]", "packages/central-command": "[deploy]"}.get(p, "")
+        extra = {
+            "packages/component-base": "[testing,mqtt,signing]",
+            "packages/central-command": "[deploy]",
+        }.get(p, "")
         out += ["-e", f"./{p}{extra}"]
     return out
 

@@ -61,21 +61,28 @@ class Sshd:
 
 
 def _keygen(path: Path) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "devfleet-test", "-f", str(path)], check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "devfleet-test", "-f", str(path)], check=True
+    )
 
 
 def start_sshd(root: Path) -> Sshd:
     """Start sshd in ``root`` and wait until it accepts connections (at most 10 s)."""
     binary = shutil.which("sshd") or "/usr/sbin/sshd"
     if not os.access(binary, os.X_OK) or not shutil.which("ssh-keygen"):
-        pytest.fail("the deploy tests need OpenSSH's sshd: sudo apt-get install openssh-server", pytrace=False)
+        pytest.fail(
+            "the deploy tests need OpenSSH's sshd: sudo apt-get install openssh-server", pytrace=False
+        )
     for name in ("host_key", "user_key", "other_key"):
         _keygen(root / name)
     auth = root / "authorized_keys"
     auth.write_text((root / "user_key.pub").read_text())
     auth.chmod(0o600)
     port = free_port()
-    sftp = next((p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/sftp-server") if Path(p).exists()), "internal-sftp")
+    sftp = next(
+        (p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/sftp-server") if Path(p).exists()),
+        "internal-sftp",
+    )
     config = root / "sshd_config"
     config.write_text(
         "\n".join(
@@ -126,8 +133,18 @@ def build_wheelhouse(out: Path, *projects: Path) -> Path:
     the dependencies come from pip's cache or the index)."""
     out.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-build-isolation",
-         "--wheel-dir", str(out), *map(str, projects)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(out),
+            *map(str, projects),
+        ],
         check=True,
         cwd=ROOT,
     )
@@ -142,8 +159,19 @@ def bumped_wheel(project: Path, version: str, out: Path, tmp: Path) -> None:
     text = meta.read_text()
     meta.write_text(text.replace('version = "0.1.0"', f'version = "{version}"', 1))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-build-isolation",
-         "--no-deps", "--wheel-dir", str(out), str(copy)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-build-isolation",
+            "--no-deps",
+            "--wheel-dir",
+            str(out),
+            str(copy),
+        ],
         check=True,
     )
 
@@ -190,7 +218,11 @@ def ssh_args(sshd: Sshd, *, key: Path | None = None, known: Path | None = None) 
 
 def installed_version(prefix: Path, dist: str) -> str:
     done = subprocess.run(
-        [str(prefix / "venv" / "bin" / "python"), "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"],
+        [
+            str(prefix / "venv" / "bin" / "python"),
+            "-c",
+            f"import importlib.metadata as m; print(m.version({dist!r}))",
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -232,7 +264,9 @@ def test_deploy_upgrade_undeploy(
     node = "n-ssh-deploy"
 
     # The plan changes nothing.
-    code, out, err = run(capsys, "deploy", "127.0.0.1", "--name", node, "--wheelhouse", str(wheelhouse), "--dry-run", *common)
+    code, out, err = run(
+        capsys, "deploy", "127.0.0.1", "--name", node, "--wheelhouse", str(wheelhouse), "--dry-run", *common
+    )
     assert code == 0, err
     assert "python3 -m venv" in out and "supervise.py start" in out
     assert not prefix.exists()
@@ -246,7 +280,10 @@ def test_deploy_upgrade_undeploy(
     )  # fmt: skip
     assert code == 1
     assert " venv " in err  # made, and left for the next run
-    assert err.strip().splitlines()[-1].startswith("devfleet: 127.0.0.1:") and "install failed (python -m pip): ERROR: No matching distribution" in err
+    assert (
+        err.strip().splitlines()[-1].startswith("devfleet: 127.0.0.1:")
+        and "install failed (python -m pip): ERROR: No matching distribution" in err
+    )
     assert f"left on the target: {prefix}" in out
     undo = next(line.split("to undo: ", 1)[1] for line in out.splitlines() if "to undo: " in line)
     assert undo == f"devfleet undeploy 127.0.0.1 --ssh-port {sshd.port} --prefix {prefix}"
@@ -259,7 +296,17 @@ def test_deploy_upgrade_undeploy(
     )  # fmt: skip
     assert code == 0, out + err
     assert " venv " not in err
-    for step in ("connect", "check", "stop", "prepare", "upload", "install", "configure", "service", "online"):
+    for step in (
+        "connect",
+        "check",
+        "stop",
+        "prepare",
+        "upload",
+        "install",
+        "configure",
+        "service",
+        "online",
+    ):
         assert f" {step} " in err, step
     assert "NOT started again after a reboot" in out
     assert node in out and "online" in out  # what `devfleet show` prints
@@ -298,7 +345,9 @@ def test_deploy_upgrade_undeploy(
 
     # Undeploy, as the failure above said: process, prefix and retained topics are gone.
     undo_args = undo.split()[1:]
-    code, out, err = run(capsys, *undo_args, *ssh_args(sshd)[2:], "--broker", common[common.index("--broker") + 1])
+    code, out, err = run(
+        capsys, *undo_args, *ssh_args(sshd)[2:], "--broker", common[common.index("--broker") + 1]
+    )
     assert code == 0, out + err
     assert not prefix.exists()
     with pytest.raises(ProcessLookupError):
@@ -317,7 +366,7 @@ def test_unknown_host_key_refused_and_accept_new(
     assert "unknown host key" in err.splitlines()[-1] and "--accept-new-host-key" in err
     assert not known.exists()
 
-    code, out, err = run(capsys, *args, *ssh_args(sshd, known=known), "--accept-new-host-key")
+    code, _out, err = run(capsys, *args, *ssh_args(sshd, known=known), "--accept-new-host-key")
     assert code == 0, err
     host_key = (sshd.known_hosts.read_text().split())[1:3]
     assert known.read_text().split()[1:3] == host_key
@@ -359,12 +408,22 @@ def test_failures_are_one_line(
 def test_hosts_file_three_targets_one_fails(
     sshd: Sshd, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    user = os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+    user = (
+        os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+    )
     hosts = tmp_path / "hosts"
     # localhost is not in known_hosts (only 127.0.0.1 is): that one is refused.
     hosts.write_text(f"# lab\n127.0.0.1 n-a\n{user}@127.0.0.1 n-b\nlocalhost n-c\n")
-    code, out, err = run(
-        capsys, "deploy", "--hosts", str(hosts), "--dry-run", "--prefix", str(tmp_path / "p"), "--json", *ssh_args(sshd)
+    code, out, _ = run(
+        capsys,
+        "deploy",
+        "--hosts",
+        str(hosts),
+        "--dry-run",
+        "--prefix",
+        str(tmp_path / "p"),
+        "--json",
+        *ssh_args(sshd),
     )
     assert code == 3
     got = {t["node"]: t for t in json.loads(out)["targets"]}
@@ -372,6 +431,8 @@ def test_hosts_file_three_targets_one_fails(
     assert not got["n-c"]["ok"] and got["n-c"]["step"] == "connect"
     assert "unknown host key" in got["n-c"]["error"]
     # The same as a table.
-    code, out, err = run(capsys, "deploy", "--hosts", str(hosts), "--dry-run", "--prefix", str(tmp_path / "p"), *ssh_args(sshd))
+    code, out, _err = run(
+        capsys, "deploy", "--hosts", str(hosts), "--dry-run", "--prefix", str(tmp_path / "p"), *ssh_args(sshd)
+    )
     row = next(line for line in out.splitlines() if line.startswith("localhost"))
     assert "FAILED" in row and "connect" in row and "unknown host key" in row

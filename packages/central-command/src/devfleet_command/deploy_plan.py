@@ -330,7 +330,9 @@ def check_facts(facts: Facts, layout: Layout, host: str) -> None:
     """
     if facts.python[:2] < MIN_PYTHON:
         need = ".".join(map(str, MIN_PYTHON))
-        raise UsageError(f"{host}: Python {'.'.join(map(str, facts.python))} is too old (the agent needs {need})")
+        raise UsageError(
+            f"{host}: Python {'.'.join(map(str, facts.python))} is too old (the agent needs {need})"
+        )
     free = _prefix_facts(facts, layout).get("free_mb", -1)
     if isinstance(free, int) and 0 <= free < MIN_FREE_MB:
         raise UsageError(f"{host}: only {free} MB free at {layout.prefix} (need {MIN_FREE_MB} MB)")
@@ -364,26 +366,44 @@ def deploy_actions(
     state = _prefix_facts(facts, layout)
     acts: list[Action] = []
     manifest = json.dumps(
-        {"node": opts.name, "prefix": layout.prefix, "system": layout.system, "etc": layout.etc, "data": layout.data},
+        {
+            "node": opts.name,
+            "prefix": layout.prefix,
+            "system": layout.system,
+            "etc": layout.etc,
+            "data": layout.data,
+        },
         sort_keys=True,
     ).encode()
     if state.get("manifest"):
         if layout.system:
             acts.append(Action("stop", ("systemctl", "stop", UNIT_NAME), sudo=sudo, ok_codes=(0, 5)))
         else:
-            acts.append(Action("stop", (layout.python, layout.supervisor, "stop", layout.pidfile), ok_codes=(0, 1, 2)))
+            acts.append(
+                Action("stop", (layout.python, layout.supervisor, "stop", layout.pidfile), ok_codes=(0, 1, 2))
+            )
     if layout.system and not facts.service_user:
         acts.append(
             Action(
                 "prepare",
-                ("useradd", "--system", "--home-dir", layout.data, "--shell", "/usr/sbin/nologin", SERVICE_USER),
+                (
+                    "useradd",
+                    "--system",
+                    "--home-dir",
+                    layout.data,
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    SERVICE_USER,
+                ),
                 sudo=sudo,
             )
         )
     acts.append(Action("prepare", ("mkdir", "-p", "-m", "0755", layout.prefix, layout.wheelhouse), sudo=sudo))
     acts.append(Action("prepare", ("mkdir", "-p", "-m", "0700", layout.etc, layout.data), sudo=sudo))
     if layout.system:
-        acts.append(Action("prepare", ("chown", f"{SERVICE_USER}:{SERVICE_USER}", layout.etc, layout.data), sudo=sudo))
+        acts.append(
+            Action("prepare", ("chown", f"{SERVICE_USER}:{SERVICE_USER}", layout.etc, layout.data), sudo=sudo)
+        )
     acts.append(Action("prepare", path=layout.manifest, data=manifest, mode=0o644, sudo=sudo))
     if not state.get("venv"):
         acts.append(Action("venv", (opts.python, "-m", "venv", layout.venv), sudo=sudo))
@@ -391,7 +411,9 @@ def deploy_actions(
     pip += ["--upgrade-strategy", "only-if-needed"]
     if opts.wheelhouse is not None:
         for wheel in sorted(opts.wheelhouse.glob("*.whl")):
-            acts.append(Action("upload", path=posixpath.join(layout.wheelhouse, wheel.name), local=wheel, sudo=sudo))
+            acts.append(
+                Action("upload", path=posixpath.join(layout.wheelhouse, wheel.name), local=wheel, sudo=sudo)
+            )
         pip += ["--no-index", "--find-links", layout.wheelhouse]
     elif opts.index_url:
         pip += ["--index-url", opts.index_url]
@@ -399,7 +421,9 @@ def deploy_actions(
     owner = SERVICE_USER if layout.system else ""
     for name, data in files.items():
         path = posixpath.join(layout.etc, name)
-        acts.append(Action("configure", path=path, data=data, mode=0o600, owner=owner, secret=True, sudo=sudo))
+        acts.append(
+            Action("configure", path=path, data=data, mode=0o600, owner=owner, secret=True, sudo=sudo)
+        )
     config = posixpath.join(layout.etc, "agent.toml")
     if layout.system:
         assert unit is not None, "a system layout needs the unit file"
@@ -409,9 +433,18 @@ def deploy_actions(
         acts.append(Action("service", ("systemctl", "restart", UNIT_NAME), sudo=sudo))
     else:
         acts.append(Action("service", path=layout.supervisor, local=supervisor, mode=0o644))
-        agent = (posixpath.join(layout.venv, "bin", "devfleet-agent"), "--config", config, "--data-dir", layout.data)
+        agent = (
+            posixpath.join(layout.venv, "bin", "devfleet-agent"),
+            "--config",
+            config,
+            "--data-dir",
+            layout.data,
+        )
         acts.append(
-            Action("service", (layout.python, layout.supervisor, "start", layout.pidfile, layout.logfile, "--", *agent))
+            Action(
+                "service",
+                (layout.python, layout.supervisor, "start", layout.pidfile, layout.logfile, "--", *agent),
+            )
         )
     return acts
 
@@ -421,13 +454,19 @@ def undeploy_actions(facts: Facts, layout: Layout) -> list[Action]:
     sudo = layout.system and not facts.root
     acts: list[Action] = []
     if layout.system:
-        acts.append(Action("stop", ("systemctl", "disable", "--now", UNIT_NAME), sudo=sudo, ok_codes=(0, 1, 5)))
+        acts.append(
+            Action("stop", ("systemctl", "disable", "--now", UNIT_NAME), sudo=sudo, ok_codes=(0, 1, 5))
+        )
         acts.append(Action("remove", ("rm", "-rf", "--", *layout.removed_by_undeploy()), sudo=sudo))
         acts.append(Action("remove", ("systemctl", "daemon-reload"), sudo=sudo))
         if facts.service_user:
             acts.append(Action("remove", ("userdel", SERVICE_USER), sudo=sudo, ok_codes=(0, 6)))
     else:
-        acts.append(Action("stop", (layout.python, layout.supervisor, "stop", layout.pidfile), ok_codes=(0, 1, 2, 127)))
+        acts.append(
+            Action(
+                "stop", (layout.python, layout.supervisor, "stop", layout.pidfile), ok_codes=(0, 1, 2, 127)
+            )
+        )
         acts.append(Action("remove", ("rm", "-rf", "--", layout.prefix)))
     return acts
 

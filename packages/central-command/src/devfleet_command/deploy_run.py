@@ -233,9 +233,13 @@ async def undeploy(
             out.step = "check"
             prefixes = [prefix] if prefix else ["/opt/devfleet", "~/.local/share/devfleet"]
             facts = await probe(remote, python, prefixes)
-            found = [(p, s["manifest"]) for p, s in facts.prefixes.items() if isinstance(s.get("manifest"), dict)]
+            found = [
+                (p, s["manifest"]) for p, s in facts.prefixes.items() if isinstance(s.get("manifest"), dict)
+            ]
             if not found:
-                raise DeployError("check", f"{target.label}: no devfleet deploy found at {', '.join(prefixes)}")
+                raise DeployError(
+                    "check", f"{target.label}: no devfleet deploy found at {', '.join(prefixes)}"
+                )
             where, manifest = found[0]
             out.node = str(manifest.get("node", ""))
             layout = Layout(where, system=bool(manifest.get("system")))

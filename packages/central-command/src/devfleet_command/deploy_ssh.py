@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import shlex
 import uuid
 from dataclasses import dataclass
@@ -53,9 +54,7 @@ def load_asyncssh() -> Any:
     try:
         import asyncssh
     except ImportError:
-        raise UsageError(
-            "deploy needs asyncssh: pip install 'devfleet-central-command[deploy]'"
-        ) from None
+        raise UsageError("deploy needs asyncssh: pip install 'devfleet-central-command[deploy]'") from None
     return asyncssh
 
 
@@ -169,7 +168,7 @@ class Remote:
             raise DeployError(
                 "connect", f"{where}: SSH login refused (key not accepted for this user)"
             ) from None
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise DeployError("connect", f"{where}: no SSH answer within {target.timeout:g} s") from None
         except ssh.Error as exc:
             raise DeployError("connect", f"{where}: SSH failed: {exc.reason}") from None
@@ -210,8 +209,10 @@ class Remote:
         ssh = load_asyncssh()
         try:
             done = await asyncio.wait_for(self._conn.run(shlex.join(full), check=False), timeout)
-        except (TimeoutError, asyncio.TimeoutError):
-            raise DeployError("ssh", f"{self.target.label}: {argv[0]} did not finish within {timeout:g} s") from None
+        except TimeoutError:
+            raise DeployError(
+                "ssh", f"{self.target.label}: {argv[0]} did not finish within {timeout:g} s"
+            ) from None
         except ssh.Error as exc:
             raise DeployError("ssh", f"{self.target.label}: SSH failed: {exc.reason}") from None
         status = done.exit_status if done.exit_status is not None else -1
@@ -230,12 +231,15 @@ class Remote:
 
     async def put(self, local: Path, path: str, mode: int = 0o644) -> None:
         """Upload one local file to ``path`` (skipped when a file of the same size is there)."""
+        ssh = load_asyncssh()
+        size = os.stat(local).st_size
         async with self._conn.start_sftp_client() as sftp:
             try:
-                if (await sftp.stat(path)).size == local.stat().st_size:
-                    return
-            except Exception:  # noqa: BLE001 - any SFTP error: not there, upload it
-                pass
+                same = (await sftp.stat(path)).size == size
+            except ssh.SFTPError:
+                same = False  # not there (or unreadable): upload it
+            if same:
+                return  # a wheel's name carries its version: same name and size, same wheel
             await sftp.put(str(local), path)
             await sftp.chmod(path, mode)
 

@@ -17,6 +17,7 @@ running/not stopped. Nothing here survives a reboot: that is why deploy warns.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -73,10 +74,8 @@ def _supervise(pidfile: str, logfile: str, argv: list[str]) -> int:
             log.write(f"supervise: agent exited {code}; restarting in {backoff:.0f} s\n".encode())
             time.sleep(backoff)
             backoff = min(backoff * 2, 60.0)
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(pidfile)
-    except OSError:
-        pass
     return code
 
 
@@ -118,10 +117,8 @@ def stop(pidfile: str, wait: float = 20.0) -> int:
         if not _alive(pid):
             return 0
         time.sleep(0.05)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(os.getpgid(pid), signal.SIGKILL)  # the supervisor and the agent share a group
-    except ProcessLookupError:
-        pass
     return 0
 
 
@@ -133,7 +130,9 @@ def main(argv: list[str]) -> int:
         return stop(argv[1])
     if len(argv) == 2 and argv[0] == "status":
         return 0 if _read_pid(argv[1]) is not None else 1
-    print("usage: supervise.py start PIDFILE LOGFILE -- CMD... | stop PIDFILE | status PIDFILE", file=sys.stderr)
+    print(
+        "usage: supervise.py start PIDFILE LOGFILE -- CMD... | stop PIDFILE | status PIDFILE", file=sys.stderr
+    )
     return 2
 
 

@@ -35,7 +35,9 @@ def _ssh_flags(p: Any) -> None:
         "a changed key is always refused",
     )
     p.add_argument("--prefix", metavar="DIR", help="install here, run as a supervised background process")
-    p.add_argument("--python", default="python3", metavar="PATH", help="the target's Python (default python3)")
+    p.add_argument(
+        "--python", default="python3", metavar="PATH", help="the target's Python (default python3)"
+    )
     p.add_argument("--dry-run", action="store_true", help="connect and check, print the plan, change nothing")
 
 
@@ -152,7 +154,9 @@ def _node_files(ctx: Context, opts: Options, root: Path, dry_run: bool, notes: l
                 install_dir=layout.etc,
                 broker_ca=Path(ctx.tls_ca).expanduser() if ctx.tls_ca else None,
             )
-            notes.append(f"{opts.name}: new broker credentials; add {out / 'passwd'} to the broker's password_file")
+            notes.append(
+                f"{opts.name}: new broker credentials; add {out / 'passwd'} to the broker's password_file"
+            )
         extra: dict[str, object] = {"data_dir": layout.data}
         if opts.allow_install:
             extra["allow_install"] = True
@@ -193,14 +197,17 @@ async def _wait_online(ctx: Context, node: str, seconds: float) -> None:
             ) from None
 
 
-async def cmd_deploy(ctx: Context) -> int:
-    """Deploy to one target or a --hosts file; print progress and a summary."""
-    import asyncio
+def _jobs(ctx: Context) -> tuple[list[tuple[Any, str]], Path | None, list[str]]:
+    """The targets with their node names, the wheelhouse and the components, checked.
+
+    Raises:
+        UsageError: bad or conflicting flags, an unreadable --hosts file, no wheels.
+    """
     from pathlib import Path
 
-    from ..deploy_plan import Options, check_requirements, parse_hosts_file
-    from ..deploy_run import deploy
-    from ..deploy_ssh import load_asyncssh
+    from devfleet_base.contract import check_name
+
+    from ..deploy_plan import check_requirements, parse_hosts_file
     from ..errors import UsageError
 
     a = ctx.args
@@ -216,8 +223,6 @@ async def cmd_deploy(ctx: Context) -> int:
         if not a.target or not a.name:
             raise UsageError("name the device and the node: devfleet deploy [USER@]HOST --name NODE")
         jobs = [(a.target, a.name)]
-    from devfleet_base.contract import check_name
-
     for _, name in jobs:
         check_name(name, "node")
     if not 1 <= a.parallel <= 64:
@@ -226,13 +231,25 @@ async def cmd_deploy(ctx: Context) -> int:
     if wheelhouse is not None and not any(wheelhouse.glob("*.whl")):
         raise UsageError(f"--wheelhouse {a.wheelhouse}: no wheels there (python3 dev.py build makes them)")
     components = check_requirements(list(a.components))
-    targets = [(_target(ctx, t), n) for t, n in jobs]
     if not a.dry_run and ctx.identity() is None:
-        ctx.identity()  # raises for an unreadable file
         raise UsageError(
             "deploy provisions the node with this console's identity: --signing-key-file FILE "
             "(make one with: devfleet provision --console NAME --out DIR)"
         )
+    return [(_target(ctx, t), n) for t, n in jobs], wheelhouse, components
+
+
+async def cmd_deploy(ctx: Context) -> int:
+    """Deploy to one target or a --hosts file; print progress and a summary."""
+    import asyncio
+    from pathlib import Path
+
+    from ..deploy_plan import Options
+    from ..deploy_run import deploy
+    from ..deploy_ssh import load_asyncssh
+
+    a = ctx.args
+    targets, wheelhouse, components = _jobs(ctx)
     load_asyncssh()
     unit = _unit()
     report = _progress(ctx)
@@ -288,7 +305,9 @@ async def _summary(ctx: Context, outcomes: list[Outcome], notes: list[str], *, s
             con.print(t)
         for o in failed:
             if o.left:
-                con.print(f"{o.target}: left on the target: {', '.join(o.left)}", markup=False, soft_wrap=True)
+                con.print(
+                    f"{o.target}: left on the target: {', '.join(o.left)}", markup=False, soft_wrap=True
+                )
                 con.print(f"{o.target}: to undo: {o.undo}", markup=False, soft_wrap=True)
         if show and not failed:
             from .nodes import table
