@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from devfleet_base.contract import check_name
+from devfleet_base.errors import DevfleetError
 
 from .errors import UsageError
 
@@ -122,11 +123,11 @@ def parse_hosts_file(text: str, source: str = "--hosts") -> list[tuple[str, str]
         parts = line.split()
         if len(parts) != 2:
             raise UsageError(f"{source} line {number}: expected '[USER@]HOST NAME', got {line[:80]!r}")
-        parse_target(parts[0])
         try:
+            parse_target(parts[0])
             check_name(parts[1], "node")
-        except ValueError as exc:
-            raise UsageError(f"{source} line {number}: {exc}") from None
+        except DevfleetError as exc:
+            raise UsageError(f"{source} line {number}: {exc.message}") from None
         if parts[1] in seen:
             raise UsageError(f"{source} line {number}: node {parts[1]} is named twice")
         seen.add(parts[1])
