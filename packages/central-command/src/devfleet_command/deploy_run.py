@@ -119,6 +119,15 @@ async def _run_actions(remote: Remote, acts: list[Action], host: str, report: Re
     staging = posixpath.join(facts.home, ".devfleet-staging")
     if any(a.sudo and not a.argv for a in acts):
         await remote.run(["mkdir", "-p", "-m", "0700", staging])
+        try:
+            await _steps(remote, acts, host, report, staging)
+        finally:
+            await remote.run(["rm", "-rf", "--", staging])  # files staged for sudo install
+        return
+    await _steps(remote, acts, host, report, staging)
+
+
+async def _steps(remote: Remote, acts: list[Action], host: str, report: Reporter, staging: str) -> None:
     step, started = "", time.monotonic()
     for act in acts:
         if act.step != step:
