@@ -48,18 +48,23 @@ def test_changed_kid_replay_of_configure_is_refused(mqtt_broker, probe, operator
     new = operator.sign(
         topic, contract.Command.envelope({"set": {"description": "new"}}, reply_to="replies/atk")
     )
+    firsts = []
     for msg in (old, new):
         probe.publish(topic, msg)
-        assert _receipt(probe, "replies/atk", msg["id"])["status"] == "ok"
+        firsts.append(_receipt(probe, "replies/atk", msg["id"]))
+        assert firsts[-1]["status"] == "ok"
     agent.stop()
     mark = probe.mark()
     agent = AgentThread(settings).start()
     try:
         probe.wait_for("nodes/atk-cfg/status", _online, since=mark)
-        for replay, code in ((_new_kid(old), "bad_signature"), (old, "replay")):
-            mark = probe.mark()
-            probe.publish(topic, replay)
-            assert _receipt(probe, "replies/atk", old["id"], since=mark)["code"] == code
+        mark = probe.mark()
+        probe.publish(topic, _new_kid(old))
+        assert _receipt(probe, "replies/atk", old["id"], since=mark)["code"] == "bad_signature"
+        mark = probe.mark()
+        probe.publish(topic, old)  # as captured: a redelivery gets the old receipt, no second run
+        again = _receipt(probe, "replies/atk", old["id"], since=mark)
+        assert again["status"] == "ok" and again["ts"] == firsts[0]["ts"]
         mark = probe.mark()
         ping = contract.Command.envelope(reply_to="replies/atk")
         probe.publish(contract.node_command_topic("atk-cfg", "config_get"), ping)

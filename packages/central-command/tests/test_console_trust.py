@@ -80,6 +80,14 @@ async def test_forged_descriptions_are_not_believed(
             Identity.load(key).sign("nodes/t5/status", forged, ttl=None) | {"status": "lost"},
         )
         attacker.publish("nodes/ghost/meta", {"node": "ghost", "session": 1, "version": 1})
+        # Heartbeats keep a node from going stale: only the node may send them.
+        attacker.publish("nodes/t5/heartbeat", {"node": "t5", "uptime": 999999.0, "timestamp": 1.0})
+        aid = "00000000-0000-0000-0000-000000000001"
+        attacker.publish(
+            f"agents/{aid}/heartbeat", {"actor_id": aid, "name": "fake", "node": "t5", "state": "running"}
+        )
         await fleet.wait_until_synced()
         assert fleet.node("t5").online and "ghost" not in fleet.model
-        assert fleet.refused_descriptions >= 2
+        assert (fleet.node("t5").heartbeat or {}).get("uptime") != 999999.0
+        assert "fake" not in str(fleet.node("t5").actors)
+        assert fleet.refused_descriptions >= 4

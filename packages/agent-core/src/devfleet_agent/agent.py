@@ -31,11 +31,12 @@ from devfleet_base.mqtt import ConnectionRefusedFatal, Inbound, MqttSession, Ses
 from devfleet_base.replay import ReplayGuard
 from devfleet_base.signing import DEFAULT_TTL, Verifier
 
+from .command_ids import CommandMemory
 from .commands import Dispatcher
 from .config_store import ConfigStore, configure_arguments
 from .describe import host_facts
 from .logship import LogShipper
-from .payloads import Descriptions, heartbeat_payload, telemetry_payload
+from .payloads import Descriptions, OwnStatus, heartbeat_payload, judge_own_status, telemetry_payload
 from .sdnotify import SdNotifier
 from .settings import Settings
 from .storage import atomic_write_json, read_json
@@ -46,7 +47,18 @@ __all__ = ["Agent", "RouteHandler", "Subsystem"]
 log = logging.getLogger("devfleet.agent")
 
 SIGNED_KINDS = frozenset(
-    {"meta", "status", "state", "cfg", "receipts", "inbox", "agents", "agent_heartbeat", "migrate_result"}
+    {
+        "meta",
+        "status",
+        "state",
+        "cfg",
+        "heartbeat",
+        "receipts",
+        "inbox",
+        "agents",
+        "agent_heartbeat",
+        "migrate_result",
+    }
 )
 """What a node with a signing identity signs when it publishes (``parse_topic`` kinds)."""
 
@@ -56,9 +68,30 @@ REBIRTH_INTERVAL = 5.0
 EXIT_CONFIG = 77
 """Exit code for a problem only the operator can fix (credentials, a certificate the
 agent can never accept): the systemd unit does not restart on it (``RestartPreventExitStatus``)."""
+CLASH_BACKOFF = (30.0, 600.0)
+"""Reconnect wait (first, most) while another process uses this node name: doubled
+at every reconnect, so two such processes take the session from each other once
+in minutes rather than four times a second."""
+_NEVER_RETAINED = frozenset({"cmd", "stop", "stop_all", "migrate", "list", "by_name_task"})
+"""Control topics whose messages must not be retained (``spawn`` may be: the node clears it)."""
+CLASH_FORGET = 900.0
+"""Seconds without new evidence after which a name clash is forgotten."""
 
 RouteHandler = Callable[[Inbound, TopicMatch], Awaitable[None]]
 Provider = Callable[[], Any]
+
+
+def _clash_fields(other: dict[str, Any]) -> dict[str, Any]:
+    """What we republish about the other process: only well-formed small values (the
+    payload came from the wire and goes back out in our retained status)."""
+    instance, session, since = other.get("instance"), other.get("session"), other.get("ts")
+    ok_session = isinstance(session, int) and not isinstance(session, bool) and 0 <= session < 2**53
+    ok_since = isinstance(since, (int, float)) and not isinstance(since, bool) and 0 <= since < 1e11
+    return {
+        "instance": instance if isinstance(instance, str) and len(instance) <= 64 else None,
+        "session": session if ok_session else None,
+        "since": since if ok_since else time.time(),
+    }
 
 
 class Subsystem(Protocol):
@@ -130,6 +163,10 @@ class Agent:
         self._config_lock = asyncio.Lock()
         self._unsent_receipts: deque[tuple[str, dict[str, Any], bytes | None]] = deque(maxlen=256)
         self._desired_error: dict[str, Any] | None = None
+        self._cleared: set[str] = set()
+        self.name_clash: dict[str, Any] | None = None
+        """Set while another live process uses this node name (shown in status and state)."""
+        self._clash_seen_at = 0.0
         self.exit_code = 0
         self.restart_requested = False
         self.stop_reason = ""
@@ -183,6 +220,8 @@ class Agent:
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
+            if isinstance(task.exception(), ConnectionRefusedFatal):
+                return  # run() reports it in one line: no traceback for bad credentials
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
     def state_changed(self) -> None:
@@ -252,6 +291,8 @@ class Agent:
 
     def state_payload(self) -> dict[str, Any]:
         payload = self.descriptions.envelope()
+        if self.name_clash is not None:
+            payload["name_clash"] = self.name_clash
         self._add_provided(payload, "state")
         return payload
 
@@ -259,7 +300,10 @@ class Agent:
         return self.descriptions.cfg(self.store, self._desired_error)
 
     def status_payload(self, status: str) -> dict[str, Any]:
-        return self.descriptions.status(status)
+        payload = self.descriptions.status(status)
+        if self.name_clash is not None:
+            payload["name_clash"] = self.name_clash
+        return payload
 
     def _add_provided(self, payload: dict[str, Any], section: str) -> None:
         for key, provider in self._providers[section].items():
@@ -350,6 +394,8 @@ class Agent:
             previous = 0
         self.descriptions.session = previous + 1
         atomic_write_json(counters_path, {"session": self.session_counter})
+        self.dispatcher.memory = CommandMemory(self.data_dir / "commands.json")
+        self.dispatcher.memory.load()
 
     async def run(self) -> int:
         """Run until stopped; return the exit code."""
@@ -421,6 +467,7 @@ class Agent:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _on_connect(self) -> None:
+        self._clash_on_connect()
         acked = await self.publish_birth(wait=self.notifier.enabled and not self._ready_sent)
         if self.notifier.enabled and acked and not self._ready_sent:
             # systemd's "started" means the node is visible to the fleet, not just running.
@@ -461,6 +508,54 @@ class Agent:
                 last_status = status
             await asyncio.sleep(tick)
 
+    # ---- duplicate node names ---------------------------------------------------------
+
+    def _clash_seen(self, other: dict[str, Any] | None) -> None:
+        """Another process uses this node name: say so once, show it, and back off."""
+        self._clash_seen_at = time.monotonic()
+        clash = _clash_fields(other or {})
+        first = self.name_clash is None
+        self.name_clash = clash
+        if first:
+            log.error(
+                "another agent process uses the node name %r (instance %s, session %s): the broker"
+                " hands the session back and forth; backing off (reconnect after %.0f s, up to %.0f s)."
+                " Give each node a unique --name",
+                self.node,
+                clash["instance"] or "unknown",
+                clash["session"] if clash["session"] is not None else "unknown",
+                CLASH_BACKOFF[0],
+                CLASH_BACKOFF[1],
+            )
+            self.mqtt.reconnect_floor = CLASH_BACKOFF[0]
+            if self.mqtt.connected:
+                self.spawn(self._publish_status_online(), "clash status")
+                self.state_changed()
+
+    def _clash_on_connect(self) -> None:
+        if self.mqtt.taken_over:
+            self.mqtt.taken_over = 0
+            self._clash_seen(None)  # MQTT 5 told us: another client took our session
+            return
+        if self.name_clash is None:
+            return
+        if time.monotonic() - self._clash_seen_at > CLASH_FORGET:
+            log.info(
+                "no sign of the other process named %r for %.0f s; clash forgotten", self.node, CLASH_FORGET
+            )
+            self.name_clash = None
+            self.mqtt.reconnect_floor = 0.0
+            return
+        # We got the session back by taking it: wait longer next time it is taken.
+        self.mqtt.reconnect_floor = min(
+            CLASH_BACKOFF[1], max(CLASH_BACKOFF[0], self.mqtt.reconnect_floor * 2)
+        )
+
+    async def _publish_status_online(self) -> None:
+        await self.publish_json(
+            contract.node_topic(self.node, "status"), self.status_payload("online"), qos=1, retain=True
+        )
+
     # ---- loops -----------------------------------------------------------------------
 
     def _sampler_or_none(self) -> Any:
@@ -492,7 +587,11 @@ class Agent:
     async def _heartbeat_loop(self) -> None:
         while True:
             await self.mqtt.wait_connected()
-            await self.publish_json(contract.node_topic(self.node, "heartbeat"), self.heartbeat_payload())
+            # Retained: a console that connects between heartbeats (a one-shot `devfleet ls`)
+            # sees the latest figures, and dates the node by the payload's timestamp.
+            await self.publish_json(
+                contract.node_topic(self.node, "heartbeat"), self.heartbeat_payload(), retain=True
+            )
             await self._sleep_or_wake(self.store.config["heartbeat"]["interval"])
 
     async def _telemetry_loop(self) -> None:
@@ -514,6 +613,8 @@ class Agent:
         if match is None:
             log.debug("ignoring message on %s", msg.topic)
             return
+        if match.kind in _NEVER_RETAINED and self._retained_control(msg, match):
+            return
         if match.kind == "cmd":
             self.spawn(
                 self.dispatcher.handle(
@@ -522,6 +623,7 @@ class Agent:
                     msg.payload,
                     response_topic=msg.response_topic,
                     correlation=msg.correlation,
+                    retained=msg.retain,
                 ),
                 f"cmd {match.verb}",
             )
@@ -531,6 +633,24 @@ class Agent:
             self._on_own_status(msg)
         elif match.kind in self._routes:
             self.spawn(self._guarded(self._routes[match.kind], msg, match), match.kind)
+
+    def _retained_control(self, msg: Inbound, match: TopicMatch) -> bool:
+        """Deal with a control message the broker holds retained; True when it is handled
+        here (not to be run). A retained command would run again on every reconnect (a
+        retained ``restart`` restarts the node forever): clear it, refuse it, say so."""
+        if not msg.payload:
+            # Our own clear coming back (or someone else's): nothing to run or answer.
+            if msg.topic in self._cleared:
+                self._cleared.discard(msg.topic)
+                return True
+            return msg.retain
+        if not msg.retain:
+            return False
+        log.warning("%s arrived retained; control messages are not retained: not run, cleared", msg.topic)
+        self._cleared.add(msg.topic)
+        self.spawn(self.mqtt.publish(msg.topic, b"", qos=1, retain=True), "clear retained")
+        # A command goes on to the dispatcher, which answers it with an error receipt.
+        return match.kind != "cmd"
 
     async def _guarded(self, handler: RouteHandler, msg: Inbound, match: TopicMatch) -> None:
         try:
@@ -545,23 +665,37 @@ class Agent:
             payload = contract.decode(msg.payload) if msg.payload else None
         except ContractError:
             payload = None
-        if isinstance(payload, dict) and payload.get("status") == "online":
-            sig = payload.get("_sig")
-            if self.identity is None or (
-                payload.get("session") == self.session_counter
-                and isinstance(sig, dict)
-                and sig.get("kid") == self.identity.kid
-            ):
-                return
-        # A stale will (or a purge, or junk) replaced our birth while we are alive: be
-        # born again, at most once per rebirth_interval (a flood of junk writes must not
-        # become a flood of births).
-        if self._rebirth_pending is None:
-            log.warning(
-                "retained status of this node says %r; publishing the birth again",
-                (payload or {}).get("status") if isinstance(payload, dict) else payload,
-            )
-        self.spawn(self.rebirth(), "rebirth")
+        verdict = judge_own_status(
+            payload,
+            retained=msg.retain,
+            instance=self.descriptions.instance,
+            started_at=self.started_at,
+        )
+        if (
+            verdict.action == "ok"
+            and self.identity is not None
+            and not _signed_by(payload, self.identity.kid)
+        ):
+            # In a signed fleet consoles ignore an "online" we did not sign: repair it.
+            verdict = OwnStatus("rebirth", verdict.status)
+        if verdict.action == "clash":
+            self._clash_seen(verdict.other)
+            if verdict.status != "online" and not msg.retain:
+                self.spawn(self._publish_status_online(), "rebirth")  # its will replaced our birth
+        elif verdict.action == "previous":
+            # What the previous run left (offline after a restart, lost after a crash):
+            # expected, and our birth is already on its way.
+            log.info("previous run of this node ended %s", verdict.status or "without a status")
+        elif verdict.action == "rebirth":
+            # A stale will, a purge or junk replaced our birth while we are alive: be born
+            # again, at most once per rebirth_interval (a flood of junk writes must not
+            # become a flood of births).
+            if self._rebirth_pending is None:
+                log.warning(
+                    "retained status of this node was replaced by %r; publishing the birth again",
+                    verdict.status if verdict.status is not None else msg.payload[:40],
+                )
+            self.spawn(self.rebirth(), "rebirth")
 
     async def rebirth(self) -> None:
         """Publish the birth again, rate-limited: requests while one is due share it."""
@@ -687,3 +821,8 @@ class Agent:
                 await hook(config)
             except Exception:
                 log.exception("config hook %r failed", hook)
+
+
+def _signed_by(payload: Any, kid: str) -> bool:
+    sig = payload.get("_sig") if isinstance(payload, dict) else None
+    return isinstance(sig, dict) and sig.get("kid") == kid
