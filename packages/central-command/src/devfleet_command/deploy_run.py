@@ -65,9 +65,18 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     plan: list[str] = field(default_factory=list)
     facts: str = ""
+    view: Any = None  # the node as the console saw it come online (a NodeView)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v not in ("", [], None) or k in ("ok", "step")}
+        """JSON-ready; ``show`` is what ``devfleet show NODE --json`` prints."""
+        out = {
+            k: v
+            for k, v in self.__dict__.items()
+            if k != "view" and (v not in ("", [], None) or k in ("ok", "step"))
+        }
+        if self.view is not None:
+            out["show"] = self.view.to_dict()
+        return out
 
 
 async def probe(remote: Remote, python: str, prefixes: list[str]) -> Facts:
@@ -169,8 +178,8 @@ async def deploy(
         unit: deploy/systemd/devfleet-agent.service, for targets with systemd.
         report: progress callback.
         dry_run: connect and check only, and put the plan in ``Outcome.plan``.
-        online: awaited after the service step; waits for the node's birth (raises
-            DevfleetError on timeout).
+        online: awaited after the service step; waits for the node's birth and
+            returns the node's view (raises DevfleetError on timeout).
     """
     out = Outcome(target.label, opts.name)
     layout: Layout | None = None
@@ -204,7 +213,7 @@ async def deploy(
             out.step = "online"
             report(target.label, "online", "waiting for the birth")
             started = time.monotonic()
-            await online()
+            out.view = await online()
             report(target.label, "online", f"done ({time.monotonic() - started:.1f} s)")
         out.ok, out.step = True, "done"
     except DevfleetError as exc:

@@ -106,7 +106,7 @@ def _target(ctx: Context, text: str) -> Any:
         identity=Path(a.identity) if a.identity else None,
         known_hosts=Path(a.known_hosts),
         accept_new=a.accept_new_host_key,
-        timeout=ctx.timeout,
+        timeout=ctx.timeout_or(10.0),
     )
 
 
@@ -184,12 +184,18 @@ def _unit() -> bytes | None:
     return source.read_bytes() if source.is_file() else None
 
 
-async def _wait_online(ctx: Context, node: str, seconds: float) -> None:
+async def _wait_online(ctx: Context, node: str, seconds: float) -> Any:
+    """Wait for the node's birth; return its view (what ``devfleet show`` prints).
+
+    Raises:
+        ConsoleTimeout: not online within ``seconds`` (the message says what to check).
+    """
     from ..errors import ConsoleTimeout
 
     async with ctx.fleet() as fleet:
         try:
             await fleet.wait_for(lambda m: (v := m.get(node)) is not None and v.online, timeout=seconds)
+            return fleet.model.get(node)
         except ConsoleTimeout:
             raise ConsoleTimeout(
                 f"{node} is installed and started but not online within {seconds:g} s "
@@ -278,10 +284,10 @@ async def cmd_deploy(ctx: Context) -> int:
             )
 
     outcomes = await asyncio.gather(*(one(t, n) for t, n in targets))
-    return await _summary(ctx, list(outcomes), notes, show=not a.hosts and not a.dry_run)
+    return _summary(ctx, list(outcomes), notes, show=not a.hosts and not a.dry_run)
 
 
-async def _summary(ctx: Context, outcomes: list[Outcome], notes: list[str], *, show: bool) -> int:
+def _summary(ctx: Context, outcomes: list[Outcome], notes: list[str], *, show: bool) -> int:
     failed = [o for o in outcomes if not o.ok]
     if ctx.json:
         ctx.emit_json({"targets": [o.to_dict() for o in outcomes], "notes": notes})
@@ -300,8 +306,10 @@ async def _summary(ctx: Context, outcomes: list[Outcome], notes: list[str], *, s
             t = Table(box=None, pad_edge=False)
             for col in ("TARGET", "NODE", "RESULT", "STEP", "DETAIL"):
                 t.add_column(col)
-            for o in outcomes:
-                t.add_row(o.target, o.node, "ok" if o.ok else "FAILED", o.step, o.error or o.facts)
+            from .render import cell
+
+            for o in outcomes:  # the facts and errors hold the target's words: never markup
+                t.add_row(o.target, o.node, "ok" if o.ok else "FAILED", o.step, cell(o.error or o.facts))
             con.print(t)
         for o in failed:
             if o.left:
@@ -309,13 +317,11 @@ async def _summary(ctx: Context, outcomes: list[Outcome], notes: list[str], *, s
                     f"{o.target}: left on the target: {', '.join(o.left)}", markup=False, soft_wrap=True
                 )
                 con.print(f"{o.target}: to undo: {o.undo}", markup=False, soft_wrap=True)
-        if show and not failed:
-            from .nodes import table
+        if show and not failed and outcomes[0].view is not None:
+            from .nodes import show_renderables
 
-            async with ctx.fleet() as fleet:
-                view = fleet.model.get(outcomes[0].node)
-                if view is not None:
-                    con.print(table([view]))
+            for part in show_renderables(outcomes[0].view):
+                con.print(part)
     if len(outcomes) == 1 and failed:
         import sys
 
@@ -335,10 +341,17 @@ async def cmd_undeploy(ctx: Context) -> int:
     load_asyncssh()
 
     async def purge(node: str) -> None:
+        import contextlib
+
+        from ..errors import NodeNotFound
+
+        # NodeNotFound: it never came online, nothing retained to clear. force: the agent
+        # is stopped (its "offline" retained); it covers an agent killed before it spoke.
         async with ctx.fleet() as fleet:
-            await fleet.purge(node, force=True, timeout=ctx.timeout)
+            with contextlib.suppress(NodeNotFound):
+                await fleet.purge(node, force=True, timeout=ctx.timeout_or(10.0))
 
     outcome = await undeploy(
         target, prefix=a.prefix, python=a.python, report=_progress(ctx), dry_run=a.dry_run, purge=purge
     )
-    return await _summary(ctx, [outcome], [], show=False)
+    return _summary(ctx, [outcome], [], show=False)
