@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from devfleet_command.commands.deploy import _unit
 from devfleet_command.deploy_plan import (
     UNIT_NAME,
     Facts,
@@ -24,6 +25,10 @@ from devfleet_command.deploy_plan import (
 from devfleet_command.errors import UsageError
 
 UNIT = (Path(__file__).resolve().parents[3] / "deploy" / "systemd" / UNIT_NAME).read_bytes()
+
+
+def test_the_packaged_unit_is_deploy_systemds() -> None:
+    assert _unit() == UNIT
 
 
 def facts(**kw: object) -> Facts:

@@ -173,15 +173,11 @@ def _node_files(ctx: Context, opts: Options, root: Path, dry_run: bool, notes: l
 
 
 def _unit() -> bytes | None:
-    """deploy/systemd/devfleet-agent.service: packaged in the wheel, or the source tree's."""
+    """deploy/systemd/devfleet-agent.service, as packaged (``data/`` links to it)."""
     from importlib import resources
-    from pathlib import Path
 
     packaged = resources.files("devfleet_command").joinpath("data/devfleet-agent.service")
-    if packaged.is_file():
-        return packaged.read_bytes()
-    source = Path(__file__).resolve().parents[5] / "deploy" / "systemd" / "devfleet-agent.service"
-    return source.read_bytes() if source.is_file() else None
+    return packaged.read_bytes() if packaged.is_file() else None
 
 
 async def _wait_online(ctx: Context, node: str, seconds: float) -> Any:
