@@ -3,6 +3,8 @@ layout's actions, secrets never shown, and the deploy extra loaded lazily."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +68,23 @@ def test_hosts_file_never_crashes(text: str) -> None:
         assert "\n" not in exc.message
         return
     assert jobs and len({name for _, name in jobs}) == len(jobs)
+
+
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        st.recursive(
+            st.none() | st.integers() | st.floats() | st.text(max_size=5),
+            lambda c: (
+                st.lists(c, max_size=4)
+                | st.dictionaries(st.sampled_from(["python", "os", "prefixes", "home", "x"]), c, max_size=5)
+            ),
+        ).map(json.dumps),
+    )
+)
+def test_junk_probe_output_is_a_value_error(line: str) -> None:
+    with contextlib.suppress(ValueError):  # anything else (KeyError, OverflowError...) fails
+        assert isinstance(Facts.parse(line), Facts)
 
 
 def test_hosts_file_lines() -> None:

@@ -170,7 +170,13 @@ class Facts:
         Raises:
             ValueError: not the probe's output.
         """
-        raw = json.loads(line)
+        try:
+            return cls._parse(json.loads(line))
+        except (KeyError, IndexError, TypeError, OverflowError, AttributeError) as exc:
+            raise ValueError(f"not the probe's output: {exc!r}"[:200]) from None
+
+    @classmethod
+    def _parse(cls, raw: Any) -> Facts:
         if not isinstance(raw, dict):
             raise ValueError("probe output is not an object")
         py = raw["python"]

@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devfleet_base.contract import check_name
 from devfleet_base.errors import DevfleetError
 
 from . import deploy_supervise
 from .deploy_plan import (
     PROBE,
+    SYSTEM_PREFIX,
     Action,
     Facts,
     Layout,
@@ -95,7 +97,7 @@ async def probe(remote: Remote, python: str, prefixes: list[str]) -> Facts:
         raise DeployError("check", f"{remote.target.label}: {python} failed: {done.last_line()}")
     try:
         return Facts.parse(done.stdout.strip().splitlines()[-1])
-    except (ValueError, KeyError, IndexError, TypeError):
+    except (ValueError, IndexError):
         raise DeployError("check", f"{remote.target.label}: unexpected answer from {python}") from None
 
 
@@ -260,7 +262,9 @@ async def undeploy(
                 )
             where, manifest = found[0]
             out.node = str(manifest.get("node", ""))
-            layout = Layout(where, system=bool(manifest.get("system")))
+            check_name(out.node, "node")  # the target wrote it: it names topics to clear
+            # The fixed system paths only where the system layout lives.
+            layout = Layout(where, system=bool(manifest.get("system")) and where == SYSTEM_PREFIX)
             acts = undeploy_actions(facts, layout)
             if dry_run:
                 out.plan = [f"{a.step:10} {a.describe()}" for a in acts]
