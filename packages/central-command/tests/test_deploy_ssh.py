@@ -205,6 +205,9 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+BASE_PYTHON = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+
+
 def ssh_args(sshd: Sshd, *, key: Path | None = None, known: Path | None = None) -> list[str]:
     return [
         "--ssh-port",
@@ -213,6 +216,9 @@ def ssh_args(sshd: Sshd, *, key: Path | None = None, known: Path | None = None) 
         str(key or sshd.user_key),
         "--known-hosts",
         str(known or sshd.known_hosts),
+        # The target's Python: the one running these tests (>= 3.11), whatever PATH has.
+        "--python",
+        BASE_PYTHON,
     ]
 
 
@@ -268,7 +274,7 @@ def test_deploy_upgrade_undeploy(
         capsys, "deploy", "127.0.0.1", "--name", node, "--wheelhouse", str(wheelhouse), "--dry-run", *common
     )
     assert code == 0, err
-    assert "python3 -m venv" in out and "supervise.py start" in out
+    assert f"{BASE_PYTHON} -m venv" in out and "supervise.py start" in out
     assert not prefix.exists()
 
     # A failure part-way (a component the wheelhouse lacks) names the step, what was

@@ -222,6 +222,9 @@ async def deploy(
         out.error = exc.message
         if isinstance(exc, DeployError) and exc.step not in ("ssh",):
             out.step = exc.step
+        if out.step == "online" and layout is not None:  # installed and started, not born
+            out.left = layout.removed_by_undeploy()
+            out.undo = undo_command(target, layout)
         report(target.label, out.step, f"FAILED: {exc.message}")
     return out
 
