@@ -123,7 +123,8 @@ def test_systemd_with_sudo_installs_the_system_unit() -> None:
         "/usr/sbin/nologin",
         "devfleet",
     ) in argvs
-    assert ("systemctl", "enable", UNIT_NAME) in argvs and ("systemctl", "restart", UNIT_NAME) in argvs
+    assert ("systemctl", "enable", UNIT_NAME) in argvs
+    assert ("systemctl", "restart", "--no-block", UNIT_NAME) in argvs  # the online step waits
     assert all(a.sudo for a in acts)
     unit = next(a for a in acts if a.path == f"/etc/systemd/system/{UNIT_NAME}")
     assert unit.data == UNIT and unit.mode == 0o644
@@ -134,6 +135,17 @@ def test_systemd_with_sudo_installs_the_system_unit() -> None:
     assert "--index-url https://pypi.org/simple" in shown
     # The unit runs what was installed where it looks.
     assert b"ExecStart=/opt/devfleet/venv/bin/devfleet-agent --config /etc/devfleet/agent.toml" in UNIT
+
+
+def test_root_without_sudo_still_gives_the_service_user_its_files() -> None:
+    f = facts(root=True, sudo=False)
+    layout, _ = choose_layout(Options(name="n"), f)
+    acts = deploy_actions(
+        Options(name="n"), f, layout, files={"agent.toml": b"x"}, unit=UNIT, supervisor=Path("s")
+    )
+    assert layout.system and not any(a.sudo for a in acts)
+    config = next(a for a in acts if a.path == "/etc/devfleet/agent.toml")
+    assert config.owner == "devfleet" and config.mode == 0o600
 
 
 def test_no_systemd_or_no_sudo_runs_in_the_background_with_a_warning() -> None:

@@ -442,3 +442,38 @@ def test_hosts_file_three_targets_one_fails(
     )
     row = next(line for line in out.splitlines() if line.startswith("localhost"))
     assert "FAILED" in row and "connect" in row and "unknown host key" in row
+
+
+def test_a_file_for_the_service_user_is_staged_then_installed(sshd: Sshd, tmp_path: Path) -> None:
+    """The system layout's path for config files (owner ``devfleet`` there; here
+    ``daemon``): written 0600 into a staging folder, moved by ``install -o -g -m``,
+    and the staging folder removed."""
+    from devfleet_command.deploy_plan import Action
+    from devfleet_command.deploy_run import _run_actions, probe
+    from devfleet_command.deploy_ssh import Remote, SshTarget
+
+    import pwd
+
+    # As root (CI) another owner proves the file went through `install -o`; Debian has
+    # user and group `daemon`.
+    user = "daemon" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
+    dest = tmp_path / "agent.toml"
+    steps: list[tuple[str, str]] = []
+
+    async def go() -> str:
+        target = SshTarget("127.0.0.1", port=sshd.port, identity=sshd.user_key, known_hosts=sshd.known_hosts)
+        async with await Remote.open(target) as remote:
+            facts = await probe(remote, BASE_PYTHON, [str(tmp_path)])
+            act = Action(
+                "configure", path=str(dest), data=b"password = 1\n", mode=0o600, owner=user, secret=True
+            )
+            await _run_actions(
+                remote, [act], "t", lambda host, step, detail: steps.append((step, detail)), facts
+            )
+            return facts.home
+
+    home = asyncio.run(go())
+    assert dest.read_bytes() == b"password = 1\n"
+    assert dest.stat().st_mode & 0o777 == 0o600 and dest.stat().st_uid == pwd.getpwnam(user).pw_uid
+    assert not (Path(home) / ".devfleet-staging").exists()
+    assert [s for s, _ in steps] == ["configure", "configure"]

@@ -424,6 +424,8 @@ def deploy_actions(
         pip += ["--no-index", "--find-links", layout.wheelhouse]
     elif opts.index_url:
         pip += ["--index-url", opts.index_url]
+    if layout.system:
+        pip.append("--root-user-action=ignore")  # a root-owned venv the service only reads
     acts.append(Action("install", (*pip, AGENT_DIST, *opts.components), sudo=sudo))
     owner = SERVICE_USER if layout.system else ""
     for name, data in files.items():
@@ -437,7 +439,9 @@ def deploy_actions(
         acts.append(Action("service", path=layout.unit, data=unit, mode=0o644, sudo=sudo))
         acts.append(Action("service", ("systemctl", "daemon-reload"), sudo=sudo))
         acts.append(Action("service", ("systemctl", "enable", UNIT_NAME), sudo=sudo))
-        acts.append(Action("service", ("systemctl", "restart", UNIT_NAME), sudo=sudo))
+        # --no-block: the unit is Type=notify with no start timeout (it waits for the
+        # broker as long as it takes); the online step waits for the birth instead.
+        acts.append(Action("service", ("systemctl", "restart", "--no-block", UNIT_NAME), sudo=sudo))
     else:
         acts.append(Action("service", path=layout.supervisor, local=supervisor, mode=0o644))
         agent = (

@@ -111,16 +111,17 @@ async def _execute(remote: Remote, act: Action, staging: str) -> None:
                 prog += f" -m {act.argv[2]}"
             raise DeployError(act.step, f"{label}: {act.step} failed ({prog}): {done.last_line()}")
         return
-    # A file: straight over SFTP, or (with sudo) staged in the home directory and moved
-    # into place by `install`, which sets mode and owner in the same step.
-    dest = act.path if not act.sudo else posixpath.join(staging, uuid.uuid4().hex[:12])
+    # A file: straight over SFTP, or (with sudo, or for another owner) staged in the
+    # home directory and moved into place by `install`, which sets mode and owner at once.
+    staged = act.sudo or bool(act.owner)
+    dest = posixpath.join(staging, uuid.uuid4().hex[:12]) if staged else act.path
     if act.local is not None:
         await remote.put(act.local, dest, act.mode)
     else:
-        await remote.write(dest, act.data or b"", 0o600 if act.sudo else act.mode)
-    if act.sudo:
+        await remote.write(dest, act.data or b"", 0o600 if staged else act.mode)
+    if staged:
         own = ["-o", act.owner, "-g", act.owner] if act.owner else []
-        done = await remote.run(["install", "-m", f"{act.mode:04o}", *own, dest, act.path], sudo=True)
+        done = await remote.run(["install", "-m", f"{act.mode:04o}", *own, dest, act.path], sudo=act.sudo)
         await remote.run(["rm", "-f", "--", dest])
         if done.exit_status != 0:
             raise DeployError(act.step, f"{label}: cannot install {act.path}: {done.last_line()}")
@@ -128,7 +129,7 @@ async def _execute(remote: Remote, act: Action, staging: str) -> None:
 
 async def _run_actions(remote: Remote, acts: list[Action], host: str, report: Reporter, facts: Facts) -> None:
     staging = posixpath.join(facts.home, ".devfleet-staging")
-    if any(a.sudo and not a.argv for a in acts):
+    if any((a.sudo or a.owner) and not a.argv for a in acts):
         await remote.run(["mkdir", "-p", "-m", "0700", staging])
         try:
             await _steps(remote, acts, host, report, staging)
