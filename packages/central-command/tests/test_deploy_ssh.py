@@ -448,11 +448,11 @@ def test_a_file_for_the_service_user_is_staged_then_installed(sshd: Sshd, tmp_pa
     """The system layout's path for config files (owner ``devfleet`` there; here
     ``daemon``): written 0600 into a staging folder, moved by ``install -o -g -m``,
     and the staging folder removed."""
+    import pwd
+
     from devfleet_command.deploy_plan import Action
     from devfleet_command.deploy_run import _run_actions, probe
     from devfleet_command.deploy_ssh import Remote, SshTarget
-
-    import pwd
 
     # As root (CI) another owner proves the file went through `install -o`; Debian has
     # user and group `daemon`.
