@@ -160,6 +160,16 @@ def test_no_systemd_or_no_sudo_runs_in_the_background_with_a_warning() -> None:
         choose_layout(Options(name="n", system=True), facts(systemd=False))
 
 
+def test_a_rerun_after_a_failure_before_the_venv_does_not_stop_what_never_ran() -> None:
+    prefix = "/home/pi/.local/share/devfleet"
+    for venv, stops in ((False, False), (True, True)):
+        f = facts(systemd=False, prefixes={prefix: {"manifest": {"node": "n"}, "venv": venv, "free_mb": 999}})
+        layout, _ = choose_layout(Options(name="n"), f)
+        acts = deploy_actions(Options(name="n"), f, layout, files={}, unit=None, supervisor=Path("s.py"))
+        assert any(a.step == "stop" for a in acts) is stops
+        assert any(a.step == "venv" for a in acts) is not venv
+
+
 def test_undeploy_removes_exactly_what_deploy_made() -> None:
     layout, _ = choose_layout(Options(name="n"), facts())
     acts = undeploy_actions(facts(service_user=True), layout)

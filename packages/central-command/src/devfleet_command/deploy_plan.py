@@ -385,7 +385,7 @@ def deploy_actions(
     if state.get("manifest"):
         if layout.system:
             acts.append(Action("stop", ("systemctl", "stop", UNIT_NAME), sudo=sudo, ok_codes=(0, 5)))
-        else:
+        elif state.get("venv"):  # an earlier run that failed before the venv started nothing
             acts.append(
                 Action("stop", (layout.python, layout.supervisor, "stop", layout.pidfile), ok_codes=(0, 1, 2))
             )
