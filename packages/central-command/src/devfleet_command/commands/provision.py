@@ -22,8 +22,13 @@ def register(sub: Any) -> None:
             "--ca-cert/--ca-key, a client certificate. devfleet provision --console NAME --out DIR: "
             "this console's own identity. Files are 0600; running it again rotates them."
         ),
+        examples=[
+            "devfleet provision --console op-console --out ~/.config/devfleet",
+            "devfleet --signing-key-file ~/.config/devfleet/op-console.json --broker mqtts://broker.lan:8883"
+            " --tls-ca ca.crt provision rpi-livingroom --out ./provision/rpi-livingroom",
+        ],
     )
-    p.add_argument("node", nargs="?", help="the node to provision")
+    p.add_argument("node", nargs="?", help="the node to provision (its name, also its broker user)")
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write (created)")
     p.add_argument("--console", metavar="NAME", help="make a console identity NAME instead of a node's")
     p.add_argument(
