@@ -54,6 +54,12 @@ def register(sub: Any) -> None:
             "and wait for its birth. Re-running upgrades in place and keeps the node's data and "
             "credentials. Needs this console's identity (--signing-key-file)."
         ),
+        examples=[
+            "devfleet deploy pi@rpi-livingroom.local --name rpi-livingroom --wheelhouse wheelhouse --dry-run",
+            "devfleet deploy pi@rpi-livingroom.local --name rpi-livingroom --wheelhouse wheelhouse "
+            "--components devfleet-component-ledstrip",
+            "devfleet deploy --hosts fleet.txt --index-url https://pypi.org/simple --json",
+        ],
     )
     p.add_argument("target", nargs="?", metavar="[USER@]HOST", help="the device")
     p.add_argument("--name", metavar="NODE", help="the node name")
@@ -82,6 +88,10 @@ def register(sub: Any) -> None:
             "venv, config and data (only where devfleet deploy left its deploy.json), then clear "
             "the node's retained topics on the broker."
         ),
+        examples=[
+            "devfleet undeploy pi@rpi-livingroom.local",
+            "devfleet undeploy pi@rpi-livingroom.local --prefix /home/pi/devfleet --dry-run",
+        ],
     )
     u.add_argument("target", metavar="[USER@]HOST", help="the device")
     _ssh_flags(u)
