@@ -52,7 +52,7 @@ async def test_a_console_without_the_operator_key_believes_no_node(
     operator = Identity.generate("console-real")
     agents.start("t4", "--signing-key-file", str(operator.issue_node("t4").save(tmp_path / "t4.json")))
     watcher = probe_factory(mosquitto)
-    await asyncio.to_thread(watcher.wait_for, "nodes/t4/status", lambda m: m.json()["status"] == "online", 20)
+    await asyncio.to_thread(watcher.wait_for, "nodes/t4/cfg", None, 20)  # the last of the birth
     stranger = Identity.generate("console-stranger")
     async with AsyncFleet.connect(mosquitto.url, identity=stranger) as fleet:
         # t4's birth is retained on the broker, but certified by an operator we do not
