@@ -26,6 +26,7 @@ MODULES: tuple[str, ...] = (
     "devfleet_command.commands.actors",
     "devfleet_command.commands.trading",
     "devfleet_command.commands.provision",
+    "devfleet_command.commands.deploy",
 )
 """Subcommand modules, in the order their commands appear in ``--help``."""
 
