@@ -27,6 +27,7 @@ MODULES: tuple[str, ...] = (
     "devfleet_command.commands.jobs",
     "devfleet_command.commands.trading",
     "devfleet_command.commands.provision",
+    "devfleet_command.commands.deploy",
 )
 """Subcommand modules, in the order their commands appear in ``--help``."""
 
