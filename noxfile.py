@@ -24,6 +24,7 @@ PACKAGES = {
     "packages/central-command": "devfleet-central-command",
     "packages/component-ledstrip": "devfleet-component-ledstrip",
     "packages/component-projector": "devfleet-component-projector",
+    "packages/component-viz": "devfleet-component-viz",
     "examples/minimal-component": "devfleet-example-minimal",
     "examples/demo": "",  # not a distribution: its tests run in the `tests` session
 }
@@ -37,6 +38,7 @@ TEST_TOOLS = [
     "pytest-timeout>=2.3",
     "hypothesis>=6.100",
     "amqtt>=0.11",
+    "playwright>=1.45",  # drives Debian's chromium (never a downloaded browser) for the viz tests
 ]
 
 
