@@ -7,7 +7,7 @@
     python3 dev.py nox -s tests -- -k config   # any nox invocation
 
 It makes a private tool venv (.dev/) with nox and uv, then hands over to nox
-(see noxfile.py). Tests need mosquitto and openssl; when one is missing and
+(see noxfile.py). Tests need mosquitto, openssl and chromium; when one is missing and
 this runs as root on Debian/Ubuntu, it is installed with apt-get.
 """
 
@@ -63,10 +63,13 @@ def _find_mosquitto() -> str | None:
 
 
 def _ensure_test_tools() -> None:
-    """mosquitto (the tests' broker) and openssl (their TLS certificates)."""
+    """mosquitto (the tests' broker), openssl (their TLS certificates) and chromium (the
+    viz tests' browser, driven by Playwright: never a downloaded one)."""
     missing = [] if _find_mosquitto() else ["mosquitto"]
     if not shutil.which("openssl"):
         missing.append("openssl")
+    if not shutil.which("chromium"):
+        missing.append("chromium")
     if not missing:
         return
     if os.geteuid() == 0 and shutil.which("apt-get"):
@@ -78,7 +81,7 @@ def _ensure_test_tools() -> None:
         subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=False, env=env)
         if "mosquitto" in missing:
             subprocess.run(["service", "mosquitto", "stop"], check=False, capture_output=True)
-        if _find_mosquitto() and shutil.which("openssl"):
+        if _find_mosquitto() and shutil.which("openssl") and shutil.which("chromium"):
             return
         _say("apt-get could not install " + " and ".join(missing))
         raise SystemExit(2)
