@@ -135,5 +135,5 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks against the raw paho floor; writes docs/benchmarks.md and bench/results.json."""
     reqs = _all_local_requirements()
-    session.install(*reqs)
+    session.install(*reqs, "playwright>=1.45")  # the viz section drives Debian's chromium
     session.run("python", "bench/run.py", *session.posargs)

@@ -35,7 +35,9 @@ KEEPALIVE = 5  # the agent's minimum: the broker sends the will within 1.5x
 
 
 def artifacts_dir() -> Path:
-    root = Path(os.environ.get("DEVFLEET_ARTIFACTS", Path(__file__).resolve().parents[3] / "tmp" / "artifacts"))
+    root = Path(
+        os.environ.get("DEVFLEET_ARTIFACTS", Path(__file__).resolve().parents[3] / "tmp" / "artifacts")
+    )
     out = root / "viz"
     out.mkdir(parents=True, exist_ok=True)
     return out

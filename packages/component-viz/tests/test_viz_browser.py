@@ -83,7 +83,9 @@ async def test_node_page_commands_config_logs_and_escaping(
         "document.getElementById('logs').textContent.includes('window.__pwned = 1')", timeout=10_000
     )
     assert await page.evaluate("window.__pwned") is None
-    assert await page.evaluate("document.querySelectorAll('#logs script, #logs img, #main script').length") == 0
+    assert (
+        await page.evaluate("document.querySelectorAll('#logs script, #logs img, #main script').length") == 0
+    )
 
     # A config change appears with its new version in the history.
     before = fleet.node("n1").config_version or 0
@@ -94,7 +96,9 @@ async def test_node_page_commands_config_logs_and_escaping(
 
     # Telemetry arrives as several series on one chart; the CSV has them.
     await page.wait_for_selector("canvas.plot", timeout=15_000)
-    await page.wait_for_function("document.querySelector('.legend').textContent.includes('memory')", timeout=15_000)
+    await page.wait_for_function(
+        "document.querySelector('.legend').textContent.includes('memory')", timeout=15_000
+    )
     csv_text = await page.evaluate("fetch('/api/nodes/n1/telemetry.csv').then(r => r.text())")
     assert csv_text.startswith("ts,metric,value\n") and ",cpu," in csv_text
     await page.screenshot(path=str(artifacts / "node.png"), full_page=True)

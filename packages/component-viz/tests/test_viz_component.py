@@ -50,7 +50,9 @@ async def test_viz_runs_inside_an_agent_and_shows_the_led_strip(
                 timeout=10_000,
             )
             await page.click("#commands button[data-verb=ping]")
-            await page.wait_for_selector('#receipts .receipt[data-verb="ping"][data-state="ok"]', timeout=10_000)
+            await page.wait_for_selector(
+                '#receipts .receipt[data-verb="ping"][data-state="ok"]', timeout=10_000
+            )
             # A component command from the page.
             await page.select_option("#comp-cmd", label="ledstrip · off")
             await page.click("#comp-run")
@@ -84,7 +86,7 @@ async def test_devfleet_viz_prints_its_address_and_serves(mqtt_broker: Any) -> N
 
 def test_devfleet_viz_refuses_a_bad_port_and_says_when_viz_is_missing(mqtt_broker: Any) -> None:
     proc = _devfleet("viz", "--port", "70000", "--broker", mqtt_broker.url)
-    out, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2 and err.count("\n") == 1 and "not a TCP port" in err
     missing = subprocess.run(
         [sys.executable, "-c",

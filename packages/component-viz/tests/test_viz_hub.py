@@ -12,7 +12,11 @@ from devfleet_viz.hub import FleetHub, HubLimits
 
 
 def _birth(probe: Any, node: str) -> None:
-    for kind, extra in (("meta", {}), ("status", {"status": "online"}), ("cfg", {"config_version": 1, "config": {}})):
+    for kind, extra in (
+        ("meta", {}),
+        ("status", {"status": "online"}),
+        ("cfg", {"config_version": 1, "config": {}}),
+    ):
         body = {"node": node, "session": 1, "version": 1, "ts": time.time(), **extra}
         probe.publish(f"nodes/{node}/{kind}", json.dumps(body), qos=1, retain=True)
 

@@ -69,7 +69,9 @@ class Viz(Component):
         self.view = FleetView(fleet, bind=cfg["bind"], port=cfg["port"], token=token)
         await self.view.start()
         if self.view.readonly:
-            self.ctx.log.warning("viz listens on %s without a token: read-only, commands refused", cfg["bind"])
+            self.ctx.log.warning(
+                "viz listens on %s without a token: read-only, commands refused", cfg["bind"]
+            )
         self.ctx.log.info("viz serving on %s", self.view.url.split("?", 1)[0])
         self.ctx.report_state(self.state())
 

@@ -38,12 +38,15 @@ from devfleet_command import AsyncFleet, NodeView
 from .raw import inspect_payload
 from .series import Series
 
-__all__ = ["EXTRA_SUBSCRIPTIONS", "FleetHub", "HubLimits", "Page"]
+__all__ = ["EXTRA_SUBSCRIPTIONS", "URGENT_DELAY", "FleetHub", "HubLimits", "Page"]
 
 log = logging.getLogger("devfleet.viz")
 
 EXTRA_SUBSCRIPTIONS = [("nodes/+/logs", 0), ("nodes/+/components/#", 0), ("maps/+", 1)]
 """What the view reads besides the console's own subscriptions."""
+
+URGENT_DELAY = 0.02
+"""Seconds from a status change to its frame (other changes wait for the next tick)."""
 
 SPARK_POINTS = 30
 """Points of each series a snapshot carries for the table's sparklines."""
@@ -135,6 +138,7 @@ class FleetHub:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flusher: asyncio.Task[None] | None = None
         self._remove_tap: Callable[[], None] | None = None
+        self._urgent: asyncio.TimerHandle | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -152,6 +156,9 @@ class FleetHub:
 
     async def close(self) -> None:
         """Stop the flush loop, end every page's stream, close the fleet."""
+        if self._urgent is not None:
+            self._urgent.cancel()
+            self._urgent = None
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -211,6 +218,8 @@ class FleetHub:
             self._keep_raw(node, topic, payload)
         if kind in _SUMMARY_KINDS:
             self._dirty_summary.add(node)
+            if kind == "status":
+                self._flush_soon()
             if kind == "cfg":
                 self._note_cfg(node, payload)
         elif kind == "logs":
@@ -428,6 +437,19 @@ class FleetHub:
 
     # ---- the flush -----------------------------------------------------------------------
 
+    def _flush_soon(self) -> None:
+        """A status change goes out within :data:`URGENT_DELAY`, not at the next tick
+        (a wave of status changes still shares that one early frame)."""
+        if self._urgent is None and self._flusher is not None:
+            self._urgent = asyncio.get_running_loop().call_later(URGENT_DELAY, self._urgent_flush)
+
+    def _urgent_flush(self) -> None:
+        self._urgent = None
+        try:
+            self.flush()
+        except Exception:
+            log.exception("viz flush failed")
+
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(self.limits.flush_interval)
@@ -467,9 +489,7 @@ class FleetHub:
         if removed:
             delta["removed"] = removed
         if self._dirty_hb:
-            delta["hb"] = {
-                n: model.nodes[n].heartbeat_at for n in self._dirty_hb if n in model.nodes
-            }
+            delta["hb"] = {n: model.nodes[n].heartbeat_at for n in self._dirty_hb if n in model.nodes}
             self._dirty_hb.clear()
         if self._dirty_points:
             delta["points"] = self._take_points()

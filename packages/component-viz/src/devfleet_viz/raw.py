@@ -77,9 +77,8 @@ def _ends_open(payload: bytes) -> bool:
             in_string = True
         elif byte in (0x7B, 0x5B):  # { [
             stack.append(byte + 2)  # the matching } ]
-        elif byte in (0x7D, 0x5D):
-            if not stack or stack.pop() != byte:
-                return False
+        elif byte in (0x7D, 0x5D) and (not stack or stack.pop() != byte):
+            return False
     return bool(stack)
 
 

@@ -114,7 +114,7 @@ class VizServer:
     def url(self) -> str:
         """The page's address (with the token, for the operator to open)."""
         host = f"[{self.bind}]" if ":" in self.bind else self.bind
-        if host in ("0.0.0.0", "[::]"):
+        if host in ("0.0.0.0", "[::]"):  # noqa: S104 - a wildcard bind is reached through loopback here
             host = "127.0.0.1"
         suffix = f"?token={self.access.token}" if self.access.token else ""
         return f"http://{host}:{self.port}/{suffix}"
@@ -304,5 +304,6 @@ def _file_response(name: str) -> Any:
     body = _FILES.get(name)
     if body is None:
         body = _FILES[name] = resources.files("devfleet_viz").joinpath("static", name).read_bytes()
-    return Response(body, media_type=_STATIC[name], headers={"Cache-Control": "no-cache", **_security_headers()})
-
+    return Response(
+        body, media_type=_STATIC[name], headers={"Cache-Control": "no-cache", **_security_headers()}
+    )

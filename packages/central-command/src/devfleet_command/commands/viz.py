@@ -18,7 +18,9 @@ MISSING = "devfleet viz needs the devfleet-component-viz package (pip install de
 def register(sub: Any) -> None:
     """Add ``viz``."""
     p = sub.add_parser("viz", help="serve the live fleet web view and print its address")
-    p.add_argument("--bind", default="127.0.0.1", help="listen address (default 127.0.0.1; others need --token)")
+    p.add_argument(
+        "--bind", default="127.0.0.1", help="listen address (default 127.0.0.1; others need --token)"
+    )
     p.add_argument("--port", type=int, default=8766, help="TCP port (default 8766; 0 picks a free one)")
     p.add_argument(
         "--token",
