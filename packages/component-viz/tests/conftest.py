@@ -109,18 +109,31 @@ async def browser() -> AsyncIterator[Any]:
             await b.close()
 
 
-@pytest.fixture
-async def page(browser: Any) -> AsyncIterator[Any]:
-    """A fresh page; errors thrown by the page's scripts fail the test at teardown."""
-    # bypass_csp: the page's Content-Security-Policy would also stop injected scripts;
-    # off here so the escaping tests prove the escaping itself (and wait_for_function works).
-    context = await browser.new_context(viewport={"width": 1400, "height": 900}, bypass_csp=True)
+async def _page(browser: Any, *, bypass_csp: bool) -> AsyncIterator[Any]:
+    context = await browser.new_context(viewport={"width": 1400, "height": 900}, bypass_csp=bypass_csp)
     pg = await context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
     pg.errors = errors
     try:
         yield pg
     finally:
         await context.close()
-    assert not errors, f"the page threw: {errors}"
+    assert not errors, f"the page threw or broke its CSP: {errors}"
+
+
+@pytest.fixture
+async def page(browser: Any) -> AsyncIterator[Any]:
+    """A fresh page with the CSP bypassed: the escaping tests prove the escaping itself
+    (the page's Content-Security-Policy would stop injected scripts too), and
+    Playwright's ``wait_for_function`` (which evaluates strings) works."""
+    async for pg in _page(browser, bypass_csp=True):
+        yield pg
+
+
+@pytest.fixture
+async def strict_page(browser: Any) -> AsyncIterator[Any]:
+    """A fresh page under the view's own CSP; a CSP violation fails the test."""
+    async for pg in _page(browser, bypass_csp=False):
+        yield pg

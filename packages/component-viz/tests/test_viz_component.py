@@ -14,6 +14,9 @@ from typing import Any
 from devfleet_agent.testing import AgentThread, settings_for
 from devfleet_command import AsyncFleet
 
+SPANS = '[data-component="ledstrip"] .leds span'
+PAINTED = "spans => spans.map(s => getComputedStyle(s).backgroundColor)"
+
 
 def _component(model: Any, node: str, name: str) -> dict[str, Any]:
     view = model.get(node)
@@ -21,8 +24,9 @@ def _component(model: Any, node: str, name: str) -> dict[str, Any]:
 
 
 async def test_viz_runs_inside_an_agent_and_shows_the_led_strip(
-    mqtt_broker: Any, tmp_path: Path, page: Any, artifacts: Path
+    mqtt_broker: Any, tmp_path: Path, strict_page: Any, artifacts: Path
 ) -> None:
+    page = strict_page
     node = "viz-node"
     with AgentThread(settings_for(mqtt_broker, node, tmp_path / node)):
         async with AsyncFleet(mqtt_broker.url) as fleet:
@@ -43,12 +47,11 @@ async def test_viz_runs_inside_an_agent_and_shows_the_led_strip(
             await page.goto(reported["url"] + f"#/node/{node}")
             await page.wait_for_selector('[data-component="ledstrip"] .leds span', timeout=15_000)
             await page.wait_for_selector('[data-component="viz"] .chip.running')
-            # The preview follows the strip: a rainbow along the strip shows many colours, not one.
-            await page.wait_for_function(
-                "new Set([...document.querySelectorAll('[data-component=\"ledstrip\"] .leds span')]"
-                ".map(s => s.style.background)).size > 3",
-                timeout=10_000,
-            )
+            # The preview follows the strip: a rainbow along the strip shows many colours, not
+            # one, and they are painted (computed style) under the page's CSP.
+            async with asyncio.timeout(10):
+                while len(set(await page.eval_on_selector_all(SPANS, PAINTED))) <= 3:
+                    await page.wait_for_timeout(100)
             await page.click("#commands button[data-verb=ping]")
             await page.wait_for_selector(
                 '#receipts .receipt[data-verb="ping"][data-state="ok"]', timeout=10_000

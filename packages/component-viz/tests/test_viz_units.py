@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from devfleet_base.contract import Receipt
+from devfleet_command import AsyncFleet, CommandHandle
+from devfleet_viz.hub import FleetHub
 from devfleet_viz.raw import SHOW_BYTES, inspect_payload
 from devfleet_viz.series import Series
 from devfleet_viz.server import Access, _command_of, is_loopback
@@ -93,3 +97,19 @@ def test_command_requests() -> None:
                 {"node": "n1", "verb": "ping", "args": [1]}):  # fmt: skip
         with pytest.raises(ValueError):
             _command_of(bad)
+
+
+async def test_a_receipt_that_comes_before_the_follower_starts_is_not_lost() -> None:
+    """Regression: the final receipt arrived between noting ``accepted`` and the
+    follower's first turn, and the page never saw ``ok``."""
+    hub = FleetHub(AsyncFleet("mqtt://127.0.0.1:1"))
+    handle = CommandHandle("c1", "n1", "component", asyncio.get_running_loop())
+    accepted = {"id": "c1", "node": "n1", "cmd": "component", "status": "accepted"}
+    handle._on_receipt(Receipt.from_wire(accepted), accepted)
+    hub._note_receipt(handle)
+    follower = asyncio.create_task(hub._follow(handle, handle.state))
+    ok = {**accepted, "status": "ok", "result": {"x": 1}}
+    handle._on_receipt(Receipt.from_wire(ok), ok)  # before the follower's first turn
+    await asyncio.wait_for(follower, 5)
+    assert [r["state"] for r in hub.receipts] == ["accepted", "ok"]
+    assert hub.receipts[-1]["result"] == {"x": 1}

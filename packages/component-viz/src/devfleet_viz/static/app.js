@@ -39,6 +39,7 @@ function el(tag, attrs, ...kids) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
     if (k === "class") node.className = v;
+    else if (k === "style") Object.assign(node.style, v);  // CSSOM: the CSP forbids style attributes
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v);
   }
@@ -228,6 +229,7 @@ function renderFleet() {
     const row = S.nodes[name];
     if (!row) continue;
     r.hb.textContent = age(row.heartbeat_at);
+    if (row.health === "stale") r.reason.textContent = `no heartbeat for ${age(row.heartbeat_at)}, no will`;
     if (dirty.all || dirty.sparks.has(name)) for (const m of SPARK_METRICS) drawSpark(r[m], (S.series[name] || {})[m]);
   }
   const mapBox = document.getElementById("fleet-map");
@@ -256,14 +258,14 @@ function makeRow(name) {
   const row = S.nodes[name];
   const h = safeHealth(row.health);
   const chips = (obj) => Object.entries(obj || {}).map(([k, v]) => el("span", { class: `chip ${typeof v === "string" ? v.replace(/[^a-z_]/g, "") : ""}`, title: String(v ?? "") }, `${k}${v ? ": " + v : ""}`));
-  const r = { hb: el("td", { class: "hb" }) };
+  const r = { hb: el("td", { class: "hb" }), reason: el("span", { class: "reason" }, row.reason || "") };
   for (const m of SPARK_METRICS) r[m] = svg("svg", { class: "spark", viewBox: "0 0 80 18", preserveAspectRatio: "none" });
   const nameCell = el("td", {}, el("a", { href: `#/node/${encodeURIComponent(name)}`, class: "node-link" }, name));
   if (row.malformed) nameCell.append(" ", el("span", { class: "bad", title: "a retained description is malformed" }, `⚠ ${row.malformed} malformed`));
   if (row.description) nameCell.append(el("div", { class: "dim desc" }, short(row.description, 80)));
   r.tr = el("tr", { "data-node": name, "data-health": h },
     nameCell,
-    el("td", {}, el("span", { class: `health ${h}` }, h), " ", el("span", { class: "reason" }, row.reason || "")),
+    el("td", {}, el("span", { class: `health ${h}` }, h), " ", r.reason),
     r.hb,
     el("td", {}, row.version || "—"),
     el("td", {}, (row.groups || []).join(", ")),
@@ -376,7 +378,7 @@ function drawPlots() {
   if (!view.canvases || view.canvases.key !== groups.map((g) => g.join(",")).join("|")) {
     view.canvases = groups.map((g) => ({ metrics: g, canvas: el("canvas", { class: "plot" }) }));
     view.canvases.key = groups.map((g) => g.join(",")).join("|");
-    view.plots.replaceChildren(...(view.canvases.length ? view.canvases.flatMap((c) => [c.canvas, el("div", { class: "legend" }, ...c.metrics.map((m, i) => el("span", { style: `color:${COLORS[i % COLORS.length]}` }, `■ ${m}`)))]) : [el("p", { class: "dim" }, "no telemetry yet")]));
+    view.plots.replaceChildren(...(view.canvases.length ? view.canvases.flatMap((c) => [c.canvas, el("div", { class: "legend" }, ...c.metrics.map((m, i) => el("span", { style: { color: COLORS[i % COLORS.length] } }, `■ ${m}`)))]) : [el("p", { class: "dim" }, "no telemetry yet")]));
   }
   for (const c of view.canvases) plot(c.canvas, c.metrics.map((m) => series[m] || []));
 }
@@ -416,7 +418,7 @@ function kv(obj) {
   return el("table", {}, el("tbody", {}, ...Object.entries(obj || {}).map(([k, v]) => el("tr", {}, el("td", { class: "dim" }, k), el("td", {}, short(v, 300))))));
 }
 function leds(colors) {
-  return el("div", { class: "leds", "data-leds": "" }, ...colors.slice(0, 256).map((c) => el("span", { style: `background:${safeColor(c, "#000000")}` })));
+  return el("div", { class: "leds", "data-leds": "" }, ...colors.slice(0, 256).map((c) => el("span", { style: { background: safeColor(c, "#000000") }, "data-color": safeColor(c, "#000000") })));
 }
 
 function renderComponents() {
