@@ -34,11 +34,21 @@ def test_series_is_bounded_and_averages_a_bucket() -> None:
 @given(st.lists(st.tuples(st.floats(0, 1e6), st.floats(-1e6, 1e6)), max_size=300))
 def test_series_never_grows_past_capacity(samples: list[tuple[float, float]]) -> None:
     s = Series(capacity=20, step=0.5)
+    reference: list[list[float]] = []  # [bucket, sum, count], every bucket ever opened
     for ts, v in samples:
         s.add(ts, v)
+        bucket = ts - ts % 0.5
+        if reference and bucket < reference[-1][0]:
+            continue
+        if reference and bucket == reference[-1][0]:
+            reference[-1][1] += v
+            reference[-1][2] += 1
+        else:
+            reference.append([bucket, v, 1])
     pts = s.points()
     assert len(pts) <= 20
-    assert [p[0] for p in pts] == sorted({p[0] for p in pts})
+    assert [p[0] for p in pts] == [r[0] for r in reference[-20:]]
+    assert [p[1] for p in pts] == pytest.approx([r[1] / r[2] for r in reference[-20:]])
 
 
 def test_inspector_verdicts() -> None:

@@ -65,6 +65,7 @@ class Viz(Component):
             tls_ca=cfg["tls_ca"],
             signing_key=key,
             client_id=f"devfleet-viz-{self.ctx.node}",
+            history=10,  # the view keeps its own downsampled series
         )
         self.view = FleetView(fleet, bind=cfg["bind"], port=cfg["port"], token=token)
         await self.view.start()

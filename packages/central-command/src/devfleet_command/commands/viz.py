@@ -43,7 +43,8 @@ async def cmd_viz(ctx: Context) -> int:
         raise UsageError(MISSING) from None
     if not 0 <= ctx.args.port <= 65535:
         raise UsageError(f"--port {ctx.args.port} is not a TCP port")
-    view = FleetView(ctx.fleet(), bind=ctx.args.bind, port=ctx.args.port, token=ctx.args.token)
+    # The view keeps its own downsampled series: the model needs only the newest samples.
+    view = FleetView(ctx.fleet(history=10), bind=ctx.args.bind, port=ctx.args.port, token=ctx.args.token)
     try:
         await view.start()
     except OSError as exc:
