@@ -39,7 +39,7 @@ TITLE = "live fleet view (component-viz) under a simulated fleet"
 CHROMIUM = os.environ.get("DEVFLEET_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
-FULL = {"nodes": 1000, "window": 30.0, "changes": 10}
+FULL = {"nodes": 1000, "window": 30.0, "changes": 20}
 QUICK = {"nodes": 40, "window": 3.0, "changes": 3}
 FILTERS = [("nodes/+/#", 0), ("agents/+/heartbeat", 0), ("maps/+", 0)]
 # Frame intervals as the browser paints (requestAnimationFrame, 60 Hz: 16.7 ms when no
