@@ -63,11 +63,14 @@ def _find_mosquitto() -> str | None:
 
 
 def _ensure_test_tools() -> None:
-    """mosquitto (the tests' broker), openssl (their TLS certificates) and chromium (the
-    viz tests' browser, driven by Playwright: never a downloaded one)."""
+    """mosquitto (the tests' broker), openssl (their TLS certificates), systemd-analyze
+    (the deploy/systemd unit checks; Debian's `systemd` package) and chromium (the viz
+    tests' browser, driven by Playwright: never a downloaded one)."""
     missing = [] if _find_mosquitto() else ["mosquitto"]
     if not shutil.which("openssl"):
         missing.append("openssl")
+    if sys.platform == "linux" and not shutil.which("systemd-analyze"):
+        missing.append("systemd")
     if not shutil.which("chromium"):
         missing.append("chromium")
     if not missing:
@@ -81,7 +84,12 @@ def _ensure_test_tools() -> None:
         subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=False, env=env)
         if "mosquitto" in missing:
             subprocess.run(["service", "mosquitto", "stop"], check=False, capture_output=True)
-        if _find_mosquitto() and shutil.which("openssl") and shutil.which("chromium"):
+        if (
+            _find_mosquitto()
+            and shutil.which("openssl")
+            and (sys.platform != "linux" or shutil.which("systemd-analyze"))
+            and shutil.which("chromium")
+        ):
             return
         _say("apt-get could not install " + " and ".join(missing))
         raise SystemExit(2)

@@ -92,6 +92,8 @@ def tests(session: nox.Session) -> None:
     paths = [t for p in [*PRESENT, *TEST_ONLY] for t in _tests_of(p)]
     # The simulator against a console, and a smoke run of the benchmark code.
     paths += ["bench/tests"] if (ROOT / "bench" / "tests").is_dir() else []
+    # The systemd units and the broker's ACL template (deploy/), with real agents.
+    paths += ["deploy/tests"] if (ROOT / "deploy" / "tests").is_dir() else []
     session.run("pytest", *paths, *session.posargs)
 
 

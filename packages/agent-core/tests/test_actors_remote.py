@@ -143,12 +143,12 @@ def test_migration_to_a_silent_node_fails_and_keeps_the_actor(agent_factory, pro
     spawn(probe, "mig-lone", "stay", COUNTER)
     running_on(probe, "stay", "mig-lone")
     probe.subscribe("nodes/mig-lone/migrate_result")
-    probe.subscribe("nodes/nobody/spawn")
+    probe.subscribe("nodes/mig-lone/handoff/nobody")
     mark = probe.mark()
     probe.publish("nodes/mig-lone/migrate", {"name": "stay", "target_node": "nobody", "timeout": 1})
     result = probe.wait_for("nodes/mig-lone/migrate_result", since=mark).json()
     assert result["success"] is False and result["agent"] == "stay" and "nobody" in result["error"]
-    sent = probe.wait_for("nodes/nobody/spawn", since=mark)
+    sent = probe.wait_for("nodes/mig-lone/handoff/nobody", since=mark)
     assert not sent.retain and "replace" not in sent.json() and sent.json()["node"] == "nobody"
     probe.subscribe("nodes/mig-lone/agents")
     mark = probe.mark()
@@ -265,7 +265,9 @@ def junk_node(mqtt_broker, tmp_path_factory):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(payload=JUNK, leaf=st.sampled_from(["spawn", "stop", "migrate", "list", "reply/zz", "task"]))
+@given(
+    payload=JUNK, leaf=st.sampled_from(["spawn", "stop", "migrate", "list", "reply/zz", "task", "handoff"])
+)
 def test_junk_never_crashes_the_node(junk_node, probe, payload, leaf):
     probe.wait_for("nodes/junk-n/status", _online)
     if not probe.messages(f"agents/{contract.actor_id('bystander')}/heartbeat"):
@@ -277,7 +279,10 @@ def test_junk_never_crashes_the_node(junk_node, probe, payload, leaf):
             poll_interval=None,
         )
         running_on(probe, "bystander", "junk-n")
-    topic = contract.by_name_task_topic("bystander") if leaf == "task" else f"nodes/junk-n/{leaf}"
+    topic = {
+        "task": contract.by_name_task_topic("bystander"),
+        "handoff": contract.handoff_topic("junk-src", "junk-n"),
+    }.get(leaf, f"nodes/junk-n/{leaf}")
     probe.publish(topic, payload)
     # The node still answers a task addressed to the bystander.
     probe.subscribe("nodes/probe-j/reply/+")
@@ -288,3 +293,30 @@ def test_junk_never_crashes_the_node(junk_node, probe, payload, leaf):
     )
     assert probe.wait_for(f"nodes/probe-j/reply/{rid}").json() == {"ok": True}
     assert junk_node.agent.mqtt.connected
+
+
+def test_a_handoff_must_come_from_the_node_it_names(agent_factory, probe):
+    """The handoff topic names its publisher (the broker's ACL vouches for it): a handoff
+    whose _migration names another source, or none, is refused and nothing runs."""
+    start(agent_factory, probe, "ho-target")
+    probe.subscribe("nodes/ho-target/receipts")
+    for migration in ({"id": "m1", "from_node": "someone-else"}, None):
+        mark = probe.mark()
+        payload = {"name": "sneaky", "code": COUNTER, "_id": "h1"}
+        if migration is not None:
+            payload["_migration"] = migration
+        probe.publish(contract.handoff_topic("ho-src", "ho-target"), payload)
+        r = probe.wait_for(
+            "nodes/ho-target/receipts", lambda m: m.json()["cmd"] == "spawn", since=mark
+        ).json()
+        assert r["status"] == "error" and r["code"] == "invalid" and "ho-src" in r["message"], r
+    # A handoff addressed to another node is not ours to run.
+    probe.subscribe("nodes/ho-target/agents")
+    mark = probe.mark()
+    probe.publish(
+        "nodes/ho-src/handoff/ho-other",
+        {"name": "sneaky", "code": COUNTER, "_migration": {"id": "m2", "from_node": "ho-src"}},
+    )
+    probe.publish("nodes/ho-target/list", {})
+    listed = probe.wait_for("nodes/ho-target/agents", since=mark).json()["agents"]
+    assert listed == []

@@ -80,7 +80,7 @@ def test_cli_bad_setting_is_one_line_exit_2():
     assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("devfleet-agent: node name")
 
 
-def test_cli_bad_credentials_exit_3(mqtt_broker_auth, tmp_path):
+def test_cli_bad_credentials_exit_77(mqtt_broker_auth, tmp_path):
     r = _cli(
         "--broker",
         "127.0.0.1",
@@ -97,7 +97,7 @@ def test_cli_bad_credentials_exit_3(mqtt_broker_auth, tmp_path):
         "--protocol",
         "3.1.1",
     )
-    assert r.returncode == 3
+    assert r.returncode == 77  # EXIT_CONFIG: the systemd unit does not restart on it
     assert "refused" in r.stderr.splitlines()[-1]
 
 

@@ -41,6 +41,7 @@ def test_every_documented_topic_parses():
         "agent": "a2",
         "step": "s1",
         "map": "arena",
+        "target": "n2",
     }
     for spec in contract.TOPICS:
         topic = spec.pattern.format(**samples)

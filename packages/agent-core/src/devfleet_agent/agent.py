@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from devfleet_base import contract
 from devfleet_base.contract import Command, TopicMatch
 from devfleet_base.errors import ContractError, DevfleetError
-from devfleet_base.mqtt import Inbound, MqttSession, SessionOptions, TlsOptions, Will
+from devfleet_base.mqtt import ConnectionRefusedFatal, Inbound, MqttSession, SessionOptions, TlsOptions, Will
 from devfleet_base.signing import ReplayGuard
 
 from .commands import Dispatcher
@@ -35,6 +35,7 @@ from .config_store import ConfigStore, configure_arguments
 from .describe import host_facts
 from .logship import LogShipper
 from .payloads import Descriptions, heartbeat_payload, telemetry_payload
+from .sdnotify import SdNotifier
 from .settings import Settings
 from .storage import atomic_write_json, read_json
 from .supervisor import Supervisor, SupervisorEvent
@@ -42,6 +43,10 @@ from .supervisor import Supervisor, SupervisorEvent
 __all__ = ["Agent", "RouteHandler", "Subsystem"]
 
 log = logging.getLogger("devfleet.agent")
+
+EXIT_CONFIG = 77
+"""Exit code for a problem only the operator can fix (credentials, a certificate the
+agent can never accept): the systemd unit does not restart on it (``RestartPreventExitStatus``)."""
 
 RouteHandler = Callable[[Inbound, TopicMatch], Awaitable[None]]
 Provider = Callable[[], Any]
@@ -60,10 +65,14 @@ class Agent:
 
     Args:
         settings: local settings (see :mod:`devfleet_agent.settings`).
+        notifier: where to report readiness, watchdog pings and status to systemd
+            (see :mod:`devfleet_agent.sdnotify`); None outside systemd.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, notifier: SdNotifier | None = None) -> None:
         self.settings = settings
+        self.notifier = notifier or SdNotifier(None)
+        self._ready_sent = False
         self.node = settings.name
         self.data_dir = settings.resolved_data_dir
         self.started_at = time.time()
@@ -229,8 +238,12 @@ class Agent:
             except Exception:
                 log.exception("%s provider %r failed", section, key)
 
-    async def publish_birth(self) -> None:
-        """Publish every retained description: meta, status online, state, cfg."""
+    async def publish_birth(self, *, wait: bool = False) -> bool:
+        """Publish every retained description: meta, status online, state, cfg.
+
+        With ``wait``, return whether the broker acknowledged the last of them (QoS 1
+        acknowledgements come in order, so the whole birth arrived).
+        """
         await self.publish_json(
             contract.node_topic(self.node, "meta"), self.meta_payload(), qos=1, retain=True
         )
@@ -243,7 +256,9 @@ class Agent:
         await self.publish_json(
             contract.node_topic(self.node, "state"), self.state_payload(), qos=1, retain=True
         )
-        await self.publish_json(contract.node_topic(self.node, "cfg"), self.cfg_payload(), qos=1, retain=True)
+        return await self.publish_json(
+            contract.node_topic(self.node, "cfg"), self.cfg_payload(), qos=1, retain=True, wait=wait
+        )
 
     async def publish_meta(self) -> None:
         await self.publish_json(
@@ -328,12 +343,16 @@ class Agent:
         self.spawn(self._heartbeat_loop(), "heartbeat")
         self.spawn(self._telemetry_loop(), "telemetry")
         self.spawn(self.logs.run(), "logs")
+        if self.notifier.enabled:
+            self.spawn(self._service_loop(mqtt_task), "sd_notify")
         log.info("agent %s started (session %d)", self.node, self.session_counter)
         stop_wait = asyncio.ensure_future(self._stop.wait())
         done, _ = await asyncio.wait({stop_wait, mqtt_task}, return_when=asyncio.FIRST_COMPLETED)
         if mqtt_task in done and not mqtt_task.cancelled() and mqtt_task.exception() is not None:
             exc = mqtt_task.exception()
-            self.request_stop(str(exc), exit_code=3)
+            self.request_stop(
+                str(exc), exit_code=EXIT_CONFIG if isinstance(exc, ConnectionRefusedFatal) else 3
+            )
         stop_wait.cancel()
         await self._shutdown()
         root.removeHandler(self.logs)
@@ -341,6 +360,12 @@ class Agent:
 
     async def _shutdown(self) -> None:
         log.info("agent %s stopping: %s", self.node, self.stop_reason or "requested")
+        if self.restart_requested:
+            # The process re-executes itself with the same pid: STOPPING=1 would make
+            # systemd wait for an exit that never comes, then kill it. READY=1 follows.
+            self.notifier.notify("STATUS=re-executing (restart command)")
+        else:
+            self.notifier.notify("STOPPING=1", f"STATUS=stopping: {self.stop_reason or 'requested'}")
         for sub in reversed(self._subsystems):
             try:
                 await asyncio.wait_for(sub.stop(), 10.0)
@@ -366,8 +391,45 @@ class Agent:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _on_connect(self) -> None:
-        await self.publish_birth()
+        acked = await self.publish_birth(wait=self.notifier.enabled and not self._ready_sent)
+        if self.notifier.enabled and acked and not self._ready_sent:
+            # systemd's "started" means the node is visible to the fleet, not just running.
+            self._ready_sent = self.notifier.notify("READY=1", f"STATUS={self.service_status()}")
         await self._flush_receipts()
+
+    def service_status(self) -> str:
+        """One line for ``systemctl status``: the broker and the components running."""
+        where = f"{self.settings.broker}:{self.settings.port}"
+        link = f"connected to {where}" if self.mqtt.connected else f"connecting to {where}"
+        running = sorted(
+            name.split(":", 1)[1]
+            for name, info in self.supervisor.children.items()
+            if name.startswith("component:") and info.state == "running"
+        )
+        return f"{link}; components: {', '.join(running) or 'none'}"
+
+    def session_healthy(self) -> bool:
+        """Whether the MQTT session is connected, or is still trying (an attempt
+        started or ended within the watchdog interval): a wedged session is not."""
+        interval = self.notifier.watchdog_interval or 30.0
+        return self.mqtt.connected or time.monotonic() - self.mqtt.last_activity < interval
+
+    async def _service_loop(self, mqtt_task: asyncio.Task[Any]) -> None:
+        """``WATCHDOG=1`` at half ``WatchdogSec`` while this loop runs and the session
+        is healthy (a blocked event loop sends nothing, so systemd restarts it), and
+        ``STATUS=`` whenever the line changes. Source: sd_watchdog_enabled(3)."""
+        interval = self.notifier.watchdog_interval
+        tick = interval / 2 if interval else 5.0
+        last_status = ""
+        while True:
+            status = self.service_status()
+            lines = [f"STATUS={status}"] if status != last_status else []
+            if interval and not mqtt_task.done() and self.session_healthy():
+                lines.append("WATCHDOG=1")
+            if lines:
+                self.notifier.notify(*lines)
+                last_status = status
+            await asyncio.sleep(tick)
 
     # ---- loops -----------------------------------------------------------------------
 

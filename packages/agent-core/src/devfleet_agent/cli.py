@@ -127,15 +127,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(settings: object) -> tuple[int, bool]:
-    from .agent import Agent
+    from .agent import EXIT_CONFIG, Agent
+    from .sdnotify import SdNotifier
     from .wiring import attach_subsystems
 
-    agent = Agent(settings)  # type: ignore[arg-type]
+    agent = Agent(settings, notifier=SdNotifier.from_environ(os.environ))  # type: ignore[arg-type]
     attach_subsystems(agent)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.request_stop, f"signal {signal.Signals(sig).name}")
     code = await agent.run()
-    if code == EXIT_UNREACHABLE:
+    if code in (EXIT_UNREACHABLE, EXIT_CONFIG):
         print(f"devfleet-agent: {agent.stop_reason}", file=sys.stderr)
     return code, agent.restart_requested

@@ -52,6 +52,7 @@ __all__ = [
     "encode",
     "fleet_command_topic",
     "group_command_topic",
+    "handoff_topic",
     "map_topic",
     "new_id",
     "node_command_topic",
@@ -177,6 +178,13 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
         False,
         0,
         "A component's own publications (state is retained).",
+    ),
+    TopicSpec(
+        "nodes/{node}/handoff/{target}",
+        "node→node",
+        False,
+        1,
+        "Migration: the spawn of an actor moving from `node` to `target`.",
     ),
     TopicSpec("fleet/cmd/{verb}", "→node", False, 1, "A command for every node."),
     TopicSpec("groups/{group}/cmd/{verb}", "→node", False, 1, "A command for every node in a group."),
@@ -319,6 +327,13 @@ def node_reply_topic(node: str, reply_id: str) -> str:
     return f"nodes/{check_name(node, 'node')}/reply/{check_id(reply_id, 'reply id')}"
 
 
+def handoff_topic(source: str, target: str) -> str:
+    """``nodes/{source}/handoff/{target}``: a migrating actor's spawn, published by the
+    source under its own subtree, so a per-node broker ACL lets exactly the source
+    write it and the target read it (see deploy/mosquitto/acl)."""
+    return f"nodes/{check_name(source, 'node')}/handoff/{check_name(target, 'node')}"
+
+
 def reply_inbox(client: str) -> str:
     """The topic a console names in ``reply_to`` to receive its receipts."""
     return f"replies/{check_id(client, 'inbox')}"
@@ -385,6 +400,7 @@ _TOPIC_RE = re.compile(
         | telemetry/(?P<metric>{_SEG})
         | components/(?P<component>{_SEG})/(?P<cleaf>{_SEG}(?:/{_SEG})*)
         | reply/(?P<reply>{_SEG})
+        | handoff/(?P<handoff>{_SEG})
         | (?P<leaf>cfg/desired|{"|".join(sorted(_NODE_LEAVES - {"cfg/desired"}))})
       )
     | fleet/cmd/(?P<fleet_verb>{_SEG})
@@ -432,6 +448,8 @@ def parse_topic(topic: str) -> TopicMatch | None:
         return TopicMatch("component", node=g["node"], component=g["component"], leaf=g["cleaf"])
     if g["reply"] is not None:
         return TopicMatch("reply", node=g["node"], ident=g["reply"])
+    if g["handoff"] is not None:
+        return TopicMatch("handoff", node=g["node"], name=g["handoff"])
     if g["leaf"] is not None:
         return TopicMatch(g["leaf"].replace("/", "_"), node=g["node"])
     if g["inbox"] is not None:
@@ -461,6 +479,7 @@ def subscriptions_for_node(node: str, groups: tuple[str, ...] = ()) -> list[tupl
         (f"nodes/{node}/list", 1),
         (f"nodes/{node}/migrate", 1),
         (f"nodes/{node}/reply/+", 1),
+        (f"nodes/+/handoff/{node}", 1),  # migrations to this node, from any source
         ("agents/by-name/+/task", 1),
     ]
     subs.extend((f"groups/{check_name(g, 'group')}/cmd/+", 1) for g in groups)

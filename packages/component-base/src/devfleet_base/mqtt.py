@@ -22,6 +22,7 @@ import logging
 import random
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -38,6 +39,7 @@ __all__ = [
     "Inbound",
     "MqttSession",
     "SessionOptions",
+    "TlsCertificateError",
     "TlsOptions",
     "Will",
 ]
@@ -58,6 +60,52 @@ class ConnectionRefusedFatal(DevfleetError):
     """The broker refused us for a reason retrying cannot fix (bad credentials)."""
 
     code = "unavailable"
+
+
+class TlsCertificateError(ConnectionRefusedFatal):
+    """TLS cannot work with these settings whatever the broker does: its certificate
+    is not signed by our CA or names another host, or our own TLS files cannot be loaded."""
+
+
+# OpenSSL verify codes (X509_V_ERR_*) that no retry can fix: the CA or the name is wrong.
+_CERT_NEVER_OK = {
+    2: "its issuer's certificate is not in the CA file",
+    7: "its signature does not verify",
+    18: "it is self-signed and not in the CA file (wrong CA?)",
+    19: "its chain ends in a CA that is not in the CA file (wrong CA?)",
+    20: "it is not signed by the CA in the CA file (wrong CA?)",
+    21: "it is not signed by the CA in the CA file (wrong CA?)",
+    62: "it does not name this host (check the broker address against the certificate's names)",
+    64: "it does not name this IP address (check the broker address against the certificate's names)",
+}
+# Validity errors can be this node's clock (a Pi has no RTC and boots in the past): retry.
+_CERT_CLOCK = {9: "it is not valid yet", 10: "it has expired"}
+
+
+def describe_tls_error(exc: ssl.SSLError, host: str, port: int, ca: str | None) -> tuple[str, bool]:
+    """Name the certificate problem behind a failed TLS handshake.
+
+    Returns:
+        ``(message, fatal)``: fatal when retrying cannot help (unknown CA, wrong
+        host name); the clock-dependent errors and unclassified ones are not fatal.
+    """
+    where = f"broker {host}:{port}"
+    trust = f"the CA file {ca}" if ca else "the system's CA store"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code = exc.verify_code
+        if code in _CERT_NEVER_OK:
+            why = _CERT_NEVER_OK[code]
+            return (f"TLS: the certificate of {where} is refused: {why} (trusting {trust}; openssl: "
+                    f"{exc.verify_message})", True)  # fmt: skip
+        if code in _CERT_CLOCK:
+            now = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+            return (f"TLS: the certificate of {where} is refused: {_CERT_CLOCK[code]} "
+                    f"(this node's clock says {now}; is it right?)", False)  # fmt: skip
+        return f"TLS: the certificate of {where} is refused: {exc.verify_message}", False
+    reason = exc.reason or str(exc)
+    if reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"):
+        return f"TLS: {where} does not speak TLS on this port (plain MQTT is usually 1883, TLS 8883)", False
+    return f"TLS handshake with {where} failed: {reason}", False
 
 
 @dataclass(frozen=True)
@@ -145,6 +193,9 @@ class MqttSession:
         self._attempt_failed = asyncio.Event()
         self.last_error: BaseException | None = None
         """Why the last connection attempt failed (None once connected)."""
+        self.last_activity = time.monotonic()
+        """When (monotonic) a connection attempt last started or ended: a session that
+        is neither connected nor trying for long is wedged."""
         self.protocol_in_use: str | None = None
         self.connects = 0
         self.counters = {"sent": 0, "received": 0, "subscribed": 0}
@@ -175,10 +226,18 @@ class MqttSession:
         attempt = 0
         protocol = "5" if self.options.protocol in ("5", "auto") else "3.1.1"
         while not self._stopping:
+            self.last_activity = time.monotonic()
             try:
                 await self._connect_once(protocol)
             except ConnectionRefusedFatal:
                 raise
+            except ssl.SSLError as exc:
+                message, fatal = describe_tls_error(exc, self.options.host, self.options.port, self._ca())
+                if fatal:
+                    raise TlsCertificateError(message + "; not retrying") from None
+                attempt += 1
+                await self._failed_attempt(_ConnectFailed(message), attempt)
+                continue
             except _ProtocolRefused:
                 if self.options.protocol == "auto" and protocol == "5":
                     log.info("broker does not speak MQTT 5; using 3.1.1")
@@ -187,27 +246,22 @@ class MqttSession:
                 raise ConnectionRefusedFatal(
                     f"broker {self.options.host}:{self.options.port} refused MQTT {protocol}"
                 ) from None
-            except (OSError, TimeoutError, ssl.SSLError, _ConnectFailed) as exc:
+            except (OSError, TimeoutError, _ConnectFailed) as exc:
                 if isinstance(exc, _NoConnack) and self.options.protocol == "auto" and protocol == "5":
                     # Some 3.1.1-only brokers (amqtt) neither answer nor refuse an MQTT 5
                     # CONNECT. 3.1.1 works everywhere, so fall back at once.
                     log.info("no answer to an MQTT 5 CONNECT; using 3.1.1")
                     protocol = "3.1.1"
                     continue
-                self.last_error = exc
-                self._attempt_failed.set()
                 attempt += 1
-                delay = random.uniform(
-                    0, min(self.options.backoff_max, self.options.backoff_min * 2**attempt)
-                )
-                log.warning(
-                    "cannot reach broker %s:%s (%s); retrying in %.1f s",
-                    self.options.host,
-                    self.options.port,
-                    exc,
-                    delay,
-                )
-                await self._sleep_unless_stopping(delay)
+                if self.options.tls is not None and isinstance(exc, ConnectionResetError):
+                    # mosquitto resets a TLS hello on a plain listener.
+                    exc = _ConnectFailed(
+                        f"TLS: broker {self.options.host}:{self.options.port} reset the connection during "
+                        "the TLS handshake (if it persists: is this port a TLS listener? plain MQTT is "
+                        "usually 1883, TLS 8883)"
+                    )
+                await self._failed_attempt(exc, attempt)
                 continue
             attempt = 0
             await self._lost.wait()
@@ -216,6 +270,26 @@ class MqttSession:
                 delay = random.uniform(0, self.options.backoff_min)
                 log.warning("connection to broker lost; reconnecting")
                 await self._sleep_unless_stopping(delay)
+
+    async def _failed_attempt(self, exc: BaseException, attempt: int) -> None:
+        self.last_error = exc
+        self.last_activity = time.monotonic()
+        self._attempt_failed.set()
+        delay = random.uniform(0, min(self.options.backoff_max, self.options.backoff_min * 2**attempt))
+        if isinstance(exc, _ConnectFailed) and str(exc).startswith("TLS"):
+            log.warning("%s; retrying in %.1f s", exc, delay)
+        else:
+            log.warning(
+                "cannot reach broker %s:%s (%s); retrying in %.1f s",
+                self.options.host,
+                self.options.port,
+                exc,
+                delay,
+            )
+        await self._sleep_unless_stopping(delay)
+
+    def _ca(self) -> str | None:
+        return self.options.tls.ca if self.options.tls is not None else None
 
     async def publish(
         self,
@@ -333,7 +407,13 @@ class MqttSession:
         if opts.username is not None:
             client.username_pw_set(opts.username, opts.password)
         if opts.tls is not None:
-            client.tls_set(ca_certs=opts.tls.ca, certfile=opts.tls.cert, keyfile=opts.tls.key)
+            try:
+                client.tls_set(ca_certs=opts.tls.ca, certfile=opts.tls.cert, keyfile=opts.tls.key)
+            except (OSError, ssl.SSLError) as exc:
+                files = ", ".join(f for f in (opts.tls.ca, opts.tls.cert, opts.tls.key) if f)
+                raise TlsCertificateError(
+                    f"TLS: cannot load {files or 'the system CA store'}: {exc}"
+                ) from None
             if opts.tls.insecure:
                 client.tls_insecure_set(True)
         client.on_connect = self._cb_connect
@@ -521,6 +601,9 @@ class MqttSession:
     def _cb_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         # Only publish(wait=True) registers a future; it checks is_published() right
         # after registering, and both run on the loop thread, so no ack is missed.
+        if getattr(reason, "is_failure", False):
+            # MQTT 5 only (3.1.1 has no reason): mosquitto drops a publish its ACL denies.
+            log.warning("broker refused publish #%d: %s (check the broker's ACL)", mid, reason)
         fut = self._acks.get(mid)
         if fut is not None and not fut.done():
             fut.set_result(None)

@@ -170,6 +170,7 @@ class ActorHost:
         agent.route("stop_all", self._on_stop_all)
         agent.route("list", self._on_list)
         agent.route("migrate", self._on_migrate)
+        agent.route("handoff", self._on_handoff)
         agent.route("reply", self._on_reply)
         agent.route("by_name_task", self._on_task)
         agent.route("agent_heartbeat", self._on_actor_heartbeat)
@@ -439,7 +440,14 @@ class ActorHost:
             # Clear unconditionally: a retained spawn delivered live has retain=0.
             await self.agent.mqtt.publish(msg.topic, b"", qos=1, retain=True)
 
-    async def _spawn_message(self, msg: Inbound) -> None:
+    async def _on_handoff(self, msg: Inbound, match: TopicMatch) -> None:
+        """A migrating actor's spawn from node ``match.node``; never retained, so nothing
+        to clear (and the topic is the source's to write, not ours)."""
+        if match.name != self.node or not msg.payload:
+            return
+        await self._spawn_message(msg, source=match.node)
+
+    async def _spawn_message(self, msg: Inbound, source: str | None = None) -> None:
         try:
             payload, request_id = self._read_control(msg, "spawn")
         except _BadControl as bad:
@@ -447,6 +455,13 @@ class ActorHost:
             return
         name: str | None = None
         try:
+            migration = payload.get("_migration")
+            if source is not None and (
+                not isinstance(migration, dict) or migration.get("from_node") != source
+            ):
+                # The topic names the publisher (the broker's ACL vouches for it): a
+                # handoff must be a migration from that very node.
+                raise ContractError(f"a handoff from {source} must carry _migration.from_node {source!r}")
             raw_name = payload.get("name")
             name = raw_name if isinstance(raw_name, str) else None
             expires = payload.get("_expires_at")
@@ -455,7 +470,6 @@ class ActorHost:
             state = payload.get("_state")
             if state is not None and not isinstance(state, dict):
                 raise ContractError("spawn._state must be a JSON object")
-            migration = payload.get("_migration")
             migration_id = migration.get("id") if isinstance(migration, dict) else None
             spec = SpawnSpec.from_payload({k: v for k, v in payload.items() if not k.startswith("_")})
         except DevfleetError as exc:
@@ -671,7 +685,8 @@ class ActorHost:
             spawn["_state"] = StateStore(state_file(self.state_dir, name)).snapshot()
             spawn["_migration"] = {"id": migration_id, "from_node": self.node}
             spawn["_expires_at"] = time.time() + timeout
-            spawn_topic = contract.node_topic(target, "spawn")
+            # Under the source's own subtree, so a per-node broker ACL allows it (docs/contract.md).
+            spawn_topic = contract.handoff_topic(self.node, target)
             if self._signer is not None:
                 spawn = self._signer.sign(spawn_topic, spawn)
             log.info("migrating %s to %s (waiting up to %g s)", name, target, timeout)
