@@ -83,8 +83,8 @@ async def test_devfleet_viz_prints_its_address_and_serves(mqtt_broker: Any) -> N
         body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read().decode())
         assert "devfleet" in body and "/static/app.js" in body
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(15)
+        proc.send_signal(signal.SIGTERM)  # as systemd stops it: a clean exit
+        assert proc.wait(15) == 0
 
 
 def test_devfleet_viz_refuses_a_bad_port_and_says_when_viz_is_missing(mqtt_broker: Any) -> None:

@@ -34,6 +34,8 @@ def register(sub: Any) -> None:
 async def cmd_viz(ctx: Context) -> int:
     """Serve until interrupted."""
     import asyncio
+    import contextlib
+    import signal
 
     from ..errors import UsageError
 
@@ -54,7 +56,10 @@ async def cmd_viz(ctx: Context) -> int:
         if view.readonly:
             ctx.out.write("devfleet viz: read-only (not loopback and no --token): commands are refused\n")
         ctx.out.flush()
-        await asyncio.Event().wait()  # until Ctrl-C / SIGTERM
+        stop = asyncio.Event()
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # SIGTERM (systemd): a clean stop
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()  # until SIGTERM or Ctrl-C
     except asyncio.CancelledError:
         pass
     finally:
