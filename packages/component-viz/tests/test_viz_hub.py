@@ -71,6 +71,12 @@ async def test_a_burst_becomes_one_delta_with_only_new_points(fresh_broker: Any,
         assert len(hub.trails["arena"]["n1"]) == 4
         assert [p[0] for p in hub.extra["n0"].series["cpu"].points()] == [t0 + k for k in range(7, 12)]
 
+        # A node whose clock goes back (a Pi without RTC, then NTP) starts its series again.
+        probe.publish("nodes/n0/telemetry/cpu", json.dumps({"value": 7.0, "ts": t0 - 3600}), qos=1)
+        await hub.fleet.wait_until_synced(10)
+        assert hub.flush()["points"]["n0"]["cpu"] == [t0 - 3600, 7.0]
+        assert hub.extra["n0"].series["cpu"].points() == [[t0 - 3600, 7.0]]
+
         # A page that does not read is cut off, not buffered without end.
         slow, _ = hub.attach()
         for k in range(limits.page_queue + 2):

@@ -48,6 +48,9 @@ EXTRA_SUBSCRIPTIONS = [("nodes/+/logs", 0), ("nodes/+/components/#", 0), ("maps/
 URGENT_DELAY = 0.02
 """Seconds from a status change to its frame (other changes wait for the next tick)."""
 
+CLOCK_JUMP = 60.0
+"""Seconds a node's sample times may go back before its series starts again."""
+
 SPARK_POINTS = 30
 """Points of each series a snapshot carries for the table's sparklines."""
 
@@ -451,8 +454,11 @@ class FleetHub:
             log.exception("viz flush failed")
 
     async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        tick = loop.time()
         while True:
-            await asyncio.sleep(self.limits.flush_interval)
+            tick = max(tick + self.limits.flush_interval, loop.time())  # a fixed pace, no drift
+            await asyncio.sleep(tick - loop.time())
             try:
                 self.flush()
             except Exception:  # one bad frame must not end the view
@@ -537,10 +543,18 @@ class FleetHub:
                     continue  # bounded: the first 32 metrics of a node
                 series = extra.series[metric] = Series(lim.points, lim.step)
             last = extra.last_ts.get(metric, float("-inf"))
+            fresh = []
+            if history[-1].ts < last - CLOCK_JUMP:  # the node's clock went back (a Pi without RTC)
+                series = extra.series[metric] = Series(lim.points, lim.step)
+                fresh.append(history[-1])
+            else:
+                for sample in reversed(history):  # newest first: usually one sample is new
+                    if sample.ts <= last:
+                        break
+                    fresh.append(sample)
             point = None
-            for sample in history:  # only the samples not taken yet (the deque is short)
-                if sample.ts > last:
-                    point = series.add(sample.ts, sample.value) or point
+            for sample in reversed(fresh):
+                point = series.add(sample.ts, sample.value) or point
             extra.last_ts[metric] = history[-1].ts
             if point is not None:
                 out.setdefault(node, {})[metric] = [point[0], point[1]]

@@ -124,7 +124,8 @@ function applyDelta(d) {
       const keep = S.detail && S.detail.node === name ? KEEP_POINTS : KEEP_SPARK;
       const mine = (S.series[name] = S.series[name] || {});
       for (const [metric, point] of Object.entries(metrics)) {
-        const pts = (mine[metric] = mine[metric] || []);
+        let pts = (mine[metric] = mine[metric] || []);
+        if (pts.length && point[0] < pts[pts.length - 1][0]) pts = mine[metric] = [];  // the node's clock went back
         if (pts.length && pts[pts.length - 1][0] === point[0]) pts[pts.length - 1] = point;
         else pts.push(point);
         if (pts.length > keep) pts.splice(0, pts.length - keep);
