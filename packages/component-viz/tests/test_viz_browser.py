@@ -42,6 +42,9 @@ async def test_fleet_page_lists_agents_and_shows_a_killed_one_lost(
     await page.wait_for_selector('tr[data-node="n1"]', state="detached", timeout=5000)
     await page.fill("#search", "")
     await _row_health(page, "n1", "online", 5)
+    await page.select_option("#health-filter", "lost")  # no lost node yet: an empty table
+    await page.wait_for_selector('tr[data-node="n2"]', state="detached", timeout=5000)
+    await page.select_option("#health-filter", "")
     await page.screenshot(path=str(artifacts / "fleet.png"), full_page=True)
 
     killed_at = time.time()
@@ -185,3 +188,41 @@ async def test_token_guards_commands(fresh_broker: Any, agents: Any, page: Any) 
         await page.wait_for_selector("#commands button[data-verb=ping]")
         await page.click("#commands button[data-verb=ping]")
         await page.wait_for_selector('#receipts .receipt[data-verb="ping"][data-state="ok"]', timeout=10_000)
+
+
+COUNTER = """
+async def setup(agent):
+    agent.state['n'] = 0
+
+async def process(agent):
+    agent.state['n'] += 1
+"""
+
+
+async def test_signed_commands_and_actors_on_the_node_page(
+    fresh_broker: Any, agents: Any, page: Any, tmp_path: Path, artifacts: Path
+) -> None:
+    from devfleet_command import AsyncFleet
+
+    key = tmp_path / "key"
+    key.write_text("k" * 32)
+    agents.start("n1", "--allow-code", "--signing-key-file", str(key))
+    # restart needs a signature on this node (ping and rebirth are read-only commands)
+    async with FleetView(AsyncFleet(fresh_broker.url), port=0) as unsigned:
+        await unsigned.hub.fleet.wait_for(_online("n1"), timeout=30)
+        await page.goto(unsigned.url + "#/node/n1")
+        await page.click("#commands button[data-verb=restart]")
+        await page.wait_for_selector(
+            '#receipts .receipt[data-verb="restart"][data-state="error"]', timeout=10_000
+        )
+        assert "bad_signature" in await page.text_content('#receipts .receipt[data-state="error"]')
+    signed = AsyncFleet(fresh_broker.url, signing_key=key.read_bytes())
+    async with FleetView(signed, port=0) as v:
+        await v.hub.fleet.spawn("n1", {"name": "counter", "code": COUNTER, "poll_interval": 0.2})
+        await page.goto(v.url + "#/node/n1")
+        await page.wait_for_selector('#actors [data-actor="counter"] .chip.running', timeout=15_000)
+        await page.screenshot(path=str(artifacts / "actors-signed.png"), full_page=True)
+        await page.click("#commands button[data-verb=restart]")  # the view signs what the page sends
+        await page.wait_for_selector(
+            '#receipts .receipt[data-verb="restart"][data-state="ok"]', timeout=10_000
+        )
