@@ -30,11 +30,12 @@ from devfleet_base.errors import ContractError, DevfleetError
 from devfleet_base.mqtt import ConnectionRefusedFatal, Inbound, MqttSession, SessionOptions, TlsOptions, Will
 from devfleet_base.signing import ReplayGuard
 
+from .command_ids import CommandMemory
 from .commands import Dispatcher
 from .config_store import ConfigStore, configure_arguments
 from .describe import host_facts
 from .logship import LogShipper
-from .payloads import Descriptions, heartbeat_payload, telemetry_payload
+from .payloads import Descriptions, heartbeat_payload, judge_own_status, telemetry_payload
 from .sdnotify import SdNotifier
 from .settings import Settings
 from .storage import atomic_write_json, read_json
@@ -47,9 +48,30 @@ log = logging.getLogger("devfleet.agent")
 EXIT_CONFIG = 77
 """Exit code for a problem only the operator can fix (credentials, a certificate the
 agent can never accept): the systemd unit does not restart on it (``RestartPreventExitStatus``)."""
+CLASH_BACKOFF = (30.0, 600.0)
+"""Reconnect wait (first, most) while another process uses this node name: doubled
+at every reconnect, so two such processes take the session from each other once
+in minutes rather than four times a second."""
+_NEVER_RETAINED = frozenset({"cmd", "stop", "stop_all", "migrate", "list", "by_name_task"})
+"""Control topics whose messages must not be retained (``spawn`` may be: the node clears it)."""
+CLASH_FORGET = 900.0
+"""Seconds without new evidence after which a name clash is forgotten."""
 
 RouteHandler = Callable[[Inbound, TopicMatch], Awaitable[None]]
 Provider = Callable[[], Any]
+
+
+def _clash_fields(other: dict[str, Any]) -> dict[str, Any]:
+    """What we republish about the other process: only well-formed small values (the
+    payload came from the wire and goes back out in our retained status)."""
+    instance, session, since = other.get("instance"), other.get("session"), other.get("ts")
+    ok_session = isinstance(session, int) and not isinstance(session, bool) and 0 <= session < 2**53
+    ok_since = isinstance(since, (int, float)) and not isinstance(since, bool) and 0 <= since < 1e11
+    return {
+        "instance": instance if isinstance(instance, str) and len(instance) <= 64 else None,
+        "session": session if ok_session else None,
+        "since": since if ok_since else time.time(),
+    }
 
 
 class Subsystem(Protocol):
@@ -116,6 +138,10 @@ class Agent:
         self._config_lock = asyncio.Lock()
         self._unsent_receipts: deque[tuple[str, dict[str, Any], bytes | None]] = deque(maxlen=256)
         self._desired_error: dict[str, Any] | None = None
+        self._cleared: set[str] = set()
+        self.name_clash: dict[str, Any] | None = None
+        """Set while another live process uses this node name (shown in status and state)."""
+        self._clash_seen_at = 0.0
         self.exit_code = 0
         self.restart_requested = False
         self.stop_reason = ""
@@ -169,6 +195,8 @@ class Agent:
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
+            if isinstance(task.exception(), ConnectionRefusedFatal):
+                return  # run() reports it in one line: no traceback for bad credentials
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
     def state_changed(self) -> None:
@@ -222,6 +250,8 @@ class Agent:
 
     def state_payload(self) -> dict[str, Any]:
         payload = self.descriptions.envelope()
+        if self.name_clash is not None:
+            payload["name_clash"] = self.name_clash
         self._add_provided(payload, "state")
         return payload
 
@@ -229,7 +259,10 @@ class Agent:
         return self.descriptions.cfg(self.store, self._desired_error)
 
     def status_payload(self, status: str) -> dict[str, Any]:
-        return self.descriptions.status(status)
+        payload = self.descriptions.status(status)
+        if self.name_clash is not None:
+            payload["name_clash"] = self.name_clash
+        return payload
 
     def _add_provided(self, payload: dict[str, Any], section: str) -> None:
         for key, provider in self._providers[section].items():
@@ -316,6 +349,8 @@ class Agent:
             previous = 0
         self.descriptions.session = previous + 1
         atomic_write_json(counters_path, {"session": self.session_counter})
+        self.dispatcher.memory = CommandMemory(self.data_dir / "commands.json")
+        self.dispatcher.memory.load()
         try:
             replay = read_json(self.data_dir / "replay.json")
             if isinstance(replay, dict):
@@ -391,6 +426,7 @@ class Agent:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _on_connect(self) -> None:
+        self._clash_on_connect()
         acked = await self.publish_birth(wait=self.notifier.enabled and not self._ready_sent)
         if self.notifier.enabled and acked and not self._ready_sent:
             # systemd's "started" means the node is visible to the fleet, not just running.
@@ -430,6 +466,54 @@ class Agent:
                 self.notifier.notify(*lines)
                 last_status = status
             await asyncio.sleep(tick)
+
+    # ---- duplicate node names ---------------------------------------------------------
+
+    def _clash_seen(self, other: dict[str, Any] | None) -> None:
+        """Another process uses this node name: say so once, show it, and back off."""
+        self._clash_seen_at = time.monotonic()
+        clash = _clash_fields(other or {})
+        first = self.name_clash is None
+        self.name_clash = clash
+        if first:
+            log.error(
+                "another agent process uses the node name %r (instance %s, session %s): the broker"
+                " hands the session back and forth; backing off (reconnect after %.0f s, up to %.0f s)."
+                " Give each node a unique --name",
+                self.node,
+                clash["instance"] or "unknown",
+                clash["session"] if clash["session"] is not None else "unknown",
+                CLASH_BACKOFF[0],
+                CLASH_BACKOFF[1],
+            )
+            self.mqtt.reconnect_floor = CLASH_BACKOFF[0]
+            if self.mqtt.connected:
+                self.spawn(self._publish_status_online(), "clash status")
+                self.state_changed()
+
+    def _clash_on_connect(self) -> None:
+        if self.mqtt.taken_over:
+            self.mqtt.taken_over = 0
+            self._clash_seen(None)  # MQTT 5 told us: another client took our session
+            return
+        if self.name_clash is None:
+            return
+        if time.monotonic() - self._clash_seen_at > CLASH_FORGET:
+            log.info(
+                "no sign of the other process named %r for %.0f s; clash forgotten", self.node, CLASH_FORGET
+            )
+            self.name_clash = None
+            self.mqtt.reconnect_floor = 0.0
+            return
+        # We got the session back by taking it: wait longer next time it is taken.
+        self.mqtt.reconnect_floor = min(
+            CLASH_BACKOFF[1], max(CLASH_BACKOFF[0], self.mqtt.reconnect_floor * 2)
+        )
+
+    async def _publish_status_online(self) -> None:
+        await self.publish_json(
+            contract.node_topic(self.node, "status"), self.status_payload("online"), qos=1, retain=True
+        )
 
     # ---- loops -----------------------------------------------------------------------
 
@@ -484,6 +568,8 @@ class Agent:
         if match is None:
             log.debug("ignoring message on %s", msg.topic)
             return
+        if match.kind in _NEVER_RETAINED and self._retained_control(msg, match):
+            return
         if match.kind == "cmd":
             self.spawn(
                 self.dispatcher.handle(
@@ -492,6 +578,7 @@ class Agent:
                     msg.payload,
                     response_topic=msg.response_topic,
                     correlation=msg.correlation,
+                    retained=msg.retain,
                 ),
                 f"cmd {match.verb}",
             )
@@ -501,6 +588,24 @@ class Agent:
             self._on_own_status(msg)
         elif match.kind in self._routes:
             self.spawn(self._guarded(self._routes[match.kind], msg, match), match.kind)
+
+    def _retained_control(self, msg: Inbound, match: TopicMatch) -> bool:
+        """Deal with a control message the broker holds retained; True when it is handled
+        here (not to be run). A retained command would run again on every reconnect (a
+        retained ``restart`` restarts the node forever): clear it, refuse it, say so."""
+        if not msg.payload:
+            # Our own clear coming back (or someone else's): nothing to run or answer.
+            if msg.topic in self._cleared:
+                self._cleared.discard(msg.topic)
+                return True
+            return msg.retain
+        if not msg.retain:
+            return False
+        log.warning("%s arrived retained; control messages are not retained: not run, cleared", msg.topic)
+        self._cleared.add(msg.topic)
+        self.spawn(self.mqtt.publish(msg.topic, b"", qos=1, retain=True), "clear retained")
+        # A command goes on to the dispatcher, which answers it with an error receipt.
+        return match.kind != "cmd"
 
     async def _guarded(self, handler: RouteHandler, msg: Inbound, match: TopicMatch) -> None:
         try:
@@ -515,14 +620,27 @@ class Agent:
             payload = contract.decode(msg.payload) if msg.payload else None
         except ContractError:
             payload = None
-        if isinstance(payload, dict) and payload.get("status") == "online":
-            return
-        # A stale will (or a purge) replaced our birth while we are alive: be born again.
-        log.warning(
-            "retained status of this node says %r; publishing the birth again",
-            (payload or {}).get("status"),
+        verdict = judge_own_status(
+            payload,
+            retained=msg.retain,
+            instance=self.descriptions.instance,
+            started_at=self.started_at,
         )
-        self.spawn(self.publish_birth(), "rebirth")
+        if verdict.action == "clash":
+            self._clash_seen(verdict.other)
+            if verdict.status != "online" and not msg.retain:
+                self.spawn(self._publish_status_online(), "rebirth")  # its will replaced our birth
+        elif verdict.action == "previous":
+            # What the previous run left (offline after a restart, lost after a crash):
+            # expected, and our birth is already on its way.
+            log.info("previous run of this node ended %s", verdict.status or "without a status")
+        elif verdict.action == "rebirth":
+            # A stale will, a purge or junk replaced our birth while we are alive.
+            log.warning(
+                "retained status of this node was replaced by %r; publishing the birth again",
+                verdict.status if verdict.status is not None else msg.payload[:40],
+            )
+            self.spawn(self.publish_birth(), "rebirth")
 
     async def _on_desired(self, msg: Inbound) -> None:
         if not msg.payload:

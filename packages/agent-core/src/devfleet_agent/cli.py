@@ -51,8 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="MQTT version (default auto: 5, else 3.1.1)",
     )
     p.add_argument("--keepalive", type=int, help="keepalive seconds (default 30); the will fires after 1.5x")
-    p.add_argument("--data-dir", help="where the node keeps its config versions and counters")
-    p.add_argument("--state-dir", help="where actors persist their state (default /tmp)")
+    p.add_argument(
+        "--data-dir",
+        help="where the node keeps its files: config versions, counters, actor state"
+        " (default /var/lib/devfleet/NODE when writable, else ~/.local/state/devfleet/NODE)",
+    )
+    p.add_argument(
+        "--state-dir",
+        help="keep actor state here under Wactorz's names agentflow_NAME_state.json"
+        " (default DATA_DIR/actors/NAME.json)",
+    )
     p.add_argument("--loglevel", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     p.add_argument(
         "--allow-code", action="store_const", const=True, help="accept actor code in spawn commands"
@@ -99,6 +107,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"devfleet-agent: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
 
+    from .datadirs import prepare
+
+    try:
+        data_dir = prepare(settings)  # before connecting: a setup error is one line, exit 2
+    except DevfleetError as exc:
+        print(f"devfleet-agent: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(settings.loglevel)
     console.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
@@ -107,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .diagnostics import startup_checks
 
         startup_checks(settings)
+    logging.getLogger("devfleet.agent").info("node %s keeps its files in %s", settings.name, data_dir)
 
     try:
         code, restart = asyncio.run(_run(settings))

@@ -23,6 +23,8 @@ from devfleet_base.contract import Command, Receipt, TopicMatch
 from devfleet_base.errors import Code, ContractError, DevfleetError
 from devfleet_base.signing import ReplayGuard, verify
 
+from .command_ids import CommandMemory
+
 __all__ = ["Dispatcher", "Handler", "ReceiptSender"]
 
 log = logging.getLogger("devfleet.commands")
@@ -49,6 +51,8 @@ class Dispatcher:
         signing_key: when set, every command that is not read-only must be signed.
         guard: the replay guard (its state is persisted by the agent).
         remember: how many command ids to remember for at-most-once.
+        memory: the ids of state-changing commands, persisted across restarts by
+            the agent (default: kept in memory only).
     """
 
     def __init__(
@@ -61,6 +65,7 @@ class Dispatcher:
         remember: int = 1024,
         clock: Callable[[], float] = time.time,
         on_verified: Callable[[], None] | None = None,
+        memory: CommandMemory | None = None,
     ) -> None:
         self.node = node
         self._send = send
@@ -69,6 +74,7 @@ class Dispatcher:
         self._routes: dict[str, _Route] = {}
         self._seen: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
         self._remember = remember
+        self.memory = memory if memory is not None else CommandMemory(clock=clock)
         self._clock = clock
         self._on_verified = on_verified
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -103,8 +109,13 @@ class Dispatcher:
         *,
         response_topic: str | None = None,
         correlation: bytes | None = None,
+        retained: bool = False,
     ) -> None:
         """Handle one inbound command message; never raises.
+
+        A message the broker flagged retained is refused (``invalid``), never run:
+        commands are not retained, and a retained one would run again on every
+        reconnect. The caller clears the topic.
 
         The handler runs inside this call, so callers run each ``handle`` in a task
         of its own (as the agent does) to keep a slow command from blocking others.
@@ -126,13 +137,19 @@ class Dispatcher:
                 maybe_reply = payload.get("reply_to")
                 if isinstance(maybe_reply, str) and _REPLY_RE.fullmatch(maybe_reply):
                     reply = maybe_reply
+            if retained:
+                raise ContractError(
+                    f"{topic} was retained; commands are not retained (it would run again on every"
+                    " reconnect): not run, and the node cleared it",
+                    code=Code.INVALID,
+                )
             command = Command.from_wire(verb, payload, scope=match.scope or "node")
         except ContractError as exc:
             await self._error(reply, cmd_id, verb, exc.code, exc.message, correlation)
             return
-        if command.id in self._seen:
+        if command.id in self._seen or command.id in self.memory:
             self.counts["duplicate"] += 1
-            final = self._seen[command.id]
+            final = self._seen.get(command.id) or self.memory.final(command.id)
             log.info("command %s (%s) seen before; not run again", command.id, verb)
             if final is not None:
                 await self._send(reply, final, correlation)
@@ -154,6 +171,9 @@ class Dispatcher:
             await self._error(reply, command.id, verb, exc.code, exc.message, correlation)
             return
         self._remember_id(command.id, None)
+        if not route.readonly:
+            # Written before it runs: a crash mid-run must not make a repeat run it again.
+            self.memory.remember(command.id, None, expires_at=command.expires_at)
         await self._send(
             reply,
             Receipt(command.id, self.node, verb, "accepted", ts=self._clock()).to_wire(),
@@ -197,7 +217,7 @@ class Dispatcher:
                 "agent is stopping",
                 ts=self._clock(),
             )
-            self._remember_id(command.id, final.to_wire())
+            self._remember_final(route, command, final.to_wire())
             await self._send(reply, final.to_wire(), correlation)
             raise
         except Exception as exc:
@@ -212,10 +232,26 @@ class Dispatcher:
                 ts=self._clock(),
             )
         else:
-            final = Receipt(command.id, self.node, command.verb, "ok", result=result, ts=self._clock())
+            try:
+                contract.encode(result)  # a result JSON cannot carry (NaN, objects) must not lose the receipt
+            except (TypeError, ValueError, RecursionError) as exc:
+                log.error(
+                    "command %s %s returned a result that is not JSON: %s", command.verb, command.id, exc
+                )
+                final = Receipt(
+                    command.id,
+                    self.node,
+                    command.verb,
+                    "error",
+                    Code.FAILED,
+                    f"the result is not JSON: {exc}",
+                    ts=self._clock(),
+                )
+            else:
+                final = Receipt(command.id, self.node, command.verb, "ok", result=result, ts=self._clock())
         self.counts["ok" if final.status == "ok" else "error"] += 1
         wire = final.to_wire()
-        self._remember_id(command.id, wire)
+        self._remember_final(route, command, wire)
         await self._send(reply, wire, correlation)
 
     async def _error(
@@ -225,6 +261,11 @@ class Dispatcher:
         verb = verb if len(verb) <= 64 else verb[:64]
         receipt = Receipt(cmd_id, self.node, verb, "error", code, message[:4096], ts=self._clock())
         await self._send(reply, receipt.to_wire(), correlation)
+
+    def _remember_final(self, route: _Route, command: Command, final: dict[str, Any]) -> None:
+        self._remember_id(command.id, final)
+        if not route.readonly:
+            self.memory.remember(command.id, final, expires_at=command.expires_at)
 
     def _remember_id(self, cmd_id: str, final: dict[str, Any] | None) -> None:
         self._seen[cmd_id] = final

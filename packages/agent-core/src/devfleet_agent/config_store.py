@@ -18,7 +18,8 @@ from typing import Any
 from devfleet_base.errors import Code, ConfigError, ContractError
 from devfleet_base.node_config import NODE_CONFIG_SCHEMA, apply_dotted, default_node_config
 
-from .storage import atomic_write_json, read_json
+from .jsonsafe import check_finite
+from .storage import atomic_write_json, read_json, remove_orphans
 
 __all__ = ["ConfigStore", "MemoryConfigStore", "apply_dotted", "configure_arguments"]
 
@@ -64,11 +65,22 @@ class ConfigStore:
         self.applied_id: str | None = None
         self.updated_at: float | None = None
         self.recovered_from: str | None = None
+        self.highest = 0
+        """The highest version number ever seen, damaged files included: the next
+        write takes the number above it, so a number names one content forever."""
 
     def load(self) -> None:
-        """Load the newest good version; note a corrupt newer one in ``recovered_from``."""
+        """Load the newest good version; note a corrupt newer one in ``recovered_from``.
+
+        Temporary files left by a write that was killed are removed first.
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
-        for version, path in sorted(self._files(), reverse=True):
+        removed = remove_orphans(self.directory)
+        if removed:
+            log.info("removed %d temporary file(s) left by interrupted config writes", removed)
+        files = sorted(self._files(), reverse=True)
+        self.highest = files[0][0] if files else 0
+        for version, path in files:
             try:
                 doc = read_json(path)
                 if not isinstance(doc, dict) or doc.get("version") != version:
@@ -99,6 +111,7 @@ class ConfigStore:
 
     def validate(self, config: Any) -> dict[str, Any]:
         try:
+            check_finite(config, "config")  # what cannot be sent or stored is refused first
             checked = NODE_CONFIG_SCHEMA.validate(config)
             if self.validate_extra is not None:
                 self.validate_extra(checked)
@@ -139,11 +152,12 @@ class ConfigStore:
                     f"version {rollback_to} is not kept (kept: {kept})", code=Code.NOT_FOUND
                 ) from None
         config = self.validate(candidate)
-        version = self.version + 1
+        version = max(self.version, self.highest) + 1
         now = time.time()
         self._write_version(
             version, {"version": version, "config": config, "applied_id": applied_id, "updated_at": now}
         )
+        self.highest = version
         self.version, self.config, self.applied_id, self.updated_at = (
             version,
             config,

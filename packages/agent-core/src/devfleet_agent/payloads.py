@@ -15,6 +15,8 @@ of the next connection (a late will never wins).
 from __future__ import annotations
 
 import time
+import uuid
+from dataclasses import dataclass
 from typing import Any, Final
 
 from devfleet_base import contract
@@ -26,7 +28,9 @@ __all__ = [
     "CAPABILITIES",
     "VERSION_BLOCK",
     "Descriptions",
+    "OwnStatus",
     "heartbeat_payload",
+    "judge_own_status",
     "telemetry_payload",
 ]
 
@@ -45,17 +49,25 @@ class Descriptions:
         session: the session counter (persisted by the agent, bumped at each start).
     """
 
-    __slots__ = ("node", "session", "version")
+    __slots__ = ("instance", "node", "session", "version")
 
     def __init__(self, node: str, session: int = 0) -> None:
         self.node = node
         self.session = session
         self.version = 0
+        self.instance = uuid.uuid4().hex[:16]
+        """Random per process: two processes with one node name tell each other apart by it."""
 
     def envelope(self) -> dict[str, Any]:
         """The fields every description starts with; takes the next version."""
         self.version += 1
-        return {"node": self.node, "session": self.session, "version": self.version, "ts": time.time()}
+        return {
+            "node": self.node,
+            "session": self.session,
+            "version": self.version,
+            "ts": time.time(),
+            "instance": self.instance,
+        }
 
     def meta(
         self,
@@ -112,9 +124,61 @@ class Descriptions:
             "session": self.session,
             "version": self.version + VERSION_BLOCK - 1,
             "ts": time.time(),
+            "instance": self.instance,
             "status": "lost",
         }
         return Will(contract.node_topic(self.node, "status"), contract.encode(payload), qos=1, retain=True)
+
+
+@dataclass(frozen=True, slots=True)
+class OwnStatus:
+    """What a node should do about a message on its own ``status`` topic.
+
+    Attributes:
+        action: ``ok`` (our birth, or nothing to do), ``previous`` (the retained
+            status of an earlier run, delivered at subscribe time: our birth is
+            already on its way), ``rebirth`` (something replaced our birth while
+            we are alive: publish it again) or ``clash`` (another live process
+            uses this node name).
+        status: the ``status`` field read (None for junk or an empty payload).
+        other: the other process's payload for ``clash``.
+    """
+
+    action: str
+    status: Any = None
+    other: dict[str, Any] | None = None
+
+
+def judge_own_status(payload: Any, *, retained: bool, instance: str, started_at: float) -> OwnStatus:
+    """Judge a decoded message on the node's own ``status`` topic.
+
+    Args:
+        payload: the decoded JSON (None for an empty or undecodable payload; any
+            other JSON value, e.g. ``1`` or ``[1]``, is junk to repair).
+        retained: the broker's retain flag (set only on the burst after a subscribe).
+        instance: this process's :attr:`Descriptions.instance`.
+        started_at: when this process started (Unix seconds).
+
+    A status from another instance is a name clash when it was made after this
+    process started, or when it is a live ``online`` (an older one is what a
+    previous run of this node left behind). Idea: Sparkplug's bdSeq and Homie's
+    ``$state`` tell a stale birth from a live one; here a per-process instance id
+    and the birth time do.
+    """
+    fields = payload if isinstance(payload, dict) else {}
+    status = fields.get("status")
+    status = status if isinstance(status, str) else None
+    other = fields.get("instance")
+    if isinstance(other, str) and other != instance:
+        ts = fields.get("ts")
+        newer = isinstance(ts, (int, float)) and not isinstance(ts, bool) and ts > started_at
+        # A session taken over fires the loser's will: a "lost" of another instance made
+        # after we started is as sure a sign as its birth.
+        if newer or (status == "online" and not retained):
+            return OwnStatus("clash", status, fields)
+    if status == "online":
+        return OwnStatus("previous" if retained and other != instance else "ok", status)
+    return OwnStatus("previous" if retained else "rebirth", status)
 
 
 def heartbeat_payload(

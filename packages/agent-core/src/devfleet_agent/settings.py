@@ -47,7 +47,7 @@ class Settings:
     protocol: str = "auto"
     keepalive: int = 30
     data_dir: str | None = None
-    state_dir: str = "/tmp"  # noqa: S108 - seed 001: /tmp/agentflow_{name}_state.json
+    state_dir: str | None = None
     loglevel: str = "INFO"
     allow_code: bool = False
     allow_install: bool = False
@@ -72,6 +72,14 @@ class Settings:
             return system / self.name
         state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
         return Path(state) / "devfleet" / self.name
+
+    @property
+    def resolved_state_dir(self) -> Path:
+        """Where dynamic actors keep their values: ``{data_dir}/actors`` unless
+        ``state_dir`` is given (then Wactorz's file names are used there)."""
+        if self.state_dir:
+            return Path(self.state_dir).expanduser()
+        return self.resolved_data_dir / "actors"
 
     @property
     def disabled_component_names(self) -> frozenset[str]:

@@ -287,7 +287,12 @@ class AsyncFleet(ActorOps):
                 raise ConnectError("not connected to the broker")
             await asyncio.wait_for(fut, timeout)
         except TimeoutError:
-            raise ConsoleTimeout(f"the broker did not echo our marker within {timeout:g} s") from None
+            raise ConsoleTimeout(
+                f"the broker did not echo our marker within {timeout:g} s ({len(self.model)} nodes seen"
+                " so far). A broker that drops messages to a console that is behind loses it: on"
+                " mosquitto raise max_queued_messages (default 1000; see 'Broker settings' in"
+                " docs/agent.md)"
+            ) from None
         finally:
             self._markers.pop(marker, None)
 

@@ -162,6 +162,16 @@ class NodeView:
         return self.status or "unknown"
 
     @property
+    def name_clash(self) -> dict[str, Any] | None:
+        """Set when the node says another live process uses its name (two devices
+        called ``raspberrypi``): ``{"instance", "session", "since"}`` of the other."""
+        for source in (self.status_payload, self.state):
+            clash = source.get("name_clash") if isinstance(source, dict) else None
+            if isinstance(clash, dict):
+                return clash
+        return None
+
+    @property
     def session(self) -> int | None:
         """The newest agent session seen in a description."""
         return max((s for s, _ in self.order.values()), default=None)
@@ -229,6 +239,7 @@ class NodeView:
             "heartbeat_at": self.heartbeat_at,
             "telemetry": {k: s.value for k, s in self.telemetry.items()},
             "invalid": self.invalid,
+            "name_clash": self.name_clash,
         }
 
     def to_dict(self) -> dict[str, Any]:

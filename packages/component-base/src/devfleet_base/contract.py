@@ -487,13 +487,20 @@ def subscriptions_for_node(node: str, groups: tuple[str, ...] = ()) -> list[tupl
 
 
 def subscriptions_for_console() -> list[tuple[str, int]]:
-    """The filters the console's fleet model subscribes to."""
+    """The filters the console's fleet model subscribes to.
+
+    The retained descriptions at QoS 0: mosquitto's default ``max_queued_messages
+    1000`` drops QoS 1 messages to a subscriber that is behind, and a fleet of ~250
+    nodes already has 1,000 retained descriptions. At QoS 0 they are written
+    straight to the connection (a console reconnecting gets them all again), so the
+    console's own QoS 1 traffic (its sync marker, receipts) is not queued behind them.
+    """
     return [
-        ("nodes/+/meta", 1),
-        ("nodes/+/status", 1),
-        ("nodes/+/state", 1),
-        ("nodes/+/cfg", 1),
-        ("nodes/+/cfg/desired", 1),
+        ("nodes/+/meta", 0),
+        ("nodes/+/status", 0),
+        ("nodes/+/state", 0),
+        ("nodes/+/cfg", 0),
+        ("nodes/+/cfg/desired", 0),
         ("nodes/+/heartbeat", 0),
         ("nodes/+/telemetry/+", 0),
         ("agents/+/heartbeat", 0),

@@ -197,6 +197,11 @@ class MqttSession:
         """When (monotonic) a connection attempt last started or ended: a session that
         is neither connected nor trying for long is wedged."""
         self.protocol_in_use: str | None = None
+        self.reconnect_floor = 0.0
+        """Seconds to wait at least before reconnecting after a lost connection (an
+        agent that shares its node name with another process backs off with it)."""
+        self.taken_over = 0
+        """How often the broker said another client took this session (MQTT 5)."""
         self.connects = 0
         self.counters = {"sent": 0, "received": 0, "subscribed": 0}
 
@@ -267,8 +272,8 @@ class MqttSession:
             await self._lost.wait()
             self._teardown_socket()
             if not self._stopping:
-                delay = random.uniform(0, self.options.backoff_min)
-                log.warning("connection to broker lost; reconnecting")
+                delay = max(random.uniform(0, self.options.backoff_min), self.reconnect_floor)
+                log.warning("connection to broker lost; reconnecting in %.1f s", delay)
                 await self._sleep_unless_stopping(delay)
 
     async def _failed_attempt(self, exc: BaseException, attempt: int) -> None:
@@ -593,6 +598,8 @@ class MqttSession:
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
         if client is self._client:
+            if str(reason) == "Session taken over":
+                self.taken_over += 1
             self._connected.clear()
             if self._connack is not None and not self._connack.done():
                 self._connack.set_result(str(reason))

@@ -310,6 +310,8 @@ class DynamicActor:
         spec: the validated spawn.
         bus: the agent's I/O.
         state_dir: the directory of ``agentflow_{name}_state.json``.
+        state_path: the state file itself (overrides ``state_dir``; the agent's own
+            layout is ``{data_dir}/actors/{name}.json``).
 
     Raises:
         CompileError: the code does not compile, raises at import, or defines
@@ -317,11 +319,18 @@ class DynamicActor:
             ``async def``).
     """
 
-    def __init__(self, spec: SpawnSpec, bus: ActorBus, *, state_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        spec: SpawnSpec,
+        bus: ActorBus,
+        *,
+        state_dir: Path | None = None,
+        state_path: Path | None = None,
+    ) -> None:
         self.spec = spec
         self.name = spec.name
         self.actor_id = actor_id(spec.name)
-        self.store = StateStore(state_file(state_dir, spec.name))
+        self.store = StateStore(state_path or state_file(state_dir, spec.name))
         self.agent = ActorAgent(spec.name, bus, self.store)
         self._bus = bus
         fns = _compile(spec.name, spec.code)
@@ -390,12 +399,12 @@ class DynamicActor:
 
 
 def dynamic_factory(
-    spec: SpawnSpec, bus: ActorBus, *, state_dir: Path | None = None
+    spec: SpawnSpec, bus: ActorBus, *, state_dir: Path | None = None, state_path: Path | None = None
 ) -> Callable[[], DynamicActor]:
     """The supervisor factory of ``spec``: compiles a fresh actor on every (re)start."""
 
     def make() -> DynamicActor:
-        return DynamicActor(spec, bus, state_dir=state_dir)
+        return DynamicActor(spec, bus, state_dir=state_dir, state_path=state_path)
 
     return make
 

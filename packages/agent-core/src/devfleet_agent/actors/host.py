@@ -206,7 +206,15 @@ class ActorHost:
     @property
     def state_dir(self) -> Path:
         """Where actors persist their values."""
-        return Path(self.agent.settings.state_dir).expanduser()
+        return self.agent.settings.resolved_state_dir
+
+    def state_path(self, name: str) -> Path:
+        """The state file of actor ``name``: ``{data_dir}/actors/{name}.json``, or
+        Wactorz's ``agentflow_{name}_state.json`` in a ``--state-dir`` given
+        explicitly (to share the files with a Wactorz runner)."""
+        if self.agent.settings.state_dir:
+            return state_file(self.state_dir, name)
+        return self.state_dir / f"{name}.json"
 
     def _children(self) -> dict[str, ChildInfo]:
         """The supervisor's children that are actors (not components)."""
@@ -540,11 +548,11 @@ class ActorHost:
             await _pip_install(requirements, settings)
         if state is not None:
             try:
-                StateStore(state_file(self.state_dir, spec.name)).replace_all(state)
+                StateStore(self.state_path(spec.name)).replace_all(state)
             except (ValueError, DevfleetError) as exc:
                 raise ContractError(f"spawn._state could not be stored: {exc}") from None
         spec = _without_replace(spec)
-        factory = dynamic_factory(spec, self, state_dir=self.state_dir)
+        factory = dynamic_factory(spec, self, state_path=self.state_path(spec.name))
         # start_child(wait=False) registers the child without yielding to the loop, so
         # the record below exists before the child's first event.
         info = await self.supervisor.start_child(spec.name, factory, spec.policy(), wait=False)
@@ -682,7 +690,7 @@ class ActorHost:
             await self.agent.mqtt.subscribe([(heartbeat_filter, 0)])
             spawn = hosted.spec.to_payload(node=target)
             spawn.pop("replace", None)
-            spawn["_state"] = StateStore(state_file(self.state_dir, name)).snapshot()
+            spawn["_state"] = StateStore(self.state_path(name)).snapshot()
             spawn["_migration"] = {"id": migration_id, "from_node": self.node}
             spawn["_expires_at"] = time.time() + timeout
             # Under the source's own subtree, so a per-node broker ACL allows it (docs/contract.md).

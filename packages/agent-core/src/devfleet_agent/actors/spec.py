@@ -34,6 +34,7 @@ from typing import Any
 from devfleet_base.contract import ACTOR_NAME_PATTERN, DEFAULT_POLL_INTERVAL, MAX_CODE_BYTES, SPAWN_SCHEMA
 from devfleet_base.errors import Code, ContractError
 
+from ..jsonsafe import check_finite
 from ..supervisor import RestartPolicy
 
 __all__ = [
@@ -87,6 +88,7 @@ class SpawnSpec:
                 ``too_large`` for oversized code, ``invalid`` otherwise).
         """
         checked = SPAWN_SCHEMA.validate(data)
+        check_finite(checked, "spawn")  # kept extras travel on with a migration: they must encode
         code: str = checked["code"]
         if len(code.encode("utf-8", "surrogatepass")) > MAX_CODE_BYTES:
             raise ContractError(f"spawn.code: larger than {MAX_CODE_BYTES} bytes", code=Code.TOO_LARGE)

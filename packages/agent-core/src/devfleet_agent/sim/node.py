@@ -32,7 +32,7 @@ from devfleet_base.mqtt import Inbound, MqttSession, SessionOptions
 from ..commands import Dispatcher
 from ..config_store import MemoryConfigStore, configure_arguments
 from ..logship import LogShipper
-from ..payloads import Descriptions, heartbeat_payload, telemetry_payload
+from ..payloads import Descriptions, heartbeat_payload, judge_own_status, telemetry_payload
 
 __all__ = ["NodeBehaviour", "SimNode", "spawn"]
 
@@ -304,6 +304,8 @@ class SimNode:
             self.commands_seen += 1
             if self.behaviour.silent:
                 return
+            if msg.retain and msg.payload:  # a retained command would run on every reconnect
+                spawn(self.session.publish(msg.topic, b"", qos=1, retain=True))
             spawn(
                 self.dispatcher.handle(
                     msg.topic,
@@ -311,6 +313,7 @@ class SimNode:
                     msg.payload,
                     response_topic=msg.response_topic,
                     correlation=msg.correlation,
+                    retained=msg.retain,
                 )
             )
         elif match.kind == "cfg_desired" and msg.payload:
@@ -323,10 +326,15 @@ class SimNode:
             payload = contract.decode(msg.payload) if msg.payload else None
         except ContractError:
             payload = None
-        if isinstance(payload, dict) and payload.get("status") == "online":
-            return
-        if self.connected:  # a stale will (or a purge) replaced our birth: be born again
-            spawn(self.publish_birth())
+        verdict = judge_own_status(
+            payload, retained=msg.retain, instance=self.descriptions.instance, started_at=self.started_at
+        )
+        if verdict.action == "clash" and not self.session.reconnect_floor:
+            # Another process simulates this node name: back off as the agent does.
+            log.error("another process uses the node name %r; backing off", self.name)
+            self.session.reconnect_floor = 30.0
+        elif verdict.action == "rebirth" and self.connected:
+            spawn(self.publish_birth())  # a stale will, a purge or junk replaced our birth
 
     async def _on_desired(self, msg: Inbound) -> None:
         try:

@@ -53,7 +53,8 @@ def table(nodes: list[NodeView], now: float | None = None) -> Any:
 
         t.add_row(
             n.name,
-            f"[{_HEALTH_STYLE.get(n.health, '')}]{n.health}[/]",
+            f"[{_HEALTH_STYLE.get(n.health, '')}]{n.health}[/]"
+            + (" [red]name clash[/]" if n.name_clash is not None else ""),
             str(n.session if n.session is not None else "-"),
             str(n.config_version if n.config_version is not None else "-"),
             ",".join(n.groups) or "-",

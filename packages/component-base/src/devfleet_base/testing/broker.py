@@ -443,6 +443,9 @@ class MosquittoBroker(_SubprocessBroker):
         require_client_cert: With ``tls``, demand a client certificate signed
             by the CA (mutual TLS); clients use ``tls.client_cert``/``client_key``.
         persistence: Keep retained messages and sessions across :meth:`restart`.
+        max_queued_messages: mosquitto's per-client queue of QoS 1/2 messages (100,000
+            for load tests); None leaves mosquitto's default (1,000), as a stock
+            broker has it.
         extra_config: More mosquitto.conf lines, appended verbatim.
         executable: Path of mosquitto; found on PATH or in /usr/sbin if omitted.
         startup_timeout: Seconds to wait for the port to accept connections.
@@ -466,6 +469,7 @@ class MosquittoBroker(_SubprocessBroker):
         tls: bool = False,
         require_client_cert: bool = False,
         persistence: bool = False,
+        max_queued_messages: int | None = 100_000,
         extra_config: Sequence[str] = (),
         executable: str | None = None,
         startup_timeout: float = 10.0,
@@ -484,6 +488,7 @@ class MosquittoBroker(_SubprocessBroker):
         self.allow_anonymous = (not auth) if allow_anonymous is None else allow_anonymous
         self.require_client_cert = require_client_cert
         self.persistence = persistence
+        self.max_queued_messages = max_queued_messages
         self.extra_config = list(extra_config)
         self.config_path = self.dir / "mosquitto.conf"
         self._files_ready = False
@@ -523,7 +528,6 @@ class MosquittoBroker(_SubprocessBroker):
             f"listener {self.port} {self.host}",
             f"allow_anonymous {'true' if self.allow_anonymous else 'false'}",
             "set_tcp_nodelay true",
-            "max_queued_messages 100000",
             "log_dest stderr",
             "log_type error",
             "log_type warning",
@@ -532,6 +536,8 @@ class MosquittoBroker(_SubprocessBroker):
             "connection_messages true",
             "log_timestamp true",
         ]
+        if self.max_queued_messages is not None:
+            lines.append(f"max_queued_messages {self.max_queued_messages}")
         if self.persistence:
             lines += ["persistence true", f"persistence_location {self.dir}/"]
         else:
