@@ -11,7 +11,8 @@ window:
   layout and paint of those updates;
 - status change on the wire → page: a retained ``lost`` status published for a
   node, until the page's row has it (the page stamps ``Date.now()`` when a row's
-  health changes; same host, same clock);
+  health changes; same host, same clock), and the part until the server sent the
+  frame that carried it (the frame's own server time);
 - the viz server's CPU and RSS (``/proc``), against the floor of a bare paho
   subscriber taking the same messages in its own process;
 - bytes per second to the browser (SSE payloads) against the bytes per second
@@ -83,6 +84,8 @@ async def run(quick: bool, log: Any, row: Any) -> dict[str, Any]:
         row("viz: browser frame interval max", max(out["raf"]), "ms", None),
         row("viz: status change on the wire → page, p50", pct(out["latency"], 0.5) * 1e3, "ms", None),
         row("viz: status change on the wire → page, max", max(out["latency"]) * 1e3, "ms", None),
+        row("viz: status change on the wire → the server's frame, p50", pct(out["server_part"], 0.5) * 1e3, "ms",
+            None),
         row(f"viz: server CPU, {out['msg_rate']:,.0f} msg/s in", out["server_cpu"], "%", out["floor_cpu"] or None),
         row("viz: server RSS", out["server_rss"] / 2**20, "MB", out["floor_rss"] / 2**20),
         row(f"viz: telemetry rings when full ({n:,} nodes × 3 metrics × 300 points)", rings / 2**20, "MB",
@@ -90,7 +93,8 @@ async def run(quick: bool, log: Any, row: Any) -> dict[str, Any]:
         row("viz: bytes/s to the browser (floor: bytes/s on the wire)", out["page_bytes_s"] / 1024, "KB/s",
             out["wire_bytes_s"] / 1024),
     ]  # fmt: skip
-    details = {k: v for k, v in out.items() if k not in ("frames", "latency", "raf")}
+    details = {k: v for k, v in out.items() if k not in ("frames", "latency", "raf", "server_part")}
+    details["server_part_ms"] = [round(x * 1e3, 1) for x in out["server_part"]]
     details["raf_frames"] = len(out["raf"])
     details.update(nodes=n, frame_count=len(frames), latencies_ms=[round(x * 1e3, 1) for x in out["latency"]])
     return {"rows": rows, "details": details}
@@ -160,6 +164,7 @@ async def _browser(
 
             probe = MqttProbe.connect_to(broker)
             latency: list[float] = []
+            server_part: list[float] = []  # wire → the server's frame (the rest: SSE and the page)
             try:
                 for i in range(changes):
                     node = f"viz-{(i * 7) % n:05d}"
@@ -169,8 +174,9 @@ async def _browser(
                     await page.wait_for_function(
                         f"(window.__viz.seen[{json.dumps(node)}] || {{}}).health === 'lost'", timeout=30_000
                     )
-                    seen = await page.evaluate(f"window.__viz.seen[{json.dumps(node)}].at")
-                    latency.append(seen - sent)
+                    seen = await page.evaluate(f"window.__viz.seen[{json.dumps(node)}]")
+                    latency.append(seen["at"] - sent)
+                    server_part.append(seen["sent"] - sent)
             finally:
                 probe.close()
         finally:
@@ -179,6 +185,7 @@ async def _browser(
         "frames": stats["frames"],
         "raf": stats["raf"],
         "latency": latency,
+        "server_part": server_part,
         "window": elapsed,
         "msg_rate": wire["messages"] / wire["seconds"],
         "wire_bytes_s": wire["bytes"] / wire["seconds"],

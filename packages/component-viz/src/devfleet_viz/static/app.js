@@ -103,20 +103,21 @@ function applySnapshot(snap) {
   S.receipts = snap.receipts || [];
   S.detail = snap.focus || null;
   if (S.detail) S.series[S.detail.node] = S.detail.series;
-  for (const [name, row] of Object.entries(S.nodes)) noteHealth(name, row.health);
+  for (const [name, row] of Object.entries(S.nodes)) noteHealth(name, row.health, snap.now);
   dirty.all = true;
   const mode = document.getElementById("mode");
   mode.textContent = S.access.readonly ? "read-only: commands are refused" : (S.access.token_required && !token ? "no token: commands will be refused" : "");
 }
 
-function noteHealth(name, health) {
+function noteHealth(name, health, sentAt) {
+  // at: when the page applied it; sent: the server's clock when it sent the frame
   const seen = stats.seen[name];
-  if (!seen || seen.health !== health) stats.seen[name] = { health, at: Date.now() / 1000 };
+  if (!seen || seen.health !== health) stats.seen[name] = { health, at: Date.now() / 1000, sent: sentAt };
 }
 
 function applyDelta(d) {
   S.offset = d.now - Date.now() / 1000;
-  if (d.nodes) for (const [name, row] of Object.entries(d.nodes)) { S.nodes[name] = row; noteHealth(name, row.health); dirty.rows.add(name); }
+  if (d.nodes) for (const [name, row] of Object.entries(d.nodes)) { S.nodes[name] = row; noteHealth(name, row.health, d.now); dirty.rows.add(name); }
   if (d.removed) for (const name of d.removed) { delete S.nodes[name]; delete S.series[name]; dirty.all = true; }
   if (d.hb) for (const [name, ts] of Object.entries(d.hb)) { if (S.nodes[name]) S.nodes[name].heartbeat_at = ts; }
   if (d.points) {
