@@ -87,3 +87,53 @@ async def test_a_burst_becomes_one_delta_with_only_new_points(fresh_broker: Any,
     finally:
         await hub.close()
     await asyncio.sleep(0)
+
+
+async def test_hostile_requests_get_clear_refusals(view: Any) -> None:
+    """Junk from the network: a 4xx with a reason, never a 500, and the view keeps serving."""
+    import urllib.error
+    import urllib.request
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    base = view.url
+
+    def call(path: str, body: bytes | None = None, ctype: str = "application/json") -> tuple[int, bytes]:
+        headers = {"Content-Type": ctype} if body is not None else {}
+        req = urllib.request.Request(base + path, data=body, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+        max_leaves=12,
+    )
+    bodies = st.binary(max_size=300) | json_values.map(lambda v: json.dumps(v).encode())
+    seen: list[int] = []
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(bodies)
+    def post(body: bytes) -> None:
+        status, _ = call("api/command", body)
+        seen.append(status)
+        assert status in (400, 413), (status, body)
+
+    await asyncio.to_thread(post)
+    deep = b"[" * 30_000 + b"]" * 30_000  # under the size cap, far past the recursion limit
+    big = b'{"node": "n1", "verb": "ping", "args": {"x": "' + b"y" * 100_000 + b'"}}'
+    results = await asyncio.gather(
+        asyncio.to_thread(call, "api/command", deep),
+        asyncio.to_thread(call, "api/command", big),
+        asyncio.to_thread(call, "api/command", b'{"node": "n1", "verb": "ping"}', "text/plain"),
+        asyncio.to_thread(call, "api/stream?node=a/b"),
+        asyncio.to_thread(call, "api/nodes/nope/telemetry.csv"),
+        asyncio.to_thread(call, "static/../hub.py"),
+    )
+    assert [r[0] for r in results] == [400, 413, 403, 400, 404, 404]
+    status, body = await asyncio.to_thread(call, "")
+    assert status == 200 and b"devfleet" in body

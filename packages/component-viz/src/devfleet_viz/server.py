@@ -34,6 +34,9 @@ __all__ = ["Access", "VizServer", "is_loopback"]
 
 log = logging.getLogger("devfleet.viz")
 
+MAX_BODY = 64 * 1024
+"""The largest command request accepted, in bytes."""
+
 KEEPALIVE = 15.0
 """Seconds between SSE comments on an idle stream (proxies drop silent connections)."""
 
@@ -223,9 +226,16 @@ class VizServer:
         if refusal:
             return JSONResponse({"error": "forbidden", "message": refusal}, status_code=403)
         try:
-            body = json.loads(await request.body())
+            raw = await _read_capped(request, MAX_BODY)
+            if raw is None:
+                return JSONResponse(
+                    {"error": "invalid", "message": f"a command is at most {MAX_BODY} bytes"}, status_code=413
+                )
+            body = json.loads(raw)
             node, verb, args = _command_of(body)
             cmd_id = await self.hub.command(node, verb, args)
+        except RecursionError:
+            return JSONResponse({"error": "invalid", "message": "JSON nested too deeply"}, status_code=400)
         except (ValueError, TypeError) as exc:
             return JSONResponse({"error": "invalid", "message": str(exc)[:300]}, status_code=400)
         except DevfleetError as exc:
@@ -246,6 +256,18 @@ class VizServer:
             media_type="text/csv",
             headers={"Content-Disposition": f'attachment; filename="{node}-telemetry.csv"'},
         )
+
+
+async def _read_capped(request: Any, limit: int) -> bytes | None:
+    """The request body, or None when it is longer than ``limit`` bytes (read no further)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _command_of(body: Any) -> tuple[str, str, dict[str, Any]]:
