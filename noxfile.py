@@ -24,6 +24,7 @@ PACKAGES = {
     "packages/central-command": "devfleet-central-command",
     "packages/component-ledstrip": "devfleet-component-ledstrip",
     "packages/component-projector": "devfleet-component-projector",
+    "packages/component-ros": "devfleet-component-ros",
     "packages/component-viz": "devfleet-component-viz",
     "examples/minimal-component": "devfleet-example-minimal",
     "examples/demo": "",  # not a distribution: its tests run in the `tests` session
@@ -63,9 +64,15 @@ def _local_requirements(path: str) -> list[str]:
     visit(path, with_test_extra=True)
     out = []
     for p in seen:
-        extra = "[testing,mqtt]" if p == "packages/component-base" else ""
+        extra = "[testing,mqtt]" if p == "packages/component-base" else _testing_extra(p)
         out += ["-e", f"./{p}{extra}"]
     return out
+
+
+def _testing_extra(path: str) -> str:
+    """``[testing]`` for a package that ships a test kit needing more (component-ros: websockets)."""
+    meta = tomllib.loads((ROOT / path / "pyproject.toml").read_text())["project"]
+    return "[testing]" if "testing" in meta.get("optional-dependencies", {}) else ""
 
 
 def _all_local_requirements() -> list[str]:

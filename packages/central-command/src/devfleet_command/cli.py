@@ -31,7 +31,8 @@ exit codes:
   0  success
   1  a node reported failure (error receipt, drift found, purge incomplete)
   2  usage error (bad arguments, invalid config value: nothing was sent)
-  3  timeout or unreachable (no broker, unknown node, no answer in time)
+  3  timeout or unreachable (no broker, unknown node, no answer in time);
+     a node never seen fails at once (nothing sent) unless --wait-for-node S
 
 environment:
   DEVFLEET_BROKER    default for --broker (mqtt://127.0.0.1:1883)
@@ -115,8 +116,15 @@ def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     parser.add_argument(
         "--timeout",
         type=_positive_seconds,
-        default=default(10.0),
-        help="seconds to wait for the broker and answers (default 10)",
+        default=default(None),
+        help="seconds to wait for the broker and answers (default 10; 30 for spawn and migrate)",
+    )
+    parser.add_argument(
+        "--wait-for-node",
+        type=_positive_seconds,
+        metavar="S",
+        default=default(0.0),
+        help="a node never seen: wait S seconds for its birth (provisioning) instead of exit 3 at once",
     )
     parser.add_argument(
         "--debug",
@@ -183,8 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             tls_ca=args.tls_ca,
             signing_key=key,
             json=args.json,
-            timeout=args.timeout,
+            timeout=args.timeout if args.timeout is not None else 10.0,
             debug=args.debug,
+            wait_for_node=args.wait_for_node,
         )
         return int(asyncio.run(args.handler(ctx)))
     except KeyboardInterrupt:

@@ -97,7 +97,7 @@ async def cmd_spawn(ctx: Context) -> int:
             spec,
             replace=True if ctx.args.replace else None,
             retain=not ctx.args.no_retain,
-            timeout=max(ctx.timeout, 30.0),
+            timeout=ctx.timeout_or(30.0),
         )
     if ctx.json:
         ctx.emit_json({"node": ctx.args.node, "name": spec.get("name"), "result": result})
@@ -125,20 +125,9 @@ async def cmd_actors(ctx: Context) -> int:
     if ctx.json:
         ctx.emit_json(rows)
         return 0
-    from rich.table import Table
+    from .render import actors_table
 
-    t = Table(box=None, pad_edge=False)
-    for col in ("NODE", "ACTOR", "STATE", "RESTARTS", "LAST ERROR"):
-        t.add_column(col)
-    for row in rows:
-        t.add_row(
-            row["node"],
-            row["name"],
-            str(row.get("state", "-")),
-            str(row.get("restarts", "-")),
-            str(row.get("last_error") or "")[:60],
-        )
-    ctx.console().print(t)
+    ctx.console().print(actors_table(rows))
     return 0
 
 
@@ -147,7 +136,7 @@ async def cmd_migrate(ctx: Context) -> int:
     async with ctx.fleet() as fleet:
         with ctx.console(stderr=True).status(f"migrating {ctx.args.name} to {ctx.args.to} ..."):
             result = await fleet.migrate(
-                ctx.args.name, ctx.args.to, source=ctx.args.source, timeout=max(ctx.timeout, 30.0)
+                ctx.args.name, ctx.args.to, source=ctx.args.source, timeout=ctx.timeout_or(30.0)
             )
     if ctx.json:
         ctx.emit_json(result)

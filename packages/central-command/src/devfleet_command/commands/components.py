@@ -48,32 +48,11 @@ async def cmd_components(ctx: Context) -> int:
     if ctx.json:
         ctx.emit_json(info)
         return 0
-    from rich.table import Table
+    from .render import components_renderables
 
-    t = Table(box=None, pad_edge=False)
-    for col in ("COMPONENT", "STATE", "HEALTH", "VERSION", "DIST", "RESTARTS"):
-        t.add_column(col)
-    configured = info.get("configured") or {}
-    names = sorted({*(configured or {}), *[a.get("name", "") for a in info.get("available") or []]} - {""})
-    available = {a.get("name"): a for a in info.get("available") or []}
-    for name in names:
-        state = configured.get(name) or {}
-        avail = available.get(name) or {}
-        health = state.get("health")
-        t.add_row(
-            name,
-            str(state.get("state", "available")),
-            "-"
-            if health is None
-            else ("ok" if (health.get("ok") if isinstance(health, dict) else health) else "unhealthy"),
-            str(state.get("version") or avail.get("version") or "-"),
-            str(state.get("dist") or avail.get("dist") or "-"),
-            str(state.get("restarts", "-")),
-        )
     con = ctx.console()
-    con.print(t)
-    for err in info.get("errors") or []:
-        con.print(f"[red]failed to load {err.get('name')}: {err.get('error')}[/]")
+    for part in components_renderables(info):
+        con.print(part)
     return 0
 
 

@@ -42,11 +42,11 @@ async def cmd_get(ctx: Context) -> int:
     if ctx.json:
         ctx.emit_json(result)
     else:
-        from rich.pretty import Pretty
+        from .render import config_renderables
 
         con = ctx.console()
-        con.print(f"config version {result.get('config_version')} (kept: {result.get('kept_versions')})")
-        con.print(Pretty(result.get("config")))
+        for part in config_renderables(result):
+            con.print(part)
     return 0
 
 
@@ -88,10 +88,8 @@ async def cmd_drift(ctx: Context) -> int:
             ]
         )
     else:
-        if not drifts:
-            print("no drift", file=ctx.out)
-        for d in drifts:
-            diffs = ", ".join(f"{k}: {b!r} → {a!r}" for k, (a, b) in d.differences.items())
-            err = f" error: {d.error.get('message')}" if d.error else ""
-            print(f"{d.node}: {diffs}{err}", file=ctx.out)
+        from .render import drift_lines
+
+        for line in drift_lines(drifts):
+            print(line, file=ctx.out)
     return 1 if drifts else 0

@@ -31,6 +31,7 @@ class Context:
     json: bool
     timeout: float
     debug: bool
+    wait_for_node: float = 0.0
     out: TextIO = field(default_factory=lambda: sys.stdout)
     err: TextIO = field(default_factory=lambda: sys.stderr)
 
@@ -45,7 +46,23 @@ class Context:
             tls_ca=self.tls_ca,
             signing_key=self.signing_key,
             connect_timeout=self.timeout,
+            wait_for_node=self.wait_for_node,
             **kwargs,
+        )
+
+    def timeout_or(self, default: float) -> float:
+        """``--timeout`` when given, else this command's own ``default``."""
+        given = getattr(self.args, "timeout", None)
+        return float(given) if given is not None else default
+
+    def waiting_hint(self, names: list[str], seconds: float) -> None:
+        """A progress hint on stderr while a one-shot command waits for heartbeats."""
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        print(
+            f"devfleet: waiting up to {seconds:g} s for a heartbeat from {shown}"
+            " (the broker's retained status says online)",
+            file=self.err,
+            flush=True,
         )
 
     def emit_json(self, obj: Any) -> None:

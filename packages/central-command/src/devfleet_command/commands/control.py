@@ -36,6 +36,14 @@ def register(sub: Any) -> None:
     p = sub.add_parser("purge", help="clear every retained topic of a gone node")
     p.add_argument("node")
     p.add_argument("--force", action="store_true", help="purge even if the node says it is online")
+    p.add_argument(
+        "--linger",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="stay S seconds and clear the will of a connection the broker still holds"
+        " (a frozen node's: it fires up to 1.5 keepalives later, 45 s by default)",
+    )
     p.set_defaults(handler=cmd_purge)
 
 
@@ -46,6 +54,8 @@ async def broadcast_with_progress(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     group = ctx.args.group
+    if group is not None and not fleet.model.in_group(group):
+        await _group_known(ctx, fleet, group)
     with Progress(
         TextColumn(f"{verb} {'group ' + group if group else 'fleet'}"),
         BarColumn(),
@@ -72,6 +82,19 @@ async def broadcast_with_progress(
         )
         await bc.wait()
     return bc
+
+
+async def _group_known(ctx: Context, fleet: AsyncFleet, group: str) -> None:
+    """A group no known node is in is a typo: exit 3 at once (or after --wait-for-node)."""
+    from ..errors import ConsoleTimeout, NodeNotFound
+
+    if ctx.wait_for_node > 0:
+        try:
+            await fleet.wait_for(lambda m: bool(m.in_group(group)), ctx.wait_for_node)
+            return
+        except ConsoleTimeout:
+            pass
+    raise NodeNotFound(f"no node of group {group!r} is known to the broker at {ctx.broker} (nothing sent)")
 
 
 def summarize_broadcast(ctx: Context, bc: Broadcast) -> None:
@@ -142,10 +165,26 @@ async def cmd_cmd(ctx: Context) -> int:
 
 async def cmd_purge(ctx: Context) -> int:
     """Purge a node's retained topics."""
+    a = ctx.args
     async with ctx.fleet() as fleet:
-        cleared = await fleet.purge(ctx.args.node, force=ctx.args.force, timeout=ctx.timeout)
+        view = fleet.model.get(a.node)
+        # Its last word was "online": no will fired yet, so the broker may still hold one.
+        will_pending = view is not None and view.status == "online"
+        if will_pending and a.linger > 0 and not ctx.json:
+            print(
+                f"devfleet: staying {a.linger:g} s to clear {a.node}'s will if the broker fires it",
+                file=ctx.err,
+            )
+        cleared = await fleet.purge(a.node, force=a.force, timeout=ctx.timeout, linger=a.linger)
     if ctx.json:
-        ctx.emit_json({"node": ctx.args.node, "cleared": cleared})
+        ctx.emit_json({"node": a.node, "cleared": cleared, "will_may_follow": will_pending and a.linger <= 0})
     else:
-        print(f"{ctx.args.node}: purged {len(cleared)} retained topic(s)", file=ctx.out)
+        print(f"{a.node}: purged {len(cleared)} retained topic(s)", file=ctx.out)
+    if will_pending and a.linger <= 0:
+        print(
+            f"devfleet: warning: {a.node} was last seen online; if the broker still holds its connection"
+            " (a frozen node) it publishes the will up to 1.5 keepalives later and the node reappears as"
+            " lost: purge again then, or use --linger 50",
+            file=ctx.err,
+        )
     return 0

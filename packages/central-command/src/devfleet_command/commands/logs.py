@@ -32,6 +32,9 @@ async def cmd_logs(ctx: Context) -> int:
 
     deadline = None if ctx.args.follow else time.monotonic() + ctx.timeout
     async with ctx.fleet() as fleet:
+        if ctx.args.node is not None and ctx.args.node not in fleet.model:
+            # A typo would print nothing for --timeout seconds and exit 0.
+            await fleet.wait_for_known(ctx.args.node)
         stream = fleet.logs(ctx.args.node)
         try:
             while True:

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from ..model import NodeView
     from .context import Context
 
-__all__ = ["register", "table"]
+__all__ = ["register", "show_renderables", "table"]
 
 _HEALTH_STYLE = {"online": "green", "stale": "yellow", "offline": "dim", "lost": "red", "unknown": "dim"}
 
@@ -29,15 +29,12 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_watch)
 
 
-def _age(ts: float | None, now: float) -> str:
-    if ts is None:
-        return "-"
-    return f"{max(0.0, now - ts):.0f}s"
-
-
 def table(nodes: list[NodeView], now: float | None = None) -> Any:
-    """A rich table of nodes."""
+    """A rich table of nodes (every cell plain text: names and groups are data)."""
     from rich.table import Table
+    from rich.text import Text
+
+    from .render import age, cell, number
 
     now = time.time() if now is None else now
     t = Table(box=None, pad_edge=False)
@@ -48,56 +45,84 @@ def table(nodes: list[NodeView], now: float | None = None) -> Any:
 
         def metric(name: str, hb: dict[str, Any] = hb, n: NodeView = n) -> str:
             sample = n.telemetry.get(name)
-            value = sample.value if sample is not None else hb.get(name)
-            return f"{value:.1f}" if isinstance(value, (int, float)) else "-"
+            return number(sample.value if sample is not None else hb.get(name))
 
         t.add_row(
-            n.name,
-            f"[{_HEALTH_STYLE.get(n.health, '')}]{n.health}[/]"
-            + (" [red]name clash[/]" if n.name_clash is not None else ""),
-            str(n.session if n.session is not None else "-"),
-            str(n.config_version if n.config_version is not None else "-"),
-            ",".join(n.groups) or "-",
+            cell(n.name),
+            Text(n.health, style=_HEALTH_STYLE.get(n.health, ""))
+            + (Text(" name clash", style="red") if n.name_clash is not None else Text("")),
+            cell(n.session if n.session is not None else "-"),
+            cell(n.config_version if n.config_version is not None else "-"),
+            cell(",".join(n.groups) or "-"),
             metric("cpu"),
             metric("memory"),
             metric("disk"),
-            _age(n.heartbeat_at, now),
+            age(n.heartbeat_at, now),
         )
     return t
+
+
+def show_renderables(node: NodeView) -> list[Any]:
+    """What ``devfleet show NODE`` prints: the node's row, then each description."""
+    from rich.pretty import Pretty
+    from rich.rule import Rule
+
+    out: list[Any] = [table([node])]
+    for title, value in (
+        ("meta", node.meta),
+        ("state", node.state),
+        ("cfg", node.cfg),
+        ("desired", node.desired),
+        ("heartbeat", node.heartbeat),
+    ):
+        if value:
+            out += [Rule(title), Pretty(value)]
+    return out
+
+
+async def _settled(ctx: Context, fleet: Any) -> None:
+    """Wait (up to one heartbeat interval, with a hint) for nodes known only from a
+    retained ``online`` status; those still silent are shown stale."""
+    await fleet.confirm_liveness(on_wait=None if ctx.json else ctx.waiting_hint)
+
+
+def _foreign_hint(ctx: Context, fleet: Any) -> None:
+    names = sorted(fleet.model.foreign_names)
+    if names:
+        shown = ", ".join(repr(n) for n in names[:5])
+        print(
+            f"devfleet: ignored {fleet.model.foreign_total} message(s) under {len(names)} node name(s)"
+            f" outside the grammar: {shown} (remove them with: devfleet purge NAME)",
+            file=ctx.err,
+        )
 
 
 async def cmd_ls(ctx: Context) -> int:
     """List nodes."""
     async with ctx.fleet() as fleet:
+        await _settled(ctx, fleet)
         nodes = fleet.nodes()
         if ctx.json:
             ctx.emit_json([n.summary() for n in nodes])
+        elif not nodes:
+            print(f"no nodes on {ctx.broker}", file=ctx.out)
         else:
             ctx.console().print(table(nodes))
+        _foreign_hint(ctx, fleet)
     return 0
 
 
 async def cmd_show(ctx: Context) -> int:
     """Show one node."""
     async with ctx.fleet() as fleet:
+        await _settled(ctx, fleet)
         node = fleet.node(ctx.args.node)
         if ctx.json:
             ctx.emit_json(node.to_dict())
             return 0
-        from rich.pretty import Pretty
-
         con = ctx.console()
-        con.print(table([node]))
-        for title, value in (
-            ("meta", node.meta),
-            ("state", node.state),
-            ("cfg", node.cfg),
-            ("desired", node.desired),
-            ("heartbeat", node.heartbeat),
-        ):
-            if value:
-                con.rule(title)
-                con.print(Pretty(value))
+        for part in show_renderables(node):
+            con.print(part)
     return 0
 
 
@@ -107,6 +132,7 @@ async def cmd_watch(ctx: Context) -> int:
 
     async with ctx.fleet() as fleet:
         if ctx.args.once:
+            await _settled(ctx, fleet)
             if ctx.json:
                 ctx.emit_json([n.summary() for n in fleet.nodes()])
             else:
