@@ -226,3 +226,38 @@ async def test_signed_commands_and_actors_on_the_node_page(
         await page.wait_for_selector(
             '#receipts .receipt[data-verb="restart"][data-state="ok"]', timeout=10_000
         )
+
+
+async def test_component_states_projector_and_ros_rates(
+    view: FleetView, page: Any, probe_factory: Any, fresh_broker: Any, artifacts: Path
+) -> None:
+    """Component states as the projector and the ROS bridge publish them (retained)."""
+    probe = probe_factory(fresh_broker)
+    for kind, extra in (
+        ("meta", {}),
+        ("status", {"status": "online"}),
+        ("cfg", {"config_version": 1, "config": {}}),
+    ):
+        body = {"node": "r1", "session": 1, "version": 1, "ts": time.time(), **extra}
+        probe.publish(f"nodes/r1/{kind}", json.dumps(body), qos=1, retain=True)
+    projector = {
+        "protocol": "escvp21",
+        "port": "/dev/ttyUSB0",
+        "power": "on",
+        "input": "HDMI1",
+        "last_error": None,
+    }
+    bridges = [
+        {"direction": "ros_to_mqtt", "ros_topic": "/odom", "rate_hz": 9.8, "drops": 0},
+        {"direction": "mqtt_to_ros", "ros_topic": "/cmd_vel", "rate_hz": 2.5, "drops": 1},
+    ]
+    ros = {"state": "ok", "connected": True, "bytes_per_s": 5120, "bridges": bridges}
+    probe.publish("nodes/r1/components/projector/state", json.dumps(projector), qos=1, retain=True)
+    probe.publish("nodes/r1/components/ros/state", json.dumps(ros), qos=1, retain=True)
+    await page.goto(view.url + "#/node/r1")
+    await page.wait_for_selector('[data-component="ros"] table.records')
+    assert await page.text_content('[data-component="projector"] tr[data-key="power"]') == "poweron"
+    assert await page.text_content('[data-component="projector"] tr[data-key="input"]') == "inputHDMI1"
+    rates = await page.locator('[data-component="ros"] td[data-col="rate_hz"]').all_text_contents()
+    assert rates == ["9.8", "2.5"]
+    await page.screenshot(path=str(artifacts / "component-states.png"), full_page=True)

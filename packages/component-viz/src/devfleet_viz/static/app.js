@@ -417,7 +417,16 @@ function renderLogs(lines, replace) {
 }
 
 function kv(obj) {
-  return el("table", {}, el("tbody", {}, ...Object.entries(obj || {}).map(([k, v]) => el("tr", {}, el("td", { class: "dim" }, k), el("td", {}, short(v, 300))))));
+  return el("table", {}, el("tbody", {}, ...Object.entries(obj || {}).map(([k, v]) => el("tr", { "data-key": k }, el("td", { class: "dim" }, k), el("td", {}, cell(v))))));
+}
+function cell(v) {
+  // A list of records (the ROS bridge's per-topic rates) reads best as a table.
+  if (Array.isArray(v) && v.length && v.every((x) => x && typeof x === "object" && !Array.isArray(x))) {
+    const cols = [...new Set(v.slice(0, 50).flatMap((x) => Object.keys(x)))].slice(0, 12);
+    return el("table", { class: "records" }, el("thead", {}, el("tr", {}, ...cols.map((c) => el("th", {}, c)))),
+      el("tbody", {}, ...v.slice(0, 50).map((x) => el("tr", {}, ...cols.map((c) => el("td", { "data-col": c }, short(x[c] ?? "", 80)))))));
+  }
+  return short(v, 300);
 }
 function leds(colors) {
   return el("div", { class: "leds", "data-leds": "" }, ...colors.slice(0, 256).map((c) => el("span", { style: { background: safeColor(c, "#000000") }, "data-color": safeColor(c, "#000000") })));
