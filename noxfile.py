@@ -39,6 +39,7 @@ TEST_TOOLS = [
     "pytest-timeout>=2.3",
     "hypothesis>=6.100",
     "amqtt>=0.11",
+    "argcomplete>=3",  # the console's completion extra, exercised by its tests
     "playwright>=1.45",  # drives Debian's chromium (never a downloaded browser) for the viz tests
 ]
 
@@ -101,6 +102,9 @@ def tests(session: nox.Session) -> None:
     paths += ["bench/tests"] if (ROOT / "bench" / "tests").is_dir() else []
     # The systemd units and the broker's ACL template (deploy/), with real agents.
     paths += ["deploy/tests"] if (ROOT / "deploy" / "tests").is_dir() else []
+    # `nox -s tests -- packages/x/tests -k y` runs only the paths named after `--`.
+    if any((ROOT / arg.split("::")[0]).exists() for arg in session.posargs if not arg.startswith("-")):
+        paths = []
     session.run("pytest", *paths, *session.posargs)
 
 
@@ -138,6 +142,13 @@ def demo(session: nox.Session) -> None:
     reqs = _all_local_requirements()
     session.install(*reqs, "amqtt>=0.11")
     session.run("python", "examples/demo/devfleet_demo.py", *session.posargs)
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Wheels of every package and of their dependencies into wheelhouse/ (contrib/wheelhouse.py)."""
+    session.install("pip")
+    session.run("python", "contrib/wheelhouse.py", *(["--", *session.posargs] if session.posargs else []))
 
 
 @nox.session

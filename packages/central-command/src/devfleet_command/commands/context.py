@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
@@ -66,16 +65,24 @@ class Context:
         )
 
     def emit_json(self, obj: Any) -> None:
-        """Print one JSON document."""
-        json.dump(obj, self.out, indent=2, sort_keys=True, default=str)
-        self.out.write("\n")
-        self.out.flush()
+        """Print one JSON document (what JSON cannot carry, as text: see ``output.json_text``)."""
+        from ..output import json_text
+
+        print(json_text(obj), file=self.out, flush=True)
+
+    def emit_result(self, obj: Any) -> None:
+        """Print a node's answer as JSON, never a Python repr, so it can be pasted back
+        (``config set``, ``task``); one line when short, indented when long."""
+        from ..output import json_text
+
+        text = json_text(obj, indent=None)
+        print(text if len(text) <= 100 else json_text(obj), file=self.out, flush=True)
 
     def console(self, stderr: bool = False) -> Any:
-        """A rich console on stdout (or stderr)."""
-        from rich.console import Console
+        """A rich console on stdout (or stderr); not wrapped at 80 columns for a pipe."""
+        from ..output import console
 
-        return Console(file=self.err if stderr else self.out, highlight=False)
+        return console(self.err if stderr else self.out)
 
     def broadcast_exit(self, bc: Broadcast) -> int:
         """Exit code for a finished broadcast: 1 if a node failed, 3 if one timed out."""

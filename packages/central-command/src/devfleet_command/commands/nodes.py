@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from .argtypes import seconds_at_least
+
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: keep typing off the --help path
 if TYPE_CHECKING:
     from typing import Any
@@ -18,14 +20,43 @@ _HEALTH_STYLE = {"online": "green", "stale": "yellow", "offline": "dim", "lost":
 
 def register(sub: Any) -> None:
     """Add ``ls``, ``show`` and ``watch``."""
-    p = sub.add_parser("ls", help="list the nodes of the fleet")
+    p = sub.add_parser(
+        "ls",
+        help="list the nodes of the fleet",
+        description="List every node the broker holds a retained description of: health, session,"
+        " config version, groups, CPU/memory/disk and heartbeat age.",
+        examples=["devfleet ls", "devfleet ls --json | jq -r '.[].node'"],
+    )
     p.set_defaults(handler=cmd_ls)
-    p = sub.add_parser("show", help="everything known about one node")
-    p.add_argument("node")
+    p = sub.add_parser(
+        "show",
+        help="everything known about one node",
+        description="Everything known about one node: its row of `ls`, then meta, state, cfg,"
+        " desired config and last heartbeat as JSON, with times as dates.",
+        examples=["devfleet show rpi-livingroom", "devfleet show rpi-livingroom --json"],
+    )
+    p.add_argument("node", help="the node's name")
     p.set_defaults(handler=cmd_show)
-    p = sub.add_parser("watch", help="a live table of the fleet with telemetry")
+    p = sub.add_parser(
+        "watch",
+        help="a live table of the fleet with telemetry",
+        description="A live table of the fleet, redrawn as telemetry arrives, until Ctrl-C."
+        ' With --json: JSON Lines, one {"ts": ..., "nodes": [...]} snapshot per line whenever'
+        " something changed (at most one per --refresh).",
+        examples=[
+            "devfleet watch",
+            "devfleet watch --once            # one table, then exit",
+            "devfleet watch --json | jq -c '.nodes[] | {node, health}'",
+        ],
+    )
     p.add_argument("--once", action="store_true", help="print one table and exit")
-    p.add_argument("--refresh", type=float, default=1.0, help="seconds between redraws (default 1)")
+    p.add_argument(
+        "--refresh",
+        type=seconds_at_least(0.1, 3600),
+        default=1.0,
+        metavar="S",
+        help="seconds between redraws, 0.1 to 3600 (default 1)",
+    )
     p.set_defaults(handler=cmd_watch)
 
 
@@ -64,8 +95,9 @@ def table(nodes: list[NodeView], now: float | None = None) -> Any:
 
 def show_renderables(node: NodeView) -> list[Any]:
     """What ``devfleet show NODE`` prints: the node's row, then each description."""
-    from rich.pretty import Pretty
-    from rich.rule import Rule
+    from rich.text import Text
+
+    from ..output import dated, json_text
 
     out: list[Any] = [table([node])]
     for title, value in (
@@ -75,8 +107,8 @@ def show_renderables(node: NodeView) -> list[Any]:
         ("desired", node.desired),
         ("heartbeat", node.heartbeat),
     ):
-        if value:
-            out += [Rule(title), Pretty(value)]
+        if value:  # JSON with dates, as plain text: wire data is never markup
+            out += [Text(f"\n{title}:"), Text(json_text(dated(value)))]
     return out
 
 
@@ -138,8 +170,11 @@ async def cmd_watch(ctx: Context) -> int:
             else:
                 ctx.console().print(table(fleet.nodes()))
             return 0
+        if ctx.json:
+            return await _watch_json(ctx, fleet)
         from rich.live import Live
 
+        print("live view; Ctrl-C to stop", file=ctx.err, flush=True)
         stream = fleet.events()
         with Live(table(fleet.nodes()), console=ctx.console(), auto_refresh=False) as live:
             try:
@@ -155,4 +190,32 @@ async def cmd_watch(ctx: Context) -> int:
                 pass
             finally:
                 await stream.aclose()
+    return 0
+
+
+async def _watch_json(ctx: Context, fleet: Any) -> int:
+    """JSON Lines: a snapshot at once, then one per ``--refresh`` in which something changed."""
+    import asyncio
+
+    from ..output import json_line
+
+    stream = fleet.events()
+    try:
+        changed = True
+        while True:
+            if changed:
+                ctx.out.write(json_line({"ts": time.time(), "nodes": [n.summary() for n in fleet.nodes()]}))
+                ctx.out.flush()
+            changed = False
+            deadline = time.monotonic() + ctx.args.refresh
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    await asyncio.wait_for(stream.__anext__(), left)
+                    changed = True
+                except TimeoutError:
+                    break
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass
+    finally:
+        await stream.aclose()
     return 0

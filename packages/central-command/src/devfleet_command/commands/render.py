@@ -76,13 +76,12 @@ def actors_table(rows: list[dict[str, Any]]) -> Table:
 
 def config_renderables(result: Any) -> list[Any]:
     """What ``devfleet config get`` prints for the node's answer."""
-    from rich.pretty import Pretty
+    from ..output import json_text
 
     info = result if isinstance(result, dict) else {"config": result}
-    head = Text(
-        f"config version {_str(info.get('config_version'))} (kept: {_str(info.get('kept_versions'))})"
-    )
-    return [head, Pretty(info.get("config"))]
+    kept = ", ".join(_str(v) for v in _list(info.get("kept_versions"))) or "none"
+    head = Text(f"config version {_str(info.get('config_version'))} (kept: {kept})")
+    return [head, Text(json_text(info.get("config")))]  # JSON: pastes back into config set
 
 
 def components_renderables(info: Any) -> list[Any]:
@@ -123,21 +122,19 @@ def components_renderables(info: Any) -> list[Any]:
 
 def drift_lines(drifts: list[Any]) -> list[str]:
     """One line per :class:`~devfleet_command.model.Drift` (``no drift`` when none)."""
+    from ..output import json_text
+
     if not drifts:
         return ["no drift"]
     lines = []
     for d in drifts:
-        diffs = ", ".join(f"{k}: {_repr(b)} → {_repr(a)}" for k, (a, b) in d.differences.items())
+        diffs = ", ".join(
+            f"{k}: {json_text(b, indent=None)} → {json_text(a, indent=None)}"
+            for k, (a, b) in d.differences.items()
+        )
         err = f" error: {_str(d.error.get('message'))}" if isinstance(d.error, dict) else ""
         lines.append(f"{d.node}: {diffs}{err}")
     return lines
-
-
-def _repr(value: Any) -> str:
-    try:
-        return repr(value)
-    except ValueError:
-        return "<number too long>"
 
 
 def _dict(value: Any) -> dict[str, Any]:
