@@ -17,7 +17,19 @@ MISSING = "devfleet viz needs the devfleet-component-viz package (pip install de
 
 def register(sub: Any) -> None:
     """Add ``viz``."""
-    p = sub.add_parser("viz", help="serve the live fleet web view and print its address")
+    p = sub.add_parser(
+        "viz",
+        help="serve the live fleet web view and print its address",
+        description="Serve the live fleet web view (needs the devfleet-component-viz package) and print"
+        " its address; runs until Ctrl-C or SIGTERM. It listens on 127.0.0.1 unless --bind says"
+        " otherwise; any other address needs --token, or the page is read-only and commands are"
+        " refused.",
+        examples=[
+            "devfleet viz",
+            "devfleet viz --broker mqtt://broker.lan:1883 --port 9000",
+            "DEVFLEET_VIZ_TOKEN=$(cat ~/.viz-token) devfleet viz --bind 0.0.0.0",
+        ],
+    )
     p.add_argument(
         "--bind", default="127.0.0.1", help="listen address (default 127.0.0.1; others need --token)"
     )
