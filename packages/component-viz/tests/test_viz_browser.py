@@ -205,11 +205,12 @@ async def process(agent):
 async def test_signed_commands_and_actors_on_the_node_page(
     fresh_broker: Any, agents: Any, page: Any, tmp_path: Path, artifacts: Path
 ) -> None:
+    from devfleet_base.signing import Identity
     from devfleet_command import AsyncFleet
 
-    key = tmp_path / "key"
-    key.write_text("k" * 32)
-    agents.start("n1", "--allow-code", "--signing-key-file", str(key))
+    operator = Identity.generate("viz-operator")
+    node_key = operator.issue_node("n1").save(tmp_path / "node.json")
+    agents.start("n1", "--allow-code", "--signing-key-file", str(node_key))
     # restart needs a signature on this node (ping and rebirth are read-only commands)
     async with FleetView(AsyncFleet(fresh_broker.url), port=0) as unsigned:
         await unsigned.hub.fleet.wait_for(_online("n1"), timeout=30)
@@ -219,7 +220,7 @@ async def test_signed_commands_and_actors_on_the_node_page(
             '#receipts .receipt[data-verb="restart"][data-state="error"]', timeout=10_000
         )
         assert "bad_signature" in await page.text_content('#receipts .receipt[data-state="error"]')
-    signed = AsyncFleet(fresh_broker.url, signing_key=key.read_bytes())
+    signed = AsyncFleet(fresh_broker.url, identity=operator)
     async with FleetView(signed, port=0) as v:
         await v.hub.fleet.spawn("n1", {"name": "counter", "code": COUNTER, "poll_interval": 0.2})
         await page.goto(v.url + "#/node/n1")

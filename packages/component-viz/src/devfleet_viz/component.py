@@ -32,7 +32,9 @@ _CONFIG = Schema(
         "username": Field("str", nullable=True, default=None, max=256, doc="broker user name"),
         "password": Field("str", nullable=True, default=None, max=1024, doc="broker password"),
         "tls_ca": Field("str", nullable=True, default=None, max=4096, doc="CA file (enables TLS)"),
-        "signing_key_file": Field("str", default="", max=4096, doc="sign the page's commands with this key"),
+        "signing_key_file": Field(
+            "str", default="", max=4096, doc="a console identity file: the page's commands are signed with it"
+        ),
     },
 )
 
@@ -57,13 +59,17 @@ class Viz(Component):
 
         cfg = self.config
         token = cfg["token"] or _read_secret(cfg["token_file"], "token_file")
-        key = _read_secret(cfg["signing_key_file"], "signing_key_file").encode() or None
+        identity = None
+        if cfg["signing_key_file"]:
+            from devfleet_base.signing import Identity
+
+            identity = Identity.load(cfg["signing_key_file"])  # a console identity (devfleet provision)
         fleet = AsyncFleet(
             cfg["broker"],
             username=cfg["username"],
             password=cfg["password"],
             tls_ca=cfg["tls_ca"],
-            signing_key=key,
+            identity=identity,
             client_id=f"devfleet-viz-{self.ctx.node}",
             history=10,  # the view keeps its own downsampled series
         )
