@@ -23,7 +23,9 @@ MAP = '[data-map="arena"]'
 # every robot on the map: (node, fill colour, label text "node · state")
 ROBOTS_SHOWN = """() => [...document.querySelectorAll('[data-map="arena"] g.robot')].map((g) => [
   g.dataset.node, g.querySelector('circle').getAttribute('fill')])"""
-LABELS = """() => [...document.querySelectorAll('[data-map="arena"] svg.map > text')].map((t) => t.textContent)"""
+LABELS = (
+    """() => [...document.querySelectorAll('[data-map="arena"] svg.map > text')].map((t) => t.textContent)"""
+)
 
 
 async def test_the_map_panel_shows_the_arena_and_every_robot_in_its_state_colour(

@@ -611,7 +611,9 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=Path("foraging-run"), help="output folder (default ./foraging-run)"
     )
     p.add_argument("--broker-kind", choices=("auto", "mosquitto", "amqtt"), default="auto")
-    p.add_argument("--viz-port", type=int, default=0, help="the web view's port on 127.0.0.1 (default: a free one)")
+    p.add_argument(
+        "--viz-port", type=int, default=0, help="the web view's port on 127.0.0.1 (default: a free one)"
+    )
     p.add_argument("--no-viz", action="store_true", help="no web view")
     args = p.parse_args(argv)
     if not 1 <= args.robots <= 20:
