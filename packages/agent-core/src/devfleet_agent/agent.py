@@ -122,6 +122,7 @@ class Agent:
                 else None,
                 protocol=settings.protocol,
                 keepalive=settings.keepalive,
+                fallbacks=list(settings.fallbacks),
             ),
             on_message=self._on_message,
             on_connect=self._on_connect,
@@ -245,6 +246,7 @@ class Agent:
             signed_commands=self.settings.signing_key_bytes() is not None,
             started_at=self.started_at,
         )
+        payload["broker"] = self.mqtt.broker
         self._add_provided(payload, "meta")
         return payload
 
@@ -530,7 +532,7 @@ class Agent:
             self.node,
             session=self.session_counter,
             uptime=self.uptime,
-            broker=f"{self.settings.broker}:{self.settings.port}",
+            broker=self.mqtt.broker,  # the one in use: with several, it changes on failover
             commands=self.dispatcher.counts,
             logs={"pending": self.logs.pending, "shipped": self.logs.shipped, "dropped": self.logs.dropped},
             metrics=sampler.sample(),

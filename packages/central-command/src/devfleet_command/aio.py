@@ -21,12 +21,13 @@ import gc
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from devfleet_base import contract
 from devfleet_base.broker_url import BrokerAddress
 from devfleet_base.broker_url import parse_broker_url as _parse_broker_url
+from devfleet_base.broker_url import parse_broker_urls as _parse_broker_urls
 from devfleet_base.contract import Command, Receipt
 from devfleet_base.errors import ContractError, DevfleetError
 from devfleet_base.mqtt import ConnectionRefusedFatal, Inbound, MqttSession, SessionOptions, TlsOptions
@@ -85,6 +86,18 @@ def parse_broker_url(url: str) -> BrokerAddress:
         raise UsageError(exc.message) from None
 
 
+def parse_broker_urls(urls: str | Sequence[str]) -> list[BrokerAddress]:
+    """Parse one or several broker URLs (comma-separated, or a list); the first is tried first.
+
+    Raises:
+        UsageError: a URL is malformed, or TLS and plain brokers are mixed.
+    """
+    try:
+        return _parse_broker_urls(urls)
+    except ContractError as exc:
+        raise UsageError(exc.message) from None
+
+
 class EventStream:
     """An async iterator of model events; ``aclose()`` (or ``async with``) ends it."""
 
@@ -121,7 +134,8 @@ class AsyncFleet(ActorOps):
     """The console's asyncio client. Use ``async with AsyncFleet.connect(url) as fleet``.
 
     Args:
-        url: ``mqtt://host:port`` or ``mqtts://host:port``.
+        url: ``mqtt://host:port`` or ``mqtts://host:port``; several brokers as a
+            comma-separated string or a list (the first that answers; on loss the next).
         username: broker user name.
         password: broker password.
         tls_ca: CA file for TLS (implies TLS).
@@ -136,7 +150,7 @@ class AsyncFleet(ActorOps):
 
     def __init__(
         self,
-        url: str = "mqtt://127.0.0.1:1883",
+        url: str | Sequence[str] = "mqtt://127.0.0.1:1883",
         *,
         username: str | None = None,
         password: str | None = None,
@@ -149,7 +163,7 @@ class AsyncFleet(ActorOps):
         history: int = 60,
         stale_check_interval: float = 1.0,
     ) -> None:
-        self.address = parse_broker_url(url)
+        self.address, *more = parse_broker_urls(url)
         self.model = FleetModel(history=history)
         self.signer = Signer(signing_key, signing_kid) if signing_key is not None else None
         ident = client_id or f"devfleet-console-{contract.new_id()[:12]}"
@@ -167,6 +181,7 @@ class AsyncFleet(ActorOps):
                 tls=tls,
                 protocol=protocol,
                 subscriptions=[*contract.subscriptions_for_console(), (self.inbox, 1)],
+                fallbacks=[(a.host, a.port) for a in more],
             ),
             on_message=self._on_message,
         )
@@ -181,7 +196,7 @@ class AsyncFleet(ActorOps):
         self.dropped_events = 0
 
     @classmethod
-    def connect(cls, url: str = "mqtt://127.0.0.1:1883", **kwargs: Any) -> AsyncFleet:
+    def connect(cls, url: str | Sequence[str] = "mqtt://127.0.0.1:1883", **kwargs: Any) -> AsyncFleet:
         """A client to use as ``async with AsyncFleet.connect(url) as fleet``
         (keyword arguments as for the constructor)."""
         return cls(url, **kwargs)

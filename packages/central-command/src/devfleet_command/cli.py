@@ -12,6 +12,8 @@ import importlib
 import os
 import sys
 
+from devfleet_base.broker_url import BrokerListAction
+
 # Not ``from typing import ...``: typing, logging and pathlib cost ~10 ms of imports that
 # ``devfleet --help`` does not need (mypy reads this block, Python skips it).
 TYPE_CHECKING = False
@@ -95,7 +97,9 @@ def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     parser.add_argument(
         "--broker",
         default=default(os.environ.get("DEVFLEET_BROKER", "mqtt://127.0.0.1:1883")),
-        help="broker URL, mqtt://host:port or mqtts://host:port (env DEVFLEET_BROKER)",
+        action=BrokerListAction,
+        help="broker URL, mqtt://host:port or mqtts://host:port (env DEVFLEET_BROKER); several"
+        " (repeated, or comma-separated): the first that answers, the next when it is lost",
     )
     parser.add_argument(
         "--username", default=default(os.environ.get("DEVFLEET_USERNAME")), help="broker user name"

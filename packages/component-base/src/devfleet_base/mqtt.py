@@ -12,6 +12,11 @@ Session discipline (Home Assistant's MQTT client is the model): on every
 connect re-subscribe, then call ``on_connect`` (which publishes the birth);
 reconnect with exponential back-off and full jitter; stop retrying on bad
 credentials with a clear error; set TCP_NODELAY (Nagle costs ~40 ms a round trip).
+
+Several brokers (``SessionOptions.fallbacks``, e.g. the nodes of a cluster): the
+session tries them in turn, the first that answers wins; when that connection
+is lost it moves on to the next after a jittered delay, so a fleet whose broker
+node died spreads over the survivors instead of reconnecting in lockstep.
 """
 
 from __future__ import annotations
@@ -154,6 +159,9 @@ class SessionOptions:
     ack_timeout: float = 10.0
     max_queued: int = 1000
     subscriptions: list[tuple[str, int]] = field(default_factory=list)
+    fallbacks: list[tuple[str, int]] = field(default_factory=list)
+    """More brokers (host, port) tried in turn after ``host:port``; they share the
+    credentials and TLS settings."""
 
 
 class MqttSession:
@@ -203,6 +211,9 @@ class MqttSession:
         self.taken_over = 0
         """How often the broker said another client took this session (MQTT 5)."""
         self.connects = 0
+        self._brokers = [(options.host, options.port)]
+        self._brokers += [b for b in options.fallbacks if b not in self._brokers]
+        self._broker_index = 0
         self.counters = {"sent": 0, "received": 0, "subscribed": 0}
 
     # ---- public API ------------------------------------------------------------------
@@ -219,6 +230,17 @@ class MqttSession:
         await self._attempt_failed.wait()
         self._attempt_failed.clear()
         return self.last_error
+
+    @property
+    def broker(self) -> str:
+        """``host:port`` of the broker in use (or being tried)."""
+        return f"{self.options.host}:{self.options.port}"
+
+    def _next_broker(self) -> None:
+        """Move on to the next broker of the list (no-op with one broker)."""
+        if len(self._brokers) > 1:
+            self._broker_index = (self._broker_index + 1) % len(self._brokers)
+            self.options.host, self.options.port = self._brokers[self._broker_index]
 
     @property
     def v5(self) -> bool:
@@ -272,15 +294,19 @@ class MqttSession:
             await self._lost.wait()
             self._teardown_socket()
             if not self._stopping:
+                lost = self.broker
+                self._next_broker()
                 delay = max(random.uniform(0, self.options.backoff_min), self.reconnect_floor)
-                log.warning("connection to broker lost; reconnecting in %.1f s", delay)
+                log.warning("connection to broker %s lost; reconnecting to %s in %.1f s", lost, self.broker, delay)
                 await self._sleep_unless_stopping(delay)
 
     async def _failed_attempt(self, exc: BaseException, attempt: int) -> None:
         self.last_error = exc
         self.last_activity = time.monotonic()
         self._attempt_failed.set()
-        delay = random.uniform(0, min(self.options.backoff_max, self.options.backoff_min * 2**attempt))
+        # The back-off grows once per round over every broker, not per broker.
+        rounds = (attempt - 1) // len(self._brokers) + 1
+        delay = random.uniform(0, min(self.options.backoff_max, self.options.backoff_min * 2**rounds))
         if isinstance(exc, _ConnectFailed) and str(exc).startswith("TLS"):
             log.warning("%s; retrying in %.1f s", exc, delay)
         else:
@@ -291,6 +317,7 @@ class MqttSession:
                 exc,
                 delay,
             )
+        self._next_broker()
         await self._sleep_unless_stopping(delay)
 
     def _ca(self) -> str | None:

@@ -55,6 +55,8 @@ def table(nodes: list[NodeView], now: float | None = None) -> Any:
             n.name,
             f"[{_HEALTH_STYLE.get(n.health, '')}]{n.health}[/]"
             + (" [red]name clash[/]" if n.name_clash is not None else ""),
+            # Why stale: a node whose broker node died sends no will (docs/scaling.md).
+            + (f" ({reason})" if (reason := n.stale_reason(now)) else ""),
             str(n.session if n.session is not None else "-"),
             str(n.config_version if n.config_version is not None else "-"),
             ",".join(n.groups) or "-",
@@ -71,7 +73,7 @@ async def cmd_ls(ctx: Context) -> int:
     async with ctx.fleet() as fleet:
         nodes = fleet.nodes()
         if ctx.json:
-            ctx.emit_json([n.summary() for n in nodes])
+            ctx.emit_json([n.summary(time.time()) for n in nodes])
         else:
             ctx.console().print(table(nodes))
     return 0
@@ -108,7 +110,7 @@ async def cmd_watch(ctx: Context) -> int:
     async with ctx.fleet() as fleet:
         if ctx.args.once:
             if ctx.json:
-                ctx.emit_json([n.summary() for n in fleet.nodes()])
+                ctx.emit_json([n.summary(time.time()) for n in fleet.nodes()])
             else:
                 ctx.console().print(table(fleet.nodes()))
             return 0
