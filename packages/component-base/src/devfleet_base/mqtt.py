@@ -214,6 +214,7 @@ class MqttSession:
         self._brokers = [(options.host, options.port)]
         self._brokers += [b for b in options.fallbacks if b not in self._brokers]
         self._broker_index = 0
+        self._pending_subs: dict[int, list[tuple[str, int]]] = {}
         self.counters = {"sent": 0, "received": 0, "subscribed": 0}
 
     # ---- public API ------------------------------------------------------------------
@@ -388,7 +389,7 @@ class MqttSession:
             if item not in self.options.subscriptions:
                 self.options.subscriptions.append(item)
         if self._client is not None and self._connected.is_set() and filters:
-            self._client.subscribe(list(filters))
+            self._send_subscribe(self._client, list(filters))
             self.counters["subscribed"] += len(filters)
             log.debug("subscribe %s", ", ".join(f for f, _ in filters))
 
@@ -452,6 +453,7 @@ class MqttSession:
         client.on_disconnect = self._cb_disconnect
         client.on_message = self._cb_message
         client.on_publish = self._cb_publish
+        client.on_subscribe = self._cb_subscribe
         client.on_socket_open = self._cb_socket_open
         client.on_socket_close = self._cb_socket_close
         client.on_socket_register_write = self._cb_register_write
@@ -504,8 +506,9 @@ class MqttSession:
         if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._pending_subs.clear()
         if opts.subscriptions:
-            client.subscribe(list(opts.subscriptions))
+            self._send_subscribe(client, list(opts.subscriptions))
             self.counters["subscribed"] += len(opts.subscriptions)
             log.debug("subscribe %s", ", ".join(f for f, _ in opts.subscriptions))
         self._connected.set()
@@ -515,6 +518,34 @@ class MqttSession:
                 await self._on_connect()
             except Exception:
                 log.exception("on_connect handler failed")
+
+    def _send_subscribe(self, client: paho.Client, filters: list[tuple[str, int]]) -> None:
+        _, mid = client.subscribe(filters)
+        self._pending_subs[mid] = filters
+
+    def _cb_subscribe(
+        self, client: paho.Client, userdata: Any, mid: int, reasons: list[Any], properties: Any
+    ) -> None:
+        """A refused subscription is sent again later: a NATS cluster refuses new QoS 1
+        subscriptions for seconds after one of its nodes died (docs/scaling.md), and an
+        agent that silently lacks its command subscription is deaf."""
+        filters = self._pending_subs.pop(mid, [])
+        failed = [f for f, r in zip(filters, reasons, strict=False) if getattr(r, "is_failure", False)]
+        if not failed or client is not self._client:
+            return
+        self.counters["refused"] = self.counters.get("refused", 0) + len(failed)
+        delay = random.uniform(self.options.backoff_min, 2 * self.options.backoff_min)
+        log.warning(
+            "broker refused subscription(s) %s; retrying in %.1f s", ", ".join(f for f, _ in failed), delay
+        )
+
+        def retry() -> None:
+            wanted = [f for f in failed if f in self.options.subscriptions]
+            if client is self._client and self._connected.is_set() and wanted:
+                self._send_subscribe(client, wanted)
+
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.call_later, delay, retry)
 
     def _blocking_connect(self, client: paho.Client) -> None:
         opts = self.options

@@ -85,7 +85,7 @@ class NatsNode(_SubprocessBroker):
 listen: {self.host}:{self.client_port}
 http: {self.host}:{self.monitor_port}
 jetstream {{ store_dir: "{store}", max_memory_store: 256MB, max_file_store: 1GB }}
-mqtt {{ listen: {self.host}:{self.port}, consumer_replicas: 1 }}
+mqtt {{ listen: {self.host}:{self.port}, stream_replicas: {len(self.routes) + 1} }}
 cluster {{ name: {CLUSTER_NAME}, listen: {self.host}:{self.cluster_port}, routes: [{routes}] }}
 """
         )
@@ -230,8 +230,9 @@ class NatsCluster:
         return f"<NatsCluster {self.url}>"
 
 
-def warm_up(host: str, port: int, timeout: float = 10.0) -> None:
-    """One MQTT client that subscribes to ``#`` (QoS 1), waits for its SUBACK and leaves.
+def warm_up(host: str, port: int, timeout: float = 30.0) -> None:
+    """One MQTT client that subscribes to ``#`` (QoS 1), waits for its SUBACK and leaves;
+    retried until ``timeout`` (a restarted node refuses clients while JetStream catches up).
 
     Measured on nats-server 2.15.1: the first client on a never-used node missed the
     retained replay; after one such connection every later client gets it.
@@ -241,8 +242,13 @@ def warm_up(host: str, port: int, timeout: float = 10.0) -> None:
     """
     from .mqtt_probe import MqttProbe, ProbeError
 
-    try:
-        with MqttProbe(host, port, protocol="3.1.1", timeout=timeout) as probe:
-            probe.subscribe("#", qos=1)
-    except ProbeError as exc:
-        raise BrokerError(f"warm-up connection to nats {host}:{port} failed: {exc}") from None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with MqttProbe(host, port, protocol="3.1.1", timeout=10.0) as probe:
+                probe.subscribe("#", qos=1)
+            return
+        except ProbeError as exc:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"warm-up connection to nats {host}:{port} failed: {exc}") from None
+            time.sleep(0.2)  # a retry with a deadline
