@@ -237,6 +237,7 @@ class AsyncFleet(ActorOps):
         failed = asyncio.create_task(self.session.wait_attempt_failed())
         deadline = time.monotonic() + self.connect_timeout
         failure: BaseException | None = None
+        refused = 0
         while True:
             done, _ = await asyncio.wait(
                 {connected, failed, self._run_task},
@@ -250,13 +251,15 @@ class AsyncFleet(ActorOps):
                 break
             failure = failed.result()
             if isinstance(failure, (ConnectionRefusedError, socket.gaierror)):
-                break  # nobody listens there, or no such host: say so now, not after the timeout
+                refused += 1
+                if refused >= len(self.session.brokers):
+                    break  # nobody listens there, or no such host: say so now, not after the timeout
             failed = asyncio.create_task(self.session.wait_attempt_failed())
         failed.cancel()
         if connected not in done:
             connected.cancel()
             await self.close()
-            where = f"{self.address.host}:{self.address.port}"
+            where = ", ".join(self.session.brokers)
             if isinstance(failure, ConnectionRefusedFatal):
                 raise ConnectError(failure.message) from None
             if isinstance(failure, ConnectionRefusedError):

@@ -237,6 +237,11 @@ class MqttSession:
         """``host:port`` of the broker in use (or being tried)."""
         return f"{self.options.host}:{self.options.port}"
 
+    @property
+    def brokers(self) -> list[str]:
+        """Every broker this session may use, ``host:port``, in the order tried."""
+        return [f"{host}:{port}" for host, port in self._brokers]
+
     def _next_broker(self) -> None:
         """Move on to the next broker of the list (no-op with one broker)."""
         if len(self._brokers) > 1:
