@@ -93,6 +93,8 @@ def tests(session: nox.Session) -> None:
     paths += ["bench/tests"] if (ROOT / "bench" / "tests").is_dir() else []
     # The systemd units and the broker's ACL template (deploy/), with real agents.
     paths += ["deploy/tests"] if (ROOT / "deploy" / "tests").is_dir() else []
+    # The broker conformance matrix (~20 s: mosquitto 5/3.1.1, amqtt, NATS 1 and 3 nodes).
+    paths += ["conformance"] if (ROOT / "conformance").is_dir() else []
     session.run("pytest", *paths, *session.posargs)
 
 
@@ -105,6 +107,13 @@ def isolated(session: nox.Session, package: str) -> None:
     if not paths:
         session.skip(f"{package} has no tests")
     session.run("pytest", *paths, "-q", "-p", "no:randomly", *session.posargs)
+
+
+@nox.session
+def conformance(session: nox.Session) -> None:
+    """The broker conformance matrix alone: the same scenarios on every supported broker."""
+    session.install(*_all_local_requirements(), *TEST_TOOLS)
+    session.run("pytest", "conformance", "-v", *session.posargs)
 
 
 @nox.session

@@ -86,9 +86,14 @@ listen: {self.host}:{self.client_port}
 http: {self.host}:{self.monitor_port}
 jetstream {{ store_dir: "{store}", max_memory_store: 256MB, max_file_store: 1GB }}
 mqtt {{ listen: {self.host}:{self.port}, stream_replicas: {len(self.routes) + 1} }}
-cluster {{ name: {CLUSTER_NAME}, listen: {self.host}:{self.cluster_port}, routes: [{routes}] }}
 """
         )
+        if self.routes:  # a single node runs without a cluster block
+            with self.config_path.open("a") as fh:
+                fh.write(
+                    f"cluster {{ name: {CLUSTER_NAME}, listen: {self.host}:{self.cluster_port}, "
+                    f"routes: [{routes}] }}\n"
+                )
 
     def jsz(self) -> dict[str, object]:
         """The node's ``/jsz`` monitoring document (JetStream state)."""
@@ -103,6 +108,8 @@ cluster {{ name: {CLUSTER_NAME}, listen: {self.host}:{self.cluster_port}, routes
             meta = self.jsz().get("meta_cluster")
         except (OSError, ValueError):
             return None
+        if not self.routes:  # a single node is its own leader once JetStream answers
+            return self.name
         leader = meta.get("leader") if isinstance(meta, dict) else None
         return str(leader) if leader else None
 
