@@ -54,7 +54,7 @@ def table(nodes: list[NodeView], now: float | None = None) -> Any:
         t.add_row(
             n.name,
             f"[{_HEALTH_STYLE.get(n.health, '')}]{n.health}[/]"
-            + (" [red]name clash[/]" if n.name_clash is not None else ""),
+            + (" [red]name clash[/]" if n.name_clash is not None else "")
             # Why stale: a node whose broker node died sends no will (docs/scaling.md).
             + (f" ({reason})" if (reason := n.stale_reason(now)) else ""),
             str(n.session if n.session is not None else "-"),
