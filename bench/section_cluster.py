@@ -59,14 +59,25 @@ async def measure(urls: list[str], nodes: int, prefix: str, up_timeout: float) -
                 return out
         out["up"] = time.monotonic() - t0
         t1 = time.monotonic()
-        async with AsyncFleet.connect(console, protocol="3.1.1", connect_timeout=120) as fleet:
+        fleet = AsyncFleet.connect(console, protocol="3.1.1", connect_timeout=120)
+        try:
+            await fleet.start()
             await fleet.wait_for(lambda m: _online(m, prefix) >= nodes, 120)
+        except ConsoleTimeout as exc:  # a half-seen fleet is reported, never taken as complete
+            out["discovery"] = None
+            out["reached"] = _online(fleet.model, prefix)
+            out["error"] = str(exc)[:200]
+            await fleet.close()
+            return out
+        try:
             out["discovery"] = time.monotonic() - t1
             t2 = time.monotonic()
             bc = await fleet.broadcast("ping", timeout=120)
             await bc.wait()
             out["ping"] = time.monotonic() - t2
             out["ping_ok"] = len(bc.succeeded)
+        finally:
+            await fleet.close()
     finally:
         for proc in procs:
             proc.terminate()
@@ -91,6 +102,13 @@ async def run(quick: bool, log: Any, row: Any) -> dict[str, Any]:
     rows = []
     for label, got, floor in (("one mosquitto", single, None), ("3-node NATS cluster", spread, single)):
         log(f"  {label}: {got}")
+        if got.get("up") is not None and got.get("discovery") is None:
+            rows.append(row(f"cluster: {nodes:,} nodes up on {label}", got["up"], "s", None))
+            rows.append(
+                row(f"cluster: discovery of {nodes:,} nodes, {label}: seen before the console gave up",
+                    got["reached"], "nodes", None, lower_is_better=False, target=f"{nodes:,}")  # fmt: skip
+            )
+            continue
         if got.get("up") is None:
             rows.append(
                 row(f"cluster: {nodes:,} nodes up on {label} (reached within {up_timeout:.0f} s)", got["reached"],

@@ -64,6 +64,9 @@ log = logging.getLogger("devfleet.console")
 _DOWN_EVENTS = (NodeLost, NodeOffline, NodeStale)
 _now = time.time
 
+_MARKER_RESEND = 3.0
+"""Seconds before the sync marker is published again (see :meth:`AsyncFleet.wait_until_synced`)."""
+
 INSTALL_TIMEOUT = 900.0
 """Seconds a console waits for an install, upgrade or uninstall (pip on a Pi Zero is slow)."""
 
@@ -300,10 +303,20 @@ class AsyncFleet(ActorOps):
         marker = contract.new_id()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._markers[marker] = fut
+        deadline = time.monotonic() + timeout
         try:
-            if not await self.session.publish(self.inbox, contract.encode({"marker": marker}), qos=1):
-                raise ConnectError("not connected to the broker")
-            await asyncio.wait_for(fut, timeout)
+            while True:
+                if not await self.session.publish(self.inbox, contract.encode({"marker": marker}), qos=1):
+                    raise ConnectError("not connected to the broker")
+                # Sent again every few seconds: a clustered broker (NATS) may refuse our
+                # inbox subscription for a while and drop the first marker.
+                wait = min(_MARKER_RESEND, deadline - time.monotonic())
+                if wait <= 0:
+                    raise TimeoutError
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(fut), wait)
+                if fut.done():
+                    break
         except TimeoutError:
             raise ConsoleTimeout(
                 f"the broker did not echo our marker within {timeout:g} s ({len(self.model)} nodes seen"
