@@ -9,6 +9,7 @@ receipt in). A run that does not reach the whole fleet reports how far it got.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -37,13 +38,31 @@ async def measure(urls: list[str], nodes: int, prefix: str, up_timeout: float) -
     for i, url in enumerate(urls):
         count = share + (1 if i < rest else 0)
         procs.append(
-            subprocess.Popen(  # an argument list, never a shell string
-                [sys.executable, "-m", "devfleet_agent.sim.cli", "--broker", url, "--nodes", str(count),
-                 "--first", str(first), "--prefix", prefix, "--protocol", "3.1.1", "--keepalive", "120",
-                 "--heartbeat-interval", "3600", "--telemetry-interval", "3600", "--report", "3600"],
+            await asyncio.create_subprocess_exec(  # an argument list, never a shell string
+                sys.executable,
+                "-m",
+                "devfleet_agent.sim.cli",
+                "--broker",
+                url,
+                "--nodes",
+                str(count),
+                "--first",
+                str(first),
+                "--prefix",
+                prefix,
+                "--protocol",
+                "3.1.1",
+                "--keepalive",
+                "120",
+                "--heartbeat-interval",
+                "3600",
+                "--telemetry-interval",
+                "3600",
+                "--report",
+                "3600",
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+            )
         )
         first += count
     out: dict[str, Any] = {"nodes": nodes, "broker_nodes": len(urls)}
@@ -83,8 +102,8 @@ async def measure(urls: list[str], nodes: int, prefix: str, up_timeout: float) -
             proc.terminate()
         for proc in procs:
             try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:
                 proc.kill()
     return out
 
@@ -105,21 +124,41 @@ async def run(quick: bool, log: Any, row: Any) -> dict[str, Any]:
         if got.get("up") is not None and got.get("discovery") is None:
             rows.append(row(f"cluster: {nodes:,} nodes up on {label}", got["up"], "s", None))
             rows.append(
-                row(f"cluster: discovery of {nodes:,} nodes, {label}: seen before the console gave up",
-                    got["reached"], "nodes", None, lower_is_better=False, target=f"{nodes:,}")  # fmt: skip
+                row(
+                    f"cluster: discovery of {nodes:,} nodes, {label}: seen before the console gave up",
+                    got["reached"],
+                    "nodes",
+                    None,
+                    lower_is_better=False,
+                    target=f"{nodes:,}",
+                )
             )
             continue
         if got.get("up") is None:
             rows.append(
-                row(f"cluster: {nodes:,} nodes up on {label} (reached within {up_timeout:.0f} s)", got["reached"],
-                    "nodes", None, lower_is_better=False, target=f"{nodes:,}")  # fmt: skip
+                row(
+                    f"cluster: {nodes:,} nodes up on {label} (reached within {up_timeout:.0f} s)",
+                    got["reached"],
+                    "nodes",
+                    None,
+                    lower_is_better=False,
+                    target=f"{nodes:,}",
+                )
             )
             continue
         ref = floor if floor and floor.get("up") is not None else {}
         rows.append(row(f"cluster: {nodes:,} nodes up on {label}", got["up"], "s", ref.get("up")))
-        rows.append(row(f"cluster: discovery of {nodes:,} nodes, {label}", got["discovery"], "s", ref.get("discovery")))
         rows.append(
-            row(f"cluster: fleet-wide ping of {nodes:,} nodes, {label} ({got['ping_ok']:,} ok)", got["ping"], "s",
-                ref.get("ping"))  # fmt: skip
+            row(
+                f"cluster: discovery of {nodes:,} nodes, {label}", got["discovery"], "s", ref.get("discovery")
+            )
+        )
+        rows.append(
+            row(
+                f"cluster: fleet-wide ping of {nodes:,} nodes, {label} ({got['ping_ok']:,} ok)",
+                got["ping"],
+                "s",
+                ref.get("ping"),
+            )
         )
     return {"rows": rows, "details": {"mosquitto": single, "nats_cluster": spread}}

@@ -61,7 +61,9 @@ def test_a_node_whose_nats_node_died_goes_stale_with_a_reason(
         fleet.wait_for(lambda m: _broker_of(m, "homebody") == first, timeout=30)
         assert (fleet.node("homebody").meta or {}).get("broker") == first  # meta says it too
         fleet.config_set("homebody", {"heartbeat.interval": 1.0}, timeout=20)
-        fleet.wait_for(lambda m: (v := m.get("homebody")) is not None and v.heartbeat_interval == 1.0, timeout=20)
+        fleet.wait_for(
+            lambda m: (v := m.get("homebody")) is not None and v.heartbeat_interval == 1.0, timeout=20
+        )
         killed_at = time.monotonic()
         cluster.kill(0)
         fleet.wait_for(lambda m: (v := m.get("homebody")) is not None and v.stale, timeout=60)

@@ -11,9 +11,9 @@ answers and move on to the next when the connection is lost.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import argparse
 from collections.abc import Sequence
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .errors import ContractError

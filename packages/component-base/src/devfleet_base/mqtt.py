@@ -303,7 +303,9 @@ class MqttSession:
                 lost = self.broker
                 self._next_broker()
                 delay = max(random.uniform(0, self.options.backoff_min), self.reconnect_floor)
-                log.warning("connection to broker %s lost; reconnecting to %s in %.1f s", lost, self.broker, delay)
+                log.warning(
+                    "connection to broker %s lost; reconnecting to %s in %.1f s", lost, self.broker, delay
+                )
                 await self._sleep_unless_stopping(delay)
 
     async def _failed_attempt(self, exc: BaseException, attempt: int) -> None:
