@@ -528,7 +528,8 @@ class MqttSession:
 
     def _send_subscribe(self, client: paho.Client, filters: list[tuple[str, int]]) -> None:
         _, mid = client.subscribe(filters)
-        self._pending_subs[mid] = filters
+        if mid is not None:
+            self._pending_subs[mid] = filters
 
     def _cb_subscribe(
         self, client: paho.Client, userdata: Any, mid: int, reasons: list[Any], properties: Any
