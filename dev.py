@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """One entry point for developers, needing only Python 3.11+.
 
-    python3 dev.py demo     # the main job: a broker, a few agents, the live fleet view
+    python3 dev.py demo     # the main job: the foraging swarm (--robots N --duration S --seed K --headless)
+    python3 dev.py tour     # the console tour: a broker, a few agents, commands, the live fleet view
     python3 dev.py test     # lint, types, the whole suite, and each package alone
     python3 dev.py bench    # benchmarks -> docs/benchmarks.md
+    python3 dev.py build    # wheels of every package and their dependencies -> wheelhouse/
     python3 dev.py nox -s tests -- -k config   # any nox invocation
 
 It makes a private tool venv (.dev/) with nox and uv, then hands over to nox
@@ -25,8 +27,10 @@ TOOLS = ROOT / ".dev" / "venv"
 REQUIREMENTS = ["nox==2026.10.20", "uv==0.13.9"]
 SESSIONS = {
     "demo": ["-s", "demo"],
+    "tour": ["-s", "tour"],
     "test": ["-s", "lint", "typecheck", "tests", "isolated"],
     "bench": ["-s", "bench"],
+    "build": ["-s", "build"],
 }
 
 
@@ -107,14 +111,25 @@ def main(argv: list[str]) -> int:
     elif what in SESSIONS:
         args = SESSIONS[what] + (["--", *rest] if rest else [])
     else:
-        _say(f"unknown command {what!r}; try: demo, test, bench, nox")
+        _say(f"unknown command {what!r}; try: demo, tour, test, bench, build, nox")
         return 2
     if what == "test":
         _ensure_test_tools()
     bindir = _tools()
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
     os.chdir(ROOT)
-    return subprocess.run([str(bindir / "nox"), *args], env=env, check=False).returncode
+    return _run_to_the_end([str(bindir / "nox"), *args], env)
+
+
+def _run_to_the_end(argv: list[str], env: dict[str, str]) -> int:
+    """Run ``argv`` and return its exit code. Ctrl-C reaches the child too (one process
+    group): it ends itself cleanly, so this waits for it instead of printing a traceback."""
+    proc = subprocess.Popen(argv, env=env)
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            continue
 
 
 if __name__ == "__main__":

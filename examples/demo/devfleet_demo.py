@@ -1,6 +1,6 @@
-"""The main job: a broker, a few real agents, and the console's live view of them.
+"""The console tour: a broker, a few real agents, and the console's live view of them.
 
-    python3 dev.py demo                      # via nox: installs everything, then runs this
+    python3 dev.py tour                      # via nox: installs everything, then runs this
     python devfleet_demo.py --nodes 5 --duration 30
     python devfleet_demo.py --broker-kind amqtt   # the embedded broker (MQTT 3.1.1)
 
@@ -103,7 +103,7 @@ async def tour(url: str, names: list[str], duration: float, live: bool) -> int:
         for row in fleet.actors():
             console.print(f"   actor {row['name']} on {row['node']}: {row.get('state')}")
 
-        say("7.", f"the live fleet view for {duration:g} s (devfleet watch)")
+        say("7.", f"the live fleet view for {duration:g} s (devfleet watch); Ctrl-C ends it early")
         deadline = time.monotonic() + duration
         if live:
             with Live(table(fleet.nodes()), console=console, auto_refresh=False) as view:
@@ -175,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return code
         except KeyboardInterrupt:
+            console.print("\n[bold cyan]interrupted.[/] stopping the agents and the broker")
             return 130
         finally:
             for agent in agents:

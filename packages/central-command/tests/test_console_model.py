@@ -219,3 +219,34 @@ def test_junk_never_raises(messages: list[tuple[str, bytes, bool, float | None]]
         n.summary()
         json.dumps(n.to_dict(), default=str)
         _ = n.heartbeat_interval, n.groups, n.components, n.config_version
+
+
+def test_overflowing_numbers_are_counted_not_raised() -> None:
+    m = FleetModel()
+    huge = "1" + "0" * 400
+    ev = m.feed(contract.node_telemetry_topic("n1", "cpu"), f'{{"value": {huge}}}'.encode(), False, 5.0)
+    assert [type(e) for e in ev] == [InvalidMessage] and m.invalid_total == 1
+    m.feed(T("n1", "cfg"), desc("n1", 1, 1, config={"heartbeat": {"interval": 10**400}}))
+    assert m.get("n1").heartbeat_interval == 10.0  # type: ignore[union-attr]
+    ev = m.feed(T("n1", "heartbeat"), f'{{"node": "n1", "timestamp": {huge}}}'.encode(), True, 5.0)
+    assert m.get("n1").heartbeat_at is None and not any(isinstance(e, InvalidMessage) for e in ev)  # type: ignore[union-attr]
+
+
+def test_names_outside_the_grammar_are_ignored_and_counted() -> None:
+    m = FleetModel()
+    assert m.feed("nodes/Kitchen Pi/meta", desc("Kitchen Pi", 1, 1), True, 1.0) == []
+    assert m.feed("nodes/Kitchen Pi/status", status("Kitchen Pi", "online", 1, 2), True, 1.0) == []
+    assert len(m) == 0 and m.foreign_total == 2 and m.foreign_names == {"Kitchen Pi"}
+
+
+def test_a_retained_heartbeat_dates_the_node_by_its_own_timestamp() -> None:
+    m = FleetModel()
+    m.feed(T("n1", "status"), status("n1", "online", 1, 1), True, 1000.0)
+    m.feed(T("n2", "status"), status("n2", "online", 1, 1), True, 1000.0)
+    m.feed(T("n3", "status"), status("n3", "online", 1, 1), True, 1000.0)
+    m.feed(T("n1", "heartbeat"), enc({"node": "n1", "timestamp": 500.0, "cpu": 3.0}), True, 1000.0)
+    m.feed(T("n2", "heartbeat"), enc({"node": "n2", "timestamp": 995.0}), True, 1000.0)
+    # n1's last heartbeat is 500 s old: stale at the first check, not 30 s later.
+    assert [e.node for e in m.check_stale(1000.0)] == ["n1"]
+    assert [n.name for n in m.unconfirmed()] == ["n3"]  # no heartbeat, only a retained birth
+    assert m.get("n2").online  # type: ignore[union-attr]

@@ -548,7 +548,11 @@ class Agent:
     async def _heartbeat_loop(self) -> None:
         while True:
             await self.mqtt.wait_connected()
-            await self.publish_json(contract.node_topic(self.node, "heartbeat"), self.heartbeat_payload())
+            # Retained: a console that connects between heartbeats (a one-shot `devfleet ls`)
+            # sees the latest figures, and dates the node by the payload's timestamp.
+            await self.publish_json(
+                contract.node_topic(self.node, "heartbeat"), self.heartbeat_payload(), retain=True
+            )
             await self._sleep_or_wake(self.store.config["heartbeat"]["interval"])
 
     async def _telemetry_loop(self) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from devfleet_base import contract
@@ -26,9 +26,25 @@ if TYPE_CHECKING:
     from devfleet_base.mqtt import MqttSession
     from devfleet_base.signing import Signer
 
-    from .model import FleetModel
+    from .model import FleetModel, NodeView
 
-__all__ = ["ActorOps"]
+__all__ = ["ActorOps", "actor_rows"]
+
+
+def actor_rows(model: FleetModel, node: str | None = None) -> list[dict[str, Any]]:
+    """Every actor the model's retained states list, as rows (``node`` and ``name``
+    always the strings of the topic and key, whatever the payload says)."""
+    out: list[dict[str, Any]] = []
+    for view in model:
+        if node is not None and view.name != node:
+            continue
+        actors = (view.state or {}).get("actors")
+        if not isinstance(actors, dict):
+            continue
+        for name, info in sorted(actors.items()):
+            if isinstance(info, dict):
+                out.append({**info, "node": view.name, "name": name})
+    return out
 
 
 class ActorOps:
@@ -39,6 +55,7 @@ class ActorOps:
     model: FleetModel
     inbox: str
     _taps: set[Callable[[Inbound], None]]
+    _target: Callable[[str, float], Awaitable[NodeView]]
 
     async def _control(self, topic: str, payload: dict[str, Any], *, retain: bool = False) -> None:
         if self.signer is not None:
@@ -108,6 +125,7 @@ class ActorOps:
 
         Raises:
             UsageError: the spec is invalid.
+            NodeNotFound: a node this console has never seen (nothing is left retained).
             CommandFailed: the node refused it (``forbidden`` without ``allow_code``...).
             CommandTimeout: no receipt (an offline node still gets the retained spawn).
         """
@@ -119,6 +137,7 @@ class ActorOps:
             checked = contract.SPAWN_SCHEMA.validate(payload)
         except ContractError as exc:
             raise UsageError(f"spawn: {exc.message}") from None
+        await self._target(node, timeout)
         request = contract.new_id()
         payload["_id"] = request
         topic = contract.node_topic(node, "spawn")
@@ -134,6 +153,7 @@ class ActorOps:
     async def stop_actor(self, node: str, name: str, *, timeout: float = 30.0) -> Any:
         """Stop the actor ``name`` on ``node`` (deliberately: it is not restarted)."""
         contract.check_name(name, "actor name")
+        await self._target(node, timeout)
         request = contract.new_id()
         receipt = await self._request(
             contract.node_topic(node, "receipts"),
@@ -147,19 +167,9 @@ class ActorOps:
     def actors(self, node: str | None = None) -> list[dict[str, Any]]:
         """Every actor the fleet's retained state shows (``node``, ``name``, ``state``,
         ``restarts``, ``actor_id``...), optionally of one node."""
-        out: list[dict[str, Any]] = []
-        for view in self.model:
-            if node is not None and view.name != node:
-                continue
-            actors = (view.state or {}).get("actors")
-            if not isinstance(actors, dict):
-                continue
-            for name, info in sorted(actors.items()):
-                if isinstance(info, dict):
-                    out.append({"node": view.name, "name": name, **info})
         if node is not None and node not in self.model:
             raise NodeNotFound(f"no node {node!r} in the fleet")
-        return out
+        return actor_rows(self.model, node)
 
     def locate(self, name: str) -> str:
         """The node running the actor ``name`` (from the retained state)."""
@@ -178,18 +188,34 @@ class ActorOps:
         Returns:
             The node's ``migrate_result`` (``success``, ``from_node``, ``to_node``).
 
+        ``timeout`` bounds the whole wait (the source gets it less a margin for its
+        answer to travel).
+
         Raises:
-            CommandFailed: the migration failed; the actor keeps running where it was.
+            NodeNotFound: the target (or source) is not a node this console knows.
+            CommandFailed: the migration failed, or the target refuses actor code
+                (``forbidden``, said at once from its ``meta``); the actor keeps
+                running where it was.
+            CommandTimeout: no answer within ``timeout``.
         """
-        contract.check_name(to, "node")
+        target = await self._target(to, timeout)
+        host = (target.meta or {}).get("actor_host")
+        if isinstance(host, dict) and host.get("allow_code") is False:
+            raise CommandFailed(
+                f"migrate {name}: {to} does not accept actor code (its agent runs without --allow-code)",
+                code=Code.FORBIDDEN,
+            )
         src = source or self.locate(name)
+        await self._target(src, timeout)
+        margin = min(2.0, timeout / 4)
         result = await self._request(
             contract.node_topic(src, "migrate_result"),
             lambda r: isinstance(r, dict) and r.get("agent") == name,
             lambda: self._control(
-                contract.node_topic(src, "migrate"), {"name": name, "target_node": to, "timeout": timeout}
+                contract.node_topic(src, "migrate"),
+                {"name": name, "target_node": to, "timeout": timeout - margin},
             ),
-            timeout=timeout + 5.0,
+            timeout=timeout,
             what=f"migrate {name} from {src} to {to}",
         )
         if not result.get("success"):
@@ -198,20 +224,55 @@ class ActorOps:
 
     async def task(self, name: str, payload: Any, *, timeout: float = 30.0) -> Any:
         """Send a task to the actor ``name`` wherever it runs (Wactorz ``send_to``)
-        and return its answer (an ``{"error": ...}`` answer raises CommandFailed)."""
+        and return its answer.
+
+        Every node hosting an actor of that name answers; the first successful
+        answer wins, so a failed instance on one node does not shadow a healthy one
+        elsewhere. When every instance the retained state lists answered with an
+        error object (``{"error", "code", "agent", "node"}``), or only errors came
+        before the timeout, the first error is raised.
+
+        Raises:
+            CommandFailed: only error answers (its ``code`` is the node's).
+            CommandTimeout: no answer at all within ``timeout``.
+        """
         contract.check_name(name, "actor name")
         reply_id = contract.new_id()
         # The reply comes on a node reply topic; the console poses as node "console-<inbox>".
         me = "console-" + self.inbox.rsplit("/", 1)[-1].replace(":", "-")[-40:]
         reply = contract.node_reply_topic(me, reply_id)
         request = {"_remote_task": True, "_reply_topic": reply, "payload": payload}
-        answer = await self._request(
-            reply,
-            lambda r: True,
-            lambda: self._control(contract.by_name_task_topic(name), request),
-            timeout=timeout,
-            what=f"task for {name}",
-        )
-        if isinstance(answer, dict) and "error" in answer and len(answer) <= 2:
-            raise CommandFailed(f"task for {name}: {answer['error']}", code=Code.FAILED)
+        instances = sum(1 for row in actor_rows(self.model) if row["name"] == name)
+        errors: list[dict[str, Any]] = []
+
+        def settles(answer: Any) -> bool:
+            if _is_task_error(answer):
+                errors.append(answer)
+                return len(errors) >= max(1, instances)  # every instance failed: stop waiting
+            return True
+
+        try:
+            answer = await self._request(
+                reply,
+                settles,
+                lambda: self._control(contract.by_name_task_topic(name), request),
+                timeout=timeout,
+                what=f"task for {name}",
+            )
+        except CommandTimeout:
+            if not errors:
+                raise
+            answer = errors[0]
+        if _is_task_error(answer):
+            where = f" on {answer['node']}" if isinstance(answer.get("node"), str) else ""
+            code = answer.get("code") if isinstance(answer.get("code"), str) else Code.FAILED
+            raise CommandFailed(f"task for {name}{where}: {answer['error']}", code=code)
         return answer
+
+
+_TASK_ERROR_KEYS = frozenset({"error", "code", "agent", "node"})
+
+
+def _is_task_error(answer: Any) -> bool:
+    """The agent's error object (not an actor result that happens to hold "error")."""
+    return isinstance(answer, dict) and "error" in answer and set(answer) <= _TASK_ERROR_KEYS

@@ -36,15 +36,16 @@ from devfleet_base.signing import Signer
 
 from .actors import ActorOps
 from .errors import (
+    CommandTimeout,
     ConnectError,
     ConsoleTimeout,
     InvalidConfig,
     NodeNotFound,
-    PurgeError,
     UsageError,
 )
 from .handles import Broadcast, CommandHandle, LogRecord, Outcome
 from .model import Drift, Event, FleetModel, NodeLost, NodeOffline, NodeStale, NodeView
+from .purge import PURGED_LEAVES, PurgeOps
 
 __all__ = [
     "INSTALL_TIMEOUT",
@@ -70,9 +71,9 @@ _MARKER_RESEND = 3.0
 INSTALL_TIMEOUT = 900.0
 """Seconds a console waits for an install, upgrade or uninstall (pip on a Pi Zero is slow)."""
 
-PURGED_LEAVES = ("meta", "status", "state", "cfg", "cfg/desired", "spawn")
-"""The retained node topics a purge always clears (plus any other retained one found)."""
-
+_PACING_SLACK = 1.0
+"""Seconds beyond a heartbeat interval before a silent node is judged (agents sleep
+an interval after publishing, so their period is a little longer)."""
 
 # ---- broker address ---------------------------------------------------------------------
 
@@ -133,7 +134,7 @@ class EventStream:
 # ---- the client -----------------------------------------------------------------------
 
 
-class AsyncFleet(ActorOps):
+class AsyncFleet(ActorOps, PurgeOps):
     """The console's asyncio client. Use ``async with AsyncFleet.connect(url) as fleet``.
 
     Args:
@@ -149,6 +150,9 @@ class AsyncFleet(ActorOps):
         connect_timeout: seconds to reach the broker and receive the retained burst.
         history: telemetry samples kept per metric per node.
         stale_check_interval: seconds between staleness checks.
+        wait_for_node: seconds a command to a node this console has never seen waits
+            for its birth (provisioning); 0 (the default) raises ``NodeNotFound`` at
+            once and publishes nothing.
     """
 
     def __init__(
@@ -165,6 +169,7 @@ class AsyncFleet(ActorOps):
         connect_timeout: float = 10.0,
         history: int = 60,
         stale_check_interval: float = 1.0,
+        wait_for_node: float = 0.0,
     ) -> None:
         self.address, *more = parse_broker_urls(url)
         self.model = FleetModel(history=history)
@@ -173,6 +178,7 @@ class AsyncFleet(ActorOps):
         self.inbox = contract.reply_inbox(ident)
         self.connect_timeout = connect_timeout
         self.stale_check_interval = stale_check_interval
+        self.wait_for_node = wait_for_node
         tls = TlsOptions(ca=tls_ca) if (self.address.tls or tls_ca) else None
         self.session = MqttSession(
             SessionOptions(
@@ -187,6 +193,7 @@ class AsyncFleet(ActorOps):
                 fallbacks=[(a.host, a.port) for a in more],
             ),
             on_message=self._on_message,
+            on_connect=self._on_connect,
         )
         self._commands: dict[str, CommandHandle | Broadcast] = {}
         self._markers: dict[str, asyncio.Future[None]] = {}
@@ -261,6 +268,9 @@ class AsyncFleet(ActorOps):
         failed.cancel()
         if connected not in done:
             connected.cancel()
+            # Stop the connect attempt now: closing would otherwise wait for its own
+            # CONNACK timeout and overrun the caller's (a silent broker: 10 s became 13).
+            self._run_task.cancel()
             await self.close()
             where = ", ".join(self.session.brokers)
             if isinstance(failure, ConnectionRefusedFatal):
@@ -271,7 +281,15 @@ class AsyncFleet(ActorOps):
                 raise ConnectError(f"cannot resolve the broker host {self.address.host!r}: {failure}")
             raise ConnectError(f"cannot reach the broker at {where} within {self.connect_timeout:g} s")
         self._tasks.append(asyncio.create_task(self._stale_loop(), name="devfleet-console-stale"))
-        await self.wait_until_synced(self.connect_timeout)
+        await self.wait_until_synced(max(0.1, deadline - time.monotonic()))
+        # Retained last heartbeats date every node now: a dead one is stale at once.
+        self._dispatch(self.model.check_stale(time.time()))
+
+    async def _on_connect(self) -> None:
+        if self.session.connects > 1:
+            # A broker restart loses every agent's subscriptions: until a node's new
+            # birth (or any live message) comes, a command to it would be dropped.
+            self.model.expect_rebirth()
 
     async def close(self) -> None:
         """Disconnect; commands still pending end as ``timed_out``."""
@@ -434,6 +452,88 @@ class AsyncFleet(ActorOps):
         """Nodes whose retained desired config differs from what they report."""
         return self.model.drift()
 
+    async def confirm_liveness(
+        self, timeout: float | None = None, on_wait: Callable[[list[str], float], None] | None = None
+    ) -> list[str]:
+        """Settle the nodes that say ``online`` with nothing to show they live (a
+        retained birth, no heartbeat: a broker that persisted a dead node's status):
+        wait for their heartbeat, and mark stale those silent for a whole heartbeat
+        interval (plus one second for the agent's own pacing).
+
+        Args:
+            timeout: the most seconds to wait (None: one interval and one second).
+                A node whose interval does not fit in it is waited on but not
+                judged: it stays as it was.
+            on_wait: called once with the names and the seconds it will wait, when
+                there is anything to wait for (a progress hint).
+
+        Returns:
+            The nodes marked stale.
+        """
+        waiting = self.model.unconfirmed()
+        if not waiting:
+            return []
+        needed = {n.name: n.heartbeat_interval + _PACING_SLACK for n in waiting}
+        wait = max(needed.values()) if timeout is None else min(timeout, max(needed.values()))
+        names = sorted(needed)
+        if on_wait is not None:
+            on_wait(names, wait)
+
+        def heard(m: FleetModel) -> bool:
+            return not any((n := m.get(name)) is not None and n.unconfirmed for name in names)
+
+        with contextlib.suppress(ConsoleTimeout):
+            await self.wait_for(heard, wait)
+        silent = [
+            name
+            for name in names
+            if (n := self.model.get(name)) is not None and n.unconfirmed and needed[name] <= wait
+        ]
+        self._dispatch(self.model.mark_stale(silent, wait))
+        return silent
+
+    async def wait_for_known(self, node: str) -> NodeView:
+        """The node, if this console has seen it (or it is born within
+        ``wait_for_node`` seconds).
+
+        Raises:
+            ContractError: the name is outside the grammar.
+            NodeNotFound: never seen.
+        """
+        contract.check_name(node, "node")
+        if node not in self.model:
+            if self.wait_for_node <= 0:
+                raise NodeNotFound(
+                    f"no node named {node!r} is known to the broker at {self.address.host}:{self.address.port}"
+                    " (nothing sent)"
+                )
+            try:
+                await self.wait_for(lambda m: node in m, self.wait_for_node)
+            except ConsoleTimeout:
+                raise NodeNotFound(
+                    f"no node named {node!r} appeared within {self.wait_for_node:g} s (nothing sent)"
+                ) from None
+        return self.node(node)
+
+    async def _target(self, node: str, timeout: float) -> NodeView:
+        """The node a command goes to, once it can take one.
+
+        Raises:
+            ContractError: the name is outside the grammar.
+            NodeNotFound: never seen (and not born within ``wait_for_node``).
+            CommandTimeout: seen before our reconnect, not back within ``timeout``.
+        """
+        view = await self.wait_for_known(node)
+        if view.awaiting:  # whatever its status: a broker going down may have fired its will
+            try:
+                await self.wait_for(lambda m: not (n := m.get(node)) or not n.awaiting, timeout)
+            except ConsoleTimeout:
+                raise CommandTimeout(
+                    f"{node} is not back since the broker connection was lost"
+                    f" (no birth or heartbeat within {timeout:g} s): nothing sent"
+                ) from None
+        return self.node(node)
+
     # ---- commands ---------------------------------------------------------------------------
 
     async def _publish_command(self, topic: str, envelope: dict[str, Any], *, retain: bool = False) -> None:
@@ -462,9 +562,15 @@ class AsyncFleet(ActorOps):
 
         Raises:
             ContractError: a bad node or verb name.
+            NodeNotFound: a node this console has never seen (see ``wait_for_node``).
+            CommandTimeout: the node is not back after a broker restart within
+                ``timeout`` (nothing was sent).
             ConnectError: the broker did not take it.
         """
         topic = contract.node_command_topic(node, verb)
+        started = time.monotonic()
+        await self._target(node, timeout)
+        timeout = max(0.1, timeout - (time.monotonic() - started))
         envelope = Command.envelope(args, ttl=ttl if ttl is not None else timeout, reply_to=self.inbox)
         loop = asyncio.get_running_loop()
         handle = CommandHandle(envelope["id"], node, verb, loop)
@@ -504,16 +610,28 @@ class AsyncFleet(ActorOps):
         """Send ``verb`` to every node (or every node of ``group``) in one message.
 
         The returned :class:`Broadcast` is already running; ``await b.wait()``.
-        Nodes the model knows are down are listed as offline and not waited on.
+        Nodes the model knows are down are listed as offline and not waited on; so
+        are nodes whose retained status says online but that sent no heartbeat
+        within one interval, and nodes not back after a broker restart (each
+        waited on for at most half of ``timeout`` before sending).
         """
         topic = (
             contract.group_command_topic(group, verb)
             if group is not None
             else contract.fleet_command_topic(verb)
         )
+        started = time.monotonic()
+        await self.confirm_liveness(timeout / 2)
         members = self.model.in_group(group) if group is not None else list(self.model)
-        targets = [n.name for n in members if n.online]
-        offline = [n.name for n in members if not n.online]
+        if any(n.awaiting and n.online for n in members):  # hold for nodes not back yet
+            names = [n.name for n in members]
+            with contextlib.suppress(ConsoleTimeout):
+                await self.wait_for(
+                    lambda m: not any((n := m.get(x)) and n.awaiting and n.online for x in names), timeout / 2
+                )
+        timeout = max(0.1, timeout - (time.monotonic() - started))
+        targets = [n.name for n in members if n.online and not n.awaiting]
+        offline = [n.name for n in members if not n.online or n.awaiting]
         envelope = Command.envelope(args, ttl=timeout, reply_to=self.inbox)
         loop = asyncio.get_running_loop()
         bc = Broadcast(envelope["id"], verb, group, targets, offline, loop, on_progress)
@@ -587,6 +705,7 @@ class AsyncFleet(ActorOps):
         if expect_version is not None:
             args["expect_version"] = expect_version
         if desired:
+            await self._target(node, timeout)  # nothing retained for a node that does not exist
             envelope = Command.envelope(args, ttl=None)
             await self._publish_command(contract.node_topic(node, "cfg/desired"), envelope, retain=True)
             return None
@@ -676,61 +795,3 @@ class AsyncFleet(ActorOps):
             self._taps.discard(tap)
             with contextlib.suppress(Exception):
                 await self.session.unsubscribe([filt])
-
-    # ---- purge -----------------------------------------------------------------------------
-
-    async def retained_topics(self, node: str, *, timeout: float = 10.0) -> dict[str, bytes]:
-        """Every retained topic under ``nodes/{node}/`` now, through a fresh subscription."""
-        filt = contract.node_filter(node, "#")
-        prefix = filt[:-1]
-        found: dict[str, bytes] = {}
-
-        def tap(msg: Inbound) -> None:
-            if msg.retain and msg.topic.startswith(prefix):
-                if msg.payload:
-                    found[msg.topic] = msg.payload
-                else:
-                    found.pop(msg.topic, None)
-
-        self._taps.add(tap)
-        try:
-            await self.session.subscribe([(filt, 1)])
-            await self.wait_until_synced(timeout)
-        finally:
-            self._taps.discard(tap)
-            with contextlib.suppress(Exception):
-                await self.session.unsubscribe([filt])
-        return found
-
-    async def purge(self, node: str, *, force: bool = False, timeout: float = 10.0) -> list[str]:
-        """Clear every retained topic of a node that is gone, so no ghost remains.
-
-        Clears meta, status, state, cfg, cfg/desired, spawn and any other retained
-        topic found under ``nodes/{node}/`` (component states), then verifies with a
-        fresh subscription that nothing retained remains.
-
-        Args:
-            node: the node.
-            force: purge even though the node says it is online (it will be born
-                again if it is alive).
-            timeout: seconds for each broker round trip.
-
-        Returns:
-            The retained topics that held something.
-
-        Raises:
-            PurgeError: the node is online (without ``force``) or something remained.
-        """
-        contract.check_name(node, "node")
-        view = self.model.get(node)
-        if view is not None and view.online and not force:
-            raise PurgeError(f"{node} is online; stop its agent first (or force the purge)")
-        found = await self.retained_topics(node, timeout=timeout)
-        topics = set(found) | {contract.node_topic(node, leaf) for leaf in PURGED_LEAVES}
-        for topic in sorted(topics):
-            if not await self.session.publish(topic, b"", qos=1, retain=True, wait=True):
-                raise ConnectError(f"the broker did not take the purge of {topic}")
-        remaining = await self.retained_topics(node, timeout=timeout)
-        if remaining:
-            raise PurgeError(f"{node}: retained topics remain after purge: {', '.join(sorted(remaining))}")
-        return sorted(found)

@@ -33,11 +33,22 @@ exit codes:
   0  success
   1  a node reported failure (error receipt, drift found, purge incomplete)
   2  usage error (bad arguments, invalid config value: nothing was sent)
-  3  timeout or unreachable (no broker, unknown node, no answer in time)
+  3  timeout or unreachable (no broker, unknown node, no answer in time);
+     a node never seen fails at once (nothing sent) unless --wait-for-node S
 
-environment:
-  DEVFLEET_BROKER    default for --broker (mqtt://127.0.0.1:1883)
-  DEVFLEET_USERNAME, DEVFLEET_PASSWORD   defaults for --username/--password
+environment (a flag wins over its variable, a variable over the profile):
+  DEVFLEET_BROKER             --broker (default mqtt://127.0.0.1:1883)
+  DEVFLEET_USERNAME           --username
+  DEVFLEET_PASSWORD           --password
+  DEVFLEET_TLS_CA             --tls-ca
+  DEVFLEET_SIGNING_KEY_FILE   --signing-key-file
+  DEVFLEET_PROFILE            --profile
+  DEVFLEET_CONSOLE_CONFIG     the profiles file (default ~/.config/devfleet/console.toml)
+
+shell completion (pip install 'devfleet-central-command[completion]'):
+  eval "$(register-python-argcomplete devfleet)"
+
+Every command has --help with examples: devfleet config set --help
 """
 
 
@@ -45,19 +56,66 @@ def build_parser() -> argparse.ArgumentParser:
     """The full parser (imports the command modules, not rich or paho)."""
     from .commands import MODULES
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="devfleet",
         description="Central command for a devfleet: list, watch, configure and command nodes.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     _add_globals(parser, suppress=False)
     common = argparse.ArgumentParser(add_help=False)
     _add_globals(common, suppress=True)
-    sub = Subcommands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True), common)
+    action = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    sub = Subcommands(action, common)
     for name in MODULES:
         importlib.import_module(name).register(sub)
     return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """Options may come between positionals (``install NODE --wait 60 SPEC``): a
+    parser without subcommands parses intermixed (argparse's own two-pass parse)."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._subparsers is not None or self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True  # parse_known_intermixed_args calls back into this method
+        try:
+            return super().parse_known_intermixed_args(args, namespace)
+        except TypeError:  # a parser argparse cannot intermix (REMAINDER): parse it plainly
+            return super().parse_known_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed distribution's version, looked up only when asked."""
+
+    def __init__(self, option_strings: Any, dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = version("devfleet-central-command")
+        except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
+            text = "unknown"
+        print(f"devfleet {text} (devfleet-central-command, Python {sys.version.split()[0]})")
+        parser.exit()
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """A one-paragraph description is wrapped to the terminal; text with line breaks
+    (the examples) is kept line by line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
 
 class Subcommands:
@@ -68,59 +126,82 @@ class Subcommands:
         self._action = action
         self._common = common
 
-    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        """Add a subcommand parser."""
+    def add_parser(
+        self, name: str, *, examples: Sequence[str] = (), **kwargs: Any
+    ) -> argparse.ArgumentParser:
+        """Add a subcommand parser.
+
+        Args:
+            name: the subcommand.
+            examples: command lines shown under "examples:" in its ``--help``
+                (``"devfleet ls --json"``; a ``#`` comment may follow).
+            kwargs: for argparse's ``add_parser``; ``description`` defaults to ``help``.
+        """
         kwargs.setdefault("parents", [self._common])
+        if "help" in kwargs:
+            kwargs.setdefault("description", kwargs["help"][:1].upper() + kwargs["help"][1:] + ".")
+        if examples:
+            kwargs.setdefault("epilog", "examples:\n" + "\n".join(f"  {e}" for e in examples))
+        kwargs.setdefault("formatter_class", _HelpFormatter)
         parser: argparse.ArgumentParser = self._action.add_parser(name, **kwargs)
         return parser
 
     def nested(self, parser: argparse.ArgumentParser, dest: str) -> Subcommands:
         """Sub-subcommands of ``parser`` (``config get``)."""
-        action = parser.add_subparsers(dest=dest, metavar="COMMAND", required=True)
+        action = parser.add_subparsers(dest=dest, metavar="COMMAND", required=True, parser_class=_Parser)
         return Subcommands(action, self._common)
 
 
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= 86400:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds between 0 and 86400")
-    return value
-
-
 def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    # Defaults are None ("not given"): cli_settings then looks at the environment and
+    # the profile, so a flag always wins and --help needs no file read.
+    from .commands.argtypes import seconds
+
     def default(value: Any) -> Any:
         return argparse.SUPPRESS if suppress else value
 
     parser.add_argument(
         "--broker",
-        default=default(os.environ.get("DEVFLEET_BROKER", "mqtt://127.0.0.1:1883")),
+        default=default(None),
+        metavar="URL",
         action=BrokerListAction,
         help="broker URL, mqtt://host:port or mqtts://host:port (env DEVFLEET_BROKER); several"
         " (repeated, or comma-separated): the first that answers, the next when it is lost",
     )
+    parser.add_argument("--username", default=default(None), help="broker user name (env DEVFLEET_USERNAME)")
+    parser.add_argument("--password", default=default(None), help="broker password (env DEVFLEET_PASSWORD)")
     parser.add_argument(
-        "--username", default=default(os.environ.get("DEVFLEET_USERNAME")), help="broker user name"
+        "--tls-ca",
+        metavar="FILE",
+        default=default(None),
+        help="CA certificate file; enables TLS (env DEVFLEET_TLS_CA)",
     )
     parser.add_argument(
-        "--password",
-        default=default(os.environ.get("DEVFLEET_PASSWORD")),
-        help="broker password (env DEVFLEET_PASSWORD)",
+        "--signing-key-file",
+        metavar="FILE",
+        default=default(None),
+        help="sign commands with this shared key (env DEVFLEET_SIGNING_KEY_FILE)",
     )
     parser.add_argument(
-        "--tls-ca", metavar="FILE", default=default(None), help="CA certificate file; enables TLS"
-    )
-    parser.add_argument(
-        "--signing-key-file", metavar="FILE", default=default(None), help="sign commands with this shared key"
+        "--profile",
+        metavar="NAME",
+        default=default(None),
+        help="settings from [NAME] of ~/.config/devfleet/console.toml (env DEVFLEET_PROFILE)",
     )
     parser.add_argument("--json", action="store_true", default=default(False), help="machine-readable output")
     parser.add_argument(
         "--timeout",
-        type=_positive_seconds,
-        default=default(10.0),
-        help="seconds to wait for the broker and answers (default 10)",
+        type=seconds,
+        default=default(None),
+        metavar="S",
+        help="seconds to wait for the broker and answers, more than 0 (default 10; 30 for spawn and migrate)",
+    )
+    parser.add_argument(
+        "--wait-for-node",
+        type=seconds,
+        metavar="S",
+        default=default(0.0),
+        help="a node never seen: wait S seconds for its birth (provisioning) instead of exit 3 at once",
     )
     parser.add_argument(
         "--debug",
@@ -155,6 +236,8 @@ def _exit_code(exc: BaseException) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``devfleet``; return the exit code."""
     parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # only when a shell asks for completions
+        _complete(parser)
     args = parser.parse_args(argv)
     import logging
 
@@ -168,27 +251,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .commands import Context
 
+    settings = None
     try:
-        key = None
-        if args.signing_key_file:
-            from pathlib import Path
+        from .cli_settings import resolve
 
-            try:
-                key = Path(args.signing_key_file).expanduser().read_bytes().strip()
-            except OSError as exc:
-                from .errors import UsageError
-
-                raise UsageError(f"cannot read the signing key: {exc.strerror}: {exc.filename}") from None
+        flags = {
+            k: getattr(args, k) for k in ("broker", "username", "password", "tls_ca", "signing_key_file")
+        }
+        settings = resolve({**flags, "timeout": args.timeout}, os.environ, profile=args.profile)
         ctx = Context(
             args=args,
-            broker=args.broker,
-            username=args.username,
-            password=args.password,
-            tls_ca=args.tls_ca,
-            signing_key=key,
+            broker=settings.broker,
+            username=settings.username,
+            password=settings.password,
+            tls_ca=settings.tls_ca,
+            signing_key=_read_key(settings.signing_key_file),
             json=args.json,
-            timeout=args.timeout,
+            timeout=settings.timeout,
             debug=args.debug,
+            wait_for_node=args.wait_for_node,
         )
         return int(asyncio.run(args.handler(ctx)))
     except KeyboardInterrupt:
@@ -202,8 +283,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         message = exc.message if isinstance(exc, DevfleetError) else str(exc)
-        print(f"devfleet: {message}", file=sys.stderr)
+        print(f"devfleet: {message}{_hint(exc, settings)}", file=sys.stderr)
         return _exit_code(exc)
+
+
+def _read_key(path: str | None) -> bytes | None:
+    if not path:
+        return None
+    from pathlib import Path
+
+    try:
+        return Path(path).read_bytes().strip()
+    except OSError as exc:
+        from .errors import UsageError
+
+        raise UsageError(f"cannot read the signing key: {exc.strerror}: {exc.filename}") from None
+
+
+def _hint(exc: BaseException, settings: Any) -> str:
+    """What the operator can do about an error, when the CLI knows."""
+    from devfleet_base.errors import Code
+
+    from .errors import CommandFailed
+
+    if isinstance(exc, CommandFailed) and exc.code == Code.BAD_SIGNATURE:
+        if settings is None or settings.signing_key_file is None:
+            return (
+                "; the node accepts only signed commands: give its key with --signing-key-file FILE"
+                " (or DEVFLEET_SIGNING_KEY_FILE)"
+            )
+        return f"; the node does not accept the key in {settings.signing_key_file}"
+    return ""
+
+
+def _complete(parser: argparse.ArgumentParser) -> None:
+    """Shell completion through argcomplete, an optional dependency (the
+    ``completion`` extra); without it, completion is silently unavailable."""
+    try:
+        import argcomplete
+    except ImportError:
+        return
+    argcomplete.autocomplete(parser)
 
 
 if __name__ == "__main__":  # pragma: no cover

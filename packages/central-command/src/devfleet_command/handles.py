@@ -151,6 +151,7 @@ class Outcome:
 
     state: str = "pending"
     receipt: dict[str, Any] | None = None
+    finished_at: float | None = None  # Unix time the final receipt came (round trip: minus sent_at)
 
 
 class Broadcast:
@@ -177,6 +178,7 @@ class Broadcast:
         #: How many outcomes are in each state, kept as receipts arrive, so progress and
         #: :attr:`done` cost O(1) per receipt (a fleet-wide command gets thousands).
         self.tally: dict[str, int] = {"pending": len(self.outcomes)}
+        self.sent_at = time.time()
         self.offline: list[str] = sorted(offline)
         self.timed_out_after: float | None = None
         self._on_progress = on_progress
@@ -187,6 +189,8 @@ class Broadcast:
         self.tally[outcome.state] -= 1
         self.tally[state] = self.tally.get(state, 0) + 1
         outcome.state = state
+        if state in _FINAL:
+            outcome.finished_at = time.time()
 
     def _names(self, *states: str) -> list[str]:
         return sorted(n for n, o in self.outcomes.items() if o.state in states)

@@ -17,6 +17,7 @@ lookup, one ``json.loads`` and a few attribute writes; nothing is deep-copied
 from __future__ import annotations
 
 import math
+import re
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ _DESCRIPTIONS: Final = frozenset(contract.DESCRIPTIONS)
 _decode: Final = contract.decode
 _TOPIC_CACHE_MAX: Final = 50_000
 _UNSEEN: Final = object()
+_FOREIGN_NAMES_MAX: Final = 1000
+_NAME_RE: Final = re.compile(contract.NAME_PATTERN)
 
 
 # ---- events ---------------------------------------------------------------------------
@@ -146,6 +149,7 @@ class NodeView:
     history: dict[str, deque[Sample]] = field(default_factory=dict)
     actors: dict[str, dict[str, Any]] = field(default_factory=dict)
     stale: bool = False
+    awaiting: bool = False
     invalid: int = 0
     order: dict[str, tuple[int, int]] = field(default_factory=dict)
 
@@ -191,6 +195,14 @@ class NodeView:
         return None
 
     @property
+    def unconfirmed(self) -> bool:
+        """Says ``online`` but nothing shows it lives: no heartbeat with a time and no
+        birth seen live (only retained copies, which a broker keeps for a dead node)."""
+        return (
+            self.status == "online" and not self.stale and self.heartbeat_at is None and self.seen_at is None
+        )
+
+    @property
     def name_clash(self) -> dict[str, Any] | None:
         """Set when the node says another live process uses its name (two devices
         called ``raspberrypi``): ``{"instance", "session", "since"}`` of the other."""
@@ -227,9 +239,8 @@ class NodeView:
             value = self.config["heartbeat"]["interval"]  # type: ignore[index]
         except (TypeError, KeyError):
             return DEFAULT_HEARTBEAT_INTERVAL
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-            return float(value)
-        return DEFAULT_HEARTBEAT_INTERVAL
+        seconds = _seconds(value)
+        return seconds if seconds is not None and seconds > 0 else DEFAULT_HEARTBEAT_INTERVAL
 
     @property
     def groups(self) -> list[str]:
@@ -269,10 +280,20 @@ class NodeView:
             "config_version": self.config_version,
             "uptime": hb.get("uptime"),
             "heartbeat_at": self.heartbeat_at,
+            "awaiting_birth": self.awaiting,
             "telemetry": {k: s.value for k, s in self.telemetry.items()},
+            **{name: self.metric(name) for name in ("cpu", "memory", "disk")},
             "invalid": self.invalid,
             "name_clash": self.name_clash,
         }
+
+    def metric(self, name: str) -> float | None:
+        """The latest ``cpu``/``memory``/``disk`` percent: the telemetry sample, else the
+        (retained) heartbeat's figure; None when neither holds a finite number."""
+        sample = self.telemetry.get(name)
+        if sample is not None:
+            return sample.value
+        return _seconds((self.heartbeat or {}).get(name))
 
     def to_dict(self) -> dict[str, Any]:
         """Everything known, JSON-able (what ``devfleet show --json`` prints)."""
@@ -318,6 +339,11 @@ class FleetModel:
         self.stale_factor = stale_factor
         self.invalid_total = 0
         self.ignored_total = 0
+        self.foreign_total = 0
+        """Messages on ``nodes/{name}/...`` whose name is outside the grammar (ignored)."""
+        self.foreign_names: set[str] = set()
+        """Those names (at most 1,000 kept)."""
+        self._first_check: dict[str, float] = {}
         self.messages = 0
         self._topics: dict[str, object] = {}
 
@@ -359,6 +385,10 @@ class FleetModel:
             desired_id = desired.get("id") if isinstance(desired.get("id"), str) else None
             applied_id = node.cfg.get("applied_id") if node.cfg else None
             error = node.cfg.get("desired_error") if node.cfg else None
+            if not isinstance(error, dict):
+                error = {"message": str(error)} if error else None
+            if not isinstance(applied_id, str):
+                applied_id = None
             if diffs or (error and error.get("id") in (None, desired_id)):
                 out.append(Drift(node.name, desired_id, applied_id, diffs, error))
         return out
@@ -380,14 +410,27 @@ class FleetModel:
         self.messages += 1
         match = self._topics.get(topic, _UNSEEN)  # a miss per new topic: no KeyError raised
         if match is _UNSEEN:
-            match = contract.parse_topic(topic)
+            match = _classify(topic)
             if len(self._topics) >= _TOPIC_CACHE_MAX:
                 self._topics.clear()
             self._topics[topic] = match
         if match is None:
             self.ignored_total += 1
             return []
+        if type(match) is str:  # a node name outside the grammar: no node, only counted
+            self.foreign_total += 1
+            if len(self.foreign_names) < _FOREIGN_NAMES_MAX:
+                self.foreign_names.add(match)
+            return []
         assert isinstance(match, TopicMatch)
+        try:
+            return self._route(topic, match, payload, retained, now)
+        except Exception as exc:  # a payload the handlers did not foresee: counted, never raised
+            return self._invalid(topic, match.node, f"unreadable payload ({type(exc).__name__})")
+
+    def _route(
+        self, topic: str, match: TopicMatch, payload: bytes, retained: bool, now: float | None
+    ) -> list[Event]:
         kind = match.kind
         node = match.node
         if node is None:
@@ -396,13 +439,13 @@ class FleetModel:
             self.ignored_total += 1
             return []
         if kind == "heartbeat":
-            return self._heartbeat(topic, node, payload, now)
+            return self._heartbeat(topic, node, payload, now, retained)
         if kind == "telemetry":
-            return self._telemetry(topic, node, match.leaf or "", payload, now)
+            return self._telemetry(topic, node, match.leaf or "", payload, now, retained)
         if kind in _DESCRIPTIONS:
-            return self._description(topic, node, kind, payload, now)
+            return self._description(topic, node, kind, payload, now, not retained)
         if kind == "cfg_desired":
-            return self._desired(topic, node, payload, now)
+            return self._desired(topic, node, payload, now, retained)
         self.ignored_total += 1
         return []
 
@@ -415,13 +458,36 @@ class FleetModel:
                 continue
             marks = [t for t in (node.heartbeat_at, node.seen_at) if t is not None]
             if not marks:
-                continue
+                # Known only from retained copies: count from the first time we looked.
+                marks = [self._first_check.setdefault(node.name, now)]
             last = max(marks)
             silent = now - last
             if silent > self.stale_factor * node.heartbeat_interval:
                 node.stale = True
                 events.append(NodeStale(node.name, silent_for=silent))
         return events
+
+    def unconfirmed(self) -> list[NodeView]:
+        """Nodes that say ``online`` with nothing to show they live (see
+        :attr:`NodeView.unconfirmed`): a one-shot console waits for their heartbeat."""
+        return [n for n in self.nodes.values() if n.unconfirmed]
+
+    def mark_stale(self, names: list[str], silent_for: float) -> list[Event]:
+        """Mark these online nodes stale now (a one-shot console that waited for a
+        heartbeat that did not come)."""
+        events: list[Event] = []
+        for name in names:
+            node = self.nodes.get(name)
+            if node is not None and node.status == "online" and not node.stale:
+                node.stale = True
+                events.append(NodeStale(name, silent_for=silent_for))
+        return events
+
+    def expect_rebirth(self) -> None:
+        """The console reconnected: every node is ``awaiting`` until a live birth or
+        heartbeat shows it is back (a broker restart drops its subscriptions)."""
+        for node in self.nodes.values():
+            node.awaiting = True
 
     # ---- handlers ----------------------------------------------------------------------
 
@@ -445,15 +511,18 @@ class FleetModel:
             return f"payload is a JSON {type(data).__name__}, not an object"
         return data
 
-    def _node(self, name: str, now: float | None, events: list[Event]) -> NodeView:
+    def _node(self, name: str, seen: float | None, events: list[Event]) -> NodeView:
+        """The node's view, made (with ``seen_at`` = ``seen``) if new."""
         view = self.nodes.get(name)
         if view is None:
-            view = NodeView(name, seen_at=now)
+            view = NodeView(name, seen_at=seen)
             self.nodes[name] = view
             events.append(NodeAppeared(name))
         return view
 
-    def _heartbeat(self, topic: str, node: str, payload: bytes, now: float | None) -> list[Event]:
+    def _heartbeat(
+        self, topic: str, node: str, payload: bytes, now: float | None, retained: bool
+    ) -> list[Event]:
         data = self._decode_dict(payload)
         if isinstance(data, str):
             return self._invalid(topic, node, data)
@@ -461,36 +530,40 @@ class FleetModel:
         if claimed is not None and claimed != node:
             return self._invalid(topic, node, f"heartbeat names node {claimed!r}")
         events: list[Event] = []
-        view = self._node(node, now, events)
+        view = self._node(node, None if retained else now, events)
         view.heartbeat = data
-        if now is None:
-            ts = data.get("timestamp")
-            now = float(ts) if isinstance(ts, (int, float)) and not isinstance(ts, bool) else None
-        if now is not None:
-            view.heartbeat_at = now
-            view.updated_at = now
-        if view.stale:
+        if retained or now is None:
+            # The retained last heartbeat (or no receive time): its age is the node's own
+            # timestamp, not when this console happened to subscribe.
+            at = _seconds(data.get("timestamp"))
+        else:
+            at = now
+            view.awaiting = False  # a live heartbeat: the node is back after our reconnect
+        if at is not None and (view.heartbeat_at is None or at >= view.heartbeat_at):
+            view.heartbeat_at = at
+            view.updated_at = at
+        if view.stale and not retained:
             view.stale = False
             events.append(NodeOnline(node))
         events.append(NodeChanged(node, what="heartbeat"))
         return events
 
     def _telemetry(
-        self, topic: str, node: str, metric: str, payload: bytes, now: float | None
+        self, topic: str, node: str, metric: str, payload: bytes, now: float | None, retained: bool
     ) -> list[Event]:
         data = self._decode_dict(payload)
         if isinstance(data, str):
             return self._invalid(topic, node, data)
-        value = data.get("value")
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-            return self._invalid(topic, node, "telemetry value is not a number")
-        ts = data.get("ts")
-        if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+        value = _seconds(data.get("value"))
+        if value is None:
+            return self._invalid(topic, node, "telemetry value is not a finite number")
+        ts = _seconds(data.get("ts"))
+        if ts is None:
             ts = now if now is not None else 0.0
         unit = data.get("unit")
-        sample = Sample(float(value), float(ts), unit if isinstance(unit, str) else "")
+        sample = Sample(value, ts, unit if isinstance(unit, str) else "")
         events: list[Event] = []
-        view = self._node(node, now, events)
+        view = self._node(node, None if retained else now, events)
         view.telemetry[metric] = sample
         hist = view.history.get(metric)
         if hist is None:
@@ -502,7 +575,7 @@ class FleetModel:
         return events
 
     def _description(
-        self, topic: str, node: str, kind: str, payload: bytes, now: float | None
+        self, topic: str, node: str, kind: str, payload: bytes, now: float | None, live: bool
     ) -> list[Event]:
         if not payload:
             return self._cleared(node, kind)
@@ -532,7 +605,8 @@ class FleetModel:
         events: list[Event] = []
         view = self.nodes.get(node)
         if view is None:
-            view = self.nodes[node] = NodeView(node, seen_at=now)
+            # A retained copy says nothing of whether the node lives now: no seen_at.
+            view = self.nodes[node] = NodeView(node, seen_at=now if live else None)
             events.append(NodeAppeared(node))
         else:
             previous = view.order.get(kind)
@@ -548,8 +622,10 @@ class FleetModel:
             view.status = status
             was_stale = view.stale
             view.stale = False
-            if status == "online" and now is not None:
-                view.seen_at = now  # staleness counts from the birth, not from before it
+            if status == "online" and live:
+                view.awaiting = False  # its birth since our (re)connect
+                if now is not None:
+                    view.seen_at = now  # staleness counts from the birth, not from before it
             if status != before or (was_stale and status == "online"):
                 cls = {"online": NodeOnline, "offline": NodeOffline, "lost": NodeLost}[status]
                 events.append(cls(node))
@@ -569,7 +645,9 @@ class FleetModel:
         view.order.pop(kind, None)
         return [NodeChanged(node, what=kind)]
 
-    def _desired(self, topic: str, node: str, payload: bytes, now: float | None) -> list[Event]:
+    def _desired(
+        self, topic: str, node: str, payload: bytes, now: float | None, retained: bool
+    ) -> list[Event]:
         if not payload:
             view = self.nodes.get(node)
             if view is None or view.desired is None:
@@ -580,7 +658,7 @@ class FleetModel:
         if isinstance(data, str):
             return self._invalid(topic, node, data)
         events: list[Event] = []
-        view = self._node(node, now, events)
+        view = self._node(node, None if retained else now, events)
         view.desired = data
         events.append(NodeChanged(node, what="desired"))
         return events
@@ -597,6 +675,25 @@ class FleetModel:
             return []  # an actor of a node we do not (yet) know
         view.actors[match.ident or "?"] = data
         return [NodeChanged(view.name, what="actor")]
+
+
+def _seconds(value: Any) -> float | None:
+    """A finite JSON number as float seconds, else None (bools, 400-digit ints, NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) else None
+
+
+def _classify(topic: str) -> TopicMatch | str | None:
+    """The topic's match; the node name itself when it is outside the grammar."""
+    match = contract.parse_topic(topic)
+    if match is not None and match.node is not None and not _NAME_RE.fullmatch(match.node):
+        return match.node
+    return match
 
 
 def _dotted_get(config: dict[str, Any], dotted: str) -> Any:

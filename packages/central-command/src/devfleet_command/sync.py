@@ -265,9 +265,16 @@ class Fleet:
         """Send a task to the actor ``name`` wherever it runs; return its answer."""
         return self._call(self.aio.task(name, payload, timeout=timeout))
 
-    def purge(self, node: str, *, force: bool = False, timeout: float = 10.0) -> list[str]:
-        """Clear every retained topic of a gone node."""
-        return self._call(self.aio.purge(node, force=force, timeout=timeout))
+    def purge(
+        self, node: str, *, force: bool = False, timeout: float = 10.0, linger: float = 0.0
+    ) -> list[str]:
+        """Clear every retained topic of a gone node (see :meth:`AsyncFleet.purge`)."""
+        return self._call(self.aio.purge(node, force=force, timeout=timeout, linger=linger))
+
+    def confirm_liveness(self, timeout: float | None = None) -> list[str]:
+        """Wait for a heartbeat from nodes known only from a retained ``online``; return
+        those marked stale (see :meth:`AsyncFleet.confirm_liveness`)."""
+        return self._call(self.aio.confirm_liveness(timeout))
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:
         """Model events from now on, until ``timeout`` seconds have passed (None: forever)."""

@@ -30,10 +30,14 @@ __all__ = [
     "Component",
     "ComponentContext",
     "Health",
+    "InputCallback",
     "command",
 ]
 
 _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
+
+InputCallback = Callable[[str, bytes], None]
+"""Called with (leaf under ``in/``, raw payload) for each message a component subscribed to."""
 
 
 @runtime_checkable
@@ -57,6 +61,26 @@ class ComponentContext(Protocol):
 
     async def publish(self, subtopic: str, payload: Any, *, retain: bool = False, qos: int = 0) -> None:
         """Publish JSON under ``nodes/{node}/components/{name}/{subtopic}``."""
+        ...
+
+    async def subscribe(
+        self, leaf: str, callback: InputCallback, *, qos: int = 1
+    ) -> Callable[[], Awaitable[None]]:
+        """Receive messages on ``nodes/{node}/components/{name}/in/{leaf}``.
+
+        ``leaf`` may hold ``+`` levels and a final ``#``; a component may
+        subscribe to its own input subtree only
+        (:func:`~devfleet_base.contract.component_input_filter`). ``callback(leaf,
+        payload)`` runs on the event loop with the topic's leaf under ``in/``
+        and the raw payload bytes; it must not block. The subscription is
+        re-sent on every reconnect.
+
+        Returns:
+            An async function that ends the subscription (idempotent).
+
+        Raises:
+            ContractError: ``leaf`` is not a valid input filter.
+        """
         ...
 
     def report_state(self, state: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_POLL_INTERVAL",
     "DESCRIPTIONS",
     "ID_PATTERN",
+    "INPUT_LEVEL",
     "MAP_FRAME_SCHEMA",
     "MAP_POSE_SCHEMA",
     "MAX_CODE_BYTES",
@@ -47,6 +48,7 @@ __all__ = [
     "by_name_task_topic",
     "check_id",
     "check_name",
+    "component_input_filter",
     "component_topic",
     "decode",
     "encode",
@@ -66,6 +68,7 @@ __all__ = [
     "subscriptions_for_console",
     "subscriptions_for_node",
     "task_topic",
+    "topic_matches",
 ]
 
 PROTOCOL_VERSION: Final = "1"
@@ -152,9 +155,9 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
     TopicSpec(
         "nodes/{node}/heartbeat",
         "node→",
-        False,
+        True,
         0,
-        "Every heartbeat interval: counts, uptime, CPU/memory/disk.",
+        "Every heartbeat interval: counts, uptime, CPU/memory/disk (the last one retained).",
     ),
     TopicSpec(
         "nodes/{node}/telemetry/{metric}",
@@ -178,6 +181,13 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
         False,
         0,
         "A component's own publications (state is retained).",
+    ),
+    TopicSpec(
+        "nodes/{node}/components/{component}/in/{leaf}",
+        "→node",
+        False,
+        0,
+        "Input a component subscribes to through its context (the ROS bridge's mqtt2ros).",
     ),
     TopicSpec(
         "nodes/{node}/handoff/{target}",
@@ -321,6 +331,40 @@ def component_topic(node: str, component: str, leaf: str) -> str:
     for part in leaf.split("/"):
         check_name(part, "component subtopic")
     return f"nodes/{node}/components/{component}/{leaf}"
+
+
+INPUT_LEVEL: Final = "in"
+"""The level under a component's topics where its inbound subscriptions live."""
+
+
+def component_input_filter(node: str, component: str, leaf: str) -> str:
+    """``nodes/{node}/components/{component}/in/{leaf}``: the only filters a component
+    may subscribe to (its own input subtree, never another node's or the agent's topics).
+
+    ``leaf`` may have levels, ``+`` for one level and a final ``#``.
+
+    Raises:
+        ContractError: a bad name, or a wildcard that is not a whole level.
+    """
+    check_name(node, "node")
+    check_name(component, "component")
+    parts = leaf.split("/")
+    for i, part in enumerate(parts):
+        if part == "+" or (part == "#" and i == len(parts) - 1):
+            continue
+        check_name(part, "component input subtopic")
+    return f"nodes/{node}/components/{component}/{INPUT_LEVEL}/{leaf}"
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """Whether ``topic`` matches the MQTT filter ``topic_filter`` (``+`` and a final ``#``)."""
+    want, have = topic_filter.split("/"), topic.split("/")
+    for i, part in enumerate(want):
+        if part == "#":
+            return True
+        if i >= len(have) or (part != "+" and part != have[i]):
+            return False
+    return len(want) == len(have)
 
 
 def node_reply_topic(node: str, reply_id: str) -> str:

@@ -382,13 +382,18 @@ class MqttSession:
             return True
         try:
             await asyncio.wait_for(asyncio.shield(fut), self.options.ack_timeout)
-        except (TimeoutError, asyncio.CancelledError):
-            if not fut.done():
+        except TimeoutError:
+            return False
+        except asyncio.CancelledError:
+            # The connection dropped (teardown cancels the ack): that is a False, never a
+            # cancellation of our caller. A caller being cancelled itself is re-raised.
+            task = asyncio.current_task()
+            if fut.cancelled() and (task is None or not task.cancelling()):
                 return False
             raise
         finally:
             self._acks.pop(info.mid, None)
-        return not fut.cancelled()
+        return True
 
     async def subscribe(self, filters: Sequence[tuple[str, int]]) -> None:
         """Add subscriptions now and on every reconnect."""

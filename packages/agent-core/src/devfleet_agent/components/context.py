@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from devfleet_base import contract
-from devfleet_base.component import Component, Health
+from devfleet_base.component import Component, Health, InputCallback
+from devfleet_base.errors import ComponentError, ContractError
 from devfleet_base.interfaces import Interfaces
 
 from ..storage import atomic_write_json, read_json
@@ -21,6 +22,8 @@ __all__ = ["AgentComponentContext", "ComponentRunnable"]
 log = logging.getLogger("devfleet.components")
 
 Publisher = Callable[..., Awaitable[bool]]
+Unsubscribe = Callable[[], Awaitable[None]]
+InputSubscriber = Callable[[str, InputCallback, int], Awaitable[Unsubscribe]]
 
 
 class AgentComponentContext:
@@ -33,6 +36,7 @@ class AgentComponentContext:
         on_state: called with the component's reported state (a JSON copy).
         data_dir: where ``{name}.json`` keeps the persisted values.
         interfaces: the node's in-process interfaces, one registry for every component.
+        subscribe_input: subscribes a checked input filter (``ComponentInputs.subscribe``).
     """
 
     def __init__(
@@ -44,8 +48,11 @@ class AgentComponentContext:
         on_state: Callable[[str, dict[str, Any]], None],
         data_dir: Path,
         interfaces: Interfaces,
+        subscribe_input: InputSubscriber | None = None,
     ) -> None:
         self._node = node
+        self._subscribe_input = subscribe_input
+        self._inputs: list[Unsubscribe] = []
         self._interfaces = interfaces
         self._name = name
         self._publish_json = publish_json
@@ -74,6 +81,32 @@ class AgentComponentContext:
         """Publish JSON on ``nodes/{node}/components/{name}/{subtopic}``."""
         topic = contract.component_topic(self._node, self._name, subtopic)
         await self._publish_json(topic, payload, qos=qos, retain=retain)
+
+    async def subscribe(self, leaf: str, callback: InputCallback, *, qos: int = 1) -> Unsubscribe:
+        """Receive ``nodes/{node}/components/{name}/in/{leaf}`` (see ComponentContext.subscribe)."""
+        topic_filter = contract.component_input_filter(self._node, self._name, leaf)
+        if qos not in (0, 1, 2):
+            raise ContractError(f"subscribe {leaf}: qos must be 0, 1 or 2")
+        if self._subscribe_input is None:
+            raise ComponentError(f"component {self._name}: this agent offers no input subscriptions")
+        inner = await self._subscribe_input(topic_filter, callback, qos)
+        self._inputs.append(inner)
+
+        async def unsubscribe() -> None:
+            if inner in self._inputs:
+                self._inputs.remove(inner)
+                await inner()
+
+        return unsubscribe
+
+    async def drop_inputs(self) -> None:
+        """End every input subscription of this component (it stopped or crashed)."""
+        inputs, self._inputs = self._inputs, []
+        for unsubscribe in inputs:
+            try:
+                await unsubscribe()
+            except Exception:
+                log.exception("component %s: unsubscribing an input failed", self._name)
 
     def report_state(self, state: dict[str, Any]) -> None:
         """Replace this component's reported state (retained, and in the node's state)."""
@@ -121,6 +154,7 @@ class ComponentRunnable:
         self._on_health = on_health
 
     async def setup(self) -> None:
+        await self._drop_inputs()  # a crashed run's subscriptions would call a dead instance
         await self.component.start()
         self.poll_interval = self.component.poll_interval  # a component may set it from its settings
 
@@ -128,7 +162,15 @@ class ComponentRunnable:
         await self.component.process()
 
     async def teardown(self) -> None:
-        await self.component.stop()
+        try:
+            await self.component.stop()
+        finally:
+            await self._drop_inputs()
+
+    async def _drop_inputs(self) -> None:
+        ctx = self.component.ctx
+        if isinstance(ctx, AgentComponentContext):
+            await ctx.drop_inputs()
 
     async def check_health(self) -> Health:
         """The component's :class:`Health`, recorded for the node's state."""

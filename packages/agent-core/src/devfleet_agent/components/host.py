@@ -32,6 +32,7 @@ from devfleet_base.schema import Field, Schema
 from ..agent import Agent
 from ..supervisor import ChildNotFoundError, RestartPolicy, SupervisorEvent
 from .context import AgentComponentContext, ComponentRunnable
+from .inputs import ComponentInputs
 from .install import Installer
 from .registry import ComponentRegistry
 
@@ -109,6 +110,7 @@ class ComponentHost:
         self._desired: dict[str, dict[str, Any]] = {}
         self._contexts: dict[str, AgentComponentContext] = {}
         self.interfaces = Interfaces()  # one per node: components reach each other in-process
+        self.inputs = ComponentInputs(agent)  # MQTT input components subscribed to
         self._settled: dict[str, asyncio.Event] = {}
         self._lock = asyncio.Lock()
         self._started = False
@@ -246,6 +248,7 @@ class ComponentHost:
                 on_state=self._on_reported,
                 data_dir=self.data_dir,
                 interfaces=self.interfaces,
+                subscribe_input=self.inputs.subscribe,
             )
         return ctx
 

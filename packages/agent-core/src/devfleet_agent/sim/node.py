@@ -259,7 +259,7 @@ class SimNode:
             metrics=self.metrics(),
             agent_usage={"rss_mb": 0.0, "cpu": 0.0},
         )
-        await self._publish(contract.node_topic(self.name, "heartbeat"), payload)
+        await self._publish(contract.node_topic(self.name, "heartbeat"), payload, retain=True)
 
     async def telemetry(self) -> None:
         """Publish one sample of each metric the node's config asks for."""

@@ -37,27 +37,21 @@ def __getattr__(name: str) -> object:
 
 
 def parse_value(text: str) -> Any:
-    """JSON when it parses (``5``, ``true``, ``["a"]``), else the string itself."""
-    import json
+    """JSON when it parses (``5``, ``true``, ``["a"]``), a bare word as a string;
+    text that starts like JSON but is not valid JSON raises ``UsageError``
+    (see :mod:`devfleet_command.commands.values`)."""
+    from .values import parse_value as parse
 
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+    return parse(text)
 
 
 def parse_assignments(items: list[str]) -> dict[str, Any]:
-    """``["a.b=1", "c=x"]`` → ``{"a.b": 1, "c": "x"}``.
+    """``["a.b=1", "c=x"]`` → ``{"a.b": 1, "c": "x"}`` (see
+    :func:`devfleet_command.commands.values.assignments`).
 
     Raises:
-        UsageError: an item has no ``=`` or an empty key.
+        UsageError: an item has no ``=`` or an empty key, or malformed JSON.
     """
-    from ..errors import UsageError
+    from .values import assignments
 
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"expected key=value, got {item!r}")
-        out[key] = parse_value(value)
-    return out
+    return assignments(items)

@@ -15,8 +15,17 @@ __all__ = ["register"]
 
 def register(sub: Any) -> None:
     """Add the actor subcommands."""
-    p = sub.add_parser("spawn", help="spawn a dynamic actor: NODE FILE.json, or NODE --name N --code FILE.py")
-    p.add_argument("node")
+    p = sub.add_parser(
+        "spawn",
+        help="spawn a dynamic actor: NODE FILE.json, or NODE --name N --code FILE.py",
+        description="Spawn a Wactorz dynamic actor on a node (it must run with --allow-code)."
+        " The spawn is retained, so an offline node runs it when it returns (--no-retain: not).",
+        examples=[
+            "devfleet spawn rpi-livingroom examples/temp-sensor.json",
+            "devfleet spawn rpi-livingroom --name blinker --code blink.py --poll-interval 0.5",
+        ],
+    )
+    p.add_argument("node", help="the node's name")
     p.add_argument("spec", nargs="?", metavar="FILE.json", help="the Wactorz spawn config ('-' for stdin)")
     p.add_argument("--name", help="actor name (with --code)")
     p.add_argument("--code", metavar="FILE.py", help="the actor's code: async def setup/process(agent)")
@@ -27,21 +36,44 @@ def register(sub: Any) -> None:
     p.add_argument("--replace", action="store_true", help="replace a running actor of that name")
     p.add_argument("--no-retain", action="store_true", help="do not leave the spawn for an offline node")
     p.set_defaults(handler=cmd_spawn)
-    p = sub.add_parser("stop", help="stop an actor: NODE NAME")
-    p.add_argument("node")
-    p.add_argument("name")
+    p = sub.add_parser(
+        "stop",
+        help="stop an actor: NODE NAME",
+        description="Stop an actor on a node; a deliberate stop is never restarted.",
+        examples=["devfleet stop rpi-livingroom temp-sensor-agent"],
+    )
+    p.add_argument("node", help="the node's name")
+    p.add_argument("name", help="the actor's name")
     p.set_defaults(handler=cmd_stop)
-    p = sub.add_parser("actors", help="the actors running in the fleet (or on one node)")
-    p.add_argument("node", nargs="?")
+    p = sub.add_parser(
+        "actors",
+        help="the actors running in the fleet (or on one node)",
+        description="The actors in the fleet's retained state: node, name, state, restarts, last error.",
+        examples=["devfleet actors", "devfleet actors rpi-livingroom --json"],
+    )
+    p.add_argument("node", nargs="?", help="only this node's actors")
     p.set_defaults(handler=cmd_actors)
-    p = sub.add_parser("migrate", help="move an actor, with its persisted state, to another node")
-    p.add_argument("name")
-    p.add_argument("--to", required=True, metavar="NODE")
+    p = sub.add_parser(
+        "migrate",
+        help="move an actor, with its persisted state, to another node",
+        description="Move an actor with its persisted state to another node; if that fails it"
+        " keeps running where it was.",
+        examples=["devfleet migrate temp-sensor-agent --to rpi-bedroom"],
+    )
+    p.add_argument("name", help="the actor's name")
+    p.add_argument("--to", required=True, metavar="NODE", help="the node to move it to")
     p.add_argument("--from", dest="source", metavar="NODE", help="the source (default: where it runs)")
     p.set_defaults(handler=cmd_migrate)
-    p = sub.add_parser("task", help="send a task to an actor wherever it runs: NAME PAYLOAD (JSON)")
-    p.add_argument("name")
-    p.add_argument("payload", help="JSON (or a plain string)")
+    p = sub.add_parser(
+        "task",
+        help="send a task to an actor wherever it runs: NAME PAYLOAD (JSON)",
+        description="Send a task to an actor by name (Wactorz send_to) and print its handle_task"
+        " answer as JSON. PAYLOAD is JSON; a bare word is a string; text that starts like JSON"
+        ' ({ [ ") must be valid JSON.',
+        examples=["devfleet task temp-sensor-agent '{\"read\": true}'", "devfleet task greeter hello"],
+    )
+    p.add_argument("name", help="the actor's name")
+    p.add_argument("payload", help="the task: JSON (or a bare word)")
     p.set_defaults(handler=cmd_task)
 
 
@@ -97,7 +129,7 @@ async def cmd_spawn(ctx: Context) -> int:
             spec,
             replace=True if ctx.args.replace else None,
             retain=not ctx.args.no_retain,
-            timeout=max(ctx.timeout, 30.0),
+            timeout=ctx.timeout_or(30.0),
         )
     if ctx.json:
         ctx.emit_json({"node": ctx.args.node, "name": spec.get("name"), "result": result})
@@ -125,20 +157,9 @@ async def cmd_actors(ctx: Context) -> int:
     if ctx.json:
         ctx.emit_json(rows)
         return 0
-    from rich.table import Table
+    from .render import actors_table
 
-    t = Table(box=None, pad_edge=False)
-    for col in ("NODE", "ACTOR", "STATE", "RESTARTS", "LAST ERROR"):
-        t.add_column(col)
-    for row in rows:
-        t.add_row(
-            row["node"],
-            row["name"],
-            str(row.get("state", "-")),
-            str(row.get("restarts", "-")),
-            str(row.get("last_error") or "")[:60],
-        )
-    ctx.console().print(t)
+    ctx.console().print(actors_table(rows))
     return 0
 
 
@@ -147,7 +168,7 @@ async def cmd_migrate(ctx: Context) -> int:
     async with ctx.fleet() as fleet:
         with ctx.console(stderr=True).status(f"migrating {ctx.args.name} to {ctx.args.to} ..."):
             result = await fleet.migrate(
-                ctx.args.name, ctx.args.to, source=ctx.args.source, timeout=max(ctx.timeout, 30.0)
+                ctx.args.name, ctx.args.to, source=ctx.args.source, timeout=ctx.timeout_or(30.0)
             )
     if ctx.json:
         ctx.emit_json(result)
@@ -161,12 +182,11 @@ async def cmd_migrate(ctx: Context) -> int:
 
 async def cmd_task(ctx: Context) -> int:
     """Send a task and print the answer."""
+    payload = parse_value(ctx.args.payload)  # before connecting: a typo costs no round trip
     async with ctx.fleet() as fleet:
-        answer = await fleet.task(ctx.args.name, parse_value(ctx.args.payload), timeout=ctx.timeout)
+        answer = await fleet.task(ctx.args.name, payload, timeout=ctx.timeout)
     if ctx.json:
         ctx.emit_json(answer)
     else:
-        from rich.pretty import Pretty
-
-        ctx.console().print(Pretty(answer))
+        ctx.emit_result(answer)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import parse_assignments
+from .argtypes import seconds_at_least
 from .control import broadcast_with_progress, summarize_broadcast
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: keep typing off the --help path
@@ -16,28 +17,65 @@ __all__ = ["register"]
 
 def register(sub: Any) -> None:
     """Add the component subcommands."""
-    p = sub.add_parser("components", help="the components a node has installed, available and running")
-    p.add_argument("node")
+    p = sub.add_parser(
+        "components",
+        help="the components a node has installed, available and running",
+        description="The components a node has: each one's state, health, version and"
+        " distribution, and any that failed to load.",
+        examples=["devfleet components rpi-livingroom", "devfleet components rpi-livingroom --json"],
+    )
+    p.add_argument("node", help="the node's name")
     p.set_defaults(handler=cmd_components)
-    for verb, text in (
-        ("install", "pip-install a component distribution on nodes (rolled back if it fails)"),
-        ("upgrade", "upgrade a component distribution (rolled back if it turns unhealthy)"),
-        ("uninstall", "remove a component distribution from nodes"),
+    for verb, text, example in (
+        (
+            "install",
+            "pip-install a component distribution on nodes (rolled back if it fails)",
+            "devfleet install rpi-livingroom devfleet-component-ledstrip",
+        ),
+        (
+            "upgrade",
+            "upgrade a component distribution (rolled back if it turns unhealthy)",
+            "devfleet upgrade rpi-livingroom 'devfleet-component-ledstrip>=0.2'",
+        ),
+        (
+            "uninstall",
+            "remove a component distribution from nodes",
+            "devfleet uninstall rpi-livingroom devfleet-component-ledstrip",
+        ),
     ):
-        p = sub.add_parser(verb, help=text)
-        p.add_argument("target", nargs="?", metavar="NODE", help="one node")
-        p.add_argument("spec", help="a requirement: name, name==1.2, name[extra]>=1.0")
+        p = sub.add_parser(
+            verb,
+            help=text,
+            description=f"{text[0].upper()}{text[1:]}. The node must run with --allow-install and"
+            " list the distribution in its components_allowed config. Options may come anywhere.",
+            examples=[example, f"devfleet {verb} --group lobby --wait 300 devfleet-component-ledstrip"],
+        )
+        p.add_argument("target", nargs="?", metavar="NODE", help="one node (or give --all or --group)")
+        p.add_argument("spec", metavar="SPEC", help="a requirement: name, name==1.2, name[extra]>=1.0")
         p.add_argument("--all", action="store_true", help="every node of the fleet")
         p.add_argument("--group", metavar="G", help="every node of group G")
         p.add_argument(
-            "--wait", type=float, default=None, metavar="S", help="seconds to wait for pip (default 900)"
+            "--wait",
+            type=seconds_at_least(1, 86400),
+            default=None,
+            metavar="S",
+            help="seconds to wait for pip (default 900)",
         )
         p.set_defaults(handler=cmd_install, verb=verb)
-    p = sub.add_parser("component", help="run a component's command: NODE COMPONENT COMMAND [key=value ...]")
-    p.add_argument("node")
-    p.add_argument("component")
-    p.add_argument("command")
-    p.add_argument("assignments", nargs="*", metavar="key=value")
+    p = sub.add_parser(
+        "component",
+        help="run a component's command: NODE COMPONENT COMMAND [key=value ...]",
+        description="Run one of a component's declared commands and print its answer as JSON."
+        " A value is JSON when it parses, a bare word is a string.",
+        examples=[
+            "devfleet component rpi-livingroom ledstrip set_effect effect=rainbow",
+            "devfleet component rpi-livingroom ledstrip brightness value=128",
+        ],
+    )
+    p.add_argument("node", help="the node's name")
+    p.add_argument("component", help="the component's name (see `devfleet components NODE`)")
+    p.add_argument("command", help="one of the component's commands")
+    p.add_argument("assignments", nargs="*", metavar="key=value", help="the command's arguments")
     p.set_defaults(handler=cmd_component)
 
 
@@ -48,32 +86,11 @@ async def cmd_components(ctx: Context) -> int:
     if ctx.json:
         ctx.emit_json(info)
         return 0
-    from rich.table import Table
+    from .render import components_renderables
 
-    t = Table(box=None, pad_edge=False)
-    for col in ("COMPONENT", "STATE", "HEALTH", "VERSION", "DIST", "RESTARTS"):
-        t.add_column(col)
-    configured = info.get("configured") or {}
-    names = sorted({*(configured or {}), *[a.get("name", "") for a in info.get("available") or []]} - {""})
-    available = {a.get("name"): a for a in info.get("available") or []}
-    for name in names:
-        state = configured.get(name) or {}
-        avail = available.get(name) or {}
-        health = state.get("health")
-        t.add_row(
-            name,
-            str(state.get("state", "available")),
-            "-"
-            if health is None
-            else ("ok" if (health.get("ok") if isinstance(health, dict) else health) else "unhealthy"),
-            str(state.get("version") or avail.get("version") or "-"),
-            str(state.get("dist") or avail.get("dist") or "-"),
-            str(state.get("restarts", "-")),
-        )
     con = ctx.console()
-    con.print(t)
-    for err in info.get("errors") or []:
-        con.print(f"[red]failed to load {err.get('name')}: {err.get('error')}[/]")
+    for part in components_renderables(info):
+        con.print(part)
     return 0
 
 
@@ -118,7 +135,5 @@ async def cmd_component(ctx: Context) -> int:
     if ctx.json:
         ctx.emit_json({"node": ctx.args.node, "result": result})
     else:
-        from rich.pretty import Pretty
-
-        ctx.console().print(Pretty(result))
+        ctx.emit_result(result)
     return 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import parse_assignments
+from .argtypes import non_negative_int
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: keep typing off the --help path
 if TYPE_CHECKING:
@@ -15,23 +15,61 @@ __all__ = ["register"]
 
 def register(sub: Any) -> None:
     """Add ``config get``, ``config set`` and ``drift``."""
-    p = sub.add_parser("config", help="read or change a node's config")
+    p = sub.add_parser(
+        "config",
+        help="read or change a node's config",
+        description="Read (get) or change (set) a node's versioned config; `drift` lists nodes"
+        " whose desired config differs.",
+        examples=[
+            "devfleet config get rpi-livingroom",
+            "devfleet config set rpi-livingroom telemetry.interval=5",
+        ],
+    )
     csub = sub.nested(p, "config_command")
-    g = csub.add_parser("get", help="the node's config and kept versions")
-    g.add_argument("node")
+    g = csub.add_parser(
+        "get",
+        help="the node's config and kept versions",
+        description="The node's config as it answers, as JSON (values paste back into `config set`),"
+        " with its version and the versions kept for rollback.",
+        examples=["devfleet config get rpi-livingroom", "devfleet config get rpi-livingroom --json"],
+    )
+    g.add_argument("node", help="the node's name")
     g.set_defaults(handler=cmd_get)
     s = csub.add_parser(
         "set",
-        help="set config keys (key=value, dotted keys; values parsed as JSON when they parse)",
+        help="set config keys (key=value, dotted keys)",
+        description="Set config keys on a node. Keys are dotted paths of the node config"
+        ' (docs/contract.md). A value is JSON (5, true, ["a"], {"enabled": true}) where the'
+        ' schema wants a number, list or object, and is refused as "not valid JSON" when it'
+        " does not parse; where the schema wants a string the text is taken as it is"
+        " (description=lab bench). Validated before anything is sent.",
+        examples=[
+            "devfleet config set rpi-livingroom telemetry.interval=5 --expect-version 3",
+            "devfleet config set rpi-livingroom 'groups=[\"lobby\"]' description=by the door",
+            "devfleet config set rpi-livingroom components.ledstrip='{\"enabled\": true}'",
+        ],
     )
-    s.add_argument("node")
-    s.add_argument("assignments", nargs="+", metavar="key=value")
-    s.add_argument("--expect-version", type=int, help="refuse unless the node is at this config version")
+    s.add_argument("node", help="the node's name")
+    s.add_argument(
+        "assignments", nargs="+", metavar="key=value", help="a dotted config key and its value (repeatable)"
+    )
+    s.add_argument(
+        "--expect-version",
+        type=non_negative_int,
+        metavar="N",
+        help="refuse unless the node is at config version N (see `config get`)",
+    )
     s.add_argument(
         "--desired", action="store_true", help="publish as the node's retained desired config instead"
     )
     s.set_defaults(handler=cmd_set)
-    d = sub.add_parser("drift", help="nodes whose desired config is not what they report")
+    d = sub.add_parser(
+        "drift",
+        help="nodes whose desired config is not what they report",
+        description="Nodes whose retained desired config (config set --desired) is not what they"
+        " report; exit 1 when any drifted.",
+        examples=["devfleet drift", "devfleet drift --json"],
+    )
     d.set_defaults(handler=cmd_drift)
 
 
@@ -42,17 +80,19 @@ async def cmd_get(ctx: Context) -> int:
     if ctx.json:
         ctx.emit_json(result)
     else:
-        from rich.pretty import Pretty
+        from .render import config_renderables
 
         con = ctx.console()
-        con.print(f"config version {result.get('config_version')} (kept: {result.get('kept_versions')})")
-        con.print(Pretty(result.get("config")))
+        for part in config_renderables(result):
+            con.print(part)
     return 0
 
 
 async def cmd_set(ctx: Context) -> int:
     """Set config keys on a node."""
-    values = parse_assignments(ctx.args.assignments)
+    from .values import config_assignments
+
+    values = config_assignments(ctx.args.assignments)
     async with ctx.fleet() as fleet:
         version = await fleet.config_set(
             ctx.args.node,
@@ -88,10 +128,8 @@ async def cmd_drift(ctx: Context) -> int:
             ]
         )
     else:
-        if not drifts:
-            print("no drift", file=ctx.out)
-        for d in drifts:
-            diffs = ", ".join(f"{k}: {b!r} → {a!r}" for k, (a, b) in d.differences.items())
-            err = f" error: {d.error.get('message')}" if d.error else ""
-            print(f"{d.node}: {diffs}{err}", file=ctx.out)
+        from .render import drift_lines
+
+        for line in drift_lines(drifts):
+            print(line, file=ctx.out)
     return 1 if drifts else 0

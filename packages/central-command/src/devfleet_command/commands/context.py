@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
@@ -31,6 +30,7 @@ class Context:
     json: bool
     timeout: float
     debug: bool
+    wait_for_node: float = 0.0
     out: TextIO = field(default_factory=lambda: sys.stdout)
     err: TextIO = field(default_factory=lambda: sys.stderr)
 
@@ -45,20 +45,44 @@ class Context:
             tls_ca=self.tls_ca,
             signing_key=self.signing_key,
             connect_timeout=self.timeout,
+            wait_for_node=self.wait_for_node,
             **kwargs,
         )
 
+    def timeout_or(self, default: float) -> float:
+        """``--timeout`` when given, else this command's own ``default``."""
+        given = getattr(self.args, "timeout", None)
+        return float(given) if given is not None else default
+
+    def waiting_hint(self, names: list[str], seconds: float) -> None:
+        """A progress hint on stderr while a one-shot command waits for heartbeats."""
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        print(
+            f"devfleet: waiting up to {seconds:g} s for a heartbeat from {shown}"
+            " (the broker's retained status says online)",
+            file=self.err,
+            flush=True,
+        )
+
     def emit_json(self, obj: Any) -> None:
-        """Print one JSON document."""
-        json.dump(obj, self.out, indent=2, sort_keys=True, default=str)
-        self.out.write("\n")
-        self.out.flush()
+        """Print one JSON document (what JSON cannot carry, as text: see ``output.json_text``)."""
+        from ..output import json_text
+
+        print(json_text(obj), file=self.out, flush=True)
+
+    def emit_result(self, obj: Any) -> None:
+        """Print a node's answer as JSON, never a Python repr, so it can be pasted back
+        (``config set``, ``task``); one line when short, indented when long."""
+        from ..output import json_text
+
+        text = json_text(obj, indent=None)
+        print(text if len(text) <= 100 else json_text(obj), file=self.out, flush=True)
 
     def console(self, stderr: bool = False) -> Any:
-        """A rich console on stdout (or stderr)."""
-        from rich.console import Console
+        """A rich console on stdout (or stderr); not wrapped at 80 columns for a pipe."""
+        from ..output import console
 
-        return Console(file=self.err if stderr else self.out, highlight=False)
+        return console(self.err if stderr else self.out)
 
     def broadcast_exit(self, bc: Broadcast) -> int:
         """Exit code for a finished broadcast: 1 if a node failed, 3 if one timed out."""

@@ -19,6 +19,13 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "logs",
         help="print the log records nodes ship (for --timeout seconds, or forever with -f)",
+        description="Print the log records nodes ship as they arrive: for --timeout seconds, or"
+        " until Ctrl-C with -f. With --json: JSON Lines (https://jsonlines.org), one object per"
+        " record with node, seq, ts (Unix seconds), level, logger and msg.",
+        examples=[
+            "devfleet logs -f rpi-livingroom",
+            "devfleet logs --json --timeout 60 | jq -r 'select(.level==\"ERROR\") | .msg'",
+        ],
     )
     p.add_argument("node", nargs="?", help="one node (default: every node)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until interrupted")
@@ -28,11 +35,18 @@ def register(sub: Any) -> None:
 async def cmd_logs(ctx: Context) -> int:
     """Print log records as they arrive."""
     import asyncio  # here, not at import: `devfleet --help` stays fast
-    import json
+
+    from ..output import json_line, shown_url
 
     deadline = None if ctx.args.follow else time.monotonic() + ctx.timeout
     async with ctx.fleet() as fleet:
+        if ctx.args.node is not None and ctx.args.node not in fleet.model:
+            # A typo would print nothing for --timeout seconds and exit 0.
+            await fleet.wait_for_known(ctx.args.node)
         stream = fleet.logs(ctx.args.node)
+        whose = ctx.args.node or "every node"
+        until = "Ctrl-C to stop" if deadline is None else f"for {ctx.timeout:g} s (-f: until Ctrl-C)"
+        print(f"logs of {whose} on {shown_url(ctx.broker)}, {until}", file=ctx.err, flush=True)
         try:
             while True:
                 left = None if deadline is None else deadline - time.monotonic()
@@ -43,7 +57,7 @@ async def cmd_logs(ctx: Context) -> int:
                 except TimeoutError:
                     break
                 if ctx.json:
-                    ctx.out.write(json.dumps(_rec(rec)) + "\n")
+                    ctx.out.write(json_line(_rec(rec)))
                 else:
                     stamp = time.strftime("%H:%M:%S", time.localtime(rec.ts)) if rec.ts else "--:--:--"
                     ctx.out.write(f"{stamp} {rec.node} {rec.level:<7} {rec.logger}: {rec.msg}\n")

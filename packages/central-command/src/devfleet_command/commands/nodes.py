@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from .argtypes import seconds_at_least
+
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: keep typing off the --help path
 if TYPE_CHECKING:
     from typing import Any
@@ -11,33 +13,59 @@ if TYPE_CHECKING:
     from ..model import NodeView
     from .context import Context
 
-__all__ = ["register", "table"]
+__all__ = ["register", "show_renderables", "table"]
 
 _HEALTH_STYLE = {"online": "green", "stale": "yellow", "offline": "dim", "lost": "red", "unknown": "dim"}
 
 
 def register(sub: Any) -> None:
     """Add ``ls``, ``show`` and ``watch``."""
-    p = sub.add_parser("ls", help="list the nodes of the fleet")
+    p = sub.add_parser(
+        "ls",
+        help="list the nodes of the fleet",
+        description="List every node the broker holds a retained description of: health, session,"
+        " config version, groups, CPU/memory/disk and heartbeat age.",
+        examples=["devfleet ls", "devfleet ls --json | jq -r '.[].node'"],
+    )
     p.set_defaults(handler=cmd_ls)
-    p = sub.add_parser("show", help="everything known about one node")
-    p.add_argument("node")
+    p = sub.add_parser(
+        "show",
+        help="everything known about one node",
+        description="Everything known about one node: its row of `ls`, then meta, state, cfg,"
+        " desired config and last heartbeat as JSON, with times as dates.",
+        examples=["devfleet show rpi-livingroom", "devfleet show rpi-livingroom --json"],
+    )
+    p.add_argument("node", help="the node's name")
     p.set_defaults(handler=cmd_show)
-    p = sub.add_parser("watch", help="a live table of the fleet with telemetry")
+    p = sub.add_parser(
+        "watch",
+        help="a live table of the fleet with telemetry",
+        description="A live table of the fleet, redrawn as telemetry arrives, until Ctrl-C."
+        ' With --json: JSON Lines, one {"ts": ..., "nodes": [...]} snapshot per line whenever'
+        " something changed (at most one per --refresh).",
+        examples=[
+            "devfleet watch",
+            "devfleet watch --once            # one table, then exit",
+            "devfleet watch --json | jq -c '.nodes[] | {node, health}'",
+        ],
+    )
     p.add_argument("--once", action="store_true", help="print one table and exit")
-    p.add_argument("--refresh", type=float, default=1.0, help="seconds between redraws (default 1)")
+    p.add_argument(
+        "--refresh",
+        type=seconds_at_least(0.1, 3600),
+        default=1.0,
+        metavar="S",
+        help="seconds between redraws, 0.1 to 3600 (default 1)",
+    )
     p.set_defaults(handler=cmd_watch)
 
 
-def _age(ts: float | None, now: float) -> str:
-    if ts is None:
-        return "-"
-    return f"{max(0.0, now - ts):.0f}s"
-
-
 def table(nodes: list[NodeView], now: float | None = None) -> Any:
-    """A rich table of nodes."""
+    """A rich table of nodes (every cell plain text: names and groups are data)."""
     from rich.table import Table
+    from rich.text import Text
+
+    from .render import age, cell, number
 
     now = time.time() if now is None else now
     t = Table(box=None, pad_edge=False)
@@ -48,58 +76,87 @@ def table(nodes: list[NodeView], now: float | None = None) -> Any:
 
         def metric(name: str, hb: dict[str, Any] = hb, n: NodeView = n) -> str:
             sample = n.telemetry.get(name)
-            value = sample.value if sample is not None else hb.get(name)
-            return f"{value:.1f}" if isinstance(value, (int, float)) else "-"
+            return number(sample.value if sample is not None else hb.get(name))
 
         t.add_row(
-            n.name,
-            f"[{_HEALTH_STYLE.get(n.health, '')}]{n.health}[/]"
-            + (" [red]name clash[/]" if n.name_clash is not None else "")
+            cell(n.name),
+            Text(n.health, style=_HEALTH_STYLE.get(n.health, ""))
+            + (Text(" name clash", style="red") if n.name_clash is not None else Text(""))
             # Why stale: a node whose broker node died sends no will (docs/scaling.md).
-            + (f" ({reason})" if (reason := n.stale_reason(now)) else ""),
-            str(n.session if n.session is not None else "-"),
-            str(n.config_version if n.config_version is not None else "-"),
-            ",".join(n.groups) or "-",
+            + (Text(f" ({reason})") if (reason := n.stale_reason(now)) else Text("")),
+            cell(n.session if n.session is not None else "-"),
+            cell(n.config_version if n.config_version is not None else "-"),
+            cell(",".join(n.groups) or "-"),
             metric("cpu"),
             metric("memory"),
             metric("disk"),
-            _age(n.heartbeat_at, now),
+            age(n.heartbeat_at, now),
         )
     return t
+
+
+def show_renderables(node: NodeView) -> list[Any]:
+    """What ``devfleet show NODE`` prints: the node's row, then each description."""
+    from rich.text import Text
+
+    from ..output import dated, json_text
+
+    out: list[Any] = [table([node])]
+    for title, value in (
+        ("meta", node.meta),
+        ("state", node.state),
+        ("cfg", node.cfg),
+        ("desired", node.desired),
+        ("heartbeat", node.heartbeat),
+    ):
+        if value:  # JSON with dates, as plain text: wire data is never markup
+            out += [Text(f"\n{title}:"), Text(json_text(dated(value)))]
+    return out
+
+
+async def _settled(ctx: Context, fleet: Any) -> None:
+    """Wait (up to one heartbeat interval, with a hint) for nodes known only from a
+    retained ``online`` status; those still silent are shown stale."""
+    await fleet.confirm_liveness(on_wait=None if ctx.json else ctx.waiting_hint)
+
+
+def _foreign_hint(ctx: Context, fleet: Any) -> None:
+    names = sorted(fleet.model.foreign_names)
+    if names:
+        shown = ", ".join(repr(n) for n in names[:5])
+        print(
+            f"devfleet: ignored {fleet.model.foreign_total} message(s) under {len(names)} node name(s)"
+            f" outside the grammar: {shown} (remove them with: devfleet purge NAME)",
+            file=ctx.err,
+        )
 
 
 async def cmd_ls(ctx: Context) -> int:
     """List nodes."""
     async with ctx.fleet() as fleet:
+        await _settled(ctx, fleet)
         nodes = fleet.nodes()
         if ctx.json:
             ctx.emit_json([n.summary(time.time()) for n in nodes])
+        elif not nodes:
+            print(f"no nodes on {ctx.broker}", file=ctx.out)
         else:
             ctx.console().print(table(nodes))
+        _foreign_hint(ctx, fleet)
     return 0
 
 
 async def cmd_show(ctx: Context) -> int:
     """Show one node."""
     async with ctx.fleet() as fleet:
+        await _settled(ctx, fleet)
         node = fleet.node(ctx.args.node)
         if ctx.json:
             ctx.emit_json(node.to_dict())
             return 0
-        from rich.pretty import Pretty
-
         con = ctx.console()
-        con.print(table([node]))
-        for title, value in (
-            ("meta", node.meta),
-            ("state", node.state),
-            ("cfg", node.cfg),
-            ("desired", node.desired),
-            ("heartbeat", node.heartbeat),
-        ):
-            if value:
-                con.rule(title)
-                con.print(Pretty(value))
+        for part in show_renderables(node):
+            con.print(part)
     return 0
 
 
@@ -109,13 +166,17 @@ async def cmd_watch(ctx: Context) -> int:
 
     async with ctx.fleet() as fleet:
         if ctx.args.once:
+            await _settled(ctx, fleet)
             if ctx.json:
                 ctx.emit_json([n.summary(time.time()) for n in fleet.nodes()])
             else:
                 ctx.console().print(table(fleet.nodes()))
             return 0
+        if ctx.json:
+            return await _watch_json(ctx, fleet)
         from rich.live import Live
 
+        print("live view; Ctrl-C to stop", file=ctx.err, flush=True)
         stream = fleet.events()
         with Live(table(fleet.nodes()), console=ctx.console(), auto_refresh=False) as live:
             try:
@@ -131,4 +192,32 @@ async def cmd_watch(ctx: Context) -> int:
                 pass
             finally:
                 await stream.aclose()
+    return 0
+
+
+async def _watch_json(ctx: Context, fleet: Any) -> int:
+    """JSON Lines: a snapshot at once, then one per ``--refresh`` in which something changed."""
+    import asyncio
+
+    from ..output import json_line
+
+    stream = fleet.events()
+    try:
+        changed = True
+        while True:
+            if changed:
+                ctx.out.write(json_line({"ts": time.time(), "nodes": [n.summary() for n in fleet.nodes()]}))
+                ctx.out.flush()
+            changed = False
+            deadline = time.monotonic() + ctx.args.refresh
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    await asyncio.wait_for(stream.__anext__(), left)
+                    changed = True
+                except TimeoutError:
+                    break
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass
+    finally:
+        await stream.aclose()
     return 0

@@ -6,9 +6,11 @@ import asyncio
 import copy
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .. import contract
 from ..interfaces import Interfaces
 
 __all__ = ["FakeContext", "Published"]
@@ -45,6 +47,8 @@ class FakeContext:
         self.state_history: list[dict[str, Any]] = []
         self.store: dict[str, Any] = {}
         self._changed = asyncio.Event()
+        self.subscriptions: dict[str, tuple[Callable[[str, bytes], None], int]] = {}
+        """Input filters the component subscribed to (leaf under ``in/`` → callback, qos)."""
 
     @property
     def node(self) -> str:
@@ -61,6 +65,34 @@ class FakeContext:
     async def publish(self, subtopic: str, payload: Any, *, retain: bool = False, qos: int = 0) -> None:
         self.published.append(Published(subtopic, json.loads(json.dumps(payload)), retain, qos))
         self._changed.set()
+
+    async def subscribe(
+        self, leaf: str, callback: Callable[[str, bytes], None], *, qos: int = 1
+    ) -> Callable[[], Any]:
+        contract.component_input_filter(self._node, self._name, leaf)  # the agent's check
+        self.subscriptions[leaf] = (callback, qos)
+
+        async def unsubscribe() -> None:
+            if self.subscriptions.get(leaf, (None,))[0] is callback:
+                del self.subscriptions[leaf]
+
+        return unsubscribe
+
+    def deliver(self, leaf: str, payload: bytes | str | Any) -> int:
+        """Deliver a message on input ``leaf`` as the agent would; returns how many
+        subscriptions matched. ``payload`` is bytes, text, or a value sent as JSON."""
+        if isinstance(payload, str):
+            raw = payload.encode()
+        elif isinstance(payload, bytes):
+            raw = payload
+        else:
+            raw = json.dumps(payload).encode()
+        matched = 0
+        for pattern, (callback, _qos) in list(self.subscriptions.items()):
+            if contract.topic_matches(pattern, leaf):
+                callback(leaf, raw)
+                matched += 1
+        return matched
 
     def report_state(self, state: dict[str, Any]) -> None:
         snapshot = json.loads(json.dumps(state))
