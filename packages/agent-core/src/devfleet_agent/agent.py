@@ -434,6 +434,10 @@ class Agent:
             # systemd's "started" means the node is visible to the fleet, not just running.
             self._ready_sent = self.notifier.notify("READY=1", f"STATUS={self.service_status()}")
         await self._flush_receipts()
+        if self.mqtt.connects > 1:
+            # A reconnect (perhaps to another broker of the list): the retained heartbeat
+            # still names the old broker; say the new one now, not an interval later.
+            await self.publish_json(contract.node_topic(self.node, "heartbeat"), self.heartbeat_payload())
 
     def service_status(self) -> str:
         """One line for ``systemctl status``: the broker and the components running."""
