@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from devfleet_base import contract
 from devfleet_base.errors import Code, ContractError
 from devfleet_base.mqtt import Inbound
+from devfleet_base.signing import RETAINED_TTL
 
 from .errors import CommandFailed, CommandTimeout, ConnectError, NodeNotFound, UsageError
 
 if TYPE_CHECKING:
     from devfleet_base.mqtt import MqttSession
-    from devfleet_base.signing import Signer
+    from devfleet_base.signing import Identity, NodeVerifier
 
     from .model import FleetModel, NodeView
 
@@ -51,15 +53,16 @@ class ActorOps:
     """Actor operations over the fleet's session (a mixin of ``AsyncFleet``)."""
 
     session: MqttSession
-    signer: Signer | None
+    identity: Identity | None
+    node_verifier: NodeVerifier | None
     model: FleetModel
     inbox: str
     _taps: set[Callable[[Inbound], None]]
     _target: Callable[[str, float], Awaitable[NodeView]]
 
     async def _control(self, topic: str, payload: dict[str, Any], *, retain: bool = False) -> None:
-        if self.signer is not None:
-            payload = self.signer.sign(topic, payload)
+        if self.identity is not None:
+            payload = self.identity.sign(topic, payload)
         if not await self.session.publish(topic, contract.encode(payload), qos=1, retain=retain, wait=True):
             raise ConnectError(f"the broker did not take the message on {topic}")
 
@@ -71,9 +74,14 @@ class ActorOps:
         *,
         timeout: float,
         what: str,
+        signed_by: str | None = None,
     ) -> Any:
         """Subscribe to ``listen``, run ``send()``, return the first decoded payload
-        for which ``match`` is true; raise CommandTimeout after ``timeout``."""
+        for which ``match`` is true; raise CommandTimeout after ``timeout``.
+
+        With a signing identity, an answer counts only when the node ``signed_by``
+        signed it."""
+        verifier = self.node_verifier if signed_by is not None else None
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Any] = loop.create_future()
 
@@ -84,7 +92,7 @@ class ActorOps:
                 data = contract.decode(msg.payload)
             except ContractError:
                 return
-            if match(data):
+            if match(data) and (verifier is None or verifier.valid(str(signed_by), listen, data)):
                 answer.set_result(data)
 
         self._taps.add(tap)
@@ -116,6 +124,7 @@ class ActorOps:
         replace: bool | None = None,
         retain: bool = True,
         timeout: float = 30.0,
+        ttl: float | None = None,
     ) -> Any:
         """Spawn a dynamic actor on ``node`` (its config as in Wactorz: ``name``,
         ``code``, ``poll_interval``, ``install``...), validated here first.
@@ -140,6 +149,10 @@ class ActorOps:
         await self._target(node, timeout)
         request = contract.new_id()
         payload["_id"] = request
+        # Retained: an offline node runs it when it comes back, within the expiry.
+        payload["_expires_at"] = time.time() + (
+            ttl if ttl is not None else RETAINED_TTL if retain else timeout
+        )
         topic = contract.node_topic(node, "spawn")
         receipt = await self._request(
             contract.node_topic(node, "receipts"),
@@ -147,6 +160,7 @@ class ActorOps:
             lambda: self._control(topic, payload, retain=retain),
             timeout=timeout,
             what=f"spawn {checked['name']} on {node}",
+            signed_by=node,
         )
         return self._check_receipt(receipt, f"spawn {checked['name']} on {node}")
 
@@ -158,9 +172,13 @@ class ActorOps:
         receipt = await self._request(
             contract.node_topic(node, "receipts"),
             lambda r: isinstance(r, dict) and r.get("id") == request,
-            lambda: self._control(contract.node_topic(node, "stop"), {"name": name, "_id": request}),
+            lambda: self._control(
+                contract.node_topic(node, "stop"),
+                {"name": name, "_id": request, "_expires_at": time.time() + timeout},
+            ),
             timeout=timeout,
             what=f"stop {name} on {node}",
+            signed_by=node,
         )
         return self._check_receipt(receipt, f"stop {name} on {node}")
 
@@ -213,10 +231,16 @@ class ActorOps:
             lambda r: isinstance(r, dict) and r.get("agent") == name,
             lambda: self._control(
                 contract.node_topic(src, "migrate"),
-                {"name": name, "target_node": to, "timeout": timeout - margin},
+                {
+                    "name": name,
+                    "target_node": to,
+                    "timeout": timeout - margin,
+                    "_expires_at": time.time() + timeout,
+                },
             ),
             timeout=timeout,
             what=f"migrate {name} from {src} to {to}",
+            signed_by=src,
         )
         if not result.get("success"):
             raise CommandFailed(f"migrate {name}: {result.get('error', 'failed')}", code=Code.FAILED)

@@ -64,9 +64,12 @@ __all__ = [
     "node_telemetry_topic",
     "node_topic",
     "parse_topic",
+    "pool_share_filter",
+    "pool_topic",
     "reply_inbox",
     "subscriptions_for_console",
     "subscriptions_for_node",
+    "task_assign_filter",
     "task_topic",
     "topic_matches",
 ]
@@ -264,6 +267,20 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
         1,
         "Work trading: a step's result (retained for late joiners).",
     ),
+    TopicSpec(
+        "pools/{pool}/jobs/{job}",
+        "any",
+        False,
+        1,
+        "Worker pools: one job, taken by one member through `$share/{pool}/pools/{pool}/jobs/+`.",
+    ),
+    TopicSpec(
+        "pools/{pool}/done/{job}",
+        "node→",
+        False,
+        1,
+        "Worker pools: a job's result, the application-level acknowledgement.",
+    ),
 )
 
 
@@ -416,6 +433,25 @@ def task_topic(task: str, leaf: str, who: str | None = None) -> str:
     return f"tasks/{task}/{leaf}/{check_id(who, leaf)}"
 
 
+def task_assign_filter(agent: str) -> str:
+    """``tasks/+/assign/{agent}``: every assignment for one agent id."""
+    return f"tasks/+/assign/{check_id(agent, 'agent id')}"
+
+
+def pool_topic(pool: str, leaf: str, job: str) -> str:
+    """``pools/{pool}/jobs/{job}`` or ``pools/{pool}/done/{job}``."""
+    if leaf not in ("jobs", "done"):
+        raise ValueError(f"bad pool topic leaf {leaf!r}")
+    return f"pools/{check_name(pool, 'pool')}/{leaf}/{check_id(job, 'job id')}"
+
+
+def pool_share_filter(pool: str) -> str:
+    """``$share/{pool}/pools/{pool}/jobs/+``: the shared subscription of a pool's
+    members (MQTT 5 shared subscriptions; mosquitto offers them to 3.1.1 clients too)."""
+    name = check_name(pool, "pool")
+    return f"$share/{name}/pools/{name}/jobs/+"
+
+
 @dataclass(frozen=True)
 class TopicMatch:
     """What an inbound topic addresses.
@@ -454,6 +490,7 @@ _TOPIC_RE = re.compile(
     | agents/by-name/(?P<by_name>{_SEG})/task
     | agents/(?P<actor>{_SEG})/(?P<aleaf>heartbeat|logs|resume)
     | tasks/(?P<task>{_SEG})/(?:(?P<treq>request)|(?P<tleaf>proposal|assign|output)/(?P<twho>{_SEG}))
+    | pools/(?P<pool>{_SEG})/(?P<pleaf>jobs|done)/(?P<job>{_SEG})
     )$""",
     re.VERBOSE,
 )
@@ -504,6 +541,8 @@ def parse_topic(topic: str) -> TopicMatch | None:
         return TopicMatch("by_name_task", name=g["by_name"])
     if g["actor"] is not None:
         return TopicMatch(f"agent_{g['aleaf']}", ident=g["actor"])
+    if g["pool"] is not None:
+        return TopicMatch(f"pool_{g['pleaf']}", name=g["pool"], ident=g["job"])
     if g["treq"] is not None:
         return TopicMatch("task", ident=g["task"], leaf="request")
     return TopicMatch("task", ident=g["task"], leaf=g["tleaf"], name=g["twho"])
@@ -640,12 +679,14 @@ _SIG = Field(
     schema=Schema(
         "_sig",
         {
-            "kid": Field("str", required=True, pattern=ID_PATTERN),
+            "kid": Field("str", required=True, pattern=r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"),
             "seq": Field("int", required=True, min=0),
-            "mac": Field("str", required=True, pattern=r"[0-9a-f]{64}"),
+            "exp": Field("int", nullable=True, min=0),
+            "sig": Field("str", required=True, pattern=r"[0-9a-f]{128}"),
+            "cert": Field("dict"),
         },
     ),
-    doc="HMAC-SHA256 signature (see signing).",
+    doc="Ed25519 signature over kid, seq, exp, topic and payload (see signing).",
 )
 
 COMMAND_SCHEMA: Final = Schema(
@@ -671,6 +712,7 @@ RECEIPT_SCHEMA: Final = Schema(
         "message": Field("str", nullable=True, max=4096),
         "result": Field("any", nullable=True),
         "ts": _TS,
+        "_sig": _SIG,
     },
 )
 

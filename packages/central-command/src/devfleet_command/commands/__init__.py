@@ -24,6 +24,8 @@ MODULES: tuple[str, ...] = (
     "devfleet_command.commands.logs",
     "devfleet_command.commands.components",
     "devfleet_command.commands.actors",
+    "devfleet_command.commands.trading",
+    "devfleet_command.commands.provision",
 )
 """Subcommand modules, in the order their commands appear in ``--help``."""
 
