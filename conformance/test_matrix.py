@@ -6,7 +6,8 @@ on another (NATS speaks 3.1.1 only). Run it with ``python3 dev.py nox -s conform
 
 Each broker gets one environment (two real agents as subprocesses and a console); the
 scenarios run in file order against it: discovery, commands with receipts, broadcasts,
-versioned config, Wactorz actors, then the destructive ones (will on kill -9, purge).
+versioned config, Wactorz actors, work trading, then the destructive ones (will on
+kill -9, purge).
 """
 
 from __future__ import annotations
@@ -150,9 +151,33 @@ def test_wactorz_spawn_list_stop(env: Env) -> None:
         fleet.wait_for(lambda m: "counter" not in (m.get("c1").state_actors or {}), timeout=30)
 
 
-@pytest.mark.skip(reason="work trading does not exist yet: add its flow here when it lands")
+WORKER = """
+async def bid(agent, request):
+    return {'cost': 0.01, 'eta': 1.0}
+
+async def run(agent, assignment):
+    return {'node': agent.node, 'echo': assignment['inputs']}
+"""
+
+
 def test_work_trading(env: Env) -> None:
-    """Marked place for the work-trading flow (offer, bid, award, result) on every broker."""
+    """A résumé, an auction (request, proposal, assign, output) on every broker;
+    NATS has no QoS 2, so the assignment goes at QoS 1 there."""
+    spec = {
+        "name": "worker",
+        "code": WORKER,
+        "poll_interval": None,
+        "resume": {"skills": ["conformance"], "cost": {"usd": 0.01}},
+    }
+    with env.console() as fleet:
+        fleet.wait_for(lambda m: _online(m, "c1"), timeout=30)
+        fleet.spawn("c1", spec, timeout=40)
+        fleet.wait_for(lambda m: len(fleet.aio.resumes("conformance")) >= 1, timeout=30)
+        qos = {"assign_qos": 1} if env.kind.startswith("nats") else {}
+        outcome = fleet.auction("conformance", {"q": 1}, deadline=10, **qos)
+        assert outcome["status"] == "ok", outcome
+        assert outcome["result"] == {"node": "c1", "echo": {"q": 1}}
+        fleet.stop_actor("c1", "worker", timeout=30)
 
 
 def test_will_on_kill_9(env: Env) -> None:
