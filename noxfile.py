@@ -66,6 +66,8 @@ def _local_requirements(path: str) -> list[str]:
     out = []
     for p in seen:
         extra = "[testing,mqtt,signing]" if p == "packages/component-base" else _testing_extra(p)
+        if p == "packages/central-command":
+            extra = "[deploy]"  # the deploy tests drive a real sshd through asyncssh
         out += ["-e", f"./{p}{extra}"]
     return out
 
