@@ -91,6 +91,16 @@ async def test_a_staged_spawn_completes_and_a_failed_one_stops_the_actor_everywh
         assert state.nodes["sp-a"].state == "failed" and not state.nodes["sp-a"].changed
         assert "already runs" in (state.nodes["sp-a"].error or "")
         assert _running(fleet, "ticker") == set(nodes)
+
+        # An actor that fails to start stays listed on the node as failed: the abort
+        # stops it too.
+        broken = Operation("spawn", {"name": "broken", "code": "x = 1\n"}, timeout=20)
+        spec = new_job(fleet, broken, ["sp-b"], gate=Gate(soak=0.1), expires_in=30)
+        state = await JobRunner(fleet, JobState.fresh(spec)).run()
+        assert state.state == "aborted"
+        assert state.nodes["sp-b"].state == "reverted", state.nodes["sp-b"]
+        assert "failed to start" in (state.nodes["sp-b"].error or "")
+        await fleet.wait_for(lambda m: not _listed(fleet, "broken"), 10)
     finally:
         await fleet.close()
 

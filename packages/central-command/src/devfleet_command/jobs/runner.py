@@ -250,6 +250,8 @@ class JobRunner:
                     # The crashed console's retained spawn reached the node first.
                     await self._put(p, state="soaking", changed=True, error=None)
                     return
+                if op.verb == "spawn" and exc.code == Code.FAILED:
+                    p.changed = True  # a failed start stays listed on the node: a revert stops it
                 self._fail(p, exc.message)
                 await self._put(p)
                 return
@@ -420,8 +422,13 @@ class JobRunner:
             except _Offline:
                 return  # tried again when it is back
             except DevfleetError as exc:
-                await self._put(p, state="revert_failed", revert_cmd=cmd_id, error=f"revert: {exc.message}")
-                return
+                if not (
+                    step[0] == "stop" and self.spec.operation.verb == "spawn" and exc.code == Code.NOT_FOUND
+                ):
+                    await self._put(
+                        p, state="revert_failed", revert_cmd=cmd_id, error=f"revert: {exc.message}"
+                    )
+                    return  # else: no such actor (gone, or never started): nothing to stop
         await self._put(p, state="reverted", revert_cmd=cmd_id)
 
 
