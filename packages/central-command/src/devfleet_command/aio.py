@@ -451,6 +451,16 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         ``maxsize`` unread are dropped and counted in :attr:`dropped_events`."""
         return EventStream(self, maxsize)
 
+    def add_tap(self, tap: Callable[[Inbound], None]) -> Callable[[], None]:
+        """Call ``tap(msg)`` with every message the client receives (except receipts to its
+        inbox), before the model is fed; return a function that removes the tap.
+
+        Taps run in the MQTT receive path: keep them short. An exception in a tap is
+        logged, not raised. Add taps before :meth:`start` to see the retained burst.
+        """
+        self._taps.add(tap)
+        return lambda: self._taps.discard(tap)
+
     async def wait_for(self, predicate: Callable[[FleetModel], bool], timeout: float = 10.0) -> None:
         """Wait until ``predicate(model)`` is true; it is checked now and after every
         change.

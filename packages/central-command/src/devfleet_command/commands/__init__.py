@@ -28,6 +28,7 @@ MODULES: tuple[str, ...] = (
     "devfleet_command.commands.trading",
     "devfleet_command.commands.provision",
     "devfleet_command.commands.deploy",
+    "devfleet_command.commands.viz",
 )
 """Subcommand modules, in the order their commands appear in ``--help``."""
 
