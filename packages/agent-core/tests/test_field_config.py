@@ -63,6 +63,7 @@ def test_poison_config_is_refused_and_nothing_is_written(agent_factory, probe, t
     # The node is still readable and writable.
     got = _configure(probe, "poison1", {"set": {"description": "fine"}}, "ok-1")
     assert got["result"] == {"config_version": 1}
+    probe.subscribe("replies/get-1")  # before the command: the answer can beat a later subscription
     probe.publish(
         "nodes/poison1/cmd/config_get", contract.Command.envelope(id="get-1", reply_to="replies/get-1")
     )
