@@ -26,7 +26,7 @@ TOOLS = ROOT / ".dev" / "venv"
 REQUIREMENTS = ["nox==2026.10.20", "uv==0.13.9"]
 SESSIONS = {
     "demo": ["-s", "demo"],
-    "test": ["-s", "lint", "typecheck", "tests", "isolated"],
+    "test": ["-s", "lint", "typecheck", "tests", "isolated", "interop"],
     "bench": ["-s", "bench"],
     "build": ["-s", "build"],
 }
