@@ -22,6 +22,9 @@ import pytest
 
 from devfleet_agent.testing import AgentProcess
 
+# The tests import interop_kit.py beside this file (pytest runs with --import-mode=importlib).
+sys.path.insert(0, str(Path(__file__).parent))
+
 
 def _wactorz_node_bin() -> str:
     """The ``wactorz-node`` script beside this interpreter (the session's venv), else on PATH."""

@@ -20,6 +20,7 @@ from devfleet_base import contract
 from devfleet_base.errors import Code, ContractError
 from devfleet_base.mqtt import Inbound
 
+from . import wactorz, wactorz_ops
 from .errors import CommandFailed, CommandTimeout, ConnectError, NodeNotFound, UsageError
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ def actor_rows(model: FleetModel, node: str | None = None) -> list[dict[str, Any
             continue
         actors = (view.state or {}).get("actors")
         if not isinstance(actors, dict):
+            out.extend(wactorz.actor_rows(view) if wactorz.is_wactorz(view) else [])
             continue
         for name, info in sorted(actors.items()):
             if isinstance(info, dict):
@@ -137,7 +139,9 @@ class ActorOps:
             checked = contract.SPAWN_SCHEMA.validate(payload)
         except ContractError as exc:
             raise UsageError(f"spawn: {exc.message}") from None
-        await self._target(node, timeout)
+        view = await self._target(node, timeout)
+        if wactorz.is_wactorz(view):  # no receipts there: confirmed by what it publishes
+            return await wactorz_ops.spawn(self, node, payload, retain=retain, timeout=timeout)
         request = contract.new_id()
         payload["_id"] = request
         topic = contract.node_topic(node, "spawn")
@@ -150,19 +154,47 @@ class ActorOps:
         )
         return self._check_receipt(receipt, f"spawn {checked['name']} on {node}")
 
-    async def stop_actor(self, node: str, name: str, *, timeout: float = 30.0) -> Any:
-        """Stop the actor ``name`` on ``node`` (deliberately: it is not restarted)."""
+    async def stop_actor(
+        self, node: str, name: str, *, delete: bool = False, keep_topics: bool = False, timeout: float = 30.0
+    ) -> Any:
+        """Stop the actor ``name`` on ``node`` (deliberately: it is not restarted).
+
+        ``delete`` also removes its state file and clears its retained
+        ``agents/{id}/...`` topics, unless ``keep_topics`` (Wactorz ``stop`` forms).
+        """
         contract.check_name(name, "actor name")
-        await self._target(node, timeout)
+        view = await self._target(node, timeout)
+        if wactorz.is_wactorz(view):
+            return await wactorz_ops.stop(
+                self, node, name, delete=delete, keep_topics=keep_topics, timeout=timeout
+            )
         request = contract.new_id()
+        body: dict[str, Any] = {"name": name, "_id": request}
+        if delete:
+            body.update(delete=True, keep_topics=keep_topics)
         receipt = await self._request(
             contract.node_topic(node, "receipts"),
             lambda r: isinstance(r, dict) and r.get("id") == request,
-            lambda: self._control(contract.node_topic(node, "stop"), {"name": name, "_id": request}),
+            lambda: self._control(contract.node_topic(node, "stop"), body),
             timeout=timeout,
             what=f"stop {name} on {node}",
         )
         return self._check_receipt(receipt, f"stop {name} on {node}")
+
+    async def stop_all(self, node: str, *, timeout: float = 30.0) -> Any:
+        """Stop every actor on ``node`` and shut its agent (or Wactorz runner) down."""
+        view = await self._target(node, timeout)
+        if wactorz.is_wactorz(view):
+            return await wactorz_ops.stop_all(self, node, timeout=timeout)
+        request = contract.new_id()
+        receipt = await self._request(
+            contract.node_topic(node, "receipts"),
+            lambda r: isinstance(r, dict) and r.get("id") == request,
+            lambda: self._control(contract.node_topic(node, "stop_all"), {"_id": request}),
+            timeout=timeout,
+            what=f"stop_all on {node}",
+        )
+        return self._check_receipt(receipt, f"stop_all on {node}")
 
     def actors(self, node: str | None = None) -> list[dict[str, Any]]:
         """Every actor the fleet's retained state shows (``node``, ``name``, ``state``,
@@ -241,7 +273,7 @@ class ActorOps:
         # The reply comes on a node reply topic; the console poses as node "console-<inbox>".
         me = "console-" + self.inbox.rsplit("/", 1)[-1].replace(":", "-")[-40:]
         reply = contract.node_reply_topic(me, reply_id)
-        request = {"_remote_task": True, "_reply_topic": reply, "payload": payload}
+        request = contract.task_envelope(payload, reply)
         instances = sum(1 for row in actor_rows(self.model) if row["name"] == name)
         errors: list[dict[str, Any]] = []
 
@@ -270,7 +302,9 @@ class ActorOps:
         return answer
 
 
-_TASK_ERROR_KEYS = frozenset({"error", "code", "agent", "node"})
+#: An error answer: devfleet's ``{"error", "code", "agent", "node"}``, Wactorz's
+#: ``{"error", "error_phase", "agent"}`` (wactorz/node/agent.py ``_task_failed``).
+_TASK_ERROR_KEYS = frozenset({"error", "code", "agent", "node", "error_phase"})
 
 
 def _is_task_error(answer: Any) -> bool:

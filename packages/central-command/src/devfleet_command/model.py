@@ -27,6 +27,8 @@ from devfleet_base import contract
 from devfleet_base.contract import STATUS_SCHEMA, TopicMatch
 from devfleet_base.errors import ContractError
 
+from . import wactorz
+
 __all__ = [
     "DEFAULT_HEARTBEAT_INTERVAL",
     "STALE_FACTOR",
@@ -152,6 +154,7 @@ class NodeView:
     awaiting: bool = False
     invalid: int = 0
     order: dict[str, tuple[int, int]] = field(default_factory=dict)
+    manifest: dict[str, Any] | None = None  # a Wactorz packaged runner's (see wactorz.py)
 
     @property
     def online(self) -> bool:
@@ -243,10 +246,10 @@ class NodeView:
             "status": self.status,
             "stale": self.stale,
             "session": self.session,
-            "version": meta.get("agent_version") or meta.get("devfleet_version"),
+            "version": meta.get("agent_version") or meta.get("devfleet_version") or wactorz.version(self),
             "groups": self.groups,
             "config_version": self.config_version,
-            "uptime": hb.get("uptime"),
+            "uptime": hb.get("uptime", wactorz.uptime(self)),
             "heartbeat_at": self.heartbeat_at,
             "awaiting_birth": self.awaiting,
             "telemetry": {k: s.value for k, s in self.telemetry.items()},
@@ -261,6 +264,8 @@ class NodeView:
         sample = self.telemetry.get(name)
         if sample is not None:
             return sample.value
+        if wactorz.is_wactorz(self):
+            return wactorz.metric(self, name)
         return _seconds((self.heartbeat or {}).get(name))
 
     def to_dict(self) -> dict[str, Any]:
@@ -275,6 +280,7 @@ class NodeView:
             heartbeat=self.heartbeat,
             history={k: [[s.ts, s.value] for s in h] for k, h in self.history.items()},
             actors=self.actors,
+            manifest=self.manifest,
         )
         return out
 
@@ -414,6 +420,8 @@ class FleetModel:
             return self._description(topic, node, kind, payload, now, not retained)
         if kind == "cfg_desired":
             return self._desired(topic, node, payload, now, retained)
+        if kind == "manifest":
+            return self._manifest(topic, node, payload, now, retained)
         self.ignored_total += 1
         return []
 
@@ -500,6 +508,7 @@ class FleetModel:
         events: list[Event] = []
         view = self._node(node, None if retained else now, events)
         view.heartbeat = data
+        wactorz.on_heartbeat(view, data)
         if retained or now is None:
             # The retained last heartbeat (or no receive time): its age is the node's own
             # timestamp, not when this console happened to subscribe.
@@ -629,6 +638,27 @@ class FleetModel:
         view = self._node(node, None if retained else now, events)
         view.desired = data
         events.append(NodeChanged(node, what="desired"))
+        return events
+
+    def _manifest(
+        self, topic: str, node: str, payload: bytes, now: float | None, retained: bool
+    ) -> list[Event]:
+        """A Wactorz packaged runner's retained manifest (empty: cleared)."""
+        if not payload:
+            view = self.nodes.get(node)
+            if view is not None:
+                view.manifest = None
+            return []
+        data = self._decode_dict(payload)
+        if isinstance(data, str):
+            return self._invalid(topic, node, data)
+        claimed = data.get("node")
+        if claimed is not None and claimed != node:
+            return self._invalid(topic, node, f"manifest names node {claimed!r}")
+        events: list[Event] = []
+        view = self._node(node, None, events)
+        wactorz.on_manifest(view, data)
+        events.append(NodeChanged(node, what="manifest"))
         return events
 
     def _actor_heartbeat(

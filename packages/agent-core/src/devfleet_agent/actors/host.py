@@ -51,6 +51,9 @@ from ..installer import check_requirement, pip_install
 from ..supervisor import ChildInfo, ChildNotFoundError, SupervisorEvent
 from .dynamic import DynamicActor, StateStore, dynamic_factory, state_file
 from .spec import SpawnSpec
+from .wactorz_compat import reply_topic as _valid_reply_topic
+from .wactorz_compat import task_body
+from .wactorz_verbs import WactorzVerbs, delete_leftovers, read_control
 
 if TYPE_CHECKING:
     from ..agent import Agent
@@ -174,6 +177,7 @@ class ActorHost:
         agent.route("reply", self._on_reply)
         agent.route("by_name_task", self._on_task)
         agent.route("agent_heartbeat", self._on_actor_heartbeat)
+        WactorzVerbs(self)  # desired_state, restart, restart_agent (wactorz_verbs)
         agent.add_provider("heartbeat", "agents", self.names)
         agent.add_provider("heartbeat", "agent_count", lambda: len(self._children()))
         agent.add_provider("state", "actors", self.state)
@@ -279,7 +283,9 @@ class ActorHost:
         """Send a task to the actor ``name`` on any node and return its reply.
 
         The request goes to ``agents/by-name/{name}/task`` as
-        ``{"_remote_task": true, "_reply_topic": "nodes/{node}/reply/{id}", "payload": ...}``.
+        ``{"_remote_task": true, "_reply_topic": "nodes/{node}/reply/{id}", "payload": ...}``,
+        a JSON object merged with the envelope instead (``contract.task_envelope``: what
+        Wactorz handlers expect).
 
         Args:
             name: the target actor's name.
@@ -300,7 +306,7 @@ class ActorHost:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._replies[reply_id] = fut
         try:
-            request = {"_remote_task": True, "_reply_topic": reply_topic, "payload": payload}
+            request = contract.task_envelope(payload, reply_topic)
             if not await self.agent.publish_json(topic, request, qos=1):
                 raise CommandError(f"send_to {name!r}: not connected to the broker", code=Code.UNAVAILABLE)
             try:
@@ -569,10 +575,10 @@ class ActorHost:
     async def _on_stop(self, msg: Inbound, match: TopicMatch) -> None:
         if match.node != self.node:
             return
-        try:
-            payload, request_id = self._read_control(msg, "stop")
-        except _BadControl as bad:
-            await self._answer("stop", bad.request_id, error=bad.error)
+        try:  # an object, or the Wactorz bare-name form
+            payload, request_id = read_control(self, msg, "stop")
+        except DevfleetError as exc:
+            await self._answer("stop", None, error=exc)
             return
         name = payload.get("name")
         if not isinstance(name, str) or not _valid_name(name):
@@ -586,13 +592,19 @@ class ActorHost:
             if running:
                 with contextlib.suppress(ChildNotFoundError):
                     await self.supervisor.stop_child(name)
+            elif hosted is None and payload.get("delete") is True:
+                pass  # a delete of a stopped actor removes what it left (Wactorz: migration's end)
             elif hosted is None:
                 error = CommandError(f"no actor named {name!r} on {self.node}", code=Code.NOT_FOUND)
                 await self._answer("stop", request_id, name=name, error=error)
                 return
+        deleted = payload.get("delete") is True
+        if deleted:
+            await delete_leftovers(self, name, keep_topics=payload.get("keep_topics") is True)
         self.agent.state_changed()
-        log.info("actor %s stopped on request", name)
-        await self._answer("stop", request_id, name=name, result={"name": name, "stopped": True})
+        log.info("actor %s stopped on request%s", name, " (deleted)" if deleted else "")
+        result = {"name": name, "stopped": True, **({"deleted": True} if deleted else {})}
+        await self._answer("stop", request_id, name=name, result=result)
 
     async def _on_stop_all(self, msg: Inbound, match: TopicMatch) -> None:
         if match.node != self.node:
@@ -779,8 +791,7 @@ class ActorHost:
                 reply_topic = _valid_reply_topic(candidate)
                 if reply_topic is None:
                     log.warning("task for %s names a bad _reply_topic %r; not answering", name, candidate)
-            if payload.get("_remote_task") is True:
-                task = payload.get("payload")
+            task = task_body(payload)  # devfleet's {"payload": X} or Wactorz's merged envelope
         reply = await self.handle_task(name, task)
         if reply_topic is not None:
             await self.agent.publish_json(reply_topic, reply, qos=1)
@@ -815,13 +826,6 @@ def _valid_name(name: str) -> bool:
     except ContractError:
         return False
     return True
-
-
-def _valid_reply_topic(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return None
-    match = contract.parse_topic(value)
-    return value if match is not None and match.kind == "reply" else None
 
 
 def _without_replace(spec: SpawnSpec) -> SpawnSpec:

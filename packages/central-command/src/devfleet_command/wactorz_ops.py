@@ -1,0 +1,142 @@
+"""Actor operations on a Wactorz packaged-runner node (``wactorz-node``).
+
+Such a node sends no receipts, so each operation is confirmed by what the node
+does publish (shapes from ``wactorz/node/runner.py`` of wactorz 0.7.2):
+
+- **spawn**: its ``agents/{node}/logs`` record ``{"type": "spawned", "child_name"}``,
+  or an ``error`` record naming the actor (refused install, failed start...). A
+  name already running there without ``replace`` is refused here first (the node
+  would ignore it silently). Published retained, like a Wactorz main does, and
+  cleared once answered or timed out: the node never clears it, and a retained
+  spawn left behind would bring a stopped actor back at every restart.
+- **stop**: the node's list answer (``nodes/{node}/agents``) no longer names it.
+- **stop_all**: its last heartbeat says ``status: "offline"``.
+
+What is sent is what Wactorz accepts: no ``null`` values (its spawn reads
+``float(config.get("poll_interval", 5.0))``) and none of devfleet's ``_`` keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from devfleet_base import contract
+from devfleet_base.errors import Code
+
+from .errors import CommandFailed, CommandTimeout, NodeNotFound
+
+if TYPE_CHECKING:
+    from .actors import ActorOps
+
+__all__ = ["listed", "spawn", "spawn_payload", "stop", "stop_all"]
+
+#: Seconds between list questions while waiting for a stop to show.
+_POLL = 0.3
+
+
+def spawn_payload(spec: dict[str, Any], node: str) -> dict[str, Any]:
+    """``spec`` as a Wactorz runner accepts it: no ``None`` values, no ``_`` keys."""
+    out = {k: v for k, v in spec.items() if v is not None and not k.startswith("_")}
+    out["node"] = node
+    return out
+
+
+async def listed(ops: ActorOps, node: str, *, timeout: float) -> list[str]:
+    """The actor names ``node`` runs now (its answer on ``nodes/{node}/agents``)."""
+    answer = await ops._request(
+        contract.node_topic(node, "agents"),
+        lambda a: isinstance(a, dict) and a.get("node") == node and isinstance(a.get("agents"), list),
+        lambda: ops._control(contract.node_topic(node, "list"), {}),
+        timeout=timeout,
+        what=f"list the actors of {node}",
+    )
+    return sorted(
+        str(a["name"]) for a in answer["agents"] if isinstance(a, dict) and isinstance(a.get("name"), str)
+    )
+
+
+async def spawn(ops: ActorOps, node: str, spec: dict[str, Any], *, retain: bool, timeout: float) -> Any:
+    """Spawn on a Wactorz node; ``{"name", "actor_id", "state": "running"}`` once it says so.
+
+    Raises:
+        CommandFailed: ``conflict`` (already running, no ``replace``) or ``failed``
+            (the node's error record, quoted).
+        CommandTimeout: neither within ``timeout``.
+    """
+    name = str(spec["name"])
+    deadline = time.monotonic() + timeout
+    if not spec.get("replace") and name in await listed(ops, node, timeout=timeout):
+        raise CommandFailed(
+            f"spawn {name} on {node}: conflict: {name!r} is already running there "
+            '(send "replace": true to restart it)',
+            code=Code.CONFLICT,
+        )
+    topic = contract.node_topic(node, "spawn")
+    payload = spawn_payload(spec, node)
+    quoted = f"'{name}'"
+
+    def settles(record: Any) -> bool:
+        if not isinstance(record, dict):
+            return False
+        if record.get("type") == "spawned":
+            return record.get("child_name") == name
+        return record.get("type") == "error" and quoted in str(record.get("message", ""))
+
+    try:
+        record = await ops._request(
+            f"agents/{node}/logs",
+            settles,
+            lambda: ops._control(topic, payload, retain=retain),
+            timeout=max(0.1, deadline - time.monotonic()),
+            what=f"spawn {name} on {node}",
+        )
+    finally:
+        if retain:  # the node never clears it: a retained spawn must not outlive this wait
+            await ops.session.publish(topic, b"", qos=1, retain=True, wait=True)
+    if record.get("type") == "error":
+        raise CommandFailed(f"spawn {name} on {node}: failed: {record.get('message')}", code=Code.FAILED)
+    return {"name": name, "actor_id": contract.actor_id(name), "state": "running"}
+
+
+async def stop(
+    ops: ActorOps, node: str, name: str, *, delete: bool, keep_topics: bool, timeout: float
+) -> Any:
+    """Stop (``delete``: and erase) ``name`` on a Wactorz node, confirmed by its list.
+
+    Raises:
+        CommandFailed: ``not_found`` (the node does not run it).
+        CommandTimeout: still listed after ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    if name not in await listed(ops, node, timeout=timeout):
+        raise CommandFailed(f"stop {name} on {node}: not_found: no actor named {name!r} on {node}", code=Code.NOT_FOUND)
+    request: dict[str, Any] = {"name": name}
+    if delete:
+        request["delete"] = True
+        if keep_topics:
+            request["keep_topics"] = True
+    await ops._control(contract.node_topic(node, "stop"), request)
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            if name not in await listed(ops, node, timeout=left):
+                return {"name": name, "stopped": True, **({"deleted": True} if delete else {})}
+        except CommandTimeout:
+            break
+        await asyncio.sleep(min(_POLL, max(0.0, deadline - time.monotonic())))
+    raise CommandTimeout(f"stop {name} on {node}: still running after {timeout:g} s")
+
+
+async def stop_all(ops: ActorOps, node: str, *, timeout: float) -> Any:
+    """Stop every actor and the runner of a Wactorz node, confirmed by its ``offline`` heartbeat."""
+    if ops.model.get(node) is None:
+        raise NodeNotFound(f"no node {node!r} in the fleet")
+    await ops._request(
+        contract.node_topic(node, "heartbeat"),
+        lambda b: isinstance(b, dict) and b.get("status") == "offline",
+        lambda: ops._control(contract.node_topic(node, "stop_all"), {}),
+        timeout=timeout,
+        what=f"stop_all on {node}",
+    )
+    return {"stopped": "all", "node": node}
