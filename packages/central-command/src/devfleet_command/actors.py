@@ -58,6 +58,7 @@ class ActorOps:
     inbox: str
     _taps: set[Callable[[Inbound], None]]
     _target: Callable[[str, float], Awaitable[NodeView]]
+    wait_for: Callable[[Callable[[FleetModel], bool], float], Awaitable[None]]
 
     async def _control(self, topic: str, payload: dict[str, Any], *, retain: bool = False) -> None:
         if self.signer is not None:
@@ -237,6 +238,8 @@ class ActorOps:
                 f"migrate {name}: {to} does not accept actor code (its agent runs without --allow-code)",
                 code=Code.FORBIDDEN,
             )
+        if source is None:
+            await wactorz_ops.refresh_lists(self)  # a Wactorz node's actors, if not yet heard
         src = source or self.locate(name)
         await self._target(src, timeout)
         margin = min(2.0, timeout / 4)

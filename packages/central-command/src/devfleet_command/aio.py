@@ -33,6 +33,7 @@ from devfleet_base.mqtt import ConnectionRefusedFatal, Inbound, MqttSession, Ses
 from devfleet_base.node_config import NODE_CONFIG_SCHEMA, apply_dotted, default_node_config
 from devfleet_base.signing import Signer
 
+from . import wactorz, wactorz_ops
 from .actors import ActorOps
 from .errors import (
     CommandTimeout,
@@ -447,6 +448,8 @@ class AsyncFleet(ActorOps, PurgeOps):
         names = sorted(needed)
         if on_wait is not None:
             on_wait(names, wait)
+        # A Wactorz node answers a list at once; its heartbeat may be 10 s away.
+        await wactorz_ops.ask_lists(self.session, [n.name for n in waiting if wactorz.is_wactorz(n)])
 
         def heard(m: FleetModel) -> bool:
             return not any((n := m.get(name)) is not None and n.unconfirmed for name in names)

@@ -155,6 +155,7 @@ class NodeView:
     invalid: int = 0
     order: dict[str, tuple[int, int]] = field(default_factory=dict)
     manifest: dict[str, Any] | None = None  # a Wactorz packaged runner's (see wactorz.py)
+    listed: list[str] | None = None  # its actors, from its latest heartbeat or list answer
 
     @property
     def online(self) -> bool:
@@ -422,6 +423,13 @@ class FleetModel:
             return self._desired(topic, node, payload, now, retained)
         if kind == "manifest":
             return self._manifest(topic, node, payload, now, retained)
+        if kind == "agents" and not retained and (view := self.nodes.get(node)) is not None:
+            if wactorz.is_wactorz(view):  # its answer to a list: it lives, and runs these
+                data = self._decode_dict(payload)
+                if isinstance(data, str):
+                    return self._invalid(topic, node, data)
+                wactorz.on_list(view, data, now)
+                return [NodeChanged(node, what="actor")]
         self.ignored_total += 1
         return []
 

@@ -19,7 +19,17 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     from .model import NodeView
 
-__all__ = ["RUNTIMES", "actor_rows", "is_wactorz", "metric", "on_heartbeat", "uptime", "version"]
+__all__ = [
+    "RUNTIMES",
+    "actor_rows",
+    "is_wactorz",
+    "metric",
+    "on_heartbeat",
+    "on_list",
+    "on_manifest",
+    "uptime",
+    "version",
+]
 
 #: ``runtime`` of a Wactorz node heartbeat: the packaged runner says ``node``, the
 #: single-file runner ``runner`` (or nothing).
@@ -54,6 +64,24 @@ def on_heartbeat(view: NodeView, beat: dict[str, Any]) -> None:
         return
     said = beat.get("status")
     view.status = said if said in _DOWN else "online"
+    names = beat.get("agents")
+    if isinstance(names, list):
+        view.listed = sorted({n for n in names if isinstance(n, str)})
+    elif said in _DOWN:
+        view.listed = []
+
+
+def on_list(view: NodeView, answer: dict[str, Any], now: float | None) -> None:
+    """Its answer on ``nodes/{node}/agents`` (``{"node", "agents": [{"name", "actor_id"}]}``):
+    the actors it runs, and proof that it lives (a one-shot console asks rather than
+    wait up to 10 s for a heartbeat; see :func:`devfleet_command.wactorz_ops.ask_lists`)."""
+    agents = answer.get("agents")
+    if not isinstance(agents, list):
+        return
+    view.listed = sorted({a["name"] for a in agents if isinstance(a, dict) and isinstance(a.get("name"), str)})
+    if now is not None:
+        view.seen_at = now
+        view.awaiting = False
 
 
 def version(view: NodeView) -> str | None:
@@ -96,12 +124,12 @@ def metric(view: NodeView, name: str) -> float | None:
 
 def actor_rows(view: NodeView) -> list[dict[str, Any]]:
     """The actors its heartbeat lists (``agents``), with their own heartbeats' state."""
-    names = (view.heartbeat or {}).get("agents")
-    if not isinstance(names, list):
+    names = view.listed
+    if names is None:
         return []
     beats = {b.get("name"): b for b in view.actors.values() if isinstance(b, dict)}
     rows = []
-    for name in sorted({n for n in names if isinstance(n, str)}):
+    for name in names:
         beat = beats.get(name, {})
         state = beat.get("state") if isinstance(beat.get("state"), str) else "running"
         row = {"node": view.name, "name": name, "state": state, "restarts": None, "runtime": "wactorz"}

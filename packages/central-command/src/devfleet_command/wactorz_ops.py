@@ -19,21 +19,45 @@ What is sent is what Wactorz accepts: no ``null`` values (its spawn reads
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
 from devfleet_base import contract
 from devfleet_base.errors import Code
 
-from .errors import CommandFailed, CommandTimeout, NodeNotFound
+from .errors import CommandFailed, CommandTimeout, ConsoleTimeout, NodeNotFound
 
 if TYPE_CHECKING:
+    from devfleet_base.mqtt import MqttSession
+
     from .actors import ActorOps
 
-__all__ = ["listed", "spawn", "spawn_payload", "stop", "stop_all"]
+__all__ = ["ask_lists", "listed", "refresh_lists", "spawn", "spawn_payload", "stop", "stop_all"]
 
 #: Seconds between list questions while waiting for a stop to show.
 _POLL = 0.3
+
+
+async def ask_lists(session: MqttSession, nodes: list[str]) -> None:
+    """Ask each Wactorz node for its actor list (``nodes/{node}/list``, unsigned: not a
+    control leaf there); the answers reach the model (:func:`devfleet_command.wactorz.on_list`)."""
+    for node in nodes:
+        await session.publish(contract.node_topic(node, "list"), b"{}", qos=1)
+
+
+async def refresh_lists(ops: ActorOps, *, timeout: float = 3.0) -> None:
+    """Ask every Wactorz node whose actors this console has not heard for its list,
+    and wait up to ``timeout`` for the answers (a one-shot console has only their
+    retained manifests; their heartbeats are not retained). A silent node stays unlisted."""
+    from . import wactorz
+
+    missing = [v.name for v in ops.model if wactorz.is_wactorz(v) and v.listed is None]
+    if not missing:
+        return
+    await ask_lists(ops.session, missing)
+    with contextlib.suppress(ConsoleTimeout):
+        await ops.wait_for(lambda m: all((v := m.get(n)) is None or v.listed is not None for n in missing), timeout)
 
 
 def spawn_payload(spec: dict[str, Any], node: str) -> dict[str, Any]:

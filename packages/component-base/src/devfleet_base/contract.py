@@ -595,6 +595,7 @@ def subscriptions_for_console() -> list[tuple[str, int]]:
         ("nodes/+/cfg/desired", 0),
         ("nodes/+/heartbeat", 0),
         ("nodes/+/manifest", 0),  # a Wactorz packaged runner's presence (with its heartbeat)
+        ("nodes/+/agents", 0),  # its answer to a list (the console asks one it cannot confirm)
         ("nodes/+/telemetry/+", 0),
         ("agents/+/heartbeat", 0),
     ]

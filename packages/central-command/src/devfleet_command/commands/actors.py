@@ -152,7 +152,10 @@ async def cmd_stop(ctx: Context) -> int:
 
 async def cmd_actors(ctx: Context) -> int:
     """List actors from the retained state."""
+    from ..wactorz_ops import refresh_lists
+
     async with ctx.fleet() as fleet:
+        await refresh_lists(fleet)  # Wactorz nodes' actors: asked, their heartbeats are not retained
         rows = fleet.actors(ctx.args.node)
     if ctx.json:
         ctx.emit_json(rows)
