@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
+from devfleet_command.actors import actor_rows
 from devfleet_command.cli import main
 from devfleet_command.sync import Fleet
 
@@ -56,10 +58,22 @@ def wait_online(url: str, *names: str, timeout: float = 30) -> None:
 
 def wait_actor(url: str, node: str, actor: str, *, present: bool = True, timeout: float = 30) -> None:
     """Until the console's actor rows show (or no longer show) ``actor`` on ``node``."""
+
+    def seen(model: Any) -> bool:  # on the console's loop: read the model, never call the fleet
+        rows = actor_rows(model, node)
+        return any(r["name"] == actor and r.get("state") == "running" for r in rows) == present
+
     with Fleet.connect(url) as fleet:
-
-        def seen(_m: Any) -> bool:
-            rows = fleet.actors()
-            return any(r["node"] == node and r["name"] == actor for r in rows) == present
-
         fleet.wait_for(seen, timeout=timeout)
+
+
+def poll(check: Any, *, timeout: float = 20, every: float = 0.2) -> Any:
+    """Call ``check()`` until it returns something truthy; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s: {check}")
+        time.sleep(every)
