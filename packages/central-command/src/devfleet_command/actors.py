@@ -21,6 +21,7 @@ from devfleet_base.errors import Code, ContractError
 from devfleet_base.mqtt import Inbound
 
 from . import wactorz, wactorz_ops
+from .wactorz_migration import migrate_via_main
 from .errors import CommandFailed, CommandTimeout, ConnectError, NodeNotFound, UsageError
 
 if TYPE_CHECKING:
@@ -232,16 +233,18 @@ class ActorOps:
             CommandTimeout: no answer within ``timeout``.
         """
         target = await self._target(to, timeout)
+        if source is None:
+            await wactorz_ops.refresh_lists(self)  # a Wactorz node's actors, if not yet heard
+        src = source or self.locate(name)
+        source_view = await self._target(src, timeout)
+        if wactorz.is_wactorz(target) or wactorz.is_wactorz(source_view):
+            return await migrate_via_main(self, name, src, to, timeout=timeout)
         host = (target.meta or {}).get("actor_host")
         if isinstance(host, dict) and host.get("allow_code") is False:
             raise CommandFailed(
                 f"migrate {name}: {to} does not accept actor code (its agent runs without --allow-code)",
                 code=Code.FORBIDDEN,
             )
-        if source is None:
-            await wactorz_ops.refresh_lists(self)  # a Wactorz node's actors, if not yet heard
-        src = source or self.locate(name)
-        await self._target(src, timeout)
         margin = min(2.0, timeout / 4)
         result = await self._request(
             contract.node_topic(src, "migrate_result"),

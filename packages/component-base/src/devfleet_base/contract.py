@@ -118,6 +118,8 @@ _NODE_LEAVES: Final = frozenset(
         "desired_state",
         "restart",
         "restart_agent",
+        "state_return",
+        "spawn_ack",
     }
 )
 
@@ -243,6 +245,20 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
         False,
         1,
         'Wactorz: restart one actor `{"name": ...}` with its config and state.',
+    ),
+    TopicSpec(
+        "nodes/{node}/state_return",
+        "node→",
+        False,
+        1,
+        "Migration through a main: the actor's config and state, handed back (`migrate` to `@main`).",
+    ),
+    TopicSpec(
+        "nodes/{node}/spawn_ack",
+        "node→",
+        False,
+        1,
+        "Migration through a main: the target started (or `refused`) the spawn with this `migration_token`.",
     ),
     TopicSpec(
         "nodes/{node}/manifest",

@@ -53,6 +53,8 @@ from .dynamic import DynamicActor, StateStore, dynamic_factory, state_file
 from .spec import SpawnSpec
 from .wactorz_compat import reply_topic as _valid_reply_topic
 from .wactorz_compat import task_body
+from .wactorz_migration import MAIN, return_to_main
+from .wactorz_migration import ack as migration_ack
 from .wactorz_verbs import WactorzVerbs, delete_leftovers, read_control
 
 if TYPE_CHECKING:
@@ -481,13 +483,14 @@ class ActorHost:
             expires = payload.get("_expires_at")
             if isinstance(expires, (int, float)) and not isinstance(expires, bool) and time.time() > expires:
                 raise ContractError("spawn expired before it arrived; not run", code=Code.EXPIRED)
-            state = payload.get("_state")
+            state = payload.get("_state", payload.get("_initial_state"))  # devfleet's, Wactorz's
             if state is not None and not isinstance(state, dict):
                 raise ContractError("spawn._state must be a JSON object")
             migration_id = migration.get("id") if isinstance(migration, dict) else None
             spec = SpawnSpec.from_payload({k: v for k, v in payload.items() if not k.startswith("_")})
         except DevfleetError as exc:
             await self._answer("spawn", request_id, name=name, error=exc)
+            await migration_ack(self, name, payload.get("_migration_token"), exc.message)
             return
         async with self._lock:
             try:
@@ -498,7 +501,10 @@ class ActorHost:
                 )
             except DevfleetError as exc:
                 await self._answer("spawn", request_id, name=spec.name, error=exc)
+                await migration_ack(self, spec.name, payload.get("_migration_token"), exc.message)
                 return
+        refused = f"it failed to start: {info.last_error}" if info.state == "failed" else None
+        await migration_ack(self, spec.name, payload.get("_migration_token"), refused)
         if info.state == "failed":
             error = CommandError(f"actor {spec.name!r} failed to start: {info.last_error}", code=Code.FAILED)
             await self._answer("spawn", request_id, name=spec.name, error=error)
@@ -658,6 +664,9 @@ class ActorHost:
             if name is None:
                 raise ContractError(f'migrate: "name" must be an actor name, got {raw!r}')
             target = payload.get("target_node")
+            if target == MAIN:  # routed through a main (Wactorz): hand the actor back
+                await return_to_main(self, payload)
+                return
             if not isinstance(target, str):
                 raise ContractError(f'migrate: "target_node" must be a node name, got {target!r}')
             contract.check_name(target, "target_node")
