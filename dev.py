@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """One entry point for developers, needing only Python 3.11+.
 
-    python3 dev.py demo     # the main job: a broker, a few agents, the live fleet view
+    python3 dev.py demo     # the main job: the foraging swarm (--robots N --duration S --seed K --headless)
+    python3 dev.py tour     # the console tour: a broker, a few agents, commands, the live fleet view
     python3 dev.py test     # lint, types, the whole suite, and each package alone
     python3 dev.py bench    # benchmarks -> docs/benchmarks.md
     python3 dev.py build    # wheels of every package and their dependencies -> wheelhouse/
@@ -26,6 +27,7 @@ TOOLS = ROOT / ".dev" / "venv"
 REQUIREMENTS = ["nox==2026.10.20", "uv==0.13.9"]
 SESSIONS = {
     "demo": ["-s", "demo"],
+    "tour": ["-s", "tour"],
     "test": ["-s", "lint", "typecheck", "tests", "isolated", "interop"],
     "bench": ["-s", "bench"],
     "build": ["-s", "build"],
@@ -109,7 +111,7 @@ def main(argv: list[str]) -> int:
     elif what in SESSIONS:
         args = SESSIONS[what] + (["--", *rest] if rest else [])
     else:
-        _say(f"unknown command {what!r}; try: demo, test, bench, build, nox")
+        _say(f"unknown command {what!r}; try: demo, tour, test, bench, build, nox")
         return 2
     if what == "test":
         _ensure_test_tools()

@@ -26,6 +26,7 @@ PACKAGES = {
     "packages/component-projector": "devfleet-component-projector",
     "packages/component-ros": "devfleet-component-ros",
     "examples/minimal-component": "devfleet-example-minimal",
+    "examples/foraging": "devfleet-example-foraging",
     "examples/demo": "",  # not a distribution: its tests run in the `tests` session
 }
 PRESENT = {path: dist for path, dist in PACKAGES.items() if (ROOT / path / "pyproject.toml").exists()}
@@ -136,7 +137,15 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The main job: a broker (mosquitto, else embedded amqtt), a few agents, the live fleet view."""
+    """The main job: the foraging swarm end to end (broker, arena, robot agents, operator, summary)."""
+    reqs = _all_local_requirements()
+    session.install(*reqs, "amqtt>=0.11")
+    session.run("python", "-m", "devfleet_foraging", *session.posargs)
+
+
+@nox.session
+def tour(session: nox.Session) -> None:
+    """The console tour: a broker, a few agents, discovery, commands, config, the live fleet view."""
     reqs = _all_local_requirements()
     session.install(*reqs, "amqtt>=0.11")
     session.run("python", "examples/demo/devfleet_demo.py", *session.posargs)

@@ -1,6 +1,6 @@
-"""The main job: a broker, a few real agents, and the console's live view of them.
+"""The console tour: a broker, a few real agents, and the console's live view of them.
 
-    python3 dev.py demo                      # via nox: installs everything, then runs this
+    python3 dev.py tour                      # via nox: installs everything, then runs this
     python devfleet_demo.py --nodes 5 --duration 30
     python devfleet_demo.py --broker-kind amqtt   # the embedded broker (MQTT 3.1.1)
 

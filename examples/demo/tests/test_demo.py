@@ -1,4 +1,4 @@
-"""The README's main-job command, end to end: on mosquitto and on the embedded broker."""
+"""The console tour (`python3 dev.py tour`), end to end: on mosquitto and on the embedded broker."""
 
 from __future__ import annotations
 

@@ -199,3 +199,26 @@ def test_plugin_registers_the_component() -> None:
     pm.hook.devfleet_register_components(register=found.append)
     assert found == [LedStrip]
     assert "set_effect" in LedStrip.describe()["commands"]
+
+
+async def test_provides_the_ledstrip_interface_while_running() -> None:
+    """A neighbour on the node (the foraging state light) fills the strip in-process."""
+    from devfleet_base import ContractError
+    from devfleet_ledstrip.api import INTERFACE
+
+    strip, ctx = make()
+    assert ctx.interfaces.get(INTERFACE) is None
+    await strip.start()
+    control = await ctx.interfaces.wait_for(INTERFACE, timeout=1.0)
+    state = control.fill("#00ff00")
+    assert state["effect"] == "solid" and state["params"]["color"] == "#00ff00"
+    assert ctx.state is not None and ctx.state["params"]["color"] == "#00ff00"  # retained as before
+    await strip.process()
+    assert sim(strip).last == [0x00FF00] * 30
+    assert control.set_effect("rainbow", {"period": 2})["effect"] == "rainbow"
+    with pytest.raises(ContractError):
+        control.fill("not a colour")
+    with pytest.raises(ContractError):
+        control.set_effect("nope")
+    await strip.stop()
+    assert ctx.interfaces.get(INTERFACE) is None  # withdrawn when the strip stops

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .api import StripControl
 from .backends import (
     SimulatedStrip,
     Strip,
@@ -23,6 +24,7 @@ __all__ = [
     "LedStrip",
     "SimulatedStrip",
     "Strip",
+    "StripControl",
     "Ws281xStrip",
     "__version__",
     "downsample",

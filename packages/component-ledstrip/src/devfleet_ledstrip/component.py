@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from devfleet_base import (
@@ -16,6 +17,7 @@ from devfleet_base import (
     command,
 )
 
+from .api import INTERFACE
 from .backends import Strip, downsample, select_backend
 from .effects import Effect, Frame, effect_names, make_effect
 
@@ -100,6 +102,7 @@ class LedStrip(Component):
         self.last_frame: Frame | None = None
         self._preview_every = self._preview_frames()
         self._error: str | None = None
+        self._withdraw: Callable[[], None] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -112,6 +115,7 @@ class LedStrip(Component):
             except ContractError as exc:
                 self.ctx.log.warning("ignoring the saved effect: %s", exc.message)
         self._report()
+        self._withdraw = self.ctx.interfaces.provide(INTERFACE, self)  # fill/set_effect/state
 
     async def _process(self) -> None:
         effect = self.effect
@@ -132,6 +136,9 @@ class LedStrip(Component):
         self.frame_no += 1
 
     async def _teardown(self) -> None:
+        if self._withdraw is not None:
+            self._withdraw()
+            self._withdraw = None
         self.strip.stop()
 
     async def _health(self) -> Health:
@@ -180,6 +187,25 @@ class LedStrip(Component):
     async def cmd_off(self, args: dict[str, Any]) -> dict[str, Any]:
         """Switch every LED off (the ``off`` effect)."""
         self._switch("off", {})
+        return self._report()
+
+    # ---- the in-process interface (devfleet_ledstrip.api.StripControl) ----------------
+
+    def fill(self, color: str | list[int]) -> dict[str, Any]:
+        """Every LED ``color`` (the ``solid`` effect); returns the reported state.
+
+        Raises:
+            ContractError: not a colour.
+        """
+        return self.set_effect("solid", {"color": color})
+
+    def set_effect(self, effect: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Switch to ``effect``; returns the reported state.
+
+        Raises:
+            ContractError: an unknown effect or a bad parameter.
+        """
+        self._switch(effect, dict(params or {}))
         return self._report()
 
     # ---- helpers -------------------------------------------------------------------
