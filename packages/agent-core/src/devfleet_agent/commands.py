@@ -22,6 +22,7 @@ from devfleet_base import contract
 from devfleet_base.contract import Command, Receipt, TopicMatch
 from devfleet_base.errors import Code, ContractError, DevfleetError
 from devfleet_base.signing import ReplayGuard, verify
+from devfleet_base.wactorz_signing import verify_control
 
 from .command_ids import CommandMemory
 
@@ -100,6 +101,16 @@ class Dispatcher:
             verify(self._key, topic, payload, self.guard)
             if self._on_verified is not None:
                 self._on_verified()  # persist the replay guard: a restart must not reopen replays
+
+    def check_wactorz_signature(self, topic: str, raw: bytes, properties: tuple[tuple[str, str], ...]) -> bool:
+        """True when the message carries a valid Wactorz signature (MQTT 5 user
+        properties, made with this node's key: a shared fleet key); False when it
+        carries none (check ``_sig`` then). Raise SignatureError for a bad one."""
+        if self._key is None or not verify_control(self._key, topic, raw, properties, self.guard):
+            return False
+        if self._on_verified is not None:
+            self._on_verified()
+        return True
 
     async def handle(
         self,

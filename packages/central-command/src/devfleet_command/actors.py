@@ -55,6 +55,7 @@ class ActorOps:
 
     session: MqttSession
     signer: Signer | None
+    wactorz_key: bytes | None
     model: FleetModel
     inbox: str
     _taps: set[Callable[[Inbound], None]]
@@ -62,9 +63,18 @@ class ActorOps:
     wait_for: Callable[[Callable[[FleetModel], bool], float], Awaitable[None]]
 
     async def _control(self, topic: str, payload: dict[str, Any], *, retain: bool = False) -> None:
-        if self.signer is not None:
-            payload = self.signer.sign(topic, payload)
-        if not await self.session.publish(topic, contract.encode(payload), qos=1, retain=retain, wait=True):
+        props = wactorz_ops.control_properties(self, topic, payload)
+        if props is not None:  # a Wactorz node: signed its way (user properties), never _sig
+            raw = contract.encode(payload)
+            published = await self.session.publish(
+                topic, raw, qos=1, retain=retain, wait=True, user_properties=props(raw)
+            )
+        else:
+            if self.signer is not None:
+                payload = self.signer.sign(topic, payload)
+            raw = contract.encode(payload)
+            published = await self.session.publish(topic, raw, qos=1, retain=retain, wait=True)
+        if not published:
             raise ConnectError(f"the broker did not take the message on {topic}")
 
     async def _request(
@@ -84,6 +94,8 @@ class ActorOps:
         def tap(msg: Inbound) -> None:
             if msg.topic != listen or answer.done() or not msg.payload:
                 return
+            if not wactorz_ops.trusted_answer(self, msg):
+                return  # a Wactorz node's answer not signed with the fleet key
             try:
                 data = contract.decode(msg.payload)
             except ContractError:

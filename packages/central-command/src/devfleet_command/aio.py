@@ -158,6 +158,7 @@ class AsyncFleet(ActorOps, PurgeOps):
         self.address = parse_broker_url(url)
         self.model = FleetModel(history=history)
         self.signer = Signer(signing_key, signing_kid) if signing_key is not None else None
+        self.wactorz_key = signing_key  # signs/checks the Wactorz way for Wactorz nodes (wactorz_ops)
         ident = client_id or f"devfleet-console-{contract.new_id()[:12]}"
         self.inbox = contract.reply_inbox(ident)
         self.connect_timeout = connect_timeout

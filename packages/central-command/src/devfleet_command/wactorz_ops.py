@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from devfleet_base import contract
 from devfleet_base.errors import Code
+from devfleet_base.mqtt import Inbound
+from devfleet_base.wactorz_signing import WactorzSigner, control_leaf, publication_signed
 
 from .errors import CommandFailed, CommandTimeout, ConsoleTimeout, NodeNotFound
 
@@ -33,10 +37,60 @@ if TYPE_CHECKING:
 
     from .actors import ActorOps
 
-__all__ = ["ask_lists", "listed", "refresh_lists", "spawn", "spawn_payload", "stop", "stop_all"]
+log = logging.getLogger("devfleet.console")
+
+__all__ = [
+    "ask_lists",
+    "control_properties",
+    "listed",
+    "refresh_lists",
+    "spawn",
+    "spawn_payload",
+    "stop",
+    "stop_all",
+    "trusted_answer",
+]
 
 #: Seconds between list questions while waiting for a stop to show.
 _POLL = 0.3
+
+
+def control_properties(
+    ops: ActorOps, topic: str, payload: dict[str, Any]
+) -> Callable[[bytes], list[tuple[str, str]]] | None:
+    """For a message to a Wactorz node: what gives its user properties (the Wactorz
+    signature of a control leaf when the console has a key, else none). None for
+    any other node (devfleet's ``_sig`` applies)."""
+    from . import wactorz
+
+    parts = topic.split("/")
+    view = ops.model.get(parts[1]) if len(parts) == 3 and parts[0] == "nodes" else None
+    if view is None or not wactorz.is_wactorz(view):
+        return None
+    if ops.wactorz_key is None or control_leaf(topic) is None:
+        return lambda _raw: []
+    signer = ops.__dict__.get("_wactorz_signer")
+    if signer is None:  # one per console: its sequence must only grow
+        signer = ops.__dict__["_wactorz_signer"] = WactorzSigner(ops.wactorz_key)
+    return lambda raw: signer.properties(topic, raw)
+
+
+def trusted_answer(ops: ActorOps, msg: Inbound) -> bool:
+    """Whether an answer may be used: anything from a devfleet node (its own rules),
+    and from a Wactorz node (``nodes/{node}/...``, ``agents/{node}/logs``) only when
+    signed with the fleet key, if the console has one."""
+    from . import wactorz
+
+    if ops.wactorz_key is None:
+        return True
+    parts = msg.topic.split("/")
+    view = ops.model.get(parts[1]) if len(parts) >= 3 and parts[0] in ("nodes", "agents") else None
+    if view is None or not wactorz.is_wactorz(view):
+        return True
+    if publication_signed(ops.wactorz_key, msg.topic, msg.payload, msg.user_properties):
+        return True
+    log.warning("ignored an answer on %s: not signed with the fleet key", msg.topic)
+    return False
 
 
 async def ask_lists(session: MqttSession, nodes: list[str]) -> None:

@@ -441,8 +441,10 @@ class ActorHost:
         request_id = payload.get("_id")
         if not (isinstance(request_id, str) and re.fullmatch(contract.ID_PATTERN, request_id)):
             request_id = None
-        try:
-            self.agent.dispatcher.check_signature(msg.topic, payload)
+        try:  # devfleet's _sig, or a Wactorz main's signature in user properties
+            dispatcher = self.agent.dispatcher
+            if not dispatcher.check_wactorz_signature(msg.topic, msg.payload, msg.user_properties):
+                dispatcher.check_signature(msg.topic, payload)
         except DevfleetError as exc:
             raise _BadControl(exc, request_id) from None
         return payload, request_id

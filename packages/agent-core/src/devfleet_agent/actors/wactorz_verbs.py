@@ -141,8 +141,10 @@ def read_control(host: ActorHost, msg: Inbound, cmd: str) -> tuple[dict[str, Any
         DevfleetError: unreadable, unsigned, tampered with or replayed.
     """
     name = _name_request(msg.payload)
-    if name is not None:
-        host.agent.dispatcher.check_signature(msg.topic, {})
+    if name is not None:  # no room for _sig: only a Wactorz signature can vouch for it
+        dispatcher = host.agent.dispatcher
+        if not dispatcher.check_wactorz_signature(msg.topic, msg.payload, msg.user_properties):
+            dispatcher.check_signature(msg.topic, {})
         return {"name": name}, None
     try:
         return host._read_control(msg, cmd)
