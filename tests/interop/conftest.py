@@ -55,9 +55,7 @@ class WactorzNode:
 
     def start(self) -> WactorzNode:
         self.home.mkdir(parents=True, exist_ok=True)
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("WACTORZ_", "MQTT_", "AGENTFLOW_"))
-        }
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("WACTORZ_", "MQTT_", "AGENTFLOW_"))}
         env.update(HOME=str(self.home), PYTHONUNBUFFERED="1", **self.env)
         argv = [_wactorz_node_bin(), "--node", self.name, "--mqtt-broker", self.broker.host]
         argv += ["--mqtt-port", str(self.broker.port), "--loglevel", "DEBUG"]

@@ -7,13 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from interop_kit import CALLER, COUNTER, run, wait_actor, wait_online
+from interop_kit import CALLER, COUNTER, run, wait_online
 
 from devfleet_command.errors import CommandFailed
 from devfleet_command.sync import Fleet
 
 
-def test_spawn_list_stop_on_a_wactorz_node(peers: Any, capsys: Any, tmp_path: Path, probe_factory: Any) -> None:
+def test_spawn_list_stop_on_a_wactorz_node(
+    peers: Any, capsys: Any, tmp_path: Path, probe_factory: Any
+) -> None:
     wz = peers.wactorz("wz-sp")
     url = peers.broker.url
     wait_online(url, "wz-sp")

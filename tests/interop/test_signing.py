@@ -41,9 +41,9 @@ def test_the_console_signs_the_wactorz_way_and_checks_its_answers(
     assert "Refused nodes/wz-sig/spawn" in wz.tail(80)
     # Signed with the fleet key, the Wactorz way: done, and its signed answers are taken.
     signed = ("--broker", url, "--signing-key-file", str(key_file))
-    code, out, err = run(capsys, *signed, "spawn", "wz-sig", str(spec))
+    code, _, err = run(capsys, *signed, "spawn", "wz-sig", str(spec))
     assert code == 0, err + wz.tail()
-    code, out, err = run(capsys, *signed, "stop", "wz-sig", "sc")
+    code, _, err = run(capsys, *signed, "stop", "wz-sig", "sc")
     assert code == 0, err + wz.tail()
 
 
@@ -79,5 +79,9 @@ def test_a_devfleet_node_accepts_wactorz_signed_control_and_refuses_unsigned(
     replay = probe.wait_for("nodes/df-sig/receipts", lambda m: m.json()["cmd"] == "spawn", since=mark)
     assert replay.json()["code"] == "replay"
     stop = b'"ws"'
-    probe.publish("nodes/df-sig/stop", stop, properties={"UserProperty": _wactorz_signed("nodes/df-sig/stop", stop, seq + 1)})
+    probe.publish(
+        "nodes/df-sig/stop",
+        stop,
+        properties={"UserProperty": _wactorz_signed("nodes/df-sig/stop", stop, seq + 1)},
+    )
     wait_actor(url, "df-sig", "ws", present=False)

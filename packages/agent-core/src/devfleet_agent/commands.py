@@ -102,7 +102,9 @@ class Dispatcher:
             if self._on_verified is not None:
                 self._on_verified()  # persist the replay guard: a restart must not reopen replays
 
-    def check_wactorz_signature(self, topic: str, raw: bytes, properties: tuple[tuple[str, str], ...]) -> bool:
+    def check_wactorz_signature(
+        self, topic: str, raw: bytes, properties: tuple[tuple[str, str], ...]
+    ) -> bool:
         """True when the message carries a valid Wactorz signature (MQTT 5 user
         properties, made with this node's key: a shared fleet key); False when it
         carries none (check ``_sig`` then). Raise SignatureError for a bad one."""

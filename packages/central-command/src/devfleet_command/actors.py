@@ -21,8 +21,8 @@ from devfleet_base.errors import Code, ContractError
 from devfleet_base.mqtt import Inbound
 
 from . import wactorz, wactorz_ops
-from .wactorz_migration import migrate_via_main
 from .errors import CommandFailed, CommandTimeout, ConnectError, NodeNotFound, UsageError
+from .wactorz_migration import migrate_via_main
 
 if TYPE_CHECKING:
     from devfleet_base.mqtt import MqttSession

@@ -423,13 +423,8 @@ class FleetModel:
             return self._desired(topic, node, payload, now, retained)
         if kind == "manifest":
             return self._manifest(topic, node, payload, now, retained)
-        if kind == "agents" and not retained and (view := self.nodes.get(node)) is not None:
-            if wactorz.is_wactorz(view):  # its answer to a list: it lives, and runs these
-                data = self._decode_dict(payload)
-                if isinstance(data, str):
-                    return self._invalid(topic, node, data)
-                wactorz.on_list(view, data, now)
-                return [NodeChanged(node, what="actor")]
+        if kind == "agents" and not retained:
+            return self._list_answer(topic, node, payload, now)
         self.ignored_total += 1
         return []
 
@@ -647,6 +642,18 @@ class FleetModel:
         view.desired = data
         events.append(NodeChanged(node, what="desired"))
         return events
+
+    def _list_answer(self, topic: str, node: str, payload: bytes, now: float | None) -> list[Event]:
+        """A Wactorz node's live answer to a list: it lives, and runs these (see wactorz.py)."""
+        view = self.nodes.get(node)
+        if view is None or not wactorz.is_wactorz(view):
+            self.ignored_total += 1
+            return []
+        data = self._decode_dict(payload)
+        if isinstance(data, str):
+            return self._invalid(topic, node, data)
+        wactorz.on_list(view, data, now)
+        return [NodeChanged(node, what="actor")]
 
     def _manifest(
         self, topic: str, node: str, payload: bytes, now: float | None, retained: bool

@@ -78,7 +78,9 @@ def on_list(view: NodeView, answer: dict[str, Any], now: float | None) -> None:
     agents = answer.get("agents")
     if not isinstance(agents, list):
         return
-    view.listed = sorted({a["name"] for a in agents if isinstance(a, dict) and isinstance(a.get("name"), str)})
+    view.listed = sorted(
+        {a["name"] for a in agents if isinstance(a, dict) and isinstance(a.get("name"), str)}
+    )
     if now is not None:
         view.seen_at = now
         view.awaiting = False

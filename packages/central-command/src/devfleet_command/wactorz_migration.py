@@ -38,7 +38,9 @@ async def migrate_via_main(ops: ActorOps, name: str, src: str, dst: str, *, time
     """
     what = f"migrate {name} from {src} to {dst}"
     if name in await listed(ops, dst, timeout=timeout):
-        raise CommandFailed(f"{what}: conflict: {dst} already runs an actor named {name!r}", code=Code.CONFLICT)
+        raise CommandFailed(
+            f"{what}: conflict: {dst} already runs an actor named {name!r}", code=Code.CONFLICT
+        )
     token = contract.new_id()
     returned = await ops._request(
         contract.node_topic(src, "state_return"),
@@ -75,7 +77,9 @@ async def migrate_via_main(ops: ActorOps, name: str, src: str, dst: str, *, time
     }
 
 
-async def _place(ops: ActorOps, node: str, config: dict[str, Any], state: dict[str, Any], *, timeout: float) -> None:
+async def _place(
+    ops: ActorOps, node: str, config: dict[str, Any], state: dict[str, Any], *, timeout: float
+) -> None:
     """Spawn ``config`` with ``state`` on ``node`` and wait for its ``spawn_ack`` of this token."""
     token = contract.new_id()
     name = config["name"]

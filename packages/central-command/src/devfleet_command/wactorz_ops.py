@@ -111,7 +111,9 @@ async def refresh_lists(ops: ActorOps, *, timeout: float = 3.0) -> None:
         return
     await ask_lists(ops.session, missing)
     with contextlib.suppress(ConsoleTimeout):
-        await ops.wait_for(lambda m: all((v := m.get(n)) is None or v.listed is not None for n in missing), timeout)
+        await ops.wait_for(
+            lambda m: all((v := m.get(n)) is None or v.listed is not None for n in missing), timeout
+        )
 
 
 def spawn_payload(spec: dict[str, Any], node: str) -> dict[str, Any]:
@@ -189,7 +191,9 @@ async def stop(
     """
     deadline = time.monotonic() + timeout
     if name not in await listed(ops, node, timeout=timeout):
-        raise CommandFailed(f"stop {name} on {node}: not_found: no actor named {name!r} on {node}", code=Code.NOT_FOUND)
+        raise CommandFailed(
+            f"stop {name} on {node}: not_found: no actor named {name!r} on {node}", code=Code.NOT_FOUND
+        )
     request: dict[str, Any] = {"name": name}
     if delete:
         request["delete"] = True

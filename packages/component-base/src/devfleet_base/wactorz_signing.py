@@ -22,7 +22,8 @@ import time
 from collections.abc import Iterable
 from typing import Final
 
-from .signing import ReplayGuard, SignatureError
+from .errors import SignatureError
+from .signing import ReplayGuard
 
 __all__ = [
     "CONTROL_LEAVES",
@@ -39,7 +40,17 @@ NODE_SIGNATURE: Final = "wactorz-node-sig"
 
 #: The ``nodes/{node}/{leaf}`` topics a Wactorz main signs and a keyed node checks.
 CONTROL_LEAVES: Final = frozenset(
-    {"spawn", "desired_state", "stop", "stop_all", "restart", "restart_agent", "migrate", "code_request", "reset"}
+    {
+        "spawn",
+        "desired_state",
+        "stop",
+        "stop_all",
+        "restart",
+        "restart_agent",
+        "migrate",
+        "code_request",
+        "reset",
+    }
 )
 
 _PUBLICATION_CONTEXT: Final = b"wactorz-node-publication-v1\n"
@@ -91,10 +102,17 @@ def verify_control(
     signature, raw_seq = props.get(SIGNATURE), props.get(SEQUENCE)
     if signature is None and raw_seq is None:
         return False
-    if signature is None or raw_seq is None or not (raw_seq.isascii() and raw_seq.isdigit()) or len(raw_seq) > 20:
+    if (
+        signature is None
+        or raw_seq is None
+        or not (raw_seq.isascii() and raw_seq.isdigit())
+        or len(raw_seq) > 20
+    ):
         raise SignatureError("a Wactorz signature needs wactorz-seq (digits) and wactorz-sig")
     seq = int(raw_seq)
-    if not hmac.compare_digest(signature.encode("utf-8", "replace"), _control_mac(key, topic, seq, payload).encode()):
+    if not hmac.compare_digest(
+        signature.encode("utf-8", "replace"), _control_mac(key, topic, seq, payload).encode()
+    ):
         raise SignatureError("Wactorz signature does not match (wrong key, or the message was altered)")
     guard.check_and_record(f"wactorz:{topic}", seq)
     return True
@@ -109,5 +127,3 @@ def publication_signed(key: bytes, topic: str, payload: bytes, properties: Itera
     message = _PUBLICATION_CONTEXT + b"\n".join((topic.encode("utf-8"), stamp.encode("ascii"), payload))
     expected = hmac.new(key, message, hashlib.sha256).hexdigest()
     return hmac.compare_digest(signature.encode("utf-8", "replace"), expected.encode("ascii"))
-
-

@@ -49,8 +49,16 @@ async def return_to_main(host: ActorHost, payload: dict[str, Any]) -> None:
         reason = f"no actor named {name!r} runs on {host.node}"
         await host.agent.publish_json(
             topic,
-            {"agent": name, "return_token": token, "config": {}, "state": {}, "state_keys_dropped": [],
-             "refused": reason, "from_node": host.node, "timestamp": time.time()},
+            {
+                "agent": name,
+                "return_token": token,
+                "config": {},
+                "state": {},
+                "state_keys_dropped": [],
+                "refused": reason,
+                "from_node": host.node,
+                "timestamp": time.time(),
+            },
             qos=1,
         )
         await host._migrate_failed(name if isinstance(name, str) else None, reason)
@@ -64,14 +72,28 @@ async def return_to_main(host: ActorHost, payload: dict[str, Any]) -> None:
     config = {k: v for k, v in hosted.spec.to_payload(node=host.node).items() if v is not None}
     await host.agent.publish_json(
         topic,
-        {"agent": hosted.spec.name, "return_token": token, "config": config, "state": state,
-         "state_keys_dropped": [], "from_node": host.node, "timestamp": time.time()},
+        {
+            "agent": hosted.spec.name,
+            "return_token": token,
+            "config": config,
+            "state": state,
+            "state_keys_dropped": [],
+            "from_node": host.node,
+            "timestamp": time.time(),
+        },
         qos=1,
     )
     await host.agent.publish_json(
         contract.node_topic(host.node, "migrate_result"),
-        {"success": True, "agent": hosted.spec.name, "from_node": host.node, "to_node": "local",
-         "state_keys_transferred": sorted(state), "state_keys_dropped": [], "timestamp": time.time()},
+        {
+            "success": True,
+            "agent": hosted.spec.name,
+            "from_node": host.node,
+            "to_node": "local",
+            "state_keys_transferred": sorted(state),
+            "state_keys_dropped": [],
+            "timestamp": time.time(),
+        },
         qos=1,
     )
 
@@ -80,7 +102,12 @@ async def ack(host: ActorHost, name: Any, token: Any, refused: str | None) -> No
     """Step 2's answer, for a spawn that carried a ``_migration_token``."""
     if not isinstance(token, str) or not token:
         return
-    answer: dict[str, Any] = {"agent": name, "migration_token": token, "node": host.node, "timestamp": time.time()}
+    answer: dict[str, Any] = {
+        "agent": name,
+        "migration_token": token,
+        "node": host.node,
+        "timestamp": time.time(),
+    }
     if refused is not None:
         answer["refused"] = refused
     await host.agent.publish_json(contract.node_topic(host.node, "spawn_ack"), answer, qos=1)

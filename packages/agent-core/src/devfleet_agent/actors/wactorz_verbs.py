@@ -70,7 +70,9 @@ class WactorzVerbs:
             payload, request_id = read_control(host, msg, "desired_state")
             listed = payload.get("agents")
             if not isinstance(listed, list) or len(listed) > MAX_DESIRED:
-                raise ContractError(f'desired_state: "agents" must be a list of at most {MAX_DESIRED} configs')
+                raise ContractError(
+                    f'desired_state: "agents" must be a list of at most {MAX_DESIRED} configs'
+                )
             specs = [SpawnSpec.from_payload(_spawnable(c)) for c in listed]
         except DevfleetError as exc:
             await host._answer("desired_state", None, error=exc)
