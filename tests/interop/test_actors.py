@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from interop_kit import CALLER, COUNTER, run, wait_online
+from interop_kit import CALLER, COUNTER, poll, run, wait_online
 
 from devfleet_command.errors import CommandFailed
 from devfleet_command.sync import Fleet
@@ -75,3 +75,21 @@ def test_tasks_both_ways(peers: Any, capsys: Any) -> None:
     for actor in ("wz-counter", "df-counter"):
         code, _, err = run(capsys, "--broker", url, "task", actor, '{"fail": true}')
         assert code == 1 and "asked to fail" in err, (actor, err)
+
+
+def test_stop_with_delete_on_a_wactorz_node_removes_its_state(peers: Any, capsys: Any) -> None:
+    wz = peers.wactorz("wz-del")
+    url = peers.broker.url
+    wait_online(url, "wz-del")
+    with Fleet.connect(url) as fleet:
+        fleet.spawn("wz-del", {"name": "gone", "code": COUNTER, "poll_interval": 0.1})
+        poll(lambda: fleet.task("gone", {})["n"] >= 2)
+    code, _, err = run(capsys, "--broker", url, "stop", "wz-del", "gone")  # a plain stop keeps it
+    assert code == 0, err
+    kept = poll(lambda: [p for p in wz.state_dir.rglob("*gone*") if p.is_file()])
+    with Fleet.connect(url) as fleet:
+        fleet.spawn("wz-del", {"name": "gone", "code": COUNTER, "poll_interval": 0.1})
+    code, out, err = run(capsys, "--broker", url, "stop", "--delete", "wz-del", "gone")
+    assert code == 0, err + wz.tail()
+    poll(lambda: not any(p.exists() for p in kept))
+

@@ -2,24 +2,22 @@
 
 The packaged runner (PyPI ``wactorz``) calls another actor by merging its
 envelope into the task payload (``{..., "_reply_topic":
-"agents/by-name/{caller}/reply/{id}", "_remote_task": true}``) and sends its
-stop as ``{"name", "delete", "keep_topics"}`` or as the bare actor name. This
-module reads both forms into devfleet's terms; ``docs/contract.md`` ("Remote
+"agents/by-name/{caller}/reply/{id}", "_remote_task": true}``). This module
+reads both envelopes into devfleet's terms; ``docs/contract.md`` ("Remote
 nodes (Wactorz)") lists what devfleet does with each generation of runner.
 
 Source of the shapes: ``wactorz/agents/dynamic/messaging.py`` (``send_to``) and
-``wactorz/node/runner.py`` (``_on_task``, ``_on_stop``) of wactorz 0.7.2.
+``wactorz/node/runner.py`` (``_on_task``) of wactorz 0.7.2.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from devfleet_base import contract
 from devfleet_base.errors import ContractError
 
-__all__ = ["StopRequest", "reply_topic", "stop_request", "task_body"]
+__all__ = ["reply_topic", "task_body"]
 
 #: Keys of the task envelope; everything else in a merged payload is the task.
 _ENVELOPE = ("_reply_topic", "_remote_task")
@@ -61,38 +59,3 @@ def task_body(payload: Any) -> Any:
     if set(rest) == {"payload"}:
         return rest["payload"]
     return rest
-
-
-@dataclass(frozen=True, slots=True)
-class StopRequest:
-    """A stop in any of its forms: ``delete`` also removes the actor's state file
-    and clears its retained topics, unless ``keep_topics`` (it lives on elsewhere)."""
-
-    name: Any
-    delete: bool = False
-    keep_topics: bool = False
-    request_id: Any = None
-
-
-def stop_request(raw: bytes) -> StopRequest:
-    """Read ``nodes/{node}/stop``: a JSON object, or a bare actor name (JSON string
-    or plain text, the Wactorz legacy form).
-
-    Raises:
-        ContractError: neither an object nor a name.
-    """
-    try:
-        payload = contract.decode(raw)
-    except ContractError:
-        text = raw.decode("utf-8", "replace").strip()
-        return StopRequest(contract.check_name(text, "actor name"))
-    if isinstance(payload, str):
-        return StopRequest(payload.strip())
-    if not isinstance(payload, dict):
-        raise ContractError(f"stop: expected a JSON object or an actor name, got {type(payload).__name__}")
-    return StopRequest(
-        payload.get("name"),
-        delete=payload.get("delete") is True,
-        keep_topics=payload.get("keep_topics") is True,
-        request_id=payload.get("_id"),
-    )
