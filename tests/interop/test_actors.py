@@ -89,7 +89,6 @@ def test_stop_with_delete_on_a_wactorz_node_removes_its_state(peers: Any, capsys
     kept = poll(lambda: [p for p in wz.state_dir.rglob("*gone*") if p.is_file()])
     with Fleet.connect(url) as fleet:
         fleet.spawn("wz-del", {"name": "gone", "code": COUNTER, "poll_interval": 0.1})
-    code, out, err = run(capsys, "--broker", url, "stop", "--delete", "wz-del", "gone")
+    code, _, err = run(capsys, "--broker", url, "stop", "--delete", "wz-del", "gone")
     assert code == 0, err + wz.tail()
     poll(lambda: not any(p.exists() for p in kept))
-

@@ -32,7 +32,9 @@ BEAT = {
 }
 
 
-def _feed(model: FleetModel, topic: str, payload: object, *, retained: bool = False, now: float = 100.0) -> None:
+def _feed(
+    model: FleetModel, topic: str, payload: object, *, retained: bool = False, now: float = 100.0
+) -> None:
     model.feed(topic, json.dumps(payload).encode(), retained=retained, now=now)
 
 
