@@ -59,6 +59,12 @@ async def migrate_via_main(ops: ActorOps, name: str, src: str, dst: str, *, time
     try:
         await _place(ops, dst, config, state, timeout=timeout)
     except (CommandFailed, CommandTimeout) as exc:
+        if isinstance(exc, CommandTimeout):
+            # A Wactorz node ignores _expires_at: a spawn it has not answered may still
+            # start there later. Withdrawn before the actor goes back, so no two copies live.
+            await ops._control(
+                contract.node_topic(dst, "stop"), {"name": name, "delete": True, "keep_topics": True}
+            )
         back = "put back on " + src
         try:
             await _place(ops, src, config, state, timeout=timeout)
