@@ -45,6 +45,14 @@ def test_the_console_signs_the_wactorz_way_and_checks_its_answers(
     assert code == 0, err + wz.tail()
     code, _, err = run(capsys, *signed, "stop", "wz-sig", "sc")
     assert code == 0, err + wz.tail()
+    # Holding the key, the console takes Wactorz nodes' presence only when signed with it.
+    peers.wactorz("wz-open")  # no key: what it publishes is unsigned
+    wait_online(url, "wz-open")
+    code, out, err = run(capsys, *signed, "--json", "ls")
+    assert code == 0, err
+    assert [r["node"] for r in json.loads(out)] == ["wz-sig"]
+    code, out, err = run(capsys, "--broker", url, "--json", "ls")
+    assert sorted(r["node"] for r in json.loads(out)) == ["wz-open", "wz-sig"], err
 
 
 def test_a_devfleet_node_accepts_wactorz_signed_control_and_refuses_unsigned(

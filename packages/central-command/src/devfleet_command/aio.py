@@ -329,6 +329,8 @@ class AsyncFleet(ActorOps, PurgeOps):
                     tap(msg)
                 except Exception:
                     log.exception("message tap failed")
+        if self.wactorz_key is not None and not wactorz_ops.trusted_presence(self, msg):
+            return  # a Wactorz node's heartbeat/manifest/list not signed with the fleet key
         events = self.model.feed(topic, payload, retain, _now())
         if events and (self._queues or self._commands or self._tick_waiters):
             self._dispatch(events)  # nobody listening: nothing to do per message

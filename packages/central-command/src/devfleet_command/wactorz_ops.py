@@ -49,6 +49,7 @@ __all__ = [
     "stop",
     "stop_all",
     "trusted_answer",
+    "trusted_presence",
 ]
 
 #: Seconds between list questions while waiting for a stop to show.
@@ -91,6 +92,34 @@ def trusted_answer(ops: ActorOps, msg: Inbound) -> bool:
         return True
     log.warning("ignored an answer on %s: not signed with the fleet key", msg.topic)
     return False
+
+
+_PRESENCE = frozenset({"heartbeat", "manifest", "agents"})
+
+
+def trusted_presence(ops: ActorOps, msg: Inbound) -> bool:
+    """For a console holding a key: whether to take a Wactorz node's presence message
+    (its heartbeat, manifest or list answer) — only when signed with that key. Every
+    other message (devfleet nodes' included) is left to the usual rules."""
+    from . import wactorz
+
+    parts = msg.topic.split("/")
+    if len(parts) != 3 or parts[0] != "nodes" or parts[2] not in _PRESENCE or not msg.payload:
+        return True
+    if parts[2] != "manifest":
+        view = ops.model.get(parts[1])
+        if not (view is not None and wactorz.is_wactorz(view)) and b'"runtime"' not in msg.payload:
+            return True
+    key = ops.wactorz_key
+    if key is None or publication_signed(key, msg.topic, msg.payload, msg.user_properties):
+        return True
+    if parts[1] not in _reported and len(_reported) < 1024:  # said once per node
+        _reported.add(parts[1])
+        log.warning("ignoring Wactorz node %s: what it publishes is not signed with the fleet key", parts[1])
+    return False
+
+
+_reported: set[str] = set()
 
 
 async def ask_lists(session: MqttSession, nodes: list[str]) -> None:
