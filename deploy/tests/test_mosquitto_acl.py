@@ -9,6 +9,7 @@ checks what the ACL is for: a node cannot write another node's topics.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
@@ -246,6 +247,97 @@ def test_work_trading_topics(broker: MosquittoBroker, log_mark: int) -> None:
     finally:
         a.close()
         b.close()
+
+
+TRADER = "async def run(agent, job):\n    return {'node': agent.node, 'inputs': job['inputs']}\n"
+
+
+def _trader(name: str, accredit: list[str]) -> dict[str, Any]:
+    resume = {"skills": ["triage"], "cost": {"usd": 0.01, "p95_ms": 100}, "accredit": accredit}
+    return {"name": name, "code": TRADER, "poll_interval": None, "resume": resume, "pool": "acl-pool"}
+
+
+@pytest.fixture(scope="module")
+def traders(broker: MosquittoBroker, agents: dict[str, AgentThread]) -> Iterator[Any]:
+    """The console (operator credentials) with a trading actor on each node: acl-a's
+    holds the gdpr accreditation, acl-b's does not."""
+    from devfleet_command.sync import Fleet
+
+    with Fleet.connect(broker.url, username=OPERATOR, password=PASSWORDS[OPERATOR]) as fleet:
+        fleet.wait_for(lambda m: all(n in m and m.get(n).online for n in NODES), timeout=20)
+        fleet.spawn("acl-a", _trader("triage-a", ["gdpr"]))
+        fleet.spawn("acl-b", _trader("triage-b", []))
+        fleet.wait_for(lambda m: len(fleet.aio.resumes("triage")) == 2, timeout=20)
+        yield fleet
+        for node, name in (("acl-a", "triage-a"), ("acl-b", "triage-b")):
+            fleet.stop_actor(node, name)
+
+
+def test_auction_and_worker_pool_by_real_agents(traders: Any, log_mark: int) -> None:
+    """Résumés, an auction (request, proposals, assign at QoS 2, retained output) and a
+    pool run through $share, all under the template."""
+    outcome = traders.auction("triage", {"case": 1}, deadline=5, constraints={"accredit": ["gdpr"]})
+    assert outcome["status"] == "ok" and outcome["node"] == "acl-a", outcome
+    report = traders.pool_run("acl-pool", list(range(40)), ack_timeout=5.0, timeout=60)
+    assert report["done"] == 40 and report["errors"] == 0 and report["duplicates"] == 0
+    assert set(report["spread"]) <= set(NODES)
+
+
+def test_patient_data_needs_the_gdpr_accreditation(
+    traders: Any, broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    """The seed's policy: the ACL generated from the résumés (``devfleet acl generate``)
+    lets acl-a (gdpr) read patient-data topics and refuses acl-b's subscription, on a
+    real mosquitto that loads it."""
+    import subprocess
+    import sys
+
+    devfleet = str(Path(sys.executable).with_name("devfleet"))
+    cmd = [
+        devfleet,
+        "--broker",
+        broker.url,
+        "--username",
+        OPERATOR,
+        "acl",
+        "generate",
+        "--template",
+        str(ACL),
+    ]
+    env = {**os.environ, "DEVFLEET_PASSWORD": PASSWORDS[OPERATOR]}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "user acl-a\ntopic readwrite patient-data/#" in done.stdout
+    assert "user acl-b" not in done.stdout
+    with MosquittoBroker(auth=True, users=PASSWORDS, acl=done.stdout.splitlines()) as policed:
+        a, b = node_probe(policed, "acl-a"), node_probe(policed, "acl-b")
+        op = MqttProbe.connect_to(policed, username=OPERATOR, password=PASSWORDS[OPERATOR], timeout=10)
+        try:
+            a.subscribe("patient-data/#")
+            # mosquitto 2.0 refuses the subscription outright, or grants the filter and
+            # drops every message the ACL does not let acl-b read: nothing arrives either way.
+            for topic_filter in ("patient-data/#", "patient-data/ward-3/p-17"):
+                with contextlib.suppress(ProbeError):
+                    b.subscribe(topic_filter)
+            b.subscribe("tasks/#")  # the rest of its flows stay open
+            op.publish("patient-data/ward-3/p-17", {"hr": 71}, retain=True)
+            assert a.wait_for("patient-data/#").json() == {"hr": 71}
+            op.publish("tasks/marker/request", "m")
+            b.wait_for("tasks/marker/request")  # b is connected and reading; patient data never came
+            assert b.messages("patient-data/#") == []
+            late = node_probe(policed, "acl-b")  # a retained record is not replayed to it either
+            try:
+                with contextlib.suppress(ProbeError):
+                    late.subscribe("patient-data/#")
+                late.subscribe("tasks/marker/+")
+                op.publish("tasks/marker/request", "m2")
+                late.wait_for("tasks/marker/+")
+                assert late.messages("patient-data/#") == []
+            finally:
+                late.close()
+        finally:
+            for probe in (a, b, op):
+                probe.close()
 
 
 @pytest.mark.parametrize(

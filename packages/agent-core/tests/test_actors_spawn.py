@@ -234,7 +234,7 @@ def test_install_needs_allow_install_and_plain_names(node, probe):
         ({"name": "nocode"}, "invalid", "code"),
         ({"name": "bad/name", "code": TICKER}, "invalid", "name"),
         ({"name": "syntax", "code": "async def process(agent):\n    return (\n"}, "failed", "compile"),
-        ({"name": "noproc", "code": "x = 1\n"}, "failed", "neither"),
+        ({"name": "noproc", "code": "x = 1\n"}, "failed", "none of"),
         (
             {
                 "name": "setupfail",

@@ -145,7 +145,7 @@ async def test_send_to_agents_and_alerts(tmp_path: Path) -> None:
         ("import no_such_module_xyz\nasync def process(agent): pass", "failed at import"),
         ("raise SystemExit(1)", "failed at import"),
         ("def process(agent): pass", "must be an 'async def'"),
-        ("async def setup(agent): pass", "neither process() nor handle_task()"),
+        ("async def setup(agent): pass", "none of process(), handle_task() and run()"),
     ],
 )
 def test_compile_errors(tmp_path: Path, code: str, fragment: str) -> None:

@@ -42,6 +42,8 @@ def test_every_documented_topic_parses():
         "step": "s1",
         "map": "arena",
         "target": "n2",
+        "pool": "gpu",
+        "job": "j1",
     }
     for spec in contract.TOPICS:
         topic = spec.pattern.format(**samples)

@@ -11,6 +11,8 @@ def attach_subsystems(agent: Agent) -> None:
     """Give ``agent`` everything a production node runs besides its core."""
     from .actors.host import ActorHost
     from .components.host import ComponentHost
+    from .trading import TradingHost
 
     agent.add_subsystem(ComponentHost(agent))
     agent.add_subsystem(ActorHost(agent))
+    agent.add_subsystem(TradingHost(agent))

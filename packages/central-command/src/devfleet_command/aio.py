@@ -46,6 +46,7 @@ from .errors import (
 from .handles import Broadcast, CommandHandle, LogRecord, Outcome
 from .model import Drift, Event, FleetModel, NodeLost, NodeOffline, NodeStale, NodeView
 from .purge import PURGED_LEAVES, PurgeOps
+from .trading import ResumeRegistry, TradingOps
 
 __all__ = [
     "INSTALL_TIMEOUT",
@@ -119,7 +120,7 @@ class EventStream:
 # ---- the client -----------------------------------------------------------------------
 
 
-class AsyncFleet(ActorOps, PurgeOps):
+class AsyncFleet(ActorOps, PurgeOps, TradingOps):
     """The console's asyncio client. Use ``async with AsyncFleet.connect(url) as fleet``.
 
     Args:
@@ -174,7 +175,11 @@ class AsyncFleet(ActorOps, PurgeOps):
                 password=password,
                 tls=tls,
                 protocol=protocol,
-                subscriptions=[*contract.subscriptions_for_console(), (self.inbox, 1)],
+                subscriptions=[
+                    *contract.subscriptions_for_console(),
+                    ("agents/+/resume", 0),
+                    (self.inbox, 1),
+                ],
             ),
             on_message=self._on_message,
             on_connect=self._on_connect,
@@ -183,6 +188,7 @@ class AsyncFleet(ActorOps, PurgeOps):
         self._markers: dict[str, asyncio.Future[None]] = {}
         self._queues: set[asyncio.Queue[Event]] = set()
         self._taps: set[Callable[[Inbound], None]] = set()
+        self.registry = ResumeRegistry()
         self._tick = asyncio.Event()
         self._tick_waiters = 0
         self._tasks: list[asyncio.Task[Any]] = []
@@ -323,12 +329,19 @@ class AsyncFleet(ActorOps, PurgeOps):
         if topic == self.inbox:
             self._on_inbox(payload)
             return
+        if topic.endswith("/resume") and topic.startswith("agents/"):
+            self.registry.feed(topic, payload)
+            if self._tick_waiters:
+                self._dispatch([])  # wakes wait_for() callers watching résumés
+            return
         if self._taps:
             for tap in tuple(self._taps):
                 try:
                     tap(msg)
                 except Exception:
                     log.exception("message tap failed")
+            if topic.startswith(("tasks/", "pools/")):
+                return  # work trading (an auction's or a pool's tap): nothing for the model
         if self.wactorz_key is not None and not wactorz_ops.trusted_presence(self, msg):
             return  # a Wactorz node's heartbeat/manifest/list not signed with the fleet key
         events = self.model.feed(topic, payload, retain, _now())

@@ -259,6 +259,20 @@ class Fleet:
         """Stop every actor on ``node`` and shut it down."""
         return self._call(self.aio.stop_all(node, timeout=timeout))
 
+    def resumes(self, skill: str | None = None, region: str | None = None) -> list[dict[str, Any]]:
+        """Known résumés joined with node liveness (see ``AsyncFleet.resumes``)."""
+        return self._on_loop(lambda: self.aio.resumes(skill, region))
+
+    def auction(
+        self, skill: str, inputs: Any = None, *, deadline: float = 2.0, **kwargs: Any
+    ) -> dict[str, Any]:
+        """Auction one task; its final outcome (see ``AsyncFleet.auction``)."""
+        return self._call(self.aio.auction(skill, inputs, deadline=deadline, **kwargs))
+
+    def pool_run(self, pool: str, jobs: list[Any], **kwargs: Any) -> dict[str, Any]:
+        """Run jobs on a worker pool (see ``AsyncFleet.pool_run``)."""
+        return self._call(self.aio.pool_run(pool, jobs, **kwargs))
+
     def actors(self, node: str | None = None) -> list[dict[str, Any]]:
         """Every actor in the fleet's retained state (optionally of one node)."""
         return self._on_loop(lambda: self.aio.actors(node))

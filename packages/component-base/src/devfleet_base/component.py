@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
+_POOL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 InputCallback = Callable[[str, bytes], None]
 """Called with (leaf under ``in/``, raw payload) for each message a component subscribed to."""
@@ -160,6 +162,8 @@ class Component:
     - ``_reconfigure(config)``: apply new settings in place; the default
       raises ``NotImplementedError``, which makes the agent restart the
       component with the new settings instead.
+    - ``_bid_task(request)`` / ``_run_task(assignment)``: work trading (docs/trading.md),
+      for a component whose settings declare a ``resume`` or a ``pool``.
 
     Attributes:
         name: the registry name (entry-point name by convention).
@@ -185,8 +189,25 @@ class Component:
 
     @classmethod
     def validate_config(cls, config: Any) -> dict[str, Any]:
-        """Validate settings against :attr:`config_schema`; raise ContractError."""
-        return cls.config_schema.validate(config, path=cls.name or "config")
+        """Validate settings against :attr:`config_schema`; raise ContractError.
+
+        Every component also accepts ``resume`` (a :data:`~devfleet_base.trading.RESUME_SCHEMA`
+        object: the agent publishes it on ``agents/{id}/resume`` and lets the component bid)
+        and ``pool`` (a worker pool to join); they are kept in the result as given.
+        """
+        from .trading import TRADING_KEYS, check_resume
+
+        trading = {}
+        if isinstance(config, dict) and any(k in config for k in TRADING_KEYS):
+            config = dict(config)
+            trading = {k: config.pop(k) for k in TRADING_KEYS if k in config}
+            if "resume" in trading:
+                trading["resume"] = check_resume(trading["resume"])
+            if "pool" in trading and not (
+                isinstance(trading["pool"], str) and _POOL_RE.fullmatch(trading["pool"])
+            ):
+                raise ContractError(f"{cls.name or 'config'}.pool: must be a pool name")
+        return {**cls.config_schema.validate(config, path=cls.name or "config"), **trading}
 
     @classmethod
     def command_specs(cls) -> dict[str, CommandSpec]:
@@ -266,7 +287,32 @@ class Component:
             raise CommandError(f"{self.name} is not running", code=Code.UNAVAILABLE)
         return await getattr(self, spec.method)(checked)
 
+    async def bid_task(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        """Answer a task request for a skill in this component's ``resume``: ``None``
+        declines, a dict (``cost``, ``eta``, ``plan``) overrides the résumé's prices."""
+        if not self._started:
+            return None
+        return await self._bid_task(request)
+
+    async def run_task(self, assignment: dict[str, Any]) -> Any:
+        """Run an assigned task or a pool job; the JSON result becomes the output.
+
+        Raises:
+            CommandError: the component does not run tasks, or is not running.
+        """
+        if not self._started:
+            raise CommandError(f"{self.name} is not running", code=Code.UNAVAILABLE)
+        return await self._run_task(assignment)
+
     # ---- template methods ------------------------------------------------------------
+
+    async def _bid_task(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        """Decide on a task request. Override; the default bids the résumé's prices."""
+        return {}
+
+    async def _run_task(self, assignment: dict[str, Any]) -> Any:
+        """Do an assigned task or pool job (``inputs`` in ``assignment``). Override."""
+        raise CommandError(f"{self.name} does not run tasks", code=Code.UNKNOWN_COMMAND)
 
     async def _setup(self) -> None:
         """Acquire resources. Override."""

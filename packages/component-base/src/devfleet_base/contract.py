@@ -64,9 +64,12 @@ __all__ = [
     "node_telemetry_topic",
     "node_topic",
     "parse_topic",
+    "pool_share_filter",
+    "pool_topic",
     "reply_inbox",
     "subscriptions_for_console",
     "subscriptions_for_node",
+    "task_assign_filter",
     "task_topic",
     "topic_matches",
 ]
@@ -307,6 +310,20 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
         1,
         "Work trading: a step's result (retained for late joiners).",
     ),
+    TopicSpec(
+        "pools/{pool}/jobs/{job}",
+        "any",
+        False,
+        1,
+        "Worker pools: one job, taken by one member through `$share/{pool}/pools/{pool}/jobs/+`.",
+    ),
+    TopicSpec(
+        "pools/{pool}/done/{job}",
+        "node→",
+        False,
+        1,
+        "Worker pools: a job's result, the application-level acknowledgement.",
+    ),
 )
 
 
@@ -477,6 +494,25 @@ def task_topic(task: str, leaf: str, who: str | None = None) -> str:
     return f"tasks/{task}/{leaf}/{check_id(who, leaf)}"
 
 
+def task_assign_filter(agent: str) -> str:
+    """``tasks/+/assign/{agent}``: every assignment for one agent id."""
+    return f"tasks/+/assign/{check_id(agent, 'agent id')}"
+
+
+def pool_topic(pool: str, leaf: str, job: str) -> str:
+    """``pools/{pool}/jobs/{job}`` or ``pools/{pool}/done/{job}``."""
+    if leaf not in ("jobs", "done"):
+        raise ValueError(f"bad pool topic leaf {leaf!r}")
+    return f"pools/{check_name(pool, 'pool')}/{leaf}/{check_id(job, 'job id')}"
+
+
+def pool_share_filter(pool: str) -> str:
+    """``$share/{pool}/pools/{pool}/jobs/+``: the shared subscription of a pool's
+    members (MQTT 5 shared subscriptions; mosquitto offers them to 3.1.1 clients too)."""
+    name = check_name(pool, "pool")
+    return f"$share/{name}/pools/{name}/jobs/+"
+
+
 @dataclass(frozen=True)
 class TopicMatch:
     """What an inbound topic addresses.
@@ -515,6 +551,7 @@ _TOPIC_RE = re.compile(
     | agents/by-name/(?P<by_name>{_SEG})/task
     | agents/(?P<actor>{_SEG})/(?P<aleaf>heartbeat|logs|resume)
     | tasks/(?P<task>{_SEG})/(?:(?P<treq>request)|(?P<tleaf>proposal|assign|output)/(?P<twho>{_SEG}))
+    | pools/(?P<pool>{_SEG})/(?P<pleaf>jobs|done)/(?P<job>{_SEG})
     )$""",
     re.VERBOSE,
 )
@@ -565,6 +602,8 @@ def parse_topic(topic: str) -> TopicMatch | None:
         return TopicMatch("by_name_task", name=g["by_name"])
     if g["actor"] is not None:
         return TopicMatch(f"agent_{g['aleaf']}", ident=g["actor"])
+    if g["pool"] is not None:
+        return TopicMatch(f"pool_{g['pleaf']}", name=g["pool"], ident=g["job"])
     if g["treq"] is not None:
         return TopicMatch("task", ident=g["task"], leaf="request")
     return TopicMatch("task", ident=g["task"], leaf=g["tleaf"], name=g["twho"])

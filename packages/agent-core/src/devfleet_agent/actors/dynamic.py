@@ -7,8 +7,10 @@ The spawn's ``code`` defines module-level coroutine functions::
     async def handle_task(agent, payload): ...  # optional; answers agents/by-name/{name}/task
     async def teardown(agent): ...            # optional (devfleet extension)
     async def health(agent): ...              # optional (devfleet extension), returns bool
+    async def bid(agent, request): ...        # optional: work trading (docs/trading.md)
+    async def run(agent, assignment): ...     # optional: an assigned task or a pool job
 
-At least one of ``process`` and ``handle_task`` must exist. Without ``process``
+At least one of ``process``, ``handle_task`` and ``run`` must exist. Without ``process``
 the actor is event-driven: the supervisor's cycle is its health check.
 
 ``agent`` is an :class:`ActorAgent`, the "Agent API on the edge" of Wactorz
@@ -339,8 +341,12 @@ class DynamicActor:
         self._handle_task = fns.get("handle_task")
         self._teardown = fns.get("teardown")
         self._health = fns.get("health")
-        if self._process is None and self._handle_task is None:
-            raise CompileError(f"actor {spec.name!r} defines neither process() nor handle_task()")
+        self.bid_fn = fns.get("bid")
+        """``bid(agent, request)``: a work-trading proposal (see devfleet_agent.trading)."""
+        self.run_fn = fns.get("run")
+        """``run(agent, assignment)``: an assigned task or a pool job."""
+        if self._process is None and self._handle_task is None and self.run_fn is None:
+            raise CompileError(f"actor {spec.name!r} defines none of process(), handle_task() and run()")
         self.poll_interval: float | None = None
         if self._process is not None:
             self.poll_interval = (
@@ -409,7 +415,7 @@ def dynamic_factory(
     return make
 
 
-_HOOKS = ("setup", "process", "handle_task", "teardown", "health")
+_HOOKS = ("setup", "process", "handle_task", "teardown", "health", "bid", "run")
 
 
 def _compile(name: str, code: str) -> dict[str, _AsyncFn]:

@@ -31,8 +31,15 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from devfleet_base.contract import ACTOR_NAME_PATTERN, DEFAULT_POLL_INTERVAL, MAX_CODE_BYTES, SPAWN_SCHEMA
+from devfleet_base.contract import (
+    ACTOR_NAME_PATTERN,
+    DEFAULT_POLL_INTERVAL,
+    MAX_CODE_BYTES,
+    SPAWN_SCHEMA,
+    check_name,
+)
 from devfleet_base.errors import Code, ContractError
+from devfleet_base.trading import check_resume
 
 from ..jsonsafe import check_finite
 from ..supervisor import RestartPolicy
@@ -93,6 +100,7 @@ class SpawnSpec:
         if len(code.encode("utf-8", "surrogatepass")) > MAX_CODE_BYTES:
             raise ContractError(f"spawn.code: larger than {MAX_CODE_BYTES} bytes", code=Code.TOO_LARGE)
         extra = {k: copy.deepcopy(v) for k, v in checked.items() if k not in _KNOWN}
+        _check_trading(extra)
         return cls(
             name=checked["name"],
             code=code,
@@ -146,3 +154,15 @@ class SpawnSpec:
             }
         )
         return out
+
+
+def _check_trading(extra: dict[str, Any]) -> None:
+    """Refuse a spawn whose work-trading keys (``resume``, ``pool``) are malformed."""
+    if "resume" in extra:
+        extra["resume"] = check_resume(extra["resume"])
+    pool = extra.get("pool")
+    if pool is not None:
+        try:
+            check_name(pool, "pool")
+        except ContractError as exc:
+            raise ContractError(f"spawn.pool: {exc.message}") from None

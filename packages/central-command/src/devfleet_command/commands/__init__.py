@@ -24,6 +24,7 @@ MODULES: tuple[str, ...] = (
     "devfleet_command.commands.logs",
     "devfleet_command.commands.components",
     "devfleet_command.commands.actors",
+    "devfleet_command.commands.trading",
 )
 """Subcommand modules, in the order their commands appear in ``--help``."""
 

@@ -72,14 +72,22 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_migrate)
     p = sub.add_parser(
         "task",
-        help="send a task to an actor wherever it runs: NAME PAYLOAD (JSON)",
+        help="send a task to an actor wherever it runs: NAME PAYLOAD (JSON); or auction one: submit --skill S",
         description="Send a task to an actor by name (Wactorz send_to) and print its handle_task"
         " answer as JSON. PAYLOAD is JSON; a bare word is a string; text that starts like JSON"
-        ' ({ [ ") must be valid JSON.',
-        examples=["devfleet task temp-sensor-agent '{\"read\": true}'", "devfleet task greeter hello"],
+        ' ({ [ ") must be valid JSON. `devfleet task submit --skill S` auctions a task instead'
+        " (docs/trading.md): the cheapest capable actor runs it.",
+        examples=[
+            "devfleet task temp-sensor-agent '{\"read\": true}'",
+            "devfleet task greeter hello",
+            "devfleet task submit --skill sql-optimiser --inputs '{\"q\": 1}' --accredit gdpr",
+        ],
     )
-    p.add_argument("name", help="the actor's name")
-    p.add_argument("payload", help="the task: JSON (or a bare word)")
+    p.add_argument("name", help="the actor's name (or `submit`)")
+    p.add_argument("payload", nargs="?", help="the task: JSON (or a bare word)")
+    from .trading import add_submit_options
+
+    add_submit_options(p)
     p.set_defaults(handler=cmd_task)
 
 
@@ -196,7 +204,15 @@ async def cmd_migrate(ctx: Context) -> int:
 
 
 async def cmd_task(ctx: Context) -> int:
-    """Send a task and print the answer."""
+    """Send a task and print the answer (``task submit``: auction one, see commands.trading)."""
+    if ctx.args.name == "submit" and ctx.args.payload is None:
+        from .trading import cmd_submit
+
+        return await cmd_submit(ctx)
+    if ctx.args.payload is None:
+        from ..errors import UsageError
+
+        raise UsageError("task: give NAME PAYLOAD, or submit --skill S")
     payload = parse_value(ctx.args.payload)  # before connecting: a typo costs no round trip
     async with ctx.fleet() as fleet:
         answer = await fleet.task(ctx.args.name, payload, timeout=ctx.timeout)
