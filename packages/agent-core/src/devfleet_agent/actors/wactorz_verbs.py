@@ -93,14 +93,10 @@ class WactorzVerbs:
         await host._answer("desired_state", request_id, result={"started": started})
 
     async def _on_restart(self, msg: Inbound, match: TopicMatch) -> None:
-        """Re-execute the agent (a retained restart is cleared and refused: it would
-        restart the node on every reconnect)."""
+        """Re-execute the agent (a retained restart never gets here: the agent clears
+        and refuses it, as every never-retained control topic)."""
         host = self.host
         if match.node != host.node or not msg.payload:
-            return
-        if msg.retain:
-            await host.agent.mqtt.publish(msg.topic, b"", qos=1, retain=True)
-            await host._answer("restart", None, error=ContractError("a retained restart is refused"))
             return
         try:
             _, request_id = read_control(host, msg, "restart")
