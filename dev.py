@@ -66,14 +66,21 @@ def _find_mosquitto() -> str | None:
     )
 
 
+def _have_sshd() -> bool:
+    return os.access("/usr/sbin/sshd", os.X_OK) or shutil.which("sshd") is not None
+
+
 def _ensure_test_tools() -> None:
-    """mosquitto (the tests' broker), openssl (their TLS certificates) and systemd-analyze
-    (the deploy/systemd unit checks; Debian's `systemd` package)."""
+    """mosquitto (the tests' broker), openssl (their TLS certificates), systemd-analyze
+    (the deploy/systemd unit checks; Debian's `systemd` package) and sshd (the
+    `devfleet deploy` tests; Debian's `openssh-server`)."""
     missing = [] if _find_mosquitto() else ["mosquitto"]
     if not shutil.which("openssl"):
         missing.append("openssl")
     if sys.platform == "linux" and not shutil.which("systemd-analyze"):
         missing.append("systemd")
+    if sys.platform == "linux" and not _have_sshd():
+        missing.append("openssh-server")  # devfleet deploy's tests run a private sshd
     if not missing:
         return
     if os.geteuid() == 0 and shutil.which("apt-get"):
@@ -85,10 +92,14 @@ def _ensure_test_tools() -> None:
         subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=False, env=env)
         if "mosquitto" in missing:
             subprocess.run(["service", "mosquitto", "stop"], check=False, capture_output=True)
+        if "openssh-server" in missing:
+            # Only the binary is wanted: no SSH service left listening on port 22.
+            subprocess.run(["service", "ssh", "stop"], check=False, capture_output=True)
+            subprocess.run(["systemctl", "disable", "ssh"], check=False, capture_output=True)
         if (
             _find_mosquitto()
             and shutil.which("openssl")
-            and (sys.platform != "linux" or shutil.which("systemd-analyze"))
+            and (sys.platform != "linux" or (shutil.which("systemd-analyze") and _have_sshd()))
         ):
             return
         _say("apt-get could not install " + " and ".join(missing))

@@ -64,7 +64,9 @@ def _local_requirements(path: str) -> list[str]:
     visit(path, with_test_extra=True)
     out = []
     for p in seen:
-        extra = "[testing,mqtt]" if p == "packages/component-base" else _testing_extra(p)
+        extra = "[testing,mqtt,signing]" if p == "packages/component-base" else _testing_extra(p)
+        if p == "packages/central-command":
+            extra = "[deploy]"  # the deploy tests drive a real sshd through asyncssh
         out += ["-e", f"./{p}{extra}"]
     return out
 

@@ -98,7 +98,7 @@ class Peers:
         self.nodes.append(node)
         return node
 
-    def devfleet(self, name: str, *extra: str) -> AgentProcess:
+    def devfleet(self, name: str, *extra: str, env: dict[str, str] | None = None) -> AgentProcess:
         data = self.root / name
         proc = AgentProcess(
             broker=self.broker.host,
@@ -106,7 +106,7 @@ class Peers:
             name=name,
             data_dir=data,
             extra=["--state-dir", str(data), *extra],
-            env={"PYTHONUNBUFFERED": "1"},
+            env={"PYTHONUNBUFFERED": "1", **(env or {})},
         ).start()
         self.agents.append(proc)
         return proc

@@ -1,7 +1,7 @@
 """Signing in enforce mode both ways, with a shared fleet key (issue 21).
 
 The Wactorz node holds the fleet key as ``WACTORZ_NODE_KEY`` (hex) in enforce
-mode; the devfleet node and the console hold it as their signing key file.
+mode; the devfleet node reads the same variable, the console ``DEVFLEET_WACTORZ_KEY``.
 """
 
 from __future__ import annotations
@@ -26,10 +26,8 @@ def _wactorz_signed(topic: str, payload: bytes, seq: int) -> list[tuple[str, str
 
 
 def test_the_console_signs_the_wactorz_way_and_checks_its_answers(
-    peers: Any, capsys: Any, tmp_path: Path
+    peers: Any, capsys: Any, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    key_file = tmp_path / "fleet.key"
-    key_file.write_bytes(KEY)
     wz = peers.wactorz("wz-sig", WACTORZ_NODE_KEY=KEY.hex(), WACTORZ_NODE_SIGNING="enforce")
     url = peers.broker.url
     wait_online(url, "wz-sig")
@@ -40,7 +38,8 @@ def test_the_console_signs_the_wactorz_way_and_checks_its_answers(
     assert code == 3, err
     assert "Refused nodes/wz-sig/spawn" in wz.tail(80)
     # Signed with the fleet key, the Wactorz way: done, and its signed answers are taken.
-    signed = ("--broker", url, "--signing-key-file", str(key_file))
+    monkeypatch.setenv("DEVFLEET_WACTORZ_KEY", KEY.hex())
+    signed = ("--broker", url)
     code, _, err = run(capsys, *signed, "spawn", "wz-sig", str(spec))
     assert code == 0, err + wz.tail()
     code, _, err = run(capsys, *signed, "stop", "wz-sig", "sc")
@@ -51,6 +50,7 @@ def test_the_console_signs_the_wactorz_way_and_checks_its_answers(
     code, out, err = run(capsys, *signed, "--json", "ls")
     assert code == 0, err
     assert [r["node"] for r in json.loads(out)] == ["wz-sig"]
+    monkeypatch.delenv("DEVFLEET_WACTORZ_KEY")
     code, out, err = run(capsys, "--broker", url, "--json", "ls")
     assert sorted(r["node"] for r in json.loads(out)) == ["wz-open", "wz-sig"], err
 
@@ -58,9 +58,7 @@ def test_the_console_signs_the_wactorz_way_and_checks_its_answers(
 def test_a_devfleet_node_accepts_wactorz_signed_control_and_refuses_unsigned(
     peers: Any, tmp_path: Path, probe_factory: Any
 ) -> None:
-    key_file = tmp_path / "fleet.key"
-    key_file.write_bytes(KEY)
-    peers.devfleet("df-sig", "--allow-code", "--signing-key-file", str(key_file))
+    peers.devfleet("df-sig", "--allow-code", env={"WACTORZ_NODE_KEY": KEY.hex()})
     url = peers.broker.url
     wait_online(url, "df-sig")
     probe = probe_factory(peers.broker)

@@ -22,6 +22,11 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "contrib"))
 import wheelhouse  # noqa: E402
 
+# Building the wheelhouse downloads every dependency (cryptography, for the console's
+# signatures, is a few MB): 80 s here on a loaded machine, over the suite's 120 s default
+# once the network is slow.
+pytestmark = pytest.mark.timeout(600)
+
 
 def install_lines() -> list[list[str]]:
     text = (ROOT / "README.md").read_text()

@@ -31,9 +31,13 @@ def test_readme_agent_settings_file_is_valid(tmp_path):
     block = re.search(r"```toml\n(.*?)```", README.read_text(), re.S)
     assert block, "the README has no agent.toml example"
     text = block.group(1)
+    from devfleet_base.signing import Identity
+
     for path in re.findall(r'"(/etc/devfleet/[^"]+)"', text):
         local = tmp_path / path.rsplit("/", 1)[-1]
         local.write_text("k" * 32)
+        if local.name == "identity.json":  # what devfleet provision writes
+            Identity.generate("console").issue_node("rpi-livingroom").save(local)
         text = text.replace(path, str(local))
     cfg = tmp_path / "agent.toml"
     cfg.write_text(text)

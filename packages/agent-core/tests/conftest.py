@@ -7,6 +7,23 @@ from typing import Any
 import pytest
 
 from devfleet_agent.testing import AgentProcess, AgentThread, settings_for
+from devfleet_base.signing import Identity
+
+
+@pytest.fixture(scope="session")
+def operator() -> Identity:
+    """The operator (console) identity of a signed test fleet."""
+    return Identity.generate("console-test")
+
+
+@pytest.fixture
+def provision(operator: Identity, tmp_path: Path) -> Callable[[str], str]:
+    """``provision(node)``: a node identity certified by :func:`operator`; its file path."""
+
+    def make(node: str) -> str:
+        return str(operator.issue_node(node).save(tmp_path / "keys" / f"{node}.json"))
+
+    return make
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devfleet_base import contract
-from devfleet_base.signing import Signer
 
 ECHO = (
     "async def handle_task(agent, payload):\n"
@@ -167,14 +166,11 @@ def test_migration_to_a_silent_node_fails_and_keeps_the_actor(agent_factory, pro
         assert r["success"] is False and fragment in r["error"], (bad, r)
 
 
-KEY = "s" * 32
-
-
-def test_signed_node_refuses_unsigned_tampered_and_replayed_spawns(agent_factory, probe):
-    start(agent_factory, probe, "sig-n", signing_key=KEY)
+def test_signed_node_refuses_unsigned_tampered_and_replayed_spawns(agent_factory, probe, operator, provision):
+    start(agent_factory, probe, "sig-n", signing_key_file=provision("sig-n"))
     probe.subscribe("nodes/sig-n/receipts")
     topic = "nodes/sig-n/spawn"
-    signer = Signer(KEY.encode(), "console")
+    signer = operator
     body = {"name": "signed", "code": "async def process(agent):\n    pass\n", "poll_interval": 1}
 
     probe.publish(topic, {**body, "_id": "unsigned"})
@@ -223,17 +219,16 @@ def test_signed_node_refuses_unsigned_tampered_and_replayed_spawns(agent_factory
     )
 
 
-def test_signed_migration_between_signed_nodes(agent_factory, probe):
-    start(agent_factory, probe, "sm-src", signing_key=KEY)
-    start(agent_factory, probe, "sm-dst", signing_key=KEY)
-    signer = Signer(KEY.encode(), "console")
+def test_signed_migration_between_signed_nodes(agent_factory, probe, operator, provision):
+    start(agent_factory, probe, "sm-src", signing_key_file=provision("sm-src"))
+    start(agent_factory, probe, "sm-dst", signing_key_file=provision("sm-dst"))
     body = {"name": "wanderer", "code": COUNTER, "poll_interval": 0.1}
     probe.subscribe(f"agents/{contract.actor_id('wanderer')}/#")
-    probe.publish("nodes/sm-src/spawn", signer.sign("nodes/sm-src/spawn", body))
+    probe.publish("nodes/sm-src/spawn", operator.sign("nodes/sm-src/spawn", body))
     running_on(probe, "wanderer", "sm-src")
     probe.subscribe("nodes/sm-src/migrate_result")
     topic = "nodes/sm-src/migrate"
-    probe.publish(topic, signer.sign(topic, {"name": "wanderer", "target_node": "sm-dst", "timeout": 10}))
+    probe.publish(topic, operator.sign(topic, {"name": "wanderer", "target_node": "sm-dst", "timeout": 10}))
     assert probe.wait_for("nodes/sm-src/migrate_result").json()["success"] is True
     running_on(probe, "wanderer", "sm-dst")
 

@@ -22,7 +22,9 @@ _payloads = st.one_of(
         optional={"args": _json, "expires_at": _json, "reply_to": st.text(max_size=40), "_sig": _json},
     ).map(lambda v: json.dumps(v).encode()),
 )
-_verbs = st.sampled_from(["ping", "configure", "restart", "rebirth", "config_get", "nope"])
+# Not `restart`: {"id": "0"} is a valid restart, which takes the node off the broker for a
+# moment by design (its own tests cover it); the messages sent meanwhile would be lost.
+_verbs = st.sampled_from(["ping", "configure", "rebirth", "config_get", "nope"])
 
 
 def test_junk_never_crashes_and_commands_get_error_receipts(agent_factory, probe):

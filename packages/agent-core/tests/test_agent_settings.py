@@ -47,7 +47,7 @@ def test_broker_url():
         ({"tls_ca": "/nonexistent/ca.pem"}, {}, "no such file"),
         ({"tls_cert": "/x"}, {}, "both"),
         ({"password": "pw"}, {}, "username"),
-        ({"signing_key": "short"}, {}, "16 bytes"),
+        ({"signing_key_file": "/nonexistent/id.json"}, {}, "signing identity"),
         ({"protocol": "4"}, {}, "protocol"),
     ],
 )

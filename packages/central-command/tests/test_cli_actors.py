@@ -90,9 +90,12 @@ def test_spawn_refusals(mosquitto: Any, agents: Any, capsys: Any, tmp_path: Path
 
 
 def test_signed_spawn(mosquitto: Any, agents: Any, capsys: Any, tmp_path: Path) -> None:
-    key = tmp_path / "key"
-    key.write_text("s" * 32)
-    agents.start("act-signed", "--allow-code", "--signing-key-file", str(key))
+    from devfleet_base.signing import Identity
+
+    operator = Identity.generate("console-cli")
+    key = operator.save(tmp_path / "console.json")
+    node_key = operator.issue_node("act-signed").save(tmp_path / "node.json")
+    agents.start("act-signed", "--allow-code", "--signing-key-file", str(node_key))
     url = mosquitto.url
     code_file = tmp_path / "a.py"
     code_file.write_text(COUNTER)

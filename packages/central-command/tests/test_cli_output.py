@@ -130,9 +130,13 @@ def test_a_pipe_gets_whole_lines(mosquitto: Any, agents: Any) -> None:
 def test_messages_name_the_flag(
     mosquitto: Any, agents: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: Any
 ) -> None:
-    key = tmp_path / "key"
-    key.write_text("s" * 32)
-    agents.start("signed", "--signing-key-file", str(key))
+    from devfleet_base.signing import Identity
+
+    operator = Identity.generate("op-cli")
+    key = operator.save(tmp_path / "console.json")
+    agents.start(
+        "signed", "--signing-key-file", str(operator.issue_node("signed").save(tmp_path / "node.json"))
+    )
     ready(mosquitto.url, "signed")
     url = mosquitto.url
     code, _, err = run(capsys, "--broker", url, "config", "set", "signed", "description=x")

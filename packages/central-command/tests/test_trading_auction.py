@@ -191,15 +191,19 @@ def test_a_lost_or_silent_assignee_passes_the_task_to_the_next_bidder(mosquitto:
         # Lost: the cheapest's node dies (kill -9: its will says lost) while it works.
         import threading
 
-        def kill_when_assigned() -> None:
-            with MqttProbe.connect_to(mosquitto) as watch:
+        # Subscribed before the auction starts: bidding closes as soon as both have bid, so
+        # the assignment can go out within milliseconds.
+        with MqttProbe.connect_to(mosquitto) as watch:
+            watch.subscribe("tasks/+/assign/+")
+
+            def kill_when_assigned() -> None:
                 watch.wait_for("tasks/+/assign/+", timeout=20)
                 cheap.kill()
 
-        killer = threading.Thread(target=kill_when_assigned)
-        killer.start()
-        outcome = fleet.auction("sql-optimiser", {"hang": "flaky"}, deadline=5, grace=30)
-        killer.join()
+            killer = threading.Thread(target=kill_when_assigned)
+            killer.start()
+            outcome = fleet.auction("sql-optimiser", {"hang": "flaky"}, deadline=5, grace=30)
+            killer.join()
         assert outcome["name"] == "steady", outcome
         assert [a["node"] for a in outcome["attempts"]] == ["tr-lost"]
         assert outcome["attempts"][0]["reason"] == "node lost"

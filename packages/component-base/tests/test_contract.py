@@ -1,4 +1,4 @@
-"""The contract module: names, topics, envelopes, receipts, decoding, schemas, signing."""
+"""The contract module: names, topics, envelopes, receipts, decoding, schemas."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devfleet_base import contract
-from devfleet_base.errors import Code, ContractError, SignatureError
+from devfleet_base.errors import Code, ContractError
 from devfleet_base.node_config import NODE_CONFIG_SCHEMA, default_node_config
 from devfleet_base.schema import Field, Schema
-from devfleet_base.signing import ReplayGuard, Signer, compute_mac, verify
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -139,39 +138,6 @@ def test_node_config_validation_only_raises_contract_errors(value):
 
 def test_default_node_config_is_valid():
     assert NODE_CONFIG_SCHEMA.validate(default_node_config()) == default_node_config()
-
-
-def test_signing_round_trip_tamper_and_replay():
-    key = b"0123456789abcdef"
-    signer = Signer(key, "console")
-    guard = ReplayGuard()
-    msg = signer.sign("nodes/n1/cmd/restart", {"id": "a"})
-    assert verify(key, "nodes/n1/cmd/restart", msg, guard) == "console"
-    with pytest.raises(SignatureError) as e:
-        verify(key, "nodes/n1/cmd/restart", msg, guard)
-    assert e.value.code == Code.REPLAY
-    other = signer.sign("nodes/n1/cmd/restart", {"id": "b"})
-    with pytest.raises(SignatureError):  # same message, other topic
-        verify(key, "nodes/n2/cmd/restart", other, ReplayGuard())
-    forged = dict(other, id="c")
-    with pytest.raises(SignatureError):
-        verify(key, "nodes/n1/cmd/restart", forged, ReplayGuard())
-    with pytest.raises(SignatureError):
-        verify(key, "t", {"id": "x"}, ReplayGuard())
-    with pytest.raises(SignatureError):
-        verify(key, "t", {"_sig": {"kid": "k", "seq": True, "mac": "0" * 64}}, ReplayGuard())
-    sig = msg["_sig"]
-    assert sig["mac"] == compute_mac(key, "nodes/n1/cmd/restart", sig["seq"], msg)
-
-
-def test_replay_guard_is_bounded_and_persistable():
-    guard = ReplayGuard(max_signers=2)
-    for kid in ("a", "b", "c"):
-        guard.check_and_record(kid, 5)
-    assert set(guard.state()) == {"b", "c"}
-    restored = ReplayGuard(guard.state())
-    with pytest.raises(SignatureError):
-        restored.check_and_record("c", 5)
 
 
 def test_ids_are_wactorz_compatible():

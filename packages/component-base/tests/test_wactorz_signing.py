@@ -12,8 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from devfleet_base.errors import SignatureError
-from devfleet_base.signing import ReplayGuard
-from devfleet_base.wactorz_signing import WactorzSigner, control_leaf, publication_signed, verify_control
+from devfleet_base.wactorz_signing import (
+    SequenceGuard,
+    WactorzSigner,
+    control_leaf,
+    publication_signed,
+    verify_control,
+)
 
 KEY = b"k" * 32
 TOPIC = "nodes/n1/spawn"
@@ -26,7 +31,7 @@ def _mac(topic: str, seq: str, payload: bytes) -> str:
 def test_signer_matches_the_wactorz_rule_and_verifies() -> None:
     props = dict(WactorzSigner(KEY).properties(TOPIC, b"{}"))
     assert props["wactorz-sig"] == _mac(TOPIC, props["wactorz-seq"], b"{}")
-    guard = ReplayGuard()
+    guard = SequenceGuard()
     assert verify_control(KEY, TOPIC, b"{}", props.items(), guard) is True
     with pytest.raises(SignatureError) as replay:
         verify_control(KEY, TOPIC, b"{}", props.items(), guard)
@@ -34,7 +39,7 @@ def test_signer_matches_the_wactorz_rule_and_verifies() -> None:
 
 
 def test_unsigned_is_not_a_wactorz_message_and_forgeries_are_refused() -> None:
-    guard = ReplayGuard()
+    guard = SequenceGuard()
     assert verify_control(KEY, TOPIC, b"{}", (), guard) is False
     good = dict(WactorzSigner(KEY).properties(TOPIC, b"{}"))
     for props in (
@@ -64,5 +69,5 @@ def test_publication_signature() -> None:
 @given(st.lists(st.tuples(st.text(max_size=20), st.text(max_size=80)), max_size=5), st.binary(max_size=64))
 def test_hostile_properties_never_crash(props: list[tuple[str, str]], payload: bytes) -> None:
     with contextlib.suppress(SignatureError):
-        verify_control(KEY, TOPIC, payload, props, ReplayGuard())
+        verify_control(KEY, TOPIC, payload, props, SequenceGuard())
     assert publication_signed(KEY, TOPIC, payload, props) in (True, False)

@@ -28,14 +28,15 @@ from devfleet_base import contract
 from devfleet_base.contract import Command, TopicMatch
 from devfleet_base.errors import ContractError, DevfleetError
 from devfleet_base.mqtt import ConnectionRefusedFatal, Inbound, MqttSession, SessionOptions, TlsOptions, Will
-from devfleet_base.signing import ReplayGuard
+from devfleet_base.replay import ReplayGuard
+from devfleet_base.signing import DEFAULT_TTL, Verifier
 
 from .command_ids import CommandMemory
 from .commands import Dispatcher
 from .config_store import ConfigStore, configure_arguments
 from .describe import host_facts
 from .logship import LogShipper
-from .payloads import Descriptions, heartbeat_payload, judge_own_status, telemetry_payload
+from .payloads import Descriptions, OwnStatus, heartbeat_payload, judge_own_status, telemetry_payload
 from .sdnotify import SdNotifier
 from .settings import Settings
 from .storage import atomic_write_json, read_json
@@ -44,6 +45,25 @@ from .supervisor import Supervisor, SupervisorEvent
 __all__ = ["Agent", "RouteHandler", "Subsystem"]
 
 log = logging.getLogger("devfleet.agent")
+
+SIGNED_KINDS = frozenset(
+    {
+        "meta",
+        "status",
+        "state",
+        "cfg",
+        "heartbeat",
+        "receipts",
+        "inbox",
+        "agents",
+        "agent_heartbeat",
+        "migrate_result",
+    }
+)
+"""What a node with a signing identity signs when it publishes (``parse_topic`` kinds)."""
+
+REBIRTH_INTERVAL = 5.0
+"""Seconds between two births repairing the node's own status (or asked by ``rebirth``)."""
 
 EXIT_CONFIG = 77
 """Exit code for a problem only the operator can fix (credentials, a certificate the
@@ -103,14 +123,19 @@ class Agent:
         self._monotonic_start = time.monotonic()
         self.descriptions = Descriptions(self.node)
         self.store = ConfigStore(self.data_dir / "config")
-        self.guard = ReplayGuard()
+        self.identity = settings.signing_identity()
+        # One replay guard for the node, whatever the signer, persisted across restarts.
+        self.guard = ReplayGuard(self.data_dir / "replay.jsonl") if self.identity is not None else None
         self.dispatcher = Dispatcher(
             self.node,
             self._send_receipt,
-            signing_key=settings.signing_key_bytes(),
-            guard=self.guard,
-            on_verified=self.save_replay_state,
+            verifier=Verifier(self.identity.trusted, self.guard)
+            if self.identity is not None and self.guard is not None
+            else None,
         )
+        self.rebirth_interval = REBIRTH_INTERVAL
+        self._last_rebirth = -REBIRTH_INTERVAL
+        self._rebirth_pending: asyncio.Future[None] | None = None
         self.logs = LogShipper(self._publish_logs, self.node)
         self.mqtt = MqttSession(
             SessionOptions(
@@ -235,16 +260,32 @@ class Agent:
         wait: bool = False,
         correlation: bytes | None = None,
     ) -> bool:
+        """Publish ``obj`` as JSON; signed by the node when it has an identity and the
+        topic is one it vouches for (:data:`SIGNED_KINDS`)."""
         return await self.mqtt.publish(
-            topic, contract.encode(obj), qos=qos, retain=retain, wait=wait, correlation=correlation
+            topic,
+            contract.encode(self.signed(topic, obj, retain=retain)),
+            qos=qos,
+            retain=retain,
+            wait=wait,
+            correlation=correlation,
         )
+
+    def signed(self, topic: str, obj: Any, *, retain: bool = False) -> Any:
+        """``obj`` signed by this node for ``topic`` when it should be (else unchanged)."""
+        if self.identity is None or not isinstance(obj, dict):
+            return obj
+        match = contract.parse_topic(topic)
+        if match is None or match.kind not in SIGNED_KINDS:
+            return obj
+        return self.identity.sign(topic, obj, ttl=None if retain else DEFAULT_TTL)
 
     def meta_payload(self) -> dict[str, Any]:
         payload = self.descriptions.meta(
             host_facts(),
             commands=self.dispatcher.verbs(),
             config=self.store.config,
-            signed_commands=self.settings.signing_key_bytes() is not None,
+            signed_commands=self.identity is not None,
             started_at=self.started_at,
         )
         self._add_provided(payload, "meta")
@@ -330,7 +371,11 @@ class Agent:
             self._unsent_receipts.popleft()
 
     def _make_will(self) -> Will:
-        return self.descriptions.will()
+        will = self.descriptions.will()
+        if self.identity is None:
+            return will
+        payload = self.signed(will.topic, contract.decode(will.payload), retain=True)
+        return Will(will.topic, contract.encode(payload), will.qos, will.retain)
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -353,16 +398,6 @@ class Agent:
         atomic_write_json(counters_path, {"session": self.session_counter})
         self.dispatcher.memory = CommandMemory(self.data_dir / "commands.json")
         self.dispatcher.memory.load()
-        try:
-            replay = read_json(self.data_dir / "replay.json")
-            if isinstance(replay, dict):
-                self.guard = ReplayGuard({str(k): int(v) for k, v in replay.items() if isinstance(v, int)})
-                self.dispatcher.guard = self.guard
-        except (FileNotFoundError, ValueError):
-            pass
-
-    def save_replay_state(self) -> None:
-        atomic_write_json(self.data_dir / "replay.json", self.guard.state())
 
     async def run(self) -> int:
         """Run until stopped; return the exit code."""
@@ -417,7 +452,13 @@ class Agent:
             [
                 (
                     contract.node_topic(self.node, "status"),
-                    contract.encode(self.status_payload("offline")),
+                    contract.encode(
+                        self.signed(
+                            contract.node_topic(self.node, "status"),
+                            self.status_payload("offline"),
+                            retain=True,
+                        )
+                    ),
                     1,
                     True,
                 )
@@ -632,6 +673,13 @@ class Agent:
             instance=self.descriptions.instance,
             started_at=self.started_at,
         )
+        if (
+            verdict.action == "ok"
+            and self.identity is not None
+            and not _signed_by(payload, self.identity.kid)
+        ):
+            # In a signed fleet consoles ignore an "online" we did not sign: repair it.
+            verdict = OwnStatus("rebirth", verdict.status)
         if verdict.action == "clash":
             self._clash_seen(verdict.other)
             if verdict.status != "online" and not msg.retain:
@@ -641,12 +689,34 @@ class Agent:
             # expected, and our birth is already on its way.
             log.info("previous run of this node ended %s", verdict.status or "without a status")
         elif verdict.action == "rebirth":
-            # A stale will, a purge or junk replaced our birth while we are alive.
-            log.warning(
-                "retained status of this node was replaced by %r; publishing the birth again",
-                verdict.status if verdict.status is not None else msg.payload[:40],
-            )
-            self.spawn(self.publish_birth(), "rebirth")
+            # A stale will, a purge or junk replaced our birth while we are alive: be born
+            # again, at most once per rebirth_interval (a flood of junk writes must not
+            # become a flood of births).
+            if self._rebirth_pending is None:
+                log.warning(
+                    "retained status of this node was replaced by %r; publishing the birth again",
+                    verdict.status if verdict.status is not None else msg.payload[:40],
+                )
+            self.spawn(self.rebirth(), "rebirth")
+
+    async def rebirth(self) -> None:
+        """Publish the birth again, rate-limited: requests while one is due share it."""
+        if self._rebirth_pending is not None:
+            await asyncio.shield(self._rebirth_pending)
+            return
+        loop = asyncio.get_running_loop()
+        self._rebirth_pending = done = loop.create_future()
+        try:
+            wait = self._last_rebirth + self.rebirth_interval - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._last_rebirth = loop.time()
+            self._rebirth_pending = None  # a request from now on waits for the next slot
+            await self.publish_birth()
+        finally:
+            self._rebirth_pending = None
+            if not done.done():
+                done.set_result(None)
 
     async def _on_desired(self, msg: Inbound) -> None:
         if not msg.payload:
@@ -661,7 +731,13 @@ class Agent:
             return
         if command.id == self.store.applied_id:
             return  # already applied (the retained message comes back on every connect)
-        await self.dispatcher.handle(msg.topic, match, msg.payload)
+        await self.dispatcher.handle(msg.topic, match, msg.payload, on_refused=self._desired_refused)
+
+    async def _desired_refused(self, cmd_id: str, exc: DevfleetError) -> None:
+        # A retained desired config is not a conversation: say why in cfg, where the
+        # console's drift view looks, not only in a receipt nobody may be waiting for.
+        self._desired_error = {"id": cmd_id, **exc.to_wire()}
+        await self._publish_cfg()
 
     # ---- built-in commands -------------------------------------------------------------
 
@@ -696,7 +772,7 @@ class Agent:
         }
 
     async def _cmd_rebirth(self, cmd: Command) -> dict[str, Any]:
-        await self.publish_birth()
+        await self.rebirth()
         return {"republished": list(contract.NODE_DESCRIPTIONS)}
 
     async def _cmd_restart(self, cmd: Command) -> dict[str, Any]:
@@ -747,3 +823,8 @@ class Agent:
                 await hook(config)
             except Exception:
                 log.exception("config hook %r failed", hook)
+
+
+def _signed_by(payload: Any, kid: str) -> bool:
+    sig = payload.get("_sig") if isinstance(payload, dict) else None
+    return isinstance(sig, dict) and sig.get("kid") == kid

@@ -82,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAMES",
         help="comma-separated components never loaded (env DEVFLEET_DISABLED_COMPONENTS)",
     )
-    p.add_argument("--signing-key-file", help="require control messages signed with this shared key")
+    p.add_argument(
+        "--signing-key-file",
+        help="this node's signing identity (devfleet provision): require operator-signed control messages",
+    )
     p.add_argument(
         "--test", action="store_true", help="run the supervisor self-test without a broker and exit"
     )

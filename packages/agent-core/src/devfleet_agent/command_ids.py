@@ -15,8 +15,9 @@ skew, or for ``keep_for`` seconds when it has no expiry, and never more than
 methods dedupe by job/request id within a retention window in the same way.
 
 The file is separate from the replay guard of signed messages
-(:mod:`devfleet_base.signing`) but has the same shape of job (a small persisted
-memory keyed by id), so the two can share one store later.
+(:mod:`devfleet_base.replay`): that one must never accept a signature again once
+it forgets it (its floor rises instead), while this one may forget an old id
+(oldest first) and keeps final receipts to answer repeats with.
 """
 
 from __future__ import annotations

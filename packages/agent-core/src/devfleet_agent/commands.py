@@ -20,9 +20,9 @@ from typing import Any
 
 from devfleet_base import contract
 from devfleet_base.contract import Command, Receipt, TopicMatch
-from devfleet_base.errors import Code, ContractError, DevfleetError
-from devfleet_base.signing import ReplayGuard, verify
-from devfleet_base.wactorz_signing import verify_control
+from devfleet_base.errors import Code, ContractError, DevfleetError, SignatureError
+from devfleet_base.signing import Verifier
+from devfleet_base.wactorz_signing import SequenceGuard, verify_control
 
 from .command_ids import CommandMemory
 
@@ -49,8 +49,8 @@ class Dispatcher:
     Args:
         node: the node name (receipts carry it).
         send: publishes a receipt: ``await send(topic, receipt, correlation)``.
-        signing_key: when set, every command that is not read-only must be signed.
-        guard: the replay guard (its state is persisted by the agent).
+        verifier: when set, every command that is not read-only must be signed by
+            one of the node's operators (and is checked against the node's replay guard).
         remember: how many command ids to remember for at-most-once.
         memory: the ids of state-changing commands, persisted across restarts by
             the agent (default: kept in memory only).
@@ -61,23 +61,19 @@ class Dispatcher:
         node: str,
         send: ReceiptSender,
         *,
-        signing_key: bytes | None = None,
-        guard: ReplayGuard | None = None,
+        verifier: Verifier | None = None,
         remember: int = 1024,
         clock: Callable[[], float] = time.time,
-        on_verified: Callable[[], None] | None = None,
         memory: CommandMemory | None = None,
     ) -> None:
         self.node = node
         self._send = send
-        self._key = signing_key
-        self.guard = guard or ReplayGuard()
+        self.verifier = verifier
         self._routes: dict[str, _Route] = {}
         self._seen: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
         self._remember = remember
         self.memory = memory if memory is not None else CommandMemory(clock=clock)
         self._clock = clock
-        self._on_verified = on_verified
         self._tasks: set[asyncio.Task[Any]] = set()
         self.counts = {"received": 0, "ok": 0, "error": 0, "duplicate": 0}
 
@@ -96,23 +92,30 @@ class Dispatcher:
         return {v: r.doc for v, r in sorted(self._routes.items())}
 
     def check_signature(self, topic: str, payload: Any) -> None:
-        """Raise SignatureError unless the payload is validly signed (when a key is set)."""
-        if self._key is not None:
-            verify(self._key, topic, payload, self.guard)
-            if self._on_verified is not None:
-                self._on_verified()  # persist the replay guard: a restart must not reopen replays
+        """Raise SignatureError unless an operator signed the payload for ``topic``
+        (when the node has a signing identity); the signature is spent (replay guard)."""
+        if self.verifier is not None:
+            self.verifier.check(topic, payload)
+        elif self.wactorz_key is not None:  # keyed the Wactorz way only: unsigned is refused
+            raise SignatureError("this node requires signed control messages (a Wactorz signature)")
+
+    #: An HMAC key shared with a Wactorz main (the node's ``WACTORZ_NODE_KEY``); set by
+    #: the actor host. Control messages signed with it the Wactorz way are accepted.
+    wactorz_key: bytes | None = None
 
     def check_wactorz_signature(
         self, topic: str, raw: bytes, properties: tuple[tuple[str, str], ...]
     ) -> bool:
         """True when the message carries a valid Wactorz signature (MQTT 5 user
-        properties, made with this node's key: a shared fleet key); False when it
-        carries none (check ``_sig`` then). Raise SignatureError for a bad one."""
-        if self._key is None or not verify_control(self._key, topic, raw, properties, self.guard):
+        properties, made with :attr:`wactorz_key`); False when it carries none (check
+        ``_sig`` then). Raise SignatureError for a bad or replayed one.
+
+        The per-topic sequences are kept in memory: a restarted node accepts a
+        sequence again only if it is above what it accepted since the restart."""
+        if self.wactorz_key is None:
             return False
-        if self._on_verified is not None:
-            self._on_verified()
-        return True
+        guard = self.__dict__.setdefault("_wactorz_seen", SequenceGuard())
+        return verify_control(self.wactorz_key, topic, raw, properties, guard)
 
     async def handle(
         self,
@@ -123,12 +126,15 @@ class Dispatcher:
         response_topic: str | None = None,
         correlation: bytes | None = None,
         retained: bool = False,
+        on_refused: Callable[[str, DevfleetError], Awaitable[None]] | None = None,
     ) -> None:
         """Handle one inbound command message; never raises.
 
         A message the broker flagged retained is refused (``invalid``), never run:
         commands are not retained, and a retained one would run again on every
-        reconnect. The caller clears the topic.
+        reconnect. The caller clears the topic. ``on_refused(command_id, error)`` is
+        awaited when a readable command is refused before it runs (signature,
+        expiry, unknown verb), besides the error receipt.
 
         The handler runs inside this call, so callers run each ``handle`` in a task
         of its own (as the agent does) to keep a slow command from blocking others.
@@ -161,6 +167,15 @@ class Dispatcher:
             await self._error(reply, cmd_id, verb, exc.code, exc.message, correlation)
             return
         if command.id in self._seen or command.id in self.memory:
+            route = self._routes.get(verb)
+            if self.verifier is not None and route is not None and not route.readonly:
+                # A redelivery carries the same valid signature; anything else that
+                # reuses a known id (to get its receipt sent elsewhere) is refused.
+                try:
+                    self.verifier.check(topic, payload, evidence=True)
+                except DevfleetError as exc:
+                    await self._error(reply, command.id, verb, exc.code, exc.message, correlation)
+                    return
             self.counts["duplicate"] += 1
             final = self._seen.get(command.id) or self.memory.final(command.id)
             log.info("command %s (%s) seen before; not run again", command.id, verb)
@@ -182,6 +197,8 @@ class Dispatcher:
         except DevfleetError as exc:
             log.warning("command %s %s refused: %s", verb, command.id, exc.message)
             await self._error(reply, command.id, verb, exc.code, exc.message, correlation)
+            if on_refused is not None:
+                await on_refused(command.id, exc)
             return
         self._remember_id(command.id, None)
         if not route.readonly:

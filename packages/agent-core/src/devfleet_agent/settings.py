@@ -14,13 +14,16 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devfleet_base.broker_url import parse_broker_url
 from devfleet_base.contract import NAME_PATTERN
-from devfleet_base.errors import ContractError
+from devfleet_base.errors import ContractError, DevfleetError
 
 from .errors import SettingsError
+
+if TYPE_CHECKING:
+    from devfleet_base.signing import Identity
 
 __all__ = ["DEFAULT_CONFIG_PATH", "Settings", "default_node_name", "load_settings"]
 
@@ -53,7 +56,6 @@ class Settings:
     allow_install: bool = False
     install_index: str | None = None
     install_find_links: str | None = None
-    signing_key: str | None = None
     signing_key_file: str | None = None
     install_timeout: float = 600.0
     disabled_components: str | None = None
@@ -88,18 +90,31 @@ class Settings:
         raw = self.disabled_components or ""
         return frozenset(part.strip() for part in raw.split(",") if part.strip())
 
-    def signing_key_bytes(self) -> bytes | None:
-        if self.signing_key:
-            return self.signing_key.encode()
-        if self.signing_key_file:
-            try:
-                key = Path(self.signing_key_file).expanduser().read_bytes().strip()
-            except OSError as exc:
-                raise SettingsError(f"cannot read signing key file: {exc}") from None
-            if len(key) < 16:
-                raise SettingsError("the signing key must be at least 16 bytes")
-            return key
-        return None
+    def signing_identity(self) -> Identity | None:
+        """The node's signing identity (``devfleet provision`` writes it), or None.
+
+        Raises:
+            SettingsError: unreadable, malformed, or not this node's identity.
+        """
+        if not self.signing_key_file:
+            return None
+        from devfleet_base.signing import Identity, node_kid
+
+        try:
+            identity = Identity.load(self.signing_key_file)
+        except DevfleetError as exc:
+            raise SettingsError(exc.message) from None
+        cert = identity.cert or {}
+        if identity.kid != node_kid(self.name) or cert.get("node") != self.name:
+            raise SettingsError(
+                f"{self.signing_key_file} is the identity of {identity.kid!r}, not of node {self.name!r} "
+                f"(run: devfleet provision {self.name})"
+            )
+        if not len(identity.trusted):
+            raise SettingsError(
+                f"{self.signing_key_file} trusts no operator key: every command would be refused"
+            )
+        return identity
 
 
 _BOOL_TRUE = {"1", "true", "yes", "on"}
@@ -120,7 +135,6 @@ _ENV = {
     "loglevel": ("DEVFLEET_LOGLEVEL",),
     "allow_code": ("DEVFLEET_ALLOW_CODE",),
     "allow_install": ("DEVFLEET_ALLOW_INSTALL",),
-    "signing_key": ("DEVFLEET_SIGNING_KEY",),
     "signing_key_file": ("DEVFLEET_SIGNING_KEY_FILE",),
     "disabled_components": ("DEVFLEET_DISABLED_COMPONENTS",),
     "install_index": ("DEVFLEET_INSTALL_INDEX",),
@@ -255,8 +269,6 @@ def _validate(s: Settings) -> Settings:
             raise SettingsError(f"--{label} {path}: no such file")
     if s.password is not None and s.username is None:
         raise SettingsError("a password needs a username")
-    if s.signing_key is not None and len(s.signing_key.encode()) < 16:
-        raise SettingsError("the signing key must be at least 16 bytes")
     if not 1 <= s.component_verify_cycles <= 100:
         raise SettingsError(f"component_verify_cycles {s.component_verify_cycles} must be within 1-100")
     if s.component_verify_interval <= 0 or s.component_verify_timeout <= 0 or s.install_timeout <= 0:
@@ -267,5 +279,5 @@ def _validate(s: Settings) -> Settings:
         raise SettingsError(f"install_find_links {s.install_find_links}: no such directory")
     if s.install_index is not None and not re.fullmatch(r"(https?|file)://[^\s]+", s.install_index):
         raise SettingsError(f"install_index {s.install_index!r} must be an http(s):// or file:// URL")
-    s.signing_key_bytes()  # reads and checks the key file now, not at the first command
+    s.signing_identity()  # reads and checks the identity now, not at the first command
     return replace(s, loglevel=s.loglevel.upper(), tls=s.tls or bool(s.tls_ca or s.tls_cert))

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from devfleet_base import contract
 from devfleet_base.errors import Code, ContractError
 from devfleet_base.mqtt import Inbound
+from devfleet_base.signing import RETAINED_TTL
 
 from . import wactorz, wactorz_ops
 from .errors import CommandFailed, CommandTimeout, ConnectError, NodeNotFound, UsageError
@@ -26,7 +28,7 @@ from .wactorz_migration import migrate_via_main
 
 if TYPE_CHECKING:
     from devfleet_base.mqtt import MqttSession
-    from devfleet_base.signing import Signer
+    from devfleet_base.signing import Identity, NodeVerifier
 
     from .model import FleetModel, NodeView
 
@@ -54,7 +56,8 @@ class ActorOps:
     """Actor operations over the fleet's session (a mixin of ``AsyncFleet``)."""
 
     session: MqttSession
-    signer: Signer | None
+    identity: Identity | None
+    node_verifier: NodeVerifier | None
     wactorz_key: bytes | None
     model: FleetModel
     inbox: str
@@ -70,8 +73,8 @@ class ActorOps:
                 topic, raw, qos=1, retain=retain, wait=True, user_properties=props(raw)
             )
         else:
-            if self.signer is not None:
-                payload = self.signer.sign(topic, payload)
+            if self.identity is not None:
+                payload = self.identity.sign(topic, payload)
             raw = contract.encode(payload)
             published = await self.session.publish(topic, raw, qos=1, retain=retain, wait=True)
         if not published:
@@ -85,9 +88,14 @@ class ActorOps:
         *,
         timeout: float,
         what: str,
+        signed_by: str | None = None,
     ) -> Any:
         """Subscribe to ``listen``, run ``send()``, return the first decoded payload
-        for which ``match`` is true; raise CommandTimeout after ``timeout``."""
+        for which ``match`` is true; raise CommandTimeout after ``timeout``.
+
+        With a signing identity, an answer counts only when the node ``signed_by``
+        signed it."""
+        verifier = self.node_verifier if signed_by is not None else None
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Any] = loop.create_future()
 
@@ -100,7 +108,7 @@ class ActorOps:
                 data = contract.decode(msg.payload)
             except ContractError:
                 return
-            if match(data):
+            if match(data) and (verifier is None or verifier.valid(str(signed_by), listen, data)):
                 answer.set_result(data)
 
         self._taps.add(tap)
@@ -132,6 +140,7 @@ class ActorOps:
         replace: bool | None = None,
         retain: bool = True,
         timeout: float = 30.0,
+        ttl: float | None = None,
     ) -> Any:
         """Spawn a dynamic actor on ``node`` (its config as in Wactorz: ``name``,
         ``code``, ``poll_interval``, ``install``...), validated here first.
@@ -158,6 +167,10 @@ class ActorOps:
             return await wactorz_ops.spawn(self, node, payload, retain=retain, timeout=timeout)
         request = contract.new_id()
         payload["_id"] = request
+        # Retained: an offline node runs it when it comes back, within the expiry.
+        payload["_expires_at"] = time.time() + (
+            ttl if ttl is not None else RETAINED_TTL if retain else timeout
+        )
         topic = contract.node_topic(node, "spawn")
         receipt = await self._request(
             contract.node_topic(node, "receipts"),
@@ -165,6 +178,7 @@ class ActorOps:
             lambda: self._control(topic, payload, retain=retain),
             timeout=timeout,
             what=f"spawn {checked['name']} on {node}",
+            signed_by=node,
         )
         return self._check_receipt(receipt, f"spawn {checked['name']} on {node}")
 
@@ -183,7 +197,7 @@ class ActorOps:
                 self, node, name, delete=delete, keep_topics=keep_topics, timeout=timeout
             )
         request = contract.new_id()
-        body: dict[str, Any] = {"name": name, "_id": request}
+        body: dict[str, Any] = {"name": name, "_id": request, "_expires_at": time.time() + timeout}
         if delete:
             body.update(delete=True, keep_topics=keep_topics)
         receipt = await self._request(
@@ -192,6 +206,7 @@ class ActorOps:
             lambda: self._control(contract.node_topic(node, "stop"), body),
             timeout=timeout,
             what=f"stop {name} on {node}",
+            signed_by=node,
         )
         return self._check_receipt(receipt, f"stop {name} on {node}")
 
@@ -263,10 +278,16 @@ class ActorOps:
             lambda r: isinstance(r, dict) and r.get("agent") == name,
             lambda: self._control(
                 contract.node_topic(src, "migrate"),
-                {"name": name, "target_node": to, "timeout": timeout - margin},
+                {
+                    "name": name,
+                    "target_node": to,
+                    "timeout": timeout - margin,
+                    "_expires_at": time.time() + timeout,
+                },
             ),
             timeout=timeout,
             what=f"migrate {name} from {src} to {to}",
+            signed_by=src,
         )
         if not result.get("success"):
             raise CommandFailed(f"migrate {name}: {result.get('error', 'failed')}", code=Code.FAILED)

@@ -31,7 +31,7 @@ from devfleet_base.contract import Command, Receipt
 from devfleet_base.errors import ContractError, DevfleetError
 from devfleet_base.mqtt import ConnectionRefusedFatal, Inbound, MqttSession, SessionOptions, TlsOptions
 from devfleet_base.node_config import NODE_CONFIG_SCHEMA, apply_dotted, default_node_config
-from devfleet_base.signing import Signer
+from devfleet_base.signing import RETAINED_TTL, Identity, NodeVerifier
 
 from . import wactorz, wactorz_ops
 from .actors import ActorOps
@@ -64,6 +64,7 @@ __all__ = [
 log = logging.getLogger("devfleet.console")
 
 _DOWN_EVENTS = (NodeLost, NodeOffline, NodeStale)
+_SIGNED_DESCRIPTIONS = frozenset({"meta", "status", "state", "cfg", "heartbeat", "agent_heartbeat"})
 _now = time.time
 
 INSTALL_TIMEOUT = 900.0
@@ -128,8 +129,10 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         username: broker user name.
         password: broker password.
         tls_ca: CA file for TLS (implies TLS).
-        signing_key: shared key; when set every command is signed.
-        signing_kid: the signer id carried in signatures.
+        identity: this console's signing identity (``devfleet provision --console``);
+            when set every command is signed, and receipts and actor answers are
+            believed only when signed by the node they claim to come from
+            (certified by an operator the identity trusts).
         client_id: MQTT client id (default: a fresh ``devfleet-console-...``).
         protocol: ``auto``, ``5`` or ``3.1.1``.
         connect_timeout: seconds to reach the broker and receive the retained burst.
@@ -147,8 +150,8 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         username: str | None = None,
         password: str | None = None,
         tls_ca: str | None = None,
-        signing_key: bytes | None = None,
-        signing_kid: str = "console",
+        identity: Identity | None = None,
+        wactorz_key: bytes | None = None,
         client_id: str | None = None,
         protocol: str = "auto",
         connect_timeout: float = 10.0,
@@ -158,8 +161,16 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
     ) -> None:
         self.address = parse_broker_url(url)
         self.model = FleetModel(history=history)
-        self.signer = Signer(signing_key, signing_kid) if signing_key is not None else None
-        self.wactorz_key = signing_key  # signs/checks the Wactorz way for Wactorz nodes (wactorz_ops)
+        self.identity = identity
+        self.node_verifier = NodeVerifier(identity.operators()) if identity is not None else None
+        self.refused_receipts = 0
+        """Receipts dropped because they were not signed by the node they name."""
+        self.refused_descriptions = 0
+        """Descriptions (meta, status, state, cfg) and heartbeats (node and actor) dropped
+        for the same reason."""
+        # An HMAC key shared with Wactorz nodes (their WACTORZ_NODE_KEY): signs/checks the
+        # Wactorz way for them (wactorz_ops). Hex in DEVFLEET_WACTORZ_KEY when not given.
+        self.wactorz_key = wactorz_key if wactorz_key is not None else wactorz_ops.key_from_env()
         ident = client_id or f"devfleet-console-{contract.new_id()[:12]}"
         self.inbox = contract.reply_inbox(ident)
         self.connect_timeout = connect_timeout
@@ -344,9 +355,35 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
                 return  # work trading (an auction's or a pool's tap): nothing for the model
         if self.wactorz_key is not None and not wactorz_ops.trusted_presence(self, msg):
             return  # a Wactorz node's heartbeat/manifest/list not signed with the fleet key
+        if self.node_verifier is not None and payload and not self._believed(topic, payload):
+            return
         events = self.model.feed(topic, payload, retain, _now())
         if events and (self._queues or self._commands or self._tick_waiters):
             self._dispatch(events)  # nobody listening: nothing to do per message
+
+    def _believed(self, topic: str, payload: bytes) -> bool:
+        """In a signed fleet, a description or heartbeat counts only when the node it
+        names signed it (an empty payload, a removal, needs no signature: the broker's
+        ACL guards it). Telemetry samples are not signed: they cannot make a node look
+        alive, online or configured."""
+        match = contract.parse_topic(topic)
+        if match is None or match.kind not in _SIGNED_DESCRIPTIONS:
+            return True
+        try:
+            data = contract.decode(payload)
+        except ContractError:
+            return True  # the model reports junk itself
+        node = (
+            match.node
+            if match.kind != "agent_heartbeat"
+            else (data.get("node") if isinstance(data, dict) else None)
+        )
+        assert self.node_verifier is not None
+        if isinstance(node, str) and self.node_verifier.valid(node, topic, data):
+            return True
+        self.refused_descriptions += 1
+        log.warning("ignoring %s: not signed by %s", topic, match.node)
+        return False
 
     def _dispatch(self, events: list[Event]) -> None:
         for queue in self._queues:
@@ -380,6 +417,12 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
             return
         target = self._commands.get(receipt.id)
         if target is None:
+            return
+        if self.node_verifier is not None and not self.node_verifier.valid(receipt.node, self.inbox, data):
+            # Anyone who can read a command can write to its reply_to: only the node
+            # itself may say how it went (issue 13: a forged ok for a stopped node).
+            self.refused_receipts += 1
+            log.warning("ignoring a receipt for %s that %s did not sign", receipt.id, receipt.node)
             return
         target._on_receipt(receipt, data)
         if isinstance(target, CommandHandle) and target.done:
@@ -525,8 +568,9 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
     # ---- commands ---------------------------------------------------------------------------
 
     async def _publish_command(self, topic: str, envelope: dict[str, Any], *, retain: bool = False) -> None:
-        if self.signer is not None:
-            envelope = self.signer.sign(topic, envelope)
+        if self.identity is not None:
+            # A command's own expires_at wins; a desired config (none) lasts RETAINED_TTL.
+            envelope = self.identity.sign(topic, envelope, ttl=RETAINED_TTL)
         if not await self.session.publish(topic, contract.encode(envelope), qos=1, retain=retain, wait=True):
             raise ConnectError(f"the broker did not take the command on {topic}")
 

@@ -176,7 +176,8 @@ def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "--signing-key-file",
         metavar="FILE",
         default=default(None),
-        help="sign commands with this shared key (env DEVFLEET_SIGNING_KEY_FILE)",
+        help="this console's identity (devfleet provision --console): sign commands, verify answers "
+        "(env DEVFLEET_SIGNING_KEY_FILE)",
     )
     parser.add_argument(
         "--profile",
@@ -261,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             username=settings.username,
             password=settings.password,
             tls_ca=settings.tls_ca,
-            signing_key=_read_key(settings.signing_key_file),
+            signing_key_file=settings.signing_key_file,
             json=args.json,
             timeout=settings.timeout,
             debug=args.debug,
@@ -283,19 +284,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _exit_code(exc)
 
 
-def _read_key(path: str | None) -> bytes | None:
-    if not path:
-        return None
-    from pathlib import Path
-
-    try:
-        return Path(path).read_bytes().strip()
-    except OSError as exc:
-        from .errors import UsageError
-
-        raise UsageError(f"cannot read the signing key: {exc.strerror}: {exc.filename}") from None
-
-
 def _hint(exc: BaseException, settings: Any) -> str:
     """What the operator can do about an error, when the CLI knows."""
     from devfleet_base.errors import Code
@@ -305,10 +293,10 @@ def _hint(exc: BaseException, settings: Any) -> str:
     if isinstance(exc, CommandFailed) and exc.code == Code.BAD_SIGNATURE:
         if settings is None or settings.signing_key_file is None:
             return (
-                "; the node accepts only signed commands: give its key with --signing-key-file FILE"
-                " (or DEVFLEET_SIGNING_KEY_FILE)"
+                "; the node accepts only signed commands: give this console's identity with"
+                " --signing-key-file FILE (or DEVFLEET_SIGNING_KEY_FILE; devfleet provision --console makes one)"
             )
-        return f"; the node does not accept the key in {settings.signing_key_file}"
+        return f"; the node does not trust the identity in {settings.signing_key_file}"
     return ""
 
 

@@ -24,7 +24,7 @@ The file, in TOML::
     username = "alice"
     password_file = "~/.config/devfleet/lab.password"
     tls_ca = "~/.config/devfleet/lab-ca.pem"
-    signing_key_file = "~/.config/devfleet/lab.key"
+    signing_key_file = "~/.config/devfleet/lab.json"
     timeout = 20
 """
 

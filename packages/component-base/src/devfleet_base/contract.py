@@ -745,12 +745,14 @@ _SIG = Field(
     schema=Schema(
         "_sig",
         {
-            "kid": Field("str", required=True, pattern=ID_PATTERN),
+            "kid": Field("str", required=True, pattern=r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"),
             "seq": Field("int", required=True, min=0),
-            "mac": Field("str", required=True, pattern=r"[0-9a-f]{64}"),
+            "exp": Field("int", nullable=True, min=0),
+            "sig": Field("str", required=True, pattern=r"[0-9a-f]{128}"),
+            "cert": Field("dict"),
         },
     ),
-    doc="HMAC-SHA256 signature (see signing).",
+    doc="Ed25519 signature over kid, seq, exp, topic and payload (see signing).",
 )
 
 COMMAND_SCHEMA: Final = Schema(
@@ -776,6 +778,7 @@ RECEIPT_SCHEMA: Final = Schema(
         "message": Field("str", nullable=True, max=4096),
         "result": Field("any", nullable=True),
         "ts": _TS,
+        "_sig": _SIG,
     },
 )
 

@@ -22,11 +22,11 @@ import time
 from collections.abc import Iterable
 from typing import Final
 
-from .errors import SignatureError
-from .signing import ReplayGuard
+from .errors import Code, SignatureError
 
 __all__ = [
     "CONTROL_LEAVES",
+    "SequenceGuard",
     "WactorzSigner",
     "control_leaf",
     "publication_signed",
@@ -55,6 +55,27 @@ CONTROL_LEAVES: Final = frozenset(
 
 _PUBLICATION_CONTEXT: Final = b"wactorz-node-publication-v1\n"
 _STAMP_RE: Final = re.compile(r"[0-9a-f]{16}\.[1-9][0-9]{0,18}")
+
+
+class SequenceGuard:
+    """The highest Wactorz sequence accepted per topic (a Wactorz node's own rule: a
+    sequence must grow), for at most ``max_topics`` topics (the oldest forgotten)."""
+
+    def __init__(self, max_topics: int = 1024) -> None:
+        self._last: dict[str, int] = {}
+        self._max = max_topics
+
+    def check_and_record(self, topic: str, seq: int) -> None:
+        """Raise SignatureError (``replay``) unless ``seq`` is above the last on ``topic``."""
+        last = self._last.get(topic)
+        if last is not None and seq <= last:
+            raise SignatureError(
+                f"replayed or out-of-order message on {topic} (seq {seq} <= {last})", code=Code.REPLAY
+            )
+        self._last.pop(topic, None)
+        self._last[topic] = seq
+        while len(self._last) > self._max:
+            self._last.pop(next(iter(self._last)))
 
 
 def control_leaf(topic: str) -> str | None:
@@ -86,7 +107,7 @@ class WactorzSigner:
 
 
 def verify_control(
-    key: bytes, topic: str, payload: bytes, properties: Iterable[tuple[str, str]], guard: ReplayGuard
+    key: bytes, topic: str, payload: bytes, properties: Iterable[tuple[str, str]], guard: SequenceGuard
 ) -> bool:
     """Check a Wactorz-signed control message.
 
@@ -114,7 +135,7 @@ def verify_control(
         signature.encode("utf-8", "replace"), _control_mac(key, topic, seq, payload).encode()
     ):
         raise SignatureError("Wactorz signature does not match (wrong key, or the message was altered)")
-    guard.check_and_record(f"wactorz:{topic}", seq)
+    guard.check_and_record(topic, seq)
     return True
 
 

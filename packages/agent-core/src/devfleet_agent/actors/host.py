@@ -43,16 +43,16 @@ from typing import TYPE_CHECKING, Any, Final
 
 from devfleet_base import contract
 from devfleet_base.contract import Receipt, TopicMatch
-from devfleet_base.errors import Code, CommandError, ContractError, DevfleetError
+from devfleet_base.errors import Code, CommandError, ContractError, DevfleetError, SignatureError
 from devfleet_base.mqtt import Inbound
-from devfleet_base.signing import Signer
+from devfleet_base.signing import NodeVerifier
 
 from ..installer import check_requirement, pip_install
 from ..supervisor import ChildInfo, ChildNotFoundError, SupervisorEvent
 from .dynamic import DynamicActor, StateStore, dynamic_factory, state_file
 from .spec import SpawnSpec
 from .wactorz_compat import reply_topic as _valid_reply_topic
-from .wactorz_compat import task_body
+from .wactorz_compat import task_body, wactorz_key_from_env
 from .wactorz_migration import MAIN, return_to_main
 from .wactorz_migration import ack as migration_ack
 from .wactorz_verbs import WactorzVerbs, delete_leftovers, read_control
@@ -136,6 +136,9 @@ class _Hosted:
     info: ChildInfo
     migration: str | None = None
     settled: asyncio.Event = field(default_factory=asyncio.Event)
+    origin: dict[str, Any] | None = None
+    """On a signed node: the operator-signed spawn (``{"topic", "payload"}``) this actor's
+    code came from; a migration carries it so the target can check the code."""
 
 
 class ActorHost:
@@ -166,10 +169,8 @@ class ActorHost:
         self._migrations: dict[str, tuple[str, str, asyncio.Future[None]]] = {}
         self._lock = asyncio.Lock()
         self._heartbeat_task: asyncio.Task[None] | None = None
-        self._signer: Signer | None = None
-        key = agent.settings.signing_key_bytes()
-        if key is not None:
-            self._signer = Signer(key, f"node:{agent.node}")
+        identity = agent.identity
+        self._peers = NodeVerifier(identity.trusted) if identity is not None else None
         agent.route("spawn", self._on_spawn)
         agent.route("stop", self._on_stop)
         agent.route("stop_all", self._on_stop_all)
@@ -180,6 +181,7 @@ class ActorHost:
         agent.route("by_name_task", self._on_task)
         agent.route("agent_heartbeat", self._on_actor_heartbeat)
         WactorzVerbs(self)  # desired_state, restart, restart_agent (wactorz_verbs)
+        agent.dispatcher.wactorz_key = wactorz_key_from_env()  # Wactorz-signed control, if keyed
         agent.add_provider("heartbeat", "agents", self.names)
         agent.add_provider("heartbeat", "agent_count", lambda: len(self._children()))
         agent.add_provider("state", "actors", self.state)
@@ -421,14 +423,16 @@ class ActorHost:
 
     # ---- inbound: spawn --------------------------------------------------------------
 
-    def _read_control(self, msg: Inbound, cmd: str) -> tuple[dict[str, Any], str | None]:
+    def _read_control(
+        self, msg: Inbound, cmd: str, *, source: str | None = None
+    ) -> tuple[dict[str, Any], str | None]:
         """Decode and authenticate a control payload.
 
         Returns:
             The payload and its request id (``_id``), if it has a valid one.
 
         Raises:
-            _BadControl: not a JSON object, or (on a node with a signing key)
+            _BadControl: not a JSON object, or (on a node with a signing identity)
                 unsigned, tampered with or replayed.
         """
         try:
@@ -443,11 +447,59 @@ class ActorHost:
             request_id = None
         try:  # devfleet's _sig, or a Wactorz main's signature in user properties
             dispatcher = self.agent.dispatcher
-            if not dispatcher.check_wactorz_signature(msg.topic, msg.payload, msg.user_properties):
+            if cmd == "spawn" and self._peers is not None and _node_signed(payload):
+                self._check_peer_spawn(msg.topic, payload, source)
+            elif not dispatcher.check_wactorz_signature(msg.topic, msg.payload, msg.user_properties):
                 dispatcher.check_signature(msg.topic, payload)
+            # Like a command's expires_at; a Wactorz main machine sends none (then none applies).
+            expires = payload.get("_expires_at")
+            if expires is not None and (
+                not isinstance(expires, (int, float))
+                or isinstance(expires, bool)
+                or not math.isfinite(expires)
+            ):
+                raise ContractError(f"{cmd}._expires_at must be Unix time in seconds")
+            if expires is not None and time.time() > expires:
+                raise ContractError(f"{cmd} expired before it arrived; not run", code=Code.EXPIRED)
         except DevfleetError as exc:
             raise _BadControl(exc, request_id) from None
         return payload, request_id
+
+    def _check_peer_spawn(self, topic: str, payload: dict[str, Any], handoff_from: str | None) -> None:
+        """A spawn signed by another node: a migration. Believe it only with the operator's
+        word for it: the spawn is signed by the source node (certified by an operator), it
+        carries the operator-signed ``migrate`` naming this node as the target (spent once
+        here), and the code is the code an operator signed in the original spawn.
+
+        Raises:
+            SignatureError: any of these does not hold.
+        """
+        assert self._peers is not None and self.agent.dispatcher.verifier is not None
+        operators = self.agent.dispatcher.verifier
+        sig = payload["_sig"]
+        source, _ = self._peers.node_key(sig.get("cert"))
+        if handoff_from is not None and source != handoff_from:
+            raise SignatureError(f"a handoff from {handoff_from!r} was signed by {source!r}")
+        self._peers.check(source, topic, payload)
+        migration = payload.get("_migration")
+        warrant = migration.get("warrant") if isinstance(migration, dict) else None
+        origin = migration.get("origin") if isinstance(migration, dict) else None
+        if not (isinstance(warrant, dict) and isinstance(origin, dict)):
+            raise SignatureError(f"a spawn from node {source!r} needs the operator's migrate and spawn")
+        w_topic, w_payload = warrant.get("topic"), warrant.get("payload")
+        if w_topic != contract.node_topic(source, "migrate") or not isinstance(w_payload, dict):
+            raise SignatureError(f"the migrate carried by {source!r} was not addressed to {source!r}")
+        if w_payload.get("target_node") != self.node or w_payload.get("name") != payload.get("name"):
+            raise SignatureError(f"no operator asked {source!r} to move {payload.get('name')!r} here")
+        o_topic, o_payload = origin.get("topic"), origin.get("payload")
+        o_match = contract.parse_topic(o_topic) if isinstance(o_topic, str) else None
+        if o_match is None or o_match.kind != "spawn" or not isinstance(o_payload, dict):
+            raise SignatureError("the original spawn carried by a migration is malformed")
+        operators.check(str(o_topic), o_payload, evidence=True)
+        for key, default in (("name", None), ("code", None), ("install", [])):
+            if o_payload.get(key, default) != payload.get(key, default):
+                raise SignatureError(f"the migrated {key!r} is not what an operator signed")
+        operators.check(str(w_topic), w_payload)  # last: spends the warrant
 
     async def _on_spawn(self, msg: Inbound, match: TopicMatch) -> None:
         if match.node != self.node or not msg.payload:
@@ -467,7 +519,7 @@ class ActorHost:
 
     async def _spawn_message(self, msg: Inbound, source: str | None = None) -> None:
         try:
-            payload, request_id = self._read_control(msg, "spawn")
+            payload, request_id = self._read_control(msg, "spawn", source=source)
         except _BadControl as bad:
             await self._answer("spawn", bad.request_id, error=bad.error)
             return
@@ -482,13 +534,11 @@ class ActorHost:
                 raise ContractError(f"a handoff from {source} must carry _migration.from_node {source!r}")
             raw_name = payload.get("name")
             name = raw_name if isinstance(raw_name, str) else None
-            expires = payload.get("_expires_at")
-            if isinstance(expires, (int, float)) and not isinstance(expires, bool) and time.time() > expires:
-                raise ContractError("spawn expired before it arrived; not run", code=Code.EXPIRED)
             state = payload.get("_state", payload.get("_initial_state"))  # devfleet's, Wactorz's
             if state is not None and not isinstance(state, dict):
                 raise ContractError("spawn._state must be a JSON object")
             migration_id = migration.get("id") if isinstance(migration, dict) else None
+            origin = _origin(msg.topic, payload)
             spec = SpawnSpec.from_payload({k: v for k, v in payload.items() if not k.startswith("_")})
         except DevfleetError as exc:
             await self._answer("spawn", request_id, name=name, error=exc)
@@ -500,6 +550,7 @@ class ActorHost:
                     spec,
                     state=state,
                     migration=migration_id if isinstance(migration_id, str) else None,
+                    origin=origin,
                 )
             except DevfleetError as exc:
                 await self._answer("spawn", request_id, name=spec.name, error=exc)
@@ -519,7 +570,12 @@ class ActorHost:
             )
 
     async def _spawn(
-        self, spec: SpawnSpec, *, state: dict[str, Any] | None, migration: str | None
+        self,
+        spec: SpawnSpec,
+        *,
+        state: dict[str, Any] | None,
+        migration: str | None,
+        origin: dict[str, Any] | None = None,
     ) -> ChildInfo:
         """Start ``spec`` under the supervisor (the caller holds the lock).
 
@@ -570,7 +626,7 @@ class ActorHost:
         # start_child(wait=False) registers the child without yielding to the loop, so
         # the record below exists before the child's first event.
         info = await self.supervisor.start_child(spec.name, factory, spec.policy(), wait=False)
-        hosted = _Hosted(spec, info, migration)
+        hosted = _Hosted(spec, info, migration, origin=origin)
         self._hosted[spec.name] = hosted
         self.agent.state_changed()
         with contextlib.suppress(TimeoutError):
@@ -659,6 +715,7 @@ class ActorHost:
         except _BadControl as bad:
             await self._migrate_failed(None, bad.error.message)
             return
+        warrant = {"topic": msg.topic, "payload": payload}
         name: str | None = None
         try:
             raw = payload.get("name")
@@ -690,7 +747,7 @@ class ActorHost:
         except DevfleetError as exc:
             await self._migrate_failed(name, exc.message)
             return
-        await self._migrate(hosted, target, float(timeout))
+        await self._migrate(hosted, target, float(timeout), warrant)
 
     async def _migrate_failed(self, name: str | None, error: str) -> None:
         log.warning("migration of %s failed: %s", name, error)
@@ -702,7 +759,7 @@ class ActorHost:
             qos=1,
         )
 
-    async def _migrate(self, hosted: _Hosted, target: str, timeout: float) -> None:
+    async def _migrate(self, hosted: _Hosted, target: str, timeout: float, warrant: dict[str, Any]) -> None:
         name = hosted.spec.name
         aid = contract.actor_id(name)
         migration_id = contract.new_id()
@@ -718,8 +775,14 @@ class ActorHost:
             spawn["_expires_at"] = time.time() + timeout
             # Under the source's own subtree, so a per-node broker ACL allows it (docs/contract.md).
             spawn_topic = contract.handoff_topic(self.node, target)
-            if self._signer is not None:
-                spawn = self._signer.sign(spawn_topic, spawn)
+            identity = self.agent.identity
+            if identity is not None:
+                if hosted.origin is None:
+                    raise CommandError(
+                        f"{name!r} has no operator-signed spawn to show the target", code=Code.FORBIDDEN
+                    )
+                spawn["_migration"].update(warrant=warrant, origin=hosted.origin)
+                spawn = identity.sign(spawn_topic, spawn)
             log.info("migrating %s to %s (waiting up to %g s)", name, target, timeout)
             if not await self.agent.publish_json(spawn_topic, spawn, qos=1):
                 raise CommandError("not connected to the broker", code=Code.UNAVAILABLE)
@@ -768,6 +831,10 @@ class ActorHost:
                 and beat.get("state", "running") == "running"
                 and not done.done()
             ):
+                if self._peers is not None and not self._peers.valid(target, msg.topic, beat):
+                    # In a signed fleet only the target itself can confirm a migration.
+                    log.warning("ignoring a heartbeat of %s that %s did not sign", name, target)
+                    continue
                 done.set_result(None)
 
     # ---- inbound: replies and tasks --------------------------------------------------
@@ -837,6 +904,22 @@ def _valid_name(name: str) -> bool:
     except ContractError:
         return False
     return True
+
+
+def _node_signed(payload: dict[str, Any]) -> bool:
+    sig = payload.get("_sig")
+    return isinstance(sig, dict) and isinstance(sig.get("kid"), str) and sig["kid"].startswith("node:")
+
+
+def _origin(topic: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The operator-signed spawn an actor's code comes from (None when unsigned)."""
+    if "_sig" not in payload:
+        return None
+    if _node_signed(payload):  # a migration: it brought the original along
+        migration = payload.get("_migration")
+        origin = migration.get("origin") if isinstance(migration, dict) else None
+        return origin if isinstance(origin, dict) else None
+    return {"topic": topic, "payload": payload}
 
 
 def _without_replace(spec: SpawnSpec) -> SpawnSpec:

@@ -25,6 +25,8 @@ MODULES: tuple[str, ...] = (
     "devfleet_command.commands.components",
     "devfleet_command.commands.actors",
     "devfleet_command.commands.trading",
+    "devfleet_command.commands.provision",
+    "devfleet_command.commands.deploy",
 )
 """Subcommand modules, in the order their commands appear in ``--help``."""
 

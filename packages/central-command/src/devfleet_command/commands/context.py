@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
+    from devfleet_base.signing import Identity
+
     from ..aio import AsyncFleet, Broadcast
 
 __all__ = ["Context"]
@@ -26,13 +28,14 @@ class Context:
     username: str | None
     password: str | None
     tls_ca: str | None
-    signing_key: bytes | None
+    signing_key_file: str | None
     json: bool
     timeout: float
     debug: bool
     wait_for_node: float = 0.0
     out: TextIO = field(default_factory=lambda: sys.stdout)
     err: TextIO = field(default_factory=lambda: sys.stderr)
+    _identity: Identity | None = field(default=None, repr=False)
 
     def fleet(self, **kwargs: Any) -> AsyncFleet:
         """An unstarted client: ``async with ctx.fleet() as fleet``."""
@@ -43,11 +46,25 @@ class Context:
             username=self.username,
             password=self.password,
             tls_ca=self.tls_ca,
-            signing_key=self.signing_key,
+            identity=self.identity(),
             connect_timeout=self.timeout,
             wait_for_node=self.wait_for_node,
             **kwargs,
         )
+
+    def identity(self) -> Identity | None:
+        """This console's signing identity (``--signing-key-file``), read once.
+
+        Raises:
+            SignatureError: the file is unreadable or not an identity.
+        """
+        if not self.signing_key_file:
+            return None
+        if self._identity is None:
+            from devfleet_base.signing import Identity
+
+            self._identity = Identity.load(self.signing_key_file)
+        return self._identity
 
     def timeout_or(self, default: float) -> float:
         """``--timeout`` when given, else this command's own ``default``."""
