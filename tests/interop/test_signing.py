@@ -46,7 +46,9 @@ def test_the_console_signs_the_wactorz_way_and_checks_its_answers(
     assert code == 0, err + wz.tail()
     # Holding the key, the console takes Wactorz nodes' presence only when signed with it.
     peers.wactorz("wz-open")  # no key: what it publishes is unsigned
-    wait_online(url, "wz-open")
+    monkeypatch.delenv("DEVFLEET_WACTORZ_KEY")
+    wait_online(url, "wz-open")  # seen by a console without the key
+    monkeypatch.setenv("DEVFLEET_WACTORZ_KEY", KEY.hex())
     code, out, err = run(capsys, *signed, "--json", "ls")
     assert code == 0, err
     assert [r["node"] for r in json.loads(out)] == ["wz-sig"]
