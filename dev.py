@@ -9,7 +9,7 @@
     python3 dev.py nox -s tests -- -k config   # any nox invocation
 
 It makes a private tool venv (.dev/) with nox and uv, then hands over to nox
-(see noxfile.py). Tests need mosquitto and openssl; when one is missing and
+(see noxfile.py). Tests need mosquitto, openssl and chromium; when one is missing and
 this runs as root on Debian/Ubuntu, it is installed with apt-get.
 """
 
@@ -72,8 +72,9 @@ def _have_sshd() -> bool:
 
 def _ensure_test_tools() -> None:
     """mosquitto (the tests' broker), openssl (their TLS certificates), systemd-analyze
-    (the deploy/systemd unit checks; Debian's `systemd` package) and sshd (the
-    `devfleet deploy` tests; Debian's `openssh-server`)."""
+    (the deploy/systemd unit checks; Debian's `systemd` package), sshd (the
+    `devfleet deploy` tests; Debian's `openssh-server`) and chromium (the viz tests'
+    browser, driven by Playwright: never a downloaded one)."""
     missing = [] if _find_mosquitto() else ["mosquitto"]
     if not shutil.which("openssl"):
         missing.append("openssl")
@@ -81,6 +82,8 @@ def _ensure_test_tools() -> None:
         missing.append("systemd")
     if sys.platform == "linux" and not _have_sshd():
         missing.append("openssh-server")  # devfleet deploy's tests run a private sshd
+    if not shutil.which("chromium"):
+        missing.append("chromium")
     if not missing:
         return
     if os.geteuid() == 0 and shutil.which("apt-get"):
@@ -100,6 +103,7 @@ def _ensure_test_tools() -> None:
             _find_mosquitto()
             and shutil.which("openssl")
             and (sys.platform != "linux" or (shutil.which("systemd-analyze") and _have_sshd()))
+            and shutil.which("chromium")
         ):
             return
         _say("apt-get could not install " + " and ".join(missing))

@@ -25,6 +25,7 @@ PACKAGES = {
     "packages/component-ledstrip": "devfleet-component-ledstrip",
     "packages/component-projector": "devfleet-component-projector",
     "packages/component-ros": "devfleet-component-ros",
+    "packages/component-viz": "devfleet-component-viz",
     "examples/minimal-component": "devfleet-example-minimal",
     "examples/foraging": "devfleet-example-foraging",
     "examples/demo": "",  # not a distribution: its tests run in the `tests` session
@@ -40,6 +41,7 @@ TEST_TOOLS = [
     "hypothesis>=6.100",
     "amqtt>=0.11",
     "argcomplete>=3",  # the console's completion extra, exercised by its tests
+    "playwright>=1.45",  # drives Debian's chromium (never a downloaded browser) for the viz tests
 ]
 
 
@@ -164,7 +166,7 @@ def build(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks against the raw paho floor; writes docs/benchmarks.md and bench/results.json."""
     reqs = _all_local_requirements()
-    session.install(*reqs)
+    session.install(*reqs, "playwright>=1.45")  # the viz section drives Debian's chromium
     session.run("python", "bench/run.py", *session.posargs)
 
 

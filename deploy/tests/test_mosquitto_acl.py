@@ -249,6 +249,19 @@ def test_work_trading_topics(broker: MosquittoBroker, log_mark: int) -> None:
         b.close()
 
 
+def test_operators_keep_fleet_jobs_under_jobs(op: MqttProbe, log_mark: int) -> None:
+    """A job's retained records (docs/jobs.md) are written and read back by an operator."""
+    topics = [contract.job_topic("jacl1", "spec"), contract.job_node_topic("jacl1", "acl-a")]
+    try:
+        for topic in topics:
+            op.publish(topic, {"job": "jacl1"}, retain=True)
+        retained = op.retained(contract.job_filter("jacl1"))
+        assert {t: m.json() for t, m in retained.items()} == {t: {"job": "jacl1"} for t in topics}
+    finally:
+        for topic in topics:
+            op.publish(topic, None, retain=True)
+
+
 TRADER = "async def run(agent, job):\n    return {'node': agent.node, 'inputs': job['inputs']}\n"
 
 
@@ -349,6 +362,8 @@ def test_patient_data_needs_the_gdpr_accreditation(
         "nodes/acl-a/handoff/acl-b",  # pose as another node's migration
         "fleet/cmd/ping",  # broadcast to the fleet
         "groups/lobby/cmd/ping",
+        "jobs/j1/status",  # forge a fleet job's progress
+        "jobs/j1/control",  # abort a fleet job
     ],
 )
 def test_a_node_cannot_write_another_nodes_topics(broker: MosquittoBroker, op: MqttProbe, topic: str) -> None:

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import itertools
 import subprocess
-import sys
 import textwrap
 
 import pytest
 
-from devfleet_agent.testing import AgentProcess
+from devfleet_agent.testing import AgentProcess, build_wheel, venv_with_agent
 from devfleet_base import contract
 
 _ids = itertools.count()
@@ -85,20 +84,7 @@ def wheelhouse(tmp_path):
         pkg.mkdir(parents=True)
         (src / "pyproject.toml").write_text(PYPROJECT.format(version=version))
         (pkg / "__init__.py").write_text(textwrap.dedent(COMPONENT.format(version=version)))
-        run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "wheel",
-                "--no-deps",
-                "--no-build-isolation",
-                "-q",
-                "-w",
-                str(house),
-                str(src),
-            ]
-        )
+        build_wheel(src, house)
     assert len(list(house.glob("devfleet_test_widget-*.whl"))) == 3
     return house
 
@@ -106,23 +92,7 @@ def wheelhouse(tmp_path):
 @pytest.fixture
 def venv(tmp_path):
     """A fresh venv with component-base and agent-core installed editable from the repo."""
-    where = tmp_path / "venv"
-    run([sys.executable, "-m", "venv", str(where)])
-    python = where / "bin" / "python"
-    run(
-        [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "-e",
-            str(REPO / "packages" / "component-base"),
-            "-e",
-            str(REPO / "packages" / "agent-core"),
-        ]
-    )
-    return python
+    return venv_with_agent(tmp_path / "venv", REPO)
 
 
 def send(probe, node, verb, args=None, timeout=120):

@@ -21,7 +21,7 @@ from typing import Any
 from .agent import Agent
 from .settings import Settings
 
-__all__ = ["AgentProcess", "AgentThread", "settings_for"]
+__all__ = ["AgentProcess", "AgentThread", "build_wheel", "settings_for", "venv_with_agent"]
 
 
 class AgentThread:
@@ -196,3 +196,59 @@ def settings_for(broker: Any, name: str, data_dir: Path, **overrides: Any) -> Se
     """Settings pointing at a test broker (``host``/``port`` attributes)."""
     base = Settings(broker=broker.host, port=broker.port, name=name, data_dir=str(data_dir), keepalive=5)
     return replace(base, **overrides)
+
+
+def _run_checked(args: Sequence[str]) -> None:
+    proc = subprocess.run(list(args), capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+
+
+def build_wheel(source: Path, wheelhouse: Path) -> None:
+    """Build the project at ``source`` into ``wheelhouse`` (no dependencies, no
+    build isolation: hatchling must be installed; nothing is downloaded).
+
+    Raises:
+        RuntimeError: pip failed (its output in the message).
+    """
+    _run_checked(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheelhouse),
+            str(source),
+        ]
+    )
+
+
+def venv_with_agent(where: Path, repo: Path) -> Path:
+    """A fresh venv at ``where`` with component-base and agent-core installed editable
+    from the ``repo`` checkout, for an agent that pip-installs into its own
+    environment; returns its python.
+
+    Raises:
+        RuntimeError: venv or pip failed.
+    """
+    _run_checked([sys.executable, "-m", "venv", str(where)])
+    python = where / "bin" / "python"
+    packages = repo / "packages"
+    _run_checked(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "-e",
+            str(packages / "component-base"),
+            "-e",
+            str(packages / "agent-core"),
+        ]
+    )
+    return python

@@ -458,6 +458,16 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         ``maxsize`` unread are dropped and counted in :attr:`dropped_events`."""
         return EventStream(self, maxsize)
 
+    def add_tap(self, tap: Callable[[Inbound], None]) -> Callable[[], None]:
+        """Call ``tap(msg)`` with every message the client receives (except receipts to its
+        inbox), before the model is fed; return a function that removes the tap.
+
+        Taps run in the MQTT receive path: keep them short. An exception in a tap is
+        logged, not raised. Add taps before :meth:`start` to see the retained burst.
+        """
+        self._taps.add(tap)
+        return lambda: self._taps.discard(tap)
+
     async def wait_for(self, predicate: Callable[[FleetModel], bool], timeout: float = 10.0) -> None:
         """Wait until ``predicate(model)`` is true; it is checked now and after every
         change.
@@ -582,6 +592,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         *,
         timeout: float = 10.0,
         ttl: float | None = None,
+        cmd_id: str | None = None,
     ) -> CommandHandle:
         """Send ``verb`` to one node; the handle follows its receipts.
 
@@ -591,6 +602,9 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
             args: its arguments.
             timeout: seconds until the handle ends as ``timed_out``.
             ttl: seconds until the node must refuse it as expired (default ``timeout``).
+            cmd_id: the command id (default: a fresh one). Sending an id again is
+                how a job resumes a step: the node runs an id at most once and
+                answers a repeat with the first run's final receipt.
 
         Raises:
             ContractError: a bad node or verb name.
@@ -603,9 +617,15 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         started = time.monotonic()
         await self._target(node, timeout)
         timeout = max(0.1, timeout - (time.monotonic() - started))
-        envelope = Command.envelope(args, ttl=ttl if ttl is not None else timeout, reply_to=self.inbox)
+        if cmd_id is not None:
+            contract.check_id(cmd_id, "command id")
+        envelope = Command.envelope(
+            args, id=cmd_id, ttl=ttl if ttl is not None else timeout, reply_to=self.inbox
+        )
         loop = asyncio.get_running_loop()
         handle = CommandHandle(envelope["id"], node, verb, loop)
+        if (earlier := self._commands.get(handle.id)) is not None:  # a resend of a pending id
+            self._expire(earlier.id)
         self._commands[handle.id] = handle
         handle._timer = loop.call_later(timeout, self._expire, handle.id)
         try:

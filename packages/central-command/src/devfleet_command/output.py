@@ -82,7 +82,7 @@ def _is_time(key: str, value: Any) -> bool:
         (key in _TIME_KEYS or key.endswith("_at"))
         and isinstance(value, (int, float))
         and not isinstance(value, bool)
-        and math.isfinite(value)
+        and (not isinstance(value, float) or math.isfinite(value))  # a huge int: no float()
         and _EPOCH_RANGE[0] <= value <= _EPOCH_RANGE[1]
     )
 

@@ -55,6 +55,9 @@ __all__ = [
     "fleet_command_topic",
     "group_command_topic",
     "handoff_topic",
+    "job_filter",
+    "job_node_topic",
+    "job_topic",
     "map_topic",
     "new_id",
     "node_command_topic",
@@ -310,6 +313,10 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
         1,
         "Work trading: a step's result (retained for late joiners).",
     ),
+    TopicSpec("jobs/{job}/spec", "any", True, 1, "Fleet job: what it does, to which nodes, in which stages."),
+    TopicSpec("jobs/{job}/status", "any", True, 1, "Fleet job: its state, stage and per-stage counts."),
+    TopicSpec("jobs/{job}/nodes/{node}", "any", True, 1, "Fleet job: one node's progress and command ids."),
+    TopicSpec("jobs/{job}/control", "any", True, 1, "Fleet job: an operator's request (`abort`)."),
     TopicSpec(
         "pools/{pool}/jobs/{job}",
         "any",
@@ -494,6 +501,27 @@ def task_topic(task: str, leaf: str, who: str | None = None) -> str:
     return f"tasks/{task}/{leaf}/{check_id(who, leaf)}"
 
 
+JOB_LEAVES: Final = ("spec", "status", "control")
+
+
+def job_topic(job: str, leaf: str) -> str:
+    """``jobs/{job}/spec|status|control``: a fleet job's retained description
+    (see :mod:`devfleet_command.jobs`)."""
+    if leaf not in JOB_LEAVES:
+        raise ValueError(f"bad job topic leaf {leaf!r}")
+    return f"jobs/{check_id(job, 'job id')}/{leaf}"
+
+
+def job_node_topic(job: str, node: str) -> str:
+    """``jobs/{job}/nodes/{node}``: one node's retained progress in a job."""
+    return f"jobs/{check_id(job, 'job id')}/nodes/{check_name(node, 'node')}"
+
+
+def job_filter(job: str | None = None) -> str:
+    """The filter for every retained topic of one job (``None``: of every job)."""
+    return f"jobs/{check_id(job, 'job id') if job is not None else '+'}/#"
+
+
 def task_assign_filter(agent: str) -> str:
     """``tasks/+/assign/{agent}``: every assignment for one agent id."""
     return f"tasks/+/assign/{check_id(agent, 'agent id')}"
@@ -551,6 +579,7 @@ _TOPIC_RE = re.compile(
     | agents/by-name/(?P<by_name>{_SEG})/task
     | agents/(?P<actor>{_SEG})/(?P<aleaf>heartbeat|logs|resume)
     | tasks/(?P<task>{_SEG})/(?:(?P<treq>request)|(?P<tleaf>proposal|assign|output)/(?P<twho>{_SEG}))
+    | jobs/(?P<fjob>{_SEG})/(?:(?P<jleaf>spec|status|control)|nodes/(?P<jnode>{_SEG}))
     | pools/(?P<pool>{_SEG})/(?P<pleaf>jobs|done)/(?P<job>{_SEG})
     )$""",
     re.VERBOSE,
@@ -602,6 +631,8 @@ def parse_topic(topic: str) -> TopicMatch | None:
         return TopicMatch("by_name_task", name=g["by_name"])
     if g["actor"] is not None:
         return TopicMatch(f"agent_{g['aleaf']}", ident=g["actor"])
+    if g["fjob"] is not None:  # a fleet job; the node of its record is a name, not the topic's node
+        return TopicMatch("job", ident=g["fjob"], leaf=g["jleaf"] or "nodes", name=g["jnode"])
     if g["pool"] is not None:
         return TopicMatch(f"pool_{g['pleaf']}", name=g["pool"], ident=g["job"])
     if g["treq"] is not None:

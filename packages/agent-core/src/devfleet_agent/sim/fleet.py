@@ -23,7 +23,7 @@ import random
 import resource
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from devfleet_base.node_config import default_node_config
@@ -53,6 +53,11 @@ class FleetOptions:
         slow_replies: fraction of nodes whose commands take ``reply_delay`` seconds.
         reply_delay: seconds a slow node takes to answer.
         silent: fraction of nodes that never answer commands.
+        components: simulated component distributions every node starts with
+            (name → version), installed, upgraded and removed by commands.
+        unhealthy_after_upgrade: fraction of nodes whose components turn ``failed``
+            after an install or upgrade to a version they did not start with
+            (see :class:`~devfleet_agent.sim.node.NodeBehaviour`).
         keepalive: MQTT keepalive seconds.
         protocol: ``auto``, ``5`` or ``3.1.1``.
         seed: random seed (which nodes are slow, silent, and when they crash).
@@ -72,6 +77,8 @@ class FleetOptions:
     slow_replies: float = 0.0
     reply_delay: float = 2.0
     silent: float = 0.0
+    components: tuple[tuple[str, str], ...] = ()
+    unhealthy_after_upgrade: float = 0.0
     keepalive: int = 30
     protocol: str = "auto"
     seed: int = 1
@@ -145,6 +152,8 @@ class SimFleet:
                 behaviour = NodeBehaviour(reply_delay=options.reply_delay)
             else:
                 behaviour = _NORMAL
+            if options.unhealthy_after_upgrade and self._rng.random() < options.unhealthy_after_upgrade:
+                behaviour = replace(behaviour, unhealthy_after_upgrade=True)
             self.nodes[name] = SimNode(
                 name,
                 host=options.host,
@@ -155,6 +164,7 @@ class SimFleet:
                 keepalive=options.keepalive,
                 protocol=options.protocol,
                 seed=options.seed * 1_000_003 + options.first + i,
+                components=dict(options.components),
             )
         self.stats = FleetStats(nodes=options.nodes, baseline_rss_bytes=baseline)
         self._tasks: list[asyncio.Task[Any]] = []

@@ -26,7 +26,7 @@ from typing import Any
 
 from devfleet_base import contract
 from devfleet_base.contract import Command, TopicMatch
-from devfleet_base.errors import ContractError, DevfleetError
+from devfleet_base.errors import Code, ContractError, DevfleetError
 from devfleet_base.mqtt import Inbound, MqttSession, SessionOptions
 
 from ..commands import Dispatcher
@@ -63,10 +63,16 @@ class NodeBehaviour:
     Attributes:
         reply_delay: seconds a command handler takes before its ``ok`` (slow replies).
         silent: drop every command without a receipt (a hung node).
+        unhealthy_after_upgrade: a component installed or upgraded to any version
+            other than the one the node started with answers ``ok``, then reports
+            itself ``failed`` in the node's state (a release that breaks on some
+            hardware: what a staged rollout's health gate must catch). Going back
+            to the starting version makes it healthy again.
     """
 
     reply_delay: float = 0.0
     silent: bool = False
+    unhealthy_after_upgrade: bool = False
 
 
 class SimNode:
@@ -86,6 +92,8 @@ class SimNode:
     __slots__ = (
         "behaviour",
         "commands_seen",
+        "components",
+        "components_at_start",
         "descriptions",
         "dispatcher",
         "facts",
@@ -116,6 +124,7 @@ class SimNode:
         keepalive: int = 30,
         protocol: str = "auto",
         seed: int = 0,
+        components: dict[str, str] | None = None,
     ) -> None:
         self.name = contract.check_name(name, "node")
         self.host = host
@@ -138,6 +147,14 @@ class SimNode:
         )
         self.dispatcher.register(
             "config_get", self._cmd_config_get, doc="Return the config and kept versions.", readonly=True
+        )
+        #: Simulated component distributions: name → version (no pip, no code).
+        self.components: dict[str, str] = dict(components or {})
+        self.components_at_start = dict(self.components)
+        self.dispatcher.register("install", self._cmd_install, doc="Install a simulated component: {spec}.")
+        self.dispatcher.register("upgrade", self._cmd_install, doc="Upgrade a simulated component: {spec}.")
+        self.dispatcher.register(
+            "uninstall", self._cmd_uninstall, doc="Remove a simulated component: {spec}."
         )
         self.logs: LogShipper | None = None
         self.started_at = time.time()
@@ -204,7 +221,7 @@ class SimNode:
 
     def restart(self) -> asyncio.Task[None]:
         """Come back after a crash as a restarted agent would: next session counter,
-        fresh command memory, the same (persisted) config."""
+        the same (persisted) config and command id memory (the agent keeps it on disk)."""
         self.descriptions.session += 1
         self.descriptions.version = 0
         self.dispatcher = _fresh_dispatcher(self.dispatcher, self._send_receipt)
@@ -231,11 +248,33 @@ class SimNode:
         d = self.descriptions
         await self._publish_meta()
         await self._publish(contract.node_topic(self.name, "status"), d.status("online"), qos=1, retain=True)
-        state = d.envelope()
-        state["components"] = {}
+        await self.publish_state()
+        await self._publish(contract.node_topic(self.name, "cfg"), d.cfg(self.store), qos=1, retain=True)
+
+    def component_states(self) -> dict[str, Any]:
+        """The ``components`` section of the state, shaped like the agent's."""
+        out: dict[str, Any] = {}
+        for name, version in sorted(self.components.items()):
+            broken = self.behaviour.unhealthy_after_upgrade and version != self.components_at_start.get(name)
+            out[name] = {
+                "state": "failed" if broken else "running",
+                "enabled": True,
+                "version": version,
+                "dist": name,
+                "restarts": 0,
+                "last_error": f"{name} {version} crashed at start (simulated)" if broken else None,
+                "health": None,
+                "reported": None,
+                "since": self.started_at,
+            }
+        return out
+
+    async def publish_state(self) -> None:
+        """Publish the retained state (components, no actors)."""
+        state = self.descriptions.envelope()
+        state["components"] = self.component_states()
         state["actors"] = {}
         await self._publish(contract.node_topic(self.name, "state"), state, qos=1, retain=True)
-        await self._publish(contract.node_topic(self.name, "cfg"), d.cfg(self.store), qos=1, retain=True)
 
     def metrics(self) -> dict[str, float]:
         """Synthetic CPU, memory and disk percentages."""
@@ -403,9 +442,55 @@ class SimNode:
             await self._publish_meta()
         return {"config_version": self.store.version}
 
+    async def _cmd_install(self, cmd: Command) -> dict[str, Any]:
+        await self._slow()
+        name, version = _sim_spec(cmd.args.get("spec"))
+        previous = self.components.get(name)
+        if version is None:
+            version = previous or "1.0"
+        self.components[name] = version
+        self.log(logging.INFO, f"{cmd.verb} {name} {version} (was {previous})")
+        await self.publish_state()
+        return {
+            "installed": True,
+            "dist": name,
+            "version": version,
+            "previous": previous,
+            "rolled_back": False,
+        }
+
+    async def _cmd_uninstall(self, cmd: Command) -> dict[str, Any]:
+        await self._slow()
+        name, _ = _sim_spec(cmd.args.get("spec"))
+        version = self.components.pop(name, None)
+        if version is None:
+            raise DevfleetError(f"{name} is not installed", code=Code.NOT_FOUND)
+        await self.publish_state()
+        return {"uninstalled": True, "dist": name, "version": version, "components": [name]}
+
+
+def _sim_spec(spec: Any) -> tuple[str, str | None]:
+    """``name`` or ``name==version`` (all the simulator understands).
+
+    Raises:
+        DevfleetError: (``invalid``) anything else.
+    """
+    if not isinstance(spec, str):
+        raise DevfleetError("spec must be a string", code=Code.INVALID)
+    name, sep, version = spec.partition("==")
+    try:
+        contract.check_name(name, "component")
+    except ContractError:
+        raise DevfleetError(
+            f"the simulator takes name or name==version, not {spec!r}", code=Code.INVALID
+        ) from None
+    if sep and not version:
+        raise DevfleetError(f"no version in {spec!r}", code=Code.INVALID)
+    return name, version if sep else None
+
 
 def _fresh_dispatcher(old: Dispatcher, send: Any) -> Dispatcher:
-    fresh = Dispatcher(old.node, send)
+    fresh = Dispatcher(old.node, send, memory=old.memory)
     for verb, route in old._routes.items():
         fresh.register(verb, route.handler, doc=route.doc, readonly=route.readonly)
     return fresh

@@ -24,9 +24,11 @@ MODULES: tuple[str, ...] = (
     "devfleet_command.commands.logs",
     "devfleet_command.commands.components",
     "devfleet_command.commands.actors",
+    "devfleet_command.commands.jobs",
     "devfleet_command.commands.trading",
     "devfleet_command.commands.provision",
     "devfleet_command.commands.deploy",
+    "devfleet_command.commands.viz",
 )
 """Subcommand modules, in the order their commands appear in ``--help``."""
 
