@@ -64,6 +64,7 @@ def test_a_devfleet_node_accepts_wactorz_signed_control_and_refuses_unsigned(
     url = peers.broker.url
     wait_online(url, "df-sig")
     probe = probe_factory(peers.broker)
+    probe.subscribe("nodes/df-sig/receipts")  # before anything is sent: receipts are not retained
     topic = "nodes/df-sig/spawn"
     body = json.dumps({"name": "ws", "code": COUNTER, "poll_interval": 0.5}).encode()
     mark = probe.mark()

@@ -23,6 +23,7 @@ def test_desired_state_restart_agent_and_stop_forms(peers: Any, probe_factory: A
     url = peers.broker.url
     wait_online(url, "df-main")
     probe = probe_factory(peers.broker)
+    probe.subscribe("nodes/df-main/receipts")  # before anything is sent: receipts are not retained
     config = {"name": "kept", "code": COUNTER, "poll_interval": 0.1, "node": "df-main"}
     other = {"name": "other", "code": COUNTER, "poll_interval": 0.1, "node": "df-main"}
     probe.publish("nodes/df-main/desired_state", {"agents": [config, other]}, retain=True)
