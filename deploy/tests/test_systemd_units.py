@@ -8,6 +8,8 @@ works without a running systemd (DESIGN.md: measured here).
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -122,3 +124,87 @@ def test_agent_unit_matches_the_agent() -> None:
     assert set(settings["RestartPreventExitStatus"].split()) == {"2", str(EXIT_CONFIG)}
     assert settings["CapabilityBoundingSet"] == "" and settings["ProtectSystem"] == "strict"
     assert "devfleet-agent" in settings["ExecStart"]
+
+
+# The user unit (deploy/systemd/user): `systemctl --user`'s manager. `systemd-analyze
+# --user` needs XDG_RUNTIME_DIR (a private folder here); nothing here runs a user
+# manager, so the unit is checked, not started (docs/deploy.md section 4).
+USER_UNIT = SYSTEMD / "user" / "devfleet-agent.service"
+
+
+def _install_user(tmp_path: Path, text: str | None = None) -> Path:
+    """Copy the user unit with its %h-relative ExecStart pointing at a real file."""
+    real = shutil.which("true") or "/bin/true"
+    text = USER_UNIT.read_text() if text is None else text
+    target = tmp_path / "devfleet-agent.service"
+    target.write_text(re.sub(r"^(ExecStart=)(%h/\S+)", rf"\g<1>{real}", text, flags=re.MULTILINE))
+    return target
+
+
+def _run_user(analyze: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    env = {
+        "SYSTEMD_UNIT_PATH": f"{tmp_path}:",
+        "PATH": "/usr/bin:/bin",
+        "SYSTEMD_LOG_COLOR": "0",
+        "XDG_RUNTIME_DIR": str(runtime),
+    }
+    return subprocess.run(
+        [analyze, *args[:1], "--user", *args[1:]],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_user_unit_verify_is_clean(analyze: str, tmp_path: Path) -> None:
+    out = _run_user(analyze, tmp_path, "verify", "--man=no", str(_install_user(tmp_path)))
+    assert (out.returncode, out.stderr, out.stdout) == (0, "", "")
+
+
+def test_a_broken_user_unit_is_caught(analyze: str, tmp_path: Path) -> None:
+    """A misspelt directive or a missing agent shows on stderr, so the clean check can fail."""
+    broken = USER_UNIT.read_text().replace("ProtectHome=tmpfs", "ProtectHom=tmpfs")
+    out = _run_user(analyze, tmp_path, "verify", "--man=no", str(_install_user(tmp_path, broken)))
+    assert "ProtectHom" in out.stderr
+    # Unrewritten, %h expands to this user's home and the agent is not there.
+    (tmp_path / "devfleet-agent.service").write_text(USER_UNIT.read_text())
+    out = _run_user(analyze, tmp_path, "verify", "--man=no", str(tmp_path / "devfleet-agent.service"))
+    assert (
+        f"{pwd.getpwuid(os.getuid()).pw_dir}/.local/share/devfleet/venv/bin/devfleet-agent is not executable"
+        in out.stderr
+    )
+
+
+def test_user_unit_exposure_meets_the_goal(analyze: str, tmp_path: Path) -> None:
+    out = _run_user(
+        analyze, tmp_path, "security", "--offline=true", "--no-pager", str(_install_user(tmp_path))
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out.stdout)
+    assert match, out.stdout[-500:] + out.stderr
+    assert float(match.group(1)) <= EXPOSURE_GOAL
+
+
+def test_user_unit_keeps_the_system_units_policy() -> None:
+    """Same start, watchdog, exit-code and restart policy; paths under %h; the
+    agent's folder the only writable place in a hidden home; started with the user manager."""
+
+    def settings(path: Path) -> dict[str, str]:
+        return dict(re.findall(r"^(\w+)=(.*)$", path.read_text(), flags=re.MULTILINE))
+
+    user, system = settings(USER_UNIT), settings(SYSTEMD / "devfleet-agent.service")
+    same = ("Type", "NotifyAccess", "WatchdogSec", "Restart", "RestartSec", "RestartPreventExitStatus")
+    assert {k: user[k] for k in same} == {k: system[k] for k in same}
+    assert user["TimeoutStartSec"] == "infinity" and user["StartLimitIntervalSec"] == "0"
+    assert set(user["RestartPreventExitStatus"].split()) == {"2", str(EXIT_CONFIG)}
+    assert user["ExecStart"] == (
+        "%h/.local/share/devfleet/venv/bin/devfleet-agent --config %h/.local/share/devfleet/etc/agent.toml"
+        " --data-dir %h/.local/share/devfleet/data"
+    )
+    assert user["ProtectSystem"] == "strict" and user["ProtectHome"] == "tmpfs"
+    assert user["BindPaths"] == "%h/.local/share/devfleet"
+    assert user["WantedBy"] == "default.target"
+    assert "User" not in user and "Group" not in user and "StateDirectory" not in user  # system-only

@@ -104,3 +104,44 @@ def test_cli_bad_credentials_exit_77(mqtt_broker_auth, tmp_path):
 def test_cli_selftest():
     r = _cli("--test")
     assert r.returncode == 0 and "7/7" in r.stdout
+
+
+def test_several_brokers_from_flag_env_and_toml_list(tmp_path):
+    s = load_settings({"broker": "mqtt://a:1884,b"}, env={}, config_path=None)
+    assert (s.broker, s.port, s.fallbacks) == ("a", 1884, (("b", 1883),))
+    s = load_settings({}, env={"DEVFLEET_BROKER": "mqtt://a:1,mqtt://b:2, mqtt://c:3"}, config_path=None)
+    assert (s.broker, s.port, s.fallbacks) == ("a", 1, (("b", 2), ("c", 3)))
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('broker = ["mqtts://n1:8883", "mqtts://n2:8883"]\n')
+    s = load_settings({}, env={}, config_path=str(cfg))
+    assert (s.broker, s.port, s.tls, s.fallbacks) == ("n1", 8883, True, (("n2", 8883),))
+    s = load_settings({"broker": "single"}, env={}, config_path=None)
+    assert (s.broker, s.fallbacks) == ("single", ())
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("mqtt://a:1,", "empty entry"),
+        ("mqtt://a:1,mqtts://b:2", "mixes mqtts:// and mqtt://"),
+        ("mqtt://a:1,http://b", "bad broker URL"),
+        ("mqtt://a:99999,b", "bad broker URL"),
+    ],
+)
+def test_bad_broker_lists(value, fragment):
+    with pytest.raises(SettingsError, match=fragment):
+        load_settings({"broker": value}, env={}, config_path=None)
+
+
+def test_a_toml_broker_list_must_hold_urls(tmp_path):
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text("broker = [1, 2]\n")
+    with pytest.raises(SettingsError, match="expected a list of broker URLs"):
+        load_settings({}, env={}, config_path=str(cfg))
+
+
+def test_repeated_broker_flags_join():
+    from devfleet_agent.cli import build_parser
+
+    args = build_parser().parse_args(["--broker", "mqtt://a:1", "--broker", "mqtt://b:2"])
+    assert args.broker == "mqtt://a:1,mqtt://b:2"

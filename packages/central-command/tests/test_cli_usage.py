@@ -285,3 +285,18 @@ def test_shell_completion(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert set(out.read_text().split()) == {"config"}
+
+
+def test_several_brokers_from_flags_env_and_a_toml_list(tmp_path: Path) -> None:
+    cfg = tmp_path / "console.toml"
+    cfg.write_text('[default]\nbroker = ["mqtt://n1:1883", "mqtt://n2:1883"]\n[bad]\nbroker = [1]\n')
+    env = {"DEVFLEET_CONSOLE_CONFIG": str(cfg)}
+    assert resolve(_flags(), env).broker == "mqtt://n1:1883,mqtt://n2:1883"
+    assert (
+        resolve(_flags(), {**env, "DEVFLEET_BROKER": "mqtt://a:1,mqtt://b:2"}).broker
+        == "mqtt://a:1,mqtt://b:2"
+    )
+    with pytest.raises(UsageError, match="list of URLs"):
+        resolve(_flags(), env, profile="bad")
+    args = build_parser().parse_args(["--broker", "mqtt://a:1", "--broker", "mqtt://b:2", "ls"])
+    assert args.broker == "mqtt://a:1,mqtt://b:2"

@@ -91,6 +91,26 @@ def test_stale_once_and_recovery() -> None:
     assert m.get("n1").online  # type: ignore[union-attr]
 
 
+def test_stale_reason_and_broker_in_summary_and_ls_table() -> None:
+    from rich.console import Console
+
+    from devfleet_command.commands.nodes import table
+
+    m = FleetModel()
+    m.feed(T("n1", "status"), status("n1", "online", 1, 1), now=0)
+    m.feed(T("n1", "cfg"), desc("n1", 1, 2, config={"heartbeat": {"interval": 10.0}}), now=0)
+    m.feed(T("n1", "heartbeat"), enc({"node": "n1", "broker": "127.0.0.1:4001"}), now=5)
+    view = m.get("n1")
+    assert view is not None and view.stale_reason(40) is None and view.broker == "127.0.0.1:4001"
+    m.check_stale(40)
+    assert view.stale_reason(40) == "no heartbeat for 35 s (every 10 s expected)"
+    assert view.summary(40)["stale_reason"].startswith("no heartbeat for 35 s")
+    assert view.summary()["stale_reason"] == "no heartbeat in time (every 10 s expected)"
+    console = Console(width=200, record=True)
+    console.print(table([view], now=40))
+    assert "stale (no heartbeat for 35 s" in console.export_text()
+
+
 def test_default_interval_and_offline_never_stale() -> None:
     m = FleetModel()
     m.feed(T("n1", "status"), status("n1", "online", 1, 1), now=0)

@@ -13,10 +13,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devfleet_command.commands.deploy import _unit
+from devfleet_command.commands.deploy import USER_UNIT, _unit
 from devfleet_command.deploy_plan import (
     UNIT_NAME,
+    Action,
     Facts,
+    Layout,
     Options,
     choose_layout,
     deploy_actions,
@@ -24,13 +26,18 @@ from devfleet_command.deploy_plan import (
     parse_target,
     undeploy_actions,
 )
+from devfleet_command.deploy_run import plan_lines
 from devfleet_command.errors import UsageError
 
 UNIT = (Path(__file__).resolve().parents[3] / "deploy" / "systemd" / UNIT_NAME).read_bytes()
+USER_UNIT_TEXT = (
+    Path(__file__).resolve().parents[3] / "deploy" / "systemd" / "user" / UNIT_NAME
+).read_bytes()
 
 
 def test_the_packaged_unit_is_deploy_systemds() -> None:
     assert _unit() == UNIT
+    assert _unit(USER_UNIT) == USER_UNIT_TEXT
 
 
 def facts(**kw: object) -> Facts:
@@ -206,3 +213,134 @@ def test_help_does_not_import_asyncssh_and_a_missing_extra_is_one_line() -> None
         ).stdout.strip()
         == "False"
     )
+
+
+USER_PREFIX = "/home/pi/.local/share/devfleet"
+USER_UNIT_PATH = f"/home/pi/.config/systemd/user/{UNIT_NAME}"
+
+
+def _kind(f: Facts, prefix: str | None = None) -> str:
+    layout, _ = choose_layout(Options(name="n", prefix=prefix), f)
+    return "system" if layout.system else "user" if layout.user else "background"
+
+
+@pytest.mark.parametrize(
+    ("probed", "prefix", "kind"),
+    [
+        ({}, None, "system"),
+        ({"root": True, "sudo": False}, None, "system"),
+        ({"user_systemd": True}, None, "system"),  # sudo wins: the system unit
+        ({"sudo": False, "user_systemd": True}, None, "user"),
+        ({"sudo": False, "user_systemd": True, "linger": True}, "~/.local/share/devfleet", "user"),
+        (
+            {"sudo": False, "user_systemd": True},
+            "/home/pi/elsewhere",
+            "background",
+        ),  # the unit names one prefix
+        ({"sudo": False, "user_systemd": False}, None, "background"),  # no user manager answered
+        ({"systemd": False, "sudo": False, "user_systemd": True}, None, "background"),
+        ({"systemd": False}, None, "background"),
+    ],
+)
+def test_the_probe_chooses_system_user_unit_or_background(
+    probed: dict[str, object], prefix: str | None, kind: str
+) -> None:
+    assert _kind(facts(**probed), prefix) == kind
+
+
+def test_probe_output_carries_the_user_manager_facts() -> None:
+    line = json.dumps(
+        {
+            "python": [3, 11, 2], "os": "x", "arch": "armv6l", "home": "/home/pi", "root": False,
+            "sudo": False, "systemd": True, "service_user": False, "prefixes": {},
+            "login": "pi", "user_systemd": True, "linger": True,
+        }
+    )  # fmt: skip
+    f = Facts.parse(line)
+    assert (f.login, f.user_systemd, f.linger) == ("pi", True, True)
+    assert f.summary().endswith("no sudo, user systemd, linger")
+    old = Facts.parse(line.replace('"user_systemd": true', '"other": 1'))  # an older probe
+    assert not old.user_systemd
+
+
+def _user_plan(f: Facts) -> list[Action]:
+    layout, warnings = choose_layout(Options(name="n"), f)
+    assert layout.user and not layout.system and not warnings
+    return deploy_actions(
+        Options(name="n", index_url="https://pypi.org/simple"),
+        f,
+        layout,
+        files={"agent.toml": b'password = "s3cret"\n'},
+        unit=UNIT,
+        supervisor=Path("supervise.py"),
+        user_unit=USER_UNIT_TEXT,
+    )
+
+
+def test_systemd_without_sudo_installs_the_user_unit_and_lingers() -> None:
+    acts = _user_plan(facts(sudo=False, user_systemd=True, login="pi"))
+    assert not any(a.sudo or a.owner for a in acts)
+    unit = next(a for a in acts if a.path == USER_UNIT_PATH)
+    assert unit.data == USER_UNIT_TEXT and unit.mode == 0o644
+    assert [a.argv for a in acts if a.step == "service" and a.argv] == [
+        ("systemctl", "--user", "daemon-reload"),
+        ("systemctl", "--user", "enable", UNIT_NAME),
+        ("systemctl", "--user", "restart", "--no-block", UNIT_NAME),
+        ("loginctl", "enable-linger", "pi"),
+    ]
+    linger = acts[-1]
+    assert "NOT started after a reboot" in linger.warn and "loginctl enable-linger pi" in linger.warn
+    assert ("mkdir", "-p", "-m", "0755", "/home/pi/.config/systemd/user") in [a.argv for a in acts]
+    assert not any("supervise" in " ".join(a.argv) for a in acts)
+    # The user unit runs what was installed where it looks (%h is the home directory).
+    assert next(a for a in acts if a.path == f"{USER_PREFIX}/etc/agent.toml").mode == 0o600
+    text = USER_UNIT_TEXT.decode()
+    assert (
+        "ExecStart=%h/.local/share/devfleet/venv/bin/devfleet-agent --config %h/.local/share/devfleet/etc/agent.toml --data-dir %h/.local/share/devfleet/data"
+        in text
+    )
+    manifest = json.loads(next(a for a in acts if a.path.endswith("deploy.json")).data or b"")
+    assert manifest["user"] is True and manifest["system"] is False
+
+
+def test_user_unit_dry_run_lines() -> None:
+    """What ``deploy --dry-run`` prints for the user-unit path, line by line."""
+    acts = _user_plan(facts(sudo=False, user_systemd=True, login="pi"))
+    lines = plan_lines(acts)
+    assert lines == [
+        f"prepare    mkdir -p -m 0755 {USER_PREFIX} {USER_PREFIX}/wheelhouse",
+        f"prepare    mkdir -p -m 0700 {USER_PREFIX}/etc {USER_PREFIX}/data",
+        "prepare    mkdir -p -m 0755 /home/pi/.config/systemd/user",
+        f"prepare    write -> {USER_PREFIX}/deploy.json (mode 0644)",
+        f"venv       python3 -m venv {USER_PREFIX}/venv",
+        f"install    {USER_PREFIX}/venv/bin/python -m pip install --disable-pip-version-check --quiet --upgrade "
+        "--upgrade-strategy only-if-needed --index-url https://pypi.org/simple 'devfleet-agent-core[signing]'",
+        f"configure  write -> {USER_PREFIX}/etc/agent.toml (mode 0600, contents not shown)",
+        f"service    write -> {USER_UNIT_PATH} (mode 0644)",
+        "service    systemctl --user daemon-reload",
+        f"service    systemctl --user enable {UNIT_NAME}",
+        f"service    systemctl --user restart --no-block {UNIT_NAME}",
+        "service    loginctl enable-linger pi (may fail: warns)",
+    ]
+    assert "s3cret" not in "\n".join(lines)
+
+
+def test_linger_already_on_is_left_alone_and_a_rerun_stops_the_unit() -> None:
+    state = {USER_PREFIX: {"manifest": {"node": "n", "user": True}, "venv": True, "free_mb": 999}}
+    acts = _user_plan(facts(sudo=False, user_systemd=True, linger=True, prefixes=state))
+    assert acts[0].argv == ("systemctl", "--user", "stop", UNIT_NAME) and acts[0].step == "stop"
+    assert not any(a.argv[:1] == ("loginctl",) for a in acts)
+    assert not any(a.step == "venv" for a in acts)
+    # An earlier background deploy at the same prefix: its supervisor is stopped instead.
+    state = {USER_PREFIX: {"manifest": {"node": "n", "user": False}, "venv": True, "free_mb": 999}}
+    acts = _user_plan(facts(sudo=False, user_systemd=True, prefixes=state))
+    assert acts[0].argv[1:3] == (f"{USER_PREFIX}/supervise.py", "stop")
+
+
+def test_undeploy_of_the_user_unit_disables_and_removes_it() -> None:
+    layout = Layout(USER_PREFIX, user=True, home="/home/pi")
+    assert [a.argv for a in undeploy_actions(facts(sudo=False, user_systemd=True), layout)] == [
+        ("systemctl", "--user", "disable", "--now", UNIT_NAME),
+        ("rm", "-rf", "--", USER_PREFIX, USER_UNIT_PATH),
+        ("systemctl", "--user", "daemon-reload"),
+    ]

@@ -477,3 +477,34 @@ def test_a_file_for_the_service_user_is_staged_then_installed(sshd: Sshd, tmp_pa
     assert dest.stat().st_mode & 0o777 == 0o600 and dest.stat().st_uid == pwd.getpwnam(user).pw_uid
     assert not (Path(home) / ".devfleet-staging").exists()
     assert [s for s, _ in steps] == ["configure", "configure"]
+
+
+def test_a_linger_that_cannot_be_enabled_is_a_warning_not_a_failure(sshd: Sshd, tmp_path: Path) -> None:
+    """The user-unit plan's ``loginctl enable-linger``, run for real over SSH. No
+    systemd runs here (so no user manager: the probe says so, and a user unit cannot
+    be started in any test here); loginctl fails, and that must warn, not fail."""
+    from dataclasses import replace
+
+    from devfleet_command.deploy_plan import Options, choose_layout, deploy_actions
+    from devfleet_command.deploy_run import _run_actions, probe
+    from devfleet_command.deploy_ssh import Remote, SshTarget
+
+    warnings: list[str] = []
+
+    async def go() -> tuple[bool, bool]:
+        target = SshTarget("127.0.0.1", port=sshd.port, identity=sshd.user_key, known_hosts=sshd.known_hosts)
+        async with await Remote.open(target) as remote:
+            facts = await probe(remote, BASE_PYTHON, [str(tmp_path)])
+            as_if = replace(facts, systemd=True, root=False, sudo=False, user_systemd=True)
+            layout, _ = choose_layout(Options(name="n"), as_if)
+            acts = deploy_actions(
+                Options(name="n"), as_if, layout, files={}, unit=None, supervisor=Path("s"), user_unit=b""
+            )
+            linger = [a for a in acts if a.argv[:2] == ("loginctl", "enable-linger")]
+            assert linger and linger[0].argv[2:] == (facts.login,)
+            await _run_actions(remote, linger, "t", lambda *_: None, facts, warnings.append)
+            return facts.user_systemd, facts.linger
+
+    assert asyncio.run(go()) == (False, False)
+    assert len(warnings) == 1 and "linger could not be enabled" in warnings[0]
+    assert "NOT started after a reboot" in warnings[0]

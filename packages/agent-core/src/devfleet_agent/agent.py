@@ -149,6 +149,7 @@ class Agent:
                 else None,
                 protocol=settings.protocol,
                 keepalive=settings.keepalive,
+                fallbacks=list(settings.fallbacks),
             ),
             on_message=self._on_message,
             on_connect=self._on_connect,
@@ -288,6 +289,7 @@ class Agent:
             signed_commands=self.identity is not None,
             started_at=self.started_at,
         )
+        payload["broker"] = self.mqtt.broker
         self._add_provided(payload, "meta")
         return payload
 
@@ -475,6 +477,10 @@ class Agent:
             # systemd's "started" means the node is visible to the fleet, not just running.
             self._ready_sent = self.notifier.notify("READY=1", f"STATUS={self.service_status()}")
         await self._flush_receipts()
+        if self.mqtt.connects > 1:
+            # A reconnect (perhaps to another broker of the list): the retained heartbeat
+            # still names the old broker; say the new one now, not an interval later.
+            await self.publish_json(contract.node_topic(self.node, "heartbeat"), self.heartbeat_payload())
 
     def service_status(self) -> str:
         """One line for ``systemctl status``: the broker and the components running."""
@@ -573,7 +579,7 @@ class Agent:
             self.node,
             session=self.session_counter,
             uptime=self.uptime,
-            broker=f"{self.settings.broker}:{self.settings.port}",
+            broker=self.mqtt.broker,  # the one in use: with several, it changes on failover
             commands=self.dispatcher.counts,
             logs={"pending": self.logs.pending, "shipped": self.logs.shipped, "dropped": self.logs.dropped},
             metrics=sampler.sample(),

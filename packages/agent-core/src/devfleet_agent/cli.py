@@ -13,6 +13,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from devfleet_base.broker_url import BrokerListAction
+
 from . import __version__
 
 __all__ = ["build_parser", "main"]
@@ -36,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--broker",
-        help="broker host, or mqtt://host:port / mqtts://host:port (env DEVFLEET_BROKER)",
+        action=BrokerListAction,
+        help="broker host, or mqtt://host:port / mqtts://host:port (env DEVFLEET_BROKER); several"
+        " (repeated, or comma-separated): the first that answers, the next when it is lost",
     )
     p.add_argument("--port", type=int, help="broker port (default 1883)")
     p.add_argument("--name", "--node", dest="name", help="unique node name (default: the host name)")
@@ -103,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .settings import load_settings
 
-    flags = {k: v for k, v in vars(args).items() if k not in ("config", "test")}
+    flags = {k: v for k, v in vars(args).items() if k not in ("config", "test") and not k.startswith("_")}
     try:
         settings = load_settings(flags, config_path=args.config)
     except DevfleetError as exc:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devfleet_base.broker_url import parse_broker_url
+from devfleet_base.broker_url import parse_broker_urls
 from devfleet_base.contract import NAME_PATTERN
 from devfleet_base.errors import ContractError, DevfleetError
 
@@ -63,6 +63,8 @@ class Settings:
     component_verify_interval: float = 1.0
     component_verify_timeout: float = 60.0
     extra: dict[str, Any] = field(default_factory=dict)
+    fallbacks: tuple[tuple[str, int], ...] = ()
+    """More brokers (host, port) after ``broker:port``, from a list of URLs."""
 
     @property
     def resolved_data_dir(self) -> Path:
@@ -152,6 +154,10 @@ def default_node_name() -> str:
 def _coerce(key: str, value: Any, source: str) -> Any:
     kinds = {f.name: f.type for f in fields(Settings)}
     kind = str(kinds[key])
+    if key == "broker" and isinstance(value, list):  # a TOML list of broker URLs
+        if not value or not all(isinstance(v, str) for v in value):
+            raise SettingsError(f"{source}: broker = {value!r}: expected a list of broker URLs")
+        value = ",".join(value)
     try:
         if "bool" in kind:
             if isinstance(value, bool):
@@ -188,7 +194,7 @@ def _from_file(path: Path) -> dict[str, Any]:
     # Accept a flat file or an [agent] table.
     if isinstance(data.get("agent"), dict):
         data = {**{k: v for k, v in data.items() if k != "agent"}, **data["agent"]}
-    known = {f.name for f in fields(Settings)} - {"extra"}
+    known = {f.name for f in fields(Settings)} - {"extra", "fallbacks"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise SettingsError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
@@ -224,20 +230,24 @@ def load_settings(
     merged.update(_from_env(env))
     merged.update({k: _coerce(k, v, f"--{k.replace('_', '-')}") for k, v in flags.items() if v is not None})
     broker = merged.get("broker")
-    if isinstance(broker, str) and "://" in broker:
-        merged.update(_parse_broker_url(broker))
+    if isinstance(broker, str) and ("://" in broker or "," in broker):
+        merged.update(_parse_broker_urls(broker))
     settings = replace(Settings(), **merged)
     if not settings.name:
         settings = replace(settings, name=default_node_name())
     return _validate(settings)
 
 
-def _parse_broker_url(url: str) -> dict[str, Any]:
+def _parse_broker_urls(urls: str) -> dict[str, Any]:
     try:
-        address = parse_broker_url(url)
+        address, *more = parse_broker_urls(urls)
     except ContractError as exc:
         raise SettingsError(exc.message) from None
-    out: dict[str, Any] = {"broker": address.host, "port": address.port}
+    out: dict[str, Any] = {
+        "broker": address.host,
+        "port": address.port,
+        "fallbacks": tuple((a.host, a.port) for a in more),
+    }
     if address.tls:
         out["tls"] = True
     if address.username:

@@ -21,12 +21,13 @@ import gc
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from devfleet_base import contract
 from devfleet_base.broker_url import BrokerAddress
 from devfleet_base.broker_url import parse_broker_url as _parse_broker_url
+from devfleet_base.broker_url import parse_broker_urls as _parse_broker_urls
 from devfleet_base.contract import Command, Receipt
 from devfleet_base.errors import ContractError, DevfleetError
 from devfleet_base.mqtt import ConnectionRefusedFatal, Inbound, MqttSession, SessionOptions, TlsOptions
@@ -67,6 +68,9 @@ _DOWN_EVENTS = (NodeLost, NodeOffline, NodeStale)
 _SIGNED_DESCRIPTIONS = frozenset({"meta", "status", "state", "cfg", "heartbeat", "agent_heartbeat"})
 _now = time.time
 
+_MARKER_RESEND = 3.0
+"""Seconds before the sync marker is published again (see :meth:`AsyncFleet.wait_until_synced`)."""
+
 INSTALL_TIMEOUT = 900.0
 """Seconds a console waits for an install, upgrade or uninstall (pip on a Pi Zero is slow)."""
 
@@ -85,6 +89,18 @@ def parse_broker_url(url: str) -> BrokerAddress:
     """
     try:
         return _parse_broker_url(url)
+    except ContractError as exc:
+        raise UsageError(exc.message) from None
+
+
+def parse_broker_urls(urls: str | Sequence[str]) -> list[BrokerAddress]:
+    """Parse one or several broker URLs (comma-separated, or a list); the first is tried first.
+
+    Raises:
+        UsageError: a URL is malformed, or TLS and plain brokers are mixed.
+    """
+    try:
+        return _parse_broker_urls(urls)
     except ContractError as exc:
         raise UsageError(exc.message) from None
 
@@ -125,7 +141,8 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
     """The console's asyncio client. Use ``async with AsyncFleet.connect(url) as fleet``.
 
     Args:
-        url: ``mqtt://host:port`` or ``mqtts://host:port``.
+        url: ``mqtt://host:port`` or ``mqtts://host:port``; several brokers as a
+            comma-separated string or a list (the first that answers; on loss the next).
         username: broker user name.
         password: broker password.
         tls_ca: CA file for TLS (implies TLS).
@@ -145,7 +162,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
 
     def __init__(
         self,
-        url: str = "mqtt://127.0.0.1:1883",
+        url: str | Sequence[str] = "mqtt://127.0.0.1:1883",
         *,
         username: str | None = None,
         password: str | None = None,
@@ -159,7 +176,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         stale_check_interval: float = 1.0,
         wait_for_node: float = 0.0,
     ) -> None:
-        self.address = parse_broker_url(url)
+        self.address, *more = parse_broker_urls(url)
         self.model = FleetModel(history=history)
         self.identity = identity
         self.node_verifier = NodeVerifier(identity.operators()) if identity is not None else None
@@ -191,6 +208,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
                     ("agents/+/resume", 0),
                     (self.inbox, 1),
                 ],
+                fallbacks=[(a.host, a.port) for a in more],
             ),
             on_message=self._on_message,
             on_connect=self._on_connect,
@@ -207,7 +225,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         self.dropped_events = 0
 
     @classmethod
-    def connect(cls, url: str = "mqtt://127.0.0.1:1883", **kwargs: Any) -> AsyncFleet:
+    def connect(cls, url: str | Sequence[str] = "mqtt://127.0.0.1:1883", **kwargs: Any) -> AsyncFleet:
         """A client to use as ``async with AsyncFleet.connect(url) as fleet``
         (keyword arguments as for the constructor)."""
         return cls(url, **kwargs)
@@ -248,6 +266,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         failed = asyncio.create_task(self.session.wait_attempt_failed())
         deadline = time.monotonic() + self.connect_timeout
         failure: BaseException | None = None
+        refused = 0
         while True:
             done, _ = await asyncio.wait(
                 {connected, failed, self._run_task},
@@ -261,7 +280,9 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
                 break
             failure = failed.result()
             if isinstance(failure, (ConnectionRefusedError, socket.gaierror)):
-                break  # nobody listens there, or no such host: say so now, not after the timeout
+                refused += 1
+                if refused >= len(self.session.brokers):
+                    break  # nobody listens there, or no such host: say so now, not after the timeout
             failed = asyncio.create_task(self.session.wait_attempt_failed())
         failed.cancel()
         if connected not in done:
@@ -270,7 +291,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
             # CONNACK timeout and overrun the caller's (a silent broker: 10 s became 13).
             self._run_task.cancel()
             await self.close()
-            where = f"{self.address.host}:{self.address.port}"
+            where = ", ".join(self.session.brokers)
             if isinstance(failure, ConnectionRefusedFatal):
                 raise ConnectError(failure.message) from None
             if isinstance(failure, ConnectionRefusedError):
@@ -319,10 +340,20 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         marker = contract.new_id()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._markers[marker] = fut
+        deadline = time.monotonic() + timeout
         try:
-            if not await self.session.publish(self.inbox, contract.encode({"marker": marker}), qos=1):
-                raise ConnectError("not connected to the broker")
-            await asyncio.wait_for(fut, timeout)
+            while True:
+                if not await self.session.publish(self.inbox, contract.encode({"marker": marker}), qos=1):
+                    raise ConnectError("not connected to the broker")
+                # Sent again every few seconds: a clustered broker (NATS) may refuse our
+                # inbox subscription for a while and drop the first marker.
+                wait = min(_MARKER_RESEND, deadline - time.monotonic())
+                if wait <= 0:
+                    raise TimeoutError
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(fut), wait)
+                if fut.done():
+                    break
         except TimeoutError:
             raise ConsoleTimeout(
                 f"the broker did not echo our marker within {timeout:g} s ({len(self.model)} nodes seen"
@@ -593,6 +624,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         timeout: float = 10.0,
         ttl: float | None = None,
         cmd_id: str | None = None,
+        on_state: Callable[[CommandHandle], None] | None = None,
     ) -> CommandHandle:
         """Send ``verb`` to one node; the handle follows its receipts.
 
@@ -605,6 +637,9 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
             cmd_id: the command id (default: a fresh one). Sending an id again is
                 how a job resumes a step: the node runs an id at most once and
                 answers a repeat with the first run's final receipt.
+            on_state: called with the handle at every state it reaches (``accepted``,
+                then the final one; see :meth:`CommandHandle.on_state`), registered
+                before the command is published so no receipt can come first.
 
         Raises:
             ContractError: a bad node or verb name.
@@ -624,6 +659,8 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         )
         loop = asyncio.get_running_loop()
         handle = CommandHandle(envelope["id"], node, verb, loop)
+        if on_state is not None:
+            handle.on_state(on_state)
         if (earlier := self._commands.get(handle.id)) is not None:  # a resend of a pending id
             self._expire(earlier.id)
         self._commands[handle.id] = handle

@@ -12,6 +12,8 @@ import importlib
 import os
 import sys
 
+from devfleet_base.broker_url import BrokerListAction
+
 # Not ``from typing import ...``: typing, logging and pathlib cost ~10 ms of imports that
 # ``devfleet --help`` does not need (mypy reads this block, Python skips it).
 TYPE_CHECKING = False
@@ -162,7 +164,9 @@ def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "--broker",
         default=default(None),
         metavar="URL",
-        help="broker URL, mqtt://host:port or mqtts://host:port (env DEVFLEET_BROKER)",
+        action=BrokerListAction,
+        help="broker URL, mqtt://host:port or mqtts://host:port (env DEVFLEET_BROKER); several"
+        " (repeated, or comma-separated): the first that answers, the next when it is lost",
     )
     parser.add_argument("--username", default=default(None), help="broker user name (env DEVFLEET_USERNAME)")
     parser.add_argument("--password", default=default(None), help="broker password (env DEVFLEET_PASSWORD)")

@@ -116,7 +116,11 @@ def _load_profile(path: Path, name: str | None) -> tuple[dict[str, Any], str | N
             f"{path}: [{chosen}] has unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(PROFILE_KEYS))})"
         )
     for key, value in table.items():
-        if key == "timeout":
+        if key == "broker" and isinstance(value, list):  # several brokers: a TOML list of URLs
+            if not value or not all(isinstance(v, str) and v for v in value):
+                raise UsageError(f"{path}: [{chosen}] broker must be a URL or a list of URLs")
+            table[key] = ",".join(value)
+        elif key == "timeout":
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 86400
             if not ok or (isinstance(value, float) and not math.isfinite(value)):
                 raise UsageError(f"{path}: [{chosen}] timeout must be a number of seconds, more than 0")

@@ -40,6 +40,8 @@ MIN_PYTHON = (3, 11)
 """The agent's ``requires-python``."""
 AGENT_DIST = "devfleet-agent-core[signing]"
 UNIT_NAME = "devfleet-agent.service"
+USER_UNIT_DIR = ".config/systemd/user"  # under the home directory: systemctl --user's own units
+USER_PREFIX = ".local/share/devfleet"  # under the home directory: what deploy/systemd/user's unit names
 SYSTEM_PREFIX = "/opt/devfleet"  # the layout deploy/systemd/devfleet-agent.service names
 SYSTEM_ETC = "/etc/devfleet"
 SYSTEM_DATA = "/var/lib/devfleet"
@@ -80,6 +82,19 @@ try:
     user = True
 except (KeyError, ImportError):
     user = False
+def quiet(argv):
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+try:
+    login = pwd.getpwuid(os.geteuid()).pw_name
+except (KeyError, NameError):
+    login = ""
+done = quiet(["systemctl", "--user", "show-environment"])
+user_systemd = done is not None and done.returncode == 0
+done = quiet(["loginctl", "show-user", str(os.geteuid()), "--property=Linger", "--value"])
+linger = done is not None and done.returncode == 0 and done.stdout.strip() == "yes"
 prefixes = {}
 for p in sys.argv[1:]:
     p = os.path.abspath(os.path.expanduser(p))
@@ -87,7 +102,8 @@ for p in sys.argv[1:]:
                    "venv": os.path.exists(os.path.join(p, "venv", "bin", "python"))}
 print(json.dumps({"python": list(sys.version_info[:3]), "os": osname, "arch": platform.machine(),
     "home": os.path.expanduser("~"), "root": os.geteuid() == 0, "sudo": sudo,
-    "systemd": os.path.isdir("/run/systemd/system"), "service_user": user, "prefixes": prefixes}))
+    "systemd": os.path.isdir("/run/systemd/system"), "service_user": user, "prefixes": prefixes,
+    "login": login, "user_systemd": user_systemd, "linger": linger}))
 """
 """Run on the target as ``python3 -c PROBE PREFIX...``: prints the facts as one JSON line."""
 
@@ -162,6 +178,9 @@ class Facts:
     systemd: bool
     service_user: bool
     prefixes: dict[str, dict[str, Any]]
+    login: str = ""  # the SSH user's name on the target
+    user_systemd: bool = False  # `systemctl --user show-environment` succeeded: a user manager runs
+    linger: bool = False  # `loginctl show-user` says Linger=yes: user units start at boot
 
     @classmethod
     def parse(cls, line: str) -> Facts:
@@ -190,6 +209,9 @@ class Facts:
             systemd=bool(raw["systemd"]),
             service_user=bool(raw["service_user"]),
             prefixes={str(k): dict(v) for k, v in dict(raw["prefixes"]).items()},
+            login=str(raw.get("login", ""))[:32],
+            user_systemd=bool(raw.get("user_systemd", False)),
+            linger=bool(raw.get("linger", False)),
         )
 
     @property
@@ -202,6 +224,8 @@ class Facts:
         py = ".".join(map(str, self.python))
         bits = [self.os, self.arch, f"Python {py}", "systemd" if self.systemd else "no systemd"]
         bits.append("root" if self.root else "sudo" if self.sudo else "no sudo")
+        if self.user_systemd and not self.privileged:
+            bits.append("user systemd" + (", linger" if self.linger else ""))
         return ", ".join(bits)
 
 
@@ -211,11 +235,15 @@ class Layout:
 
     ``system``: the systemd system unit's fixed layout (``/opt/devfleet/venv``,
     ``/etc/devfleet``, ``/var/lib/devfleet``, user ``devfleet``); else everything
-    under ``prefix`` and a supervised background process.
+    under ``prefix``, run by the systemd user unit (``user``: the prefix is
+    ``HOME/.local/share/devfleet``, the unit in ``HOME/.config/systemd/user``) or
+    else by a supervised background process.
     """
 
     prefix: str
     system: bool = False
+    user: bool = False
+    home: str = ""  # the target's home directory (where the user unit goes)
 
     @property
     def venv(self) -> str:
@@ -255,6 +283,8 @@ class Layout:
 
     @property
     def unit(self) -> str:
+        if self.user:
+            return posixpath.join(self.home, USER_UNIT_DIR, UNIT_NAME)
         return f"/etc/systemd/system/{UNIT_NAME}"
 
     def removed_by_undeploy(self) -> list[str]:
@@ -262,6 +292,8 @@ class Layout:
         paths = [self.prefix]
         if self.system:
             paths += [self.etc, self.data, self.unit]
+        elif self.user:
+            paths.append(self.unit)
         return paths
 
 
@@ -272,6 +304,7 @@ class Action:
 
     step: str
     argv: tuple[str, ...] = ()
+    warn: str = ""  # a failure is not an error: this warning is shown instead
     sudo: bool = False
     path: str = ""
     data: bytes | None = None
@@ -284,7 +317,11 @@ class Action:
     def describe(self) -> str:
         """What ``--dry-run`` prints for it."""
         if self.argv:
-            return ("sudo " if self.sudo else "") + shlex.join(self.argv)
+            return (
+                ("sudo " if self.sudo else "")
+                + shlex.join(self.argv)
+                + (" (may fail: warns)" if self.warn else "")
+            )
         what = f"upload {self.local.name}" if self.local is not None else "write"
         note = ", contents not shown" if self.secret else ""
         owner = f", owner {self.owner}" if self.owner else ""
@@ -318,15 +355,25 @@ def choose_layout(opts: Options, facts: Facts) -> tuple[Layout, list[str]]:
         raise UsageError("--system needs systemd running and root or passwordless sudo on the target")
     if system:
         return Layout(SYSTEM_PREFIX, system=True), warnings
-    prefix = opts.prefix or posixpath.join(facts.home, ".local", "share", "devfleet")
+    default = posixpath.join(facts.home, USER_PREFIX)
+    prefix = opts.prefix or default
     if not posixpath.isabs(prefix):
         prefix = posixpath.join(facts.home, prefix.removeprefix("~/"))
-    why = "no systemd runs there" if not facts.systemd else "no root or passwordless sudo (or --prefix)"
+    prefix = posixpath.normpath(prefix)
+    # The user unit names HOME/.local/share/devfleet (%h-relative), so only that prefix.
+    if facts.systemd and facts.user_systemd and prefix == posixpath.normpath(default):
+        return Layout(prefix, user=True, home=facts.home), warnings
+    if not facts.systemd:
+        why = "no systemd runs there"
+    elif prefix != posixpath.normpath(default):
+        why = "--prefix other than ~/.local/share/devfleet"
+    else:
+        why = "no root or passwordless sudo, and no systemd user manager (systemctl --user failed)"
     warnings.append(
         f"{why}: the agent runs as a supervised background process, restarted if it "
         "exits but NOT started again after a reboot"
     )
-    return Layout(posixpath.normpath(prefix), system=False), warnings
+    return Layout(prefix, system=False), warnings
 
 
 def check_facts(facts: Facts, layout: Layout, host: str) -> None:
@@ -357,6 +404,7 @@ def deploy_actions(
     files: dict[str, bytes],
     unit: bytes | None,
     supervisor: Path,
+    user_unit: bytes | None = None,
 ) -> list[Action]:
     """Everything deploy changes on the target, in order.
 
@@ -368,6 +416,7 @@ def deploy_actions(
             ...), written 0600 into ``layout.etc``.
         unit: the systemd unit (deploy/systemd/devfleet-agent.service) for a system layout.
         supervisor: the local file of :mod:`deploy_supervise`, for a background layout.
+        user_unit: deploy/systemd/user/devfleet-agent.service, for a user layout.
     """
     sudo = layout.system and not facts.root
     state = _prefix_facts(facts, layout)
@@ -377,6 +426,7 @@ def deploy_actions(
             "node": opts.name,
             "prefix": layout.prefix,
             "system": layout.system,
+            "user": layout.user,
             "etc": layout.etc,
             "data": layout.data,
         },
@@ -385,6 +435,9 @@ def deploy_actions(
     if state.get("manifest"):
         if layout.system:
             acts.append(Action("stop", ("systemctl", "stop", UNIT_NAME), sudo=sudo, ok_codes=(0, 5)))
+        elif isinstance(state["manifest"], dict) and state["manifest"].get("user"):
+            # 1: no user manager now (the background process replaces the unit), 5: not loaded
+            acts.append(Action("stop", (*USER_SYSTEMCTL, "stop", UNIT_NAME), ok_codes=(0, 1, 5)))
         elif state.get("venv"):  # an earlier run that failed before the venv started nothing
             acts.append(
                 Action("stop", (layout.python, layout.supervisor, "stop", layout.pidfile), ok_codes=(0, 1, 2))
@@ -407,6 +460,8 @@ def deploy_actions(
         )
     acts.append(Action("prepare", ("mkdir", "-p", "-m", "0755", layout.prefix, layout.wheelhouse), sudo=sudo))
     acts.append(Action("prepare", ("mkdir", "-p", "-m", "0700", layout.etc, layout.data), sudo=sudo))
+    if layout.user:
+        acts.append(Action("prepare", ("mkdir", "-p", "-m", "0755", posixpath.dirname(layout.unit))))
     if layout.system:
         acts.append(
             Action("prepare", ("chown", f"{SERVICE_USER}:{SERVICE_USER}", layout.etc, layout.data), sudo=sudo)
@@ -442,6 +497,9 @@ def deploy_actions(
         # --no-block: the unit is Type=notify with no start timeout (it waits for the
         # broker as long as it takes); the online step waits for the birth instead.
         acts.append(Action("service", ("systemctl", "restart", "--no-block", UNIT_NAME), sudo=sudo))
+    elif layout.user:
+        assert user_unit is not None, "a user layout needs the user unit file"
+        acts += _user_unit_actions(facts, layout, user_unit)
     else:
         acts.append(Action("service", path=layout.supervisor, local=supervisor, mode=0o644))
         agent = (
@@ -460,6 +518,35 @@ def deploy_actions(
     return acts
 
 
+USER_SYSTEMCTL = ("systemctl", "--user")
+
+
+def _user_unit_actions(facts: Facts, layout: Layout, user_unit: bytes) -> list[Action]:
+    """Install, enable and (re)start the user unit; linger so it starts at boot."""
+    acts = [
+        Action("service", path=layout.unit, data=user_unit, mode=0o644),
+        Action("service", (*USER_SYSTEMCTL, "daemon-reload")),
+        Action("service", (*USER_SYSTEMCTL, "enable", UNIT_NAME)),
+        # --no-block as for the system unit: Type=notify waits for the broker.
+        Action("service", (*USER_SYSTEMCTL, "restart", "--no-block", UNIT_NAME)),
+    ]
+    if not facts.linger:
+        # Without linger the user manager (and the agent) starts at the user's first
+        # login and stops at the last logout. polkit lets most users linger themselves.
+        who = facts.login or "$USER"
+        acts.append(
+            Action(
+                "service",
+                ("loginctl", "enable-linger", *([facts.login] if facts.login else [])),
+                warn=(
+                    "linger could not be enabled: the agent stops when you log out and is NOT "
+                    f"started after a reboot until you log in (as root: loginctl enable-linger {who})"
+                ),
+            )
+        )
+    return acts
+
+
 def undeploy_actions(facts: Facts, layout: Layout) -> list[Action]:
     """Stop the agent and remove every file deploy made (see :meth:`Layout.removed_by_undeploy`)."""
     sudo = layout.system and not facts.root
@@ -472,6 +559,11 @@ def undeploy_actions(facts: Facts, layout: Layout) -> list[Action]:
         acts.append(Action("remove", ("systemctl", "daemon-reload"), sudo=sudo))
         if facts.service_user:
             acts.append(Action("remove", ("userdel", SERVICE_USER), sudo=sudo, ok_codes=(0, 6)))
+    elif layout.user:
+        # 1: no such unit, 5: not loaded; linger is left as it was (other user units may need it).
+        acts.append(Action("stop", (*USER_SYSTEMCTL, "disable", "--now", UNIT_NAME), ok_codes=(0, 1, 5)))
+        acts.append(Action("remove", ("rm", "-rf", "--", *layout.removed_by_undeploy())))
+        acts.append(Action("remove", (*USER_SYSTEMCTL, "daemon-reload"), ok_codes=(0, 1)))
     else:
         acts.append(
             Action(

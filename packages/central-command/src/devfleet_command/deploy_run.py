@@ -34,7 +34,7 @@ from .deploy_plan import (
 )
 from .deploy_ssh import DeployError, Remote, SshTarget
 
-__all__ = ["Outcome", "Reporter", "deploy", "probe", "undeploy"]
+__all__ = ["Outcome", "Reporter", "deploy", "plan_lines", "probe", "undeploy"]
 
 Reporter = Callable[[str, str, str], None]
 """``report(target label, step, detail)``."""
@@ -101,11 +101,13 @@ async def probe(remote: Remote, python: str, prefixes: list[str]) -> Facts:
         raise DeployError("check", f"{remote.target.label}: unexpected answer from {python}") from None
 
 
-async def _execute(remote: Remote, act: Action, staging: str) -> None:
+async def _execute(remote: Remote, act: Action, staging: str, warn: Callable[[str], None]) -> None:
     label = remote.target.label
     if act.argv:
         done = await remote.run(list(act.argv), sudo=act.sudo)
-        if done.exit_status not in act.ok_codes:
+        if done.exit_status not in act.ok_codes and act.warn:
+            warn(f"{act.warn} ({done.last_line()})" if done.last_line() else act.warn)
+        elif done.exit_status not in act.ok_codes:
             prog = act.argv[0].rsplit("/", 1)[-1]
             if len(act.argv) > 2 and act.argv[1] == "-m":
                 prog += f" -m {act.argv[2]}"
@@ -127,19 +129,37 @@ async def _execute(remote: Remote, act: Action, staging: str) -> None:
             raise DeployError(act.step, f"{label}: cannot install {act.path}: {done.last_line()}")
 
 
-async def _run_actions(remote: Remote, acts: list[Action], host: str, report: Reporter, facts: Facts) -> None:
+def _ignore(_: str) -> None:
+    pass
+
+
+async def _run_actions(
+    remote: Remote,
+    acts: list[Action],
+    host: str,
+    report: Reporter,
+    facts: Facts,
+    warn: Callable[[str], None] = _ignore,
+) -> None:
+    """Run ``acts`` in order; a failed action with ``Action.warn`` calls ``warn(text)``.
+
+    Raises:
+        DeployError: the first action that failed (its step and one line).
+    """
     staging = posixpath.join(facts.home, ".devfleet-staging")
     if any((a.sudo or a.owner) and not a.argv for a in acts):
         await remote.run(["mkdir", "-p", "-m", "0700", staging])
         try:
-            await _steps(remote, acts, host, report, staging)
+            await _steps(remote, acts, host, report, staging, warn)
         finally:
             await remote.run(["rm", "-rf", "--", staging])  # files staged for sudo install
         return
-    await _steps(remote, acts, host, report, staging)
+    await _steps(remote, acts, host, report, staging, warn)
 
 
-async def _steps(remote: Remote, acts: list[Action], host: str, report: Reporter, staging: str) -> None:
+async def _steps(
+    remote: Remote, acts: list[Action], host: str, report: Reporter, staging: str, warn: Callable[[str], None]
+) -> None:
     step, started = "", time.monotonic()
     for act in acts:
         if act.step != step:
@@ -147,7 +167,7 @@ async def _steps(remote: Remote, acts: list[Action], host: str, report: Reporter
                 report(host, step, f"done ({time.monotonic() - started:.1f} s)")
             step, started = act.step, time.monotonic()
             report(host, step, "...")
-        await _execute(remote, act, staging)
+        await _execute(remote, act, staging, warn)
     if step:
         report(host, step, f"done ({time.monotonic() - started:.1f} s)")
 
@@ -171,6 +191,7 @@ async def deploy(
     report: Reporter,
     dry_run: bool = False,
     online: Callable[[], Any] | None = None,
+    user_unit: bytes | None = None,
 ) -> Outcome:
     """Deploy the agent to one target (see the module docstring).
 
@@ -179,6 +200,7 @@ async def deploy(
         opts: the operator's options.
         files: the node's provisioned files for a layout (``agent.toml`` and keys).
         unit: deploy/systemd/devfleet-agent.service, for targets with systemd.
+        user_unit: deploy/systemd/user/devfleet-agent.service, for systemd without sudo.
         report: progress callback.
         dry_run: connect and check only, and put the plan in ``Outcome.plan``.
         online: awaited after the service step; waits for the node's birth and
@@ -201,13 +223,23 @@ async def deploy(
             check_facts(facts, layout, target.label)
             report(target.label, "check", out.facts)
             supervisor = Path(deploy_supervise.__file__)
-            acts = deploy_actions(opts, facts, layout, files=files(layout), unit=unit, supervisor=supervisor)
+            acts = deploy_actions(
+                opts,
+                facts,
+                layout,
+                files=files(layout),
+                unit=unit,
+                supervisor=supervisor,
+                user_unit=user_unit,
+            )
             if dry_run:
-                out.plan = [f"{a.step:10} {a.describe()}" for a in acts]
+                out.plan = plan_lines(acts)
                 out.ok, out.step = True, "plan"
                 return out
             try:
-                await _run_actions(remote, acts, target.label, _track(out, report), facts)
+                await _run_actions(
+                    remote, acts, target.label, _track(out, report), facts, out.warnings.append
+                )
             except DevfleetError:
                 out.left = layout.removed_by_undeploy()
                 out.undo = undo_command(target, layout)
@@ -228,6 +260,11 @@ async def deploy(
             out.undo = undo_command(target, layout)
         report(target.label, out.step, f"FAILED: {exc.message}")
     return out
+
+
+def plan_lines(acts: list[Action]) -> list[str]:
+    """What ``--dry-run`` prints: ``STEP       COMMAND`` per action."""
+    return [f"{a.step:10} {a.describe()}" for a in acts]
 
 
 def _track(out: Outcome, report: Reporter) -> Reporter:
@@ -268,13 +305,18 @@ async def undeploy(
             out.node = str(manifest.get("node", ""))
             check_name(out.node, "node")  # the target wrote it: it names topics to clear
             # The fixed system paths only where the system layout lives.
-            layout = Layout(where, system=bool(manifest.get("system")) and where == SYSTEM_PREFIX)
+            layout = Layout(
+                where,
+                system=bool(manifest.get("system")) and where == SYSTEM_PREFIX,
+                user=bool(manifest.get("user")),
+                home=facts.home,
+            )
             acts = undeploy_actions(facts, layout)
             if dry_run:
-                out.plan = [f"{a.step:10} {a.describe()}" for a in acts]
+                out.plan = plan_lines(acts)
                 out.ok, out.step = True, "plan"
                 return out
-            await _run_actions(remote, acts, target.label, _track(out, report), facts)
+            await _run_actions(remote, acts, target.label, _track(out, report), facts, out.warnings.append)
         if purge is not None and out.node:
             out.step = "purge"
             report(target.label, "purge", f"retained topics of {out.node}")

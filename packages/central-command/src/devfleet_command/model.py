@@ -169,6 +169,35 @@ class NodeView:
             return "stale" if self.stale else "online"
         return self.status or "unknown"
 
+    def stale_reason(self, now: float | None) -> str | None:
+        """Why the node is stale, e.g. ``"no heartbeat for 35 s (every 10 s expected)"``;
+        None when it is not. A node whose broker node died is stale, not lost: clustered
+        brokers (NATS) do not publish the will of a client whose own node died."""
+        if not self.stale:
+            return None
+        last = self.last_heard
+        if last is None:
+            return "never heard"
+        if now is None:
+            return f"no heartbeat in time (every {self.heartbeat_interval:g} s expected)"
+        silent = max(0.0, now - last)
+        return f"no heartbeat for {silent:.0f} s (every {self.heartbeat_interval:g} s expected)"
+
+    @property
+    def last_heard(self) -> float | None:
+        """When (wall clock) the node was last heard: heartbeat or description."""
+        marks = [t for t in (self.heartbeat_at, self.seen_at) if t is not None]
+        return max(marks) if marks else None
+
+    @property
+    def broker(self) -> str | None:
+        """The broker (``host:port``) the node said it is connected to (heartbeat, else meta)."""
+        for source in (self.heartbeat, self.meta):
+            value = (source or {}).get("broker")
+            if isinstance(value, str):
+                return value
+        return None
+
     @property
     def unconfirmed(self) -> bool:
         """Says ``online`` but nothing shows it lives: no heartbeat with a time and no
@@ -237,8 +266,9 @@ class NodeView:
         value = self.state.get("actors") if self.state else None
         return value if isinstance(value, dict) else {}
 
-    def summary(self) -> dict[str, Any]:
-        """A JSON-able digest (what ``devfleet ls --json`` prints)."""
+    def summary(self, now: float | None = None) -> dict[str, Any]:
+        """A JSON-able digest (what ``devfleet ls --json`` prints); ``now`` (wall clock)
+        dates the stale reason."""
         meta = self.meta or {}
         hb = self.heartbeat or {}
         return {
@@ -246,6 +276,8 @@ class NodeView:
             "health": self.health,
             "status": self.status,
             "stale": self.stale,
+            "stale_reason": self.stale_reason(now),
+            "broker": self.broker,
             "session": self.session,
             "version": meta.get("agent_version") or meta.get("devfleet_version") or wactorz.version(self),
             "groups": self.groups,

@@ -14,7 +14,7 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 from .aio import INSTALL_TIMEOUT, AsyncFleet, Broadcast, CommandHandle, LogRecord
@@ -56,7 +56,7 @@ class SyncCommandHandle:
 class Fleet:
     """The blocking face of :class:`AsyncFleet` (same arguments)."""
 
-    def __init__(self, url: str = "mqtt://127.0.0.1:1883", **kwargs: Any) -> None:
+    def __init__(self, url: str | Sequence[str] = "mqtt://127.0.0.1:1883", **kwargs: Any) -> None:
         self._url = url
         self._kwargs = kwargs
         self._loop = asyncio.new_event_loop()
@@ -64,7 +64,7 @@ class Fleet:
         self._async: AsyncFleet | None = None
 
     @classmethod
-    def connect(cls, url: str = "mqtt://127.0.0.1:1883", **kwargs: Any) -> Fleet:
+    def connect(cls, url: str | Sequence[str] = "mqtt://127.0.0.1:1883", **kwargs: Any) -> Fleet:
         """A client to use as ``with Fleet.connect(url) as fleet``."""
         return cls(url, **kwargs)
 

@@ -12,6 +12,11 @@ Session discipline (Home Assistant's MQTT client is the model): on every
 connect re-subscribe, then call ``on_connect`` (which publishes the birth);
 reconnect with exponential back-off and full jitter; stop retrying on bad
 credentials with a clear error; set TCP_NODELAY (Nagle costs ~40 ms a round trip).
+
+Several brokers (``SessionOptions.fallbacks``, e.g. the nodes of a cluster): the
+session tries them in turn, the first that answers wins; when that connection
+is lost it moves on to the next after a jittered delay, so a fleet whose broker
+node died spreads over the survivors instead of reconnecting in lockstep.
 """
 
 from __future__ import annotations
@@ -156,6 +161,9 @@ class SessionOptions:
     ack_timeout: float = 10.0
     max_queued: int = 1000
     subscriptions: list[tuple[str, int]] = field(default_factory=list)
+    fallbacks: list[tuple[str, int]] = field(default_factory=list)
+    """More brokers (host, port) tried in turn after ``host:port``; they share the
+    credentials and TLS settings."""
 
 
 class MqttSession:
@@ -205,6 +213,10 @@ class MqttSession:
         self.taken_over = 0
         """How often the broker said another client took this session (MQTT 5)."""
         self.connects = 0
+        self._brokers = [(options.host, options.port)]
+        self._brokers += [b for b in options.fallbacks if b not in self._brokers]
+        self._broker_index = 0
+        self._pending_subs: dict[int, list[tuple[str, int]]] = {}
         self.counters = {"sent": 0, "received": 0, "subscribed": 0}
 
     # ---- public API ------------------------------------------------------------------
@@ -221,6 +233,22 @@ class MqttSession:
         await self._attempt_failed.wait()
         self._attempt_failed.clear()
         return self.last_error
+
+    @property
+    def broker(self) -> str:
+        """``host:port`` of the broker in use (or being tried)."""
+        return f"{self.options.host}:{self.options.port}"
+
+    @property
+    def brokers(self) -> list[str]:
+        """Every broker this session may use, ``host:port``, in the order tried."""
+        return [f"{host}:{port}" for host, port in self._brokers]
+
+    def _next_broker(self) -> None:
+        """Move on to the next broker of the list (no-op with one broker)."""
+        if len(self._brokers) > 1:
+            self._broker_index = (self._broker_index + 1) % len(self._brokers)
+            self.options.host, self.options.port = self._brokers[self._broker_index]
 
     @property
     def v5(self) -> bool:
@@ -274,15 +302,21 @@ class MqttSession:
             await self._lost.wait()
             self._teardown_socket()
             if not self._stopping:
+                lost = self.broker
+                self._next_broker()
                 delay = max(random.uniform(0, self.options.backoff_min), self.reconnect_floor)
-                log.warning("connection to broker lost; reconnecting in %.1f s", delay)
+                log.warning(
+                    "connection to broker %s lost; reconnecting to %s in %.1f s", lost, self.broker, delay
+                )
                 await self._sleep_unless_stopping(delay)
 
     async def _failed_attempt(self, exc: BaseException, attempt: int) -> None:
         self.last_error = exc
         self.last_activity = time.monotonic()
         self._attempt_failed.set()
-        delay = random.uniform(0, min(self.options.backoff_max, self.options.backoff_min * 2**attempt))
+        # The back-off grows once per round over every broker, not per broker.
+        rounds = (attempt - 1) // len(self._brokers) + 1
+        delay = random.uniform(0, min(self.options.backoff_max, self.options.backoff_min * 2**rounds))
         if isinstance(exc, _ConnectFailed) and str(exc).startswith("TLS"):
             log.warning("%s; retrying in %.1f s", exc, delay)
         else:
@@ -293,6 +327,7 @@ class MqttSession:
                 exc,
                 delay,
             )
+        self._next_broker()
         await self._sleep_unless_stopping(delay)
 
     def _ca(self) -> str | None:
@@ -372,7 +407,7 @@ class MqttSession:
             if item not in self.options.subscriptions:
                 self.options.subscriptions.append(item)
         if self._client is not None and self._connected.is_set() and filters:
-            self._client.subscribe(list(filters))
+            self._send_subscribe(self._client, list(filters))
             self.counters["subscribed"] += len(filters)
             log.debug("subscribe %s", ", ".join(f for f, _ in filters))
 
@@ -436,6 +471,7 @@ class MqttSession:
         client.on_disconnect = self._cb_disconnect
         client.on_message = self._cb_message
         client.on_publish = self._cb_publish
+        client.on_subscribe = self._cb_subscribe
         client.on_socket_open = self._cb_socket_open
         client.on_socket_close = self._cb_socket_close
         client.on_socket_register_write = self._cb_register_write
@@ -488,8 +524,9 @@ class MqttSession:
         if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._pending_subs.clear()
         if opts.subscriptions:
-            client.subscribe(list(opts.subscriptions))
+            self._send_subscribe(client, list(opts.subscriptions))
             self.counters["subscribed"] += len(opts.subscriptions)
             log.debug("subscribe %s", ", ".join(f for f, _ in opts.subscriptions))
         self._connected.set()
@@ -499,6 +536,35 @@ class MqttSession:
                 await self._on_connect()
             except Exception:
                 log.exception("on_connect handler failed")
+
+    def _send_subscribe(self, client: paho.Client, filters: list[tuple[str, int]]) -> None:
+        _, mid = client.subscribe(filters)
+        if mid is not None:
+            self._pending_subs[mid] = filters
+
+    def _cb_subscribe(
+        self, client: paho.Client, userdata: Any, mid: int, reasons: list[Any], properties: Any
+    ) -> None:
+        """A refused subscription is sent again later: a NATS cluster refuses new QoS 1
+        subscriptions for seconds after one of its nodes died (docs/scaling.md), and an
+        agent that silently lacks its command subscription is deaf."""
+        filters = self._pending_subs.pop(mid, [])
+        failed = [f for f, r in zip(filters, reasons, strict=False) if getattr(r, "is_failure", False)]
+        if not failed or client is not self._client:
+            return
+        self.counters["refused"] = self.counters.get("refused", 0) + len(failed)
+        delay = random.uniform(self.options.backoff_min, 2 * self.options.backoff_min)
+        log.warning(
+            "broker refused subscription(s) %s; retrying in %.1f s", ", ".join(f for f, _ in failed), delay
+        )
+
+        def retry() -> None:
+            wanted = [f for f in failed if f in self.options.subscriptions]
+            if client is self._client and self._connected.is_set() and wanted:
+                self._send_subscribe(client, wanted)
+
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.call_later, delay, retry)
 
     def _blocking_connect(self, client: paho.Client) -> None:
         opts = self.options

@@ -182,12 +182,16 @@ def _node_files(ctx: Context, opts: Options, root: Path, dry_run: bool, notes: l
     return files
 
 
-def _unit() -> bytes | None:
-    """deploy/systemd/devfleet-agent.service, as packaged (``data/`` links to it)."""
+def _unit(name: str = "devfleet-agent.service") -> bytes | None:
+    """deploy/systemd/devfleet-agent.service, as packaged (``data/`` links to it);
+    ``_unit(USER_UNIT)``: deploy/systemd/user/devfleet-agent.service."""
     from importlib import resources
 
-    packaged = resources.files("devfleet_command").joinpath("data/devfleet-agent.service")
+    packaged = resources.files("devfleet_command").joinpath(f"data/{name}")
     return packaged.read_bytes() if packaged.is_file() else None
+
+
+USER_UNIT = "devfleet-agent.user.service"
 
 
 async def _wait_online(ctx: Context, node: str, seconds: float) -> Any:
@@ -263,7 +267,7 @@ async def cmd_deploy(ctx: Context) -> int:
     a = ctx.args
     targets, wheelhouse, components = _jobs(ctx)
     load_asyncssh()
-    unit = _unit()
+    unit, user_unit = _unit(), _unit(USER_UNIT)
     report = _progress(ctx)
     notes: list[str] = []
     gate = asyncio.Semaphore(a.parallel)
@@ -287,6 +291,7 @@ async def cmd_deploy(ctx: Context) -> int:
                 report=report,
                 dry_run=a.dry_run,
                 online=(lambda: _wait_online(ctx, name, a.wait)),
+                user_unit=user_unit,
             )
 
     outcomes = await asyncio.gather(*(one(t, n) for t, n in targets))

@@ -81,7 +81,9 @@ def table(nodes: list[NodeView], now: float | None = None) -> Any:
         t.add_row(
             cell(n.name),
             Text(n.health, style=_HEALTH_STYLE.get(n.health, ""))
-            + (Text(" name clash", style="red") if n.name_clash is not None else Text("")),
+            + (Text(" name clash", style="red") if n.name_clash is not None else Text(""))
+            # Why stale: a node whose broker node died sends no will (docs/scaling.md).
+            + (Text(f" ({reason})") if (reason := n.stale_reason(now)) else Text("")),
             cell(n.session if n.session is not None else "-"),
             cell(n.config_version if n.config_version is not None else "-"),
             cell(",".join(n.groups) or "-"),
@@ -135,7 +137,7 @@ async def cmd_ls(ctx: Context) -> int:
         await _settled(ctx, fleet)
         nodes = fleet.nodes()
         if ctx.json:
-            ctx.emit_json([n.summary() for n in nodes])
+            ctx.emit_json([n.summary(time.time()) for n in nodes])
         elif not nodes:
             print(f"no nodes on {ctx.broker}", file=ctx.out)
         else:
@@ -166,7 +168,7 @@ async def cmd_watch(ctx: Context) -> int:
         if ctx.args.once:
             await _settled(ctx, fleet)
             if ctx.json:
-                ctx.emit_json([n.summary() for n in fleet.nodes()])
+                ctx.emit_json([n.summary(time.time()) for n in fleet.nodes()])
             else:
                 ctx.console().print(table(fleet.nodes()))
             return 0

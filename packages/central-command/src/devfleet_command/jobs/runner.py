@@ -24,9 +24,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from devfleet_base import contract
-from devfleet_base.errors import DevfleetError
+from devfleet_base.errors import Code, DevfleetError
 from devfleet_base.mqtt import Inbound
 
+from ..actors import actor_rows
 from ..errors import ConnectError, ConsoleTimeout
 from .plan import (
     JobState,
@@ -230,7 +231,10 @@ class JobRunner:
                     await self._put(p, state="waiting", error="offline")
                 return
             cmd_id = command_id(self.spec.job, p.node, "do")
-            if p.state != "sent":  # recorded before it goes out: a resuming console resends this id
+            resumed = p.state == "sent"
+            if op.verb == "spawn" and await self._spawn_settled(p, resumed=resumed):
+                return
+            if not resumed:  # recorded before it goes out: a resuming console resends this id
                 before = self.fleet.model.get(p.node)
                 previous = p.previous  # taken once: a node back after applying it reports the new config
                 if p.cmd is None and op.verb == "configure" and before is not None:
@@ -242,6 +246,12 @@ class JobRunner:
                 await self._put(p, state="waiting", error="went offline before answering")
                 return
             except DevfleetError as exc:
+                if resumed and op.verb == "spawn" and exc.code == Code.CONFLICT:
+                    # The crashed console's retained spawn reached the node first.
+                    await self._put(p, state="soaking", changed=True, error=None)
+                    return
+                if op.verb == "spawn" and exc.code == Code.FAILED:
+                    p.changed = True  # a failed start stays listed on the node: a revert stops it
                 self._fail(p, exc.message)
                 await self._put(p)
                 return
@@ -249,11 +259,37 @@ class JobRunner:
                 p, state="soaking", changed=True, previous=previous_from(op.verb, result, p.previous)
             )
 
+    def _actor(self, node: str) -> dict[str, Any] | None:
+        """The spawned actor's row in ``node``'s retained state, or None."""
+        name = self.spec.operation.args.get("name")
+        return next((row for row in actor_rows(self.fleet.model, node) if row["name"] == name), None)
+
+    async def _spawn_settled(self, p: NodeProgress, *, resumed: bool) -> bool:
+        """Whether a spawn needs no sending: a spawn carries no command id the node
+        could deduplicate on, so its actor's presence decides. Resumed (recorded
+        ``sent``: the crashed console may have spawned it) and running: done, not
+        spawned twice. Not yet sent and already running: not the job's actor to
+        change (and never to stop on revert), so the node fails, unless the
+        operation says ``replace`` (then it is sent, and a revert stops it)."""
+        row = self._actor(p.node)
+        if row is None or row.get("state") == "failed":
+            return False
+        if not resumed and self.spec.operation.args.get("replace") is True:
+            return False
+        if resumed:
+            await self._put(p, state="soaking", changed=True, error=None)
+        else:
+            self._fail(p, f"actor {row['name']} already runs on {p.node} (not started by this job)")
+            await self._put(p)
+        return True
+
     async def _send(self, node: str, verb: str, args: dict[str, Any], cmd_id: str) -> Any:
         """Send one step and wait for its final receipt (or the node going offline)."""
         timeout = max(0.5, min(self.spec.operation.timeout, self.spec.expires_at - _now()))
         if verb == "spawn":
-            return await self.fleet.spawn(node, args, timeout=timeout)
+            # Not retained: the job itself waits for offline nodes, and an aborted job
+            # must not leave a spawn on the broker for a node that comes back later.
+            return await self.fleet.spawn(node, args, retain=False, timeout=timeout)
         if verb == "stop" and self.spec.operation.verb == "spawn":
             return await self.fleet.stop_actor(node, str(args.get("name")), timeout=timeout)
         handle = await self.fleet.send(node, verb, args, timeout=timeout, cmd_id=cmd_id)
@@ -279,6 +315,8 @@ class JobRunner:
                     continue
                 settled = now >= until[p.node]
                 problem = component_problem(view.components, settled=settled) if gate.components else None
+                if problem is None and self.spec.operation.verb == "spawn":
+                    problem = self._actor_problem(p.node)
                 if problem is not None:
                     active.remove(p)
                     self._fail(p, problem)
@@ -291,6 +329,15 @@ class JobRunner:
         if self._abort.is_set():
             return
         await asyncio.gather(*(self._health(p) for p in passed))
+
+    def _actor_problem(self, node: str) -> str | None:
+        """Why the spawned actor is unhealthy on ``node`` (its state says failed), or None."""
+        row = self._actor(node)
+        if row is None:
+            return None  # the node's state may not list it yet; its receipt said it started
+        if row.get("state") == "failed":
+            return f"actor {row['name']} failed: {row.get('last_error') or 'no reason given'}"
+        return None
 
     async def _health(self, p: NodeProgress) -> None:
         check = self.spec.gate.health
@@ -375,8 +422,13 @@ class JobRunner:
             except _Offline:
                 return  # tried again when it is back
             except DevfleetError as exc:
-                await self._put(p, state="revert_failed", revert_cmd=cmd_id, error=f"revert: {exc.message}")
-                return
+                if not (
+                    step[0] == "stop" and self.spec.operation.verb == "spawn" and exc.code == Code.NOT_FOUND
+                ):
+                    await self._put(
+                        p, state="revert_failed", revert_cmd=cmd_id, error=f"revert: {exc.message}"
+                    )
+                    return  # else: no such actor (gone, or never started): nothing to stop
         await self._put(p, state="reverted", revert_cmd=cmd_id)
 
 

