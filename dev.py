@@ -28,7 +28,7 @@ REQUIREMENTS = ["nox==2026.10.20", "uv==0.13.9"]
 SESSIONS = {
     "demo": ["-s", "demo"],
     "tour": ["-s", "tour"],
-    "test": ["-s", "lint", "typecheck", "tests", "isolated"],
+    "test": ["-s", "lint", "typecheck", "tests", "isolated", "interop"],
     "bench": ["-s", "bench"],
     "build": ["-s", "build"],
 }

@@ -178,3 +178,14 @@ def bench(session: nox.Session) -> None:
     reqs = _all_local_requirements()
     session.install(*reqs, "playwright>=1.45")  # the viz section drives Debian's chromium
     session.run("python", "bench/run.py", *session.posargs)
+
+
+# The Wactorz packaged node runner, a test peer only (issue 21): never a dependency of any package.
+WACTORZ_PEER = "wactorz==0.7.2"
+
+
+@nox.session
+def interop(session: nox.Session) -> None:
+    """Mixed fleets: devfleet agents and console beside real ``wactorz-node`` processes (tests/interop)."""
+    session.install(*_all_local_requirements(), *TEST_TOOLS, WACTORZ_PEER)
+    session.run("pytest", "tests/interop", "-p", "no:randomly", *session.posargs)

@@ -35,9 +35,9 @@ def test_a_retained_command_is_refused_and_cleared_not_replayed(agent_factory, p
     assert not [m for m in probe.messages(inbox) if m.json()["status"] in ("accepted", "ok")]
 
 
-@pytest.mark.parametrize("leaf", ["stop_all", "stop"])
+@pytest.mark.parametrize("leaf", ["stop_all", "stop", "restart", "restart_agent"])
 def test_retained_wactorz_control_messages_are_cleared_not_obeyed(agent_factory, probe, leaf):
-    node = f"ret-{leaf.replace('_', '')}"
+    node = f"ret-wz-{leaf.replace('_', '')}"
     topic = contract.node_topic(node, leaf)
     probe.subscribe(topic)
     probe.publish(topic, {"name": "x"}, retain=True)

@@ -72,7 +72,9 @@ CLASH_BACKOFF = (30.0, 600.0)
 """Reconnect wait (first, most) while another process uses this node name: doubled
 at every reconnect, so two such processes take the session from each other once
 in minutes rather than four times a second."""
-_NEVER_RETAINED = frozenset({"cmd", "stop", "stop_all", "migrate", "list", "by_name_task"})
+_NEVER_RETAINED = frozenset(
+    {"cmd", "stop", "stop_all", "migrate", "list", "by_name_task", "restart", "restart_agent"}
+)
 """Control topics whose messages must not be retained (``spawn`` may be: the node clears it)."""
 CLASH_FORGET = 900.0
 """Seconds without new evidence after which a name clash is forgotten."""

@@ -20,8 +20,9 @@ from typing import Any
 
 from devfleet_base import contract
 from devfleet_base.contract import Command, Receipt, TopicMatch
-from devfleet_base.errors import Code, ContractError, DevfleetError
+from devfleet_base.errors import Code, ContractError, DevfleetError, SignatureError
 from devfleet_base.signing import Verifier
+from devfleet_base.wactorz_signing import SequenceGuard, verify_control
 
 from .command_ids import CommandMemory
 
@@ -95,6 +96,26 @@ class Dispatcher:
         (when the node has a signing identity); the signature is spent (replay guard)."""
         if self.verifier is not None:
             self.verifier.check(topic, payload)
+        elif self.wactorz_key is not None:  # keyed the Wactorz way only: unsigned is refused
+            raise SignatureError("this node requires signed control messages (a Wactorz signature)")
+
+    #: An HMAC key shared with a Wactorz main (the node's ``WACTORZ_NODE_KEY``); set by
+    #: the actor host. Control messages signed with it the Wactorz way are accepted.
+    wactorz_key: bytes | None = None
+
+    def check_wactorz_signature(
+        self, topic: str, raw: bytes, properties: tuple[tuple[str, str], ...]
+    ) -> bool:
+        """True when the message carries a valid Wactorz signature (MQTT 5 user
+        properties, made with :attr:`wactorz_key`); False when it carries none (check
+        ``_sig`` then). Raise SignatureError for a bad or replayed one.
+
+        The per-topic sequences are kept in memory: a restarted node accepts a
+        sequence again only if it is above what it accepted since the restart."""
+        if self.wactorz_key is None:
+            return False
+        guard = self.__dict__.setdefault("_wactorz_seen", SequenceGuard())
+        return verify_control(self.wactorz_key, topic, raw, properties, guard)
 
     async def handle(
         self,

@@ -22,7 +22,9 @@ from devfleet_base.errors import Code, ContractError
 from devfleet_base.mqtt import Inbound
 from devfleet_base.signing import RETAINED_TTL
 
+from . import wactorz, wactorz_ops
 from .errors import CommandFailed, CommandTimeout, ConnectError, NodeNotFound, UsageError
+from .wactorz_migration import migrate_via_main
 
 if TYPE_CHECKING:
     from devfleet_base.mqtt import MqttSession
@@ -42,6 +44,7 @@ def actor_rows(model: FleetModel, node: str | None = None) -> list[dict[str, Any
             continue
         actors = (view.state or {}).get("actors")
         if not isinstance(actors, dict):
+            out.extend(wactorz.actor_rows(view) if wactorz.is_wactorz(view) else [])
             continue
         for name, info in sorted(actors.items()):
             if isinstance(info, dict):
@@ -55,15 +58,26 @@ class ActorOps:
     session: MqttSession
     identity: Identity | None
     node_verifier: NodeVerifier | None
+    wactorz_key: bytes | None
     model: FleetModel
     inbox: str
     _taps: set[Callable[[Inbound], None]]
     _target: Callable[[str, float], Awaitable[NodeView]]
+    wait_for: Callable[[Callable[[FleetModel], bool], float], Awaitable[None]]
 
     async def _control(self, topic: str, payload: dict[str, Any], *, retain: bool = False) -> None:
-        if self.identity is not None:
-            payload = self.identity.sign(topic, payload)
-        if not await self.session.publish(topic, contract.encode(payload), qos=1, retain=retain, wait=True):
+        props = wactorz_ops.control_properties(self, topic, payload)
+        if props is not None:  # a Wactorz node: signed its way (user properties), never _sig
+            raw = contract.encode(payload)
+            published = await self.session.publish(
+                topic, raw, qos=1, retain=retain, wait=True, user_properties=props(raw)
+            )
+        else:
+            if self.identity is not None:
+                payload = self.identity.sign(topic, payload)
+            raw = contract.encode(payload)
+            published = await self.session.publish(topic, raw, qos=1, retain=retain, wait=True)
+        if not published:
             raise ConnectError(f"the broker did not take the message on {topic}")
 
     async def _request(
@@ -88,6 +102,8 @@ class ActorOps:
         def tap(msg: Inbound) -> None:
             if msg.topic != listen or answer.done() or not msg.payload:
                 return
+            if not wactorz_ops.trusted_answer(self, msg):
+                return  # a Wactorz node's answer not signed with the fleet key
             try:
                 data = contract.decode(msg.payload)
             except ContractError:
@@ -146,7 +162,9 @@ class ActorOps:
             checked = contract.SPAWN_SCHEMA.validate(payload)
         except ContractError as exc:
             raise UsageError(f"spawn: {exc.message}") from None
-        await self._target(node, timeout)
+        view = await self._target(node, timeout)
+        if wactorz.is_wactorz(view):  # no receipts there: confirmed by what it publishes
+            return await wactorz_ops.spawn(self, node, payload, retain=retain, timeout=timeout)
         request = contract.new_id()
         payload["_id"] = request
         # Retained: an offline node runs it when it comes back, within the expiry.
@@ -164,23 +182,48 @@ class ActorOps:
         )
         return self._check_receipt(receipt, f"spawn {checked['name']} on {node}")
 
-    async def stop_actor(self, node: str, name: str, *, timeout: float = 30.0) -> Any:
-        """Stop the actor ``name`` on ``node`` (deliberately: it is not restarted)."""
+    async def stop_actor(
+        self, node: str, name: str, *, delete: bool = False, keep_topics: bool = False, timeout: float = 30.0
+    ) -> Any:
+        """Stop the actor ``name`` on ``node`` (deliberately: it is not restarted).
+
+        ``delete`` also removes its state file and clears its retained
+        ``agents/{id}/...`` topics, unless ``keep_topics`` (Wactorz ``stop`` forms).
+        """
         contract.check_name(name, "actor name")
-        await self._target(node, timeout)
+        view = await self._target(node, timeout)
+        if wactorz.is_wactorz(view):
+            return await wactorz_ops.stop(
+                self, node, name, delete=delete, keep_topics=keep_topics, timeout=timeout
+            )
         request = contract.new_id()
+        body: dict[str, Any] = {"name": name, "_id": request, "_expires_at": time.time() + timeout}
+        if delete:
+            body.update(delete=True, keep_topics=keep_topics)
         receipt = await self._request(
             contract.node_topic(node, "receipts"),
             lambda r: isinstance(r, dict) and r.get("id") == request,
-            lambda: self._control(
-                contract.node_topic(node, "stop"),
-                {"name": name, "_id": request, "_expires_at": time.time() + timeout},
-            ),
+            lambda: self._control(contract.node_topic(node, "stop"), body),
             timeout=timeout,
             what=f"stop {name} on {node}",
             signed_by=node,
         )
         return self._check_receipt(receipt, f"stop {name} on {node}")
+
+    async def stop_all(self, node: str, *, timeout: float = 30.0) -> Any:
+        """Stop every actor on ``node`` and shut its agent (or Wactorz runner) down."""
+        view = await self._target(node, timeout)
+        if wactorz.is_wactorz(view):
+            return await wactorz_ops.stop_all(self, node, timeout=timeout)
+        request = contract.new_id()
+        receipt = await self._request(
+            contract.node_topic(node, "receipts"),
+            lambda r: isinstance(r, dict) and r.get("id") == request,
+            lambda: self._control(contract.node_topic(node, "stop_all"), {"_id": request}),
+            timeout=timeout,
+            what=f"stop_all on {node}",
+        )
+        return self._check_receipt(receipt, f"stop_all on {node}")
 
     def actors(self, node: str | None = None) -> list[dict[str, Any]]:
         """Every actor the fleet's retained state shows (``node``, ``name``, ``state``,
@@ -217,14 +260,18 @@ class ActorOps:
             CommandTimeout: no answer within ``timeout``.
         """
         target = await self._target(to, timeout)
+        if source is None:
+            await wactorz_ops.refresh_lists(self)  # a Wactorz node's actors, if not yet heard
+        src = source or self.locate(name)
+        source_view = await self._target(src, timeout)
+        if wactorz.is_wactorz(target) or wactorz.is_wactorz(source_view):
+            return await migrate_via_main(self, name, src, to, timeout=timeout)
         host = (target.meta or {}).get("actor_host")
         if isinstance(host, dict) and host.get("allow_code") is False:
             raise CommandFailed(
                 f"migrate {name}: {to} does not accept actor code (its agent runs without --allow-code)",
                 code=Code.FORBIDDEN,
             )
-        src = source or self.locate(name)
-        await self._target(src, timeout)
         margin = min(2.0, timeout / 4)
         result = await self._request(
             contract.node_topic(src, "migrate_result"),
@@ -265,7 +312,7 @@ class ActorOps:
         # The reply comes on a node reply topic; the console poses as node "console-<inbox>".
         me = "console-" + self.inbox.rsplit("/", 1)[-1].replace(":", "-")[-40:]
         reply = contract.node_reply_topic(me, reply_id)
-        request = {"_remote_task": True, "_reply_topic": reply, "payload": payload}
+        request = contract.task_envelope(payload, reply)
         instances = sum(1 for row in actor_rows(self.model) if row["name"] == name)
         errors: list[dict[str, Any]] = []
 
@@ -294,7 +341,9 @@ class ActorOps:
         return answer
 
 
-_TASK_ERROR_KEYS = frozenset({"error", "code", "agent", "node"})
+#: An error answer: devfleet's ``{"error", "code", "agent", "node"}``, Wactorz's
+#: ``{"error", "error_phase", "agent"}`` (wactorz/node/agent.py ``_task_failed``).
+_TASK_ERROR_KEYS = frozenset({"error", "code", "agent", "node", "error_phase"})
 
 
 def _is_task_error(answer: Any) -> bool:

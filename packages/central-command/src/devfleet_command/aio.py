@@ -34,6 +34,7 @@ from devfleet_base.mqtt import ConnectionRefusedFatal, Inbound, MqttSession, Ses
 from devfleet_base.node_config import NODE_CONFIG_SCHEMA, apply_dotted, default_node_config
 from devfleet_base.signing import RETAINED_TTL, Identity, NodeVerifier
 
+from . import wactorz, wactorz_ops
 from .actors import ActorOps
 from .errors import (
     CommandTimeout,
@@ -167,6 +168,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         password: str | None = None,
         tls_ca: str | None = None,
         identity: Identity | None = None,
+        wactorz_key: bytes | None = None,
         client_id: str | None = None,
         protocol: str = "auto",
         connect_timeout: float = 10.0,
@@ -183,6 +185,9 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         self.refused_descriptions = 0
         """Descriptions (meta, status, state, cfg) and heartbeats (node and actor) dropped
         for the same reason."""
+        # An HMAC key shared with Wactorz nodes (their WACTORZ_NODE_KEY): signs/checks the
+        # Wactorz way for them (wactorz_ops). Hex in DEVFLEET_WACTORZ_KEY when not given.
+        self.wactorz_key = wactorz_key if wactorz_key is not None else wactorz_ops.key_from_env()
         ident = client_id or f"devfleet-console-{contract.new_id()[:12]}"
         self.inbox = contract.reply_inbox(ident)
         self.connect_timeout = connect_timeout
@@ -379,6 +384,8 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
                     log.exception("message tap failed")
             if topic.startswith(("tasks/", "pools/")):
                 return  # work trading (an auction's or a pool's tap): nothing for the model
+        if self.wactorz_key is not None and not wactorz_ops.trusted_presence(self, msg):
+            return  # a Wactorz node's heartbeat/manifest/list not signed with the fleet key
         if self.node_verifier is not None and payload and not self._believed(topic, payload):
             return
         events = self.model.feed(topic, payload, retain, _now())
@@ -541,6 +548,8 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         names = sorted(needed)
         if on_wait is not None:
             on_wait(names, wait)
+        # A Wactorz node answers a list at once; its heartbeat may be 10 s away.
+        await wactorz_ops.ask_lists(self.session, [n.name for n in waiting if wactorz.is_wactorz(n)])
 
         def heard(m: FleetModel) -> bool:
             return not any((n := m.get(name)) is not None and n.unconfirmed for name in names)

@@ -27,6 +27,8 @@ from devfleet_base import contract
 from devfleet_base.contract import STATUS_SCHEMA, TopicMatch
 from devfleet_base.errors import ContractError
 
+from . import wactorz
+
 __all__ = [
     "DEFAULT_HEARTBEAT_INTERVAL",
     "STALE_FACTOR",
@@ -152,6 +154,8 @@ class NodeView:
     awaiting: bool = False
     invalid: int = 0
     order: dict[str, tuple[int, int]] = field(default_factory=dict)
+    manifest: dict[str, Any] | None = None  # a Wactorz packaged runner's (see wactorz.py)
+    listed: list[str] | None = None  # its actors, from its latest heartbeat or list answer
 
     @property
     def online(self) -> bool:
@@ -275,10 +279,10 @@ class NodeView:
             "stale_reason": self.stale_reason(now),
             "broker": self.broker,
             "session": self.session,
-            "version": meta.get("agent_version") or meta.get("devfleet_version"),
+            "version": meta.get("agent_version") or meta.get("devfleet_version") or wactorz.version(self),
             "groups": self.groups,
             "config_version": self.config_version,
-            "uptime": hb.get("uptime"),
+            "uptime": hb.get("uptime", wactorz.uptime(self)),
             "heartbeat_at": self.heartbeat_at,
             "awaiting_birth": self.awaiting,
             "telemetry": {k: s.value for k, s in self.telemetry.items()},
@@ -293,6 +297,8 @@ class NodeView:
         sample = self.telemetry.get(name)
         if sample is not None:
             return sample.value
+        if wactorz.is_wactorz(self):
+            return wactorz.metric(self, name)
         return _seconds((self.heartbeat or {}).get(name))
 
     def to_dict(self) -> dict[str, Any]:
@@ -307,6 +313,7 @@ class NodeView:
             heartbeat=self.heartbeat,
             history={k: [[s.ts, s.value] for s in h] for k, h in self.history.items()},
             actors=self.actors,
+            manifest=self.manifest,
         )
         return out
 
@@ -446,6 +453,10 @@ class FleetModel:
             return self._description(topic, node, kind, payload, now, not retained)
         if kind == "cfg_desired":
             return self._desired(topic, node, payload, now, retained)
+        if kind == "manifest":
+            return self._manifest(topic, node, payload, now, retained)
+        if kind == "agents" and not retained:
+            return self._list_answer(topic, node, payload, now)
         self.ignored_total += 1
         return []
 
@@ -532,6 +543,7 @@ class FleetModel:
         events: list[Event] = []
         view = self._node(node, None if retained else now, events)
         view.heartbeat = data
+        wactorz.on_heartbeat(view, data)
         if retained or now is None:
             # The retained last heartbeat (or no receive time): its age is the node's own
             # timestamp, not when this console happened to subscribe.
@@ -661,6 +673,39 @@ class FleetModel:
         view = self._node(node, None if retained else now, events)
         view.desired = data
         events.append(NodeChanged(node, what="desired"))
+        return events
+
+    def _list_answer(self, topic: str, node: str, payload: bytes, now: float | None) -> list[Event]:
+        """A Wactorz node's live answer to a list: it lives, and runs these (see wactorz.py)."""
+        view = self.nodes.get(node)
+        if view is None or not wactorz.is_wactorz(view):
+            self.ignored_total += 1
+            return []
+        data = self._decode_dict(payload)
+        if isinstance(data, str):
+            return self._invalid(topic, node, data)
+        wactorz.on_list(view, data, now)
+        return [NodeChanged(node, what="actor")]
+
+    def _manifest(
+        self, topic: str, node: str, payload: bytes, now: float | None, retained: bool
+    ) -> list[Event]:
+        """A Wactorz packaged runner's retained manifest (empty: cleared)."""
+        if not payload:
+            view = self.nodes.get(node)
+            if view is not None:
+                view.manifest = None
+            return []
+        data = self._decode_dict(payload)
+        if isinstance(data, str):
+            return self._invalid(topic, node, data)
+        claimed = data.get("node")
+        if claimed is not None and claimed != node:
+            return self._invalid(topic, node, f"manifest names node {claimed!r}")
+        events: list[Event] = []
+        view = self._node(node, None, events)
+        wactorz.on_manifest(view, data)
+        events.append(NodeChanged(node, what="manifest"))
         return events
 
     def _actor_heartbeat(

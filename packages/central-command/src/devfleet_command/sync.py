@@ -247,9 +247,17 @@ class Fleet:
         """Spawn a dynamic actor on ``node`` (see :meth:`AsyncFleet.spawn`)."""
         return self._call(self.aio.spawn(node, spec, replace=replace, retain=retain, timeout=timeout))
 
-    def stop_actor(self, node: str, name: str, *, timeout: float = 30.0) -> Any:
-        """Stop the actor ``name`` on ``node``."""
-        return self._call(self.aio.stop_actor(node, name, timeout=timeout))
+    def stop_actor(
+        self, node: str, name: str, *, delete: bool = False, keep_topics: bool = False, timeout: float = 30.0
+    ) -> Any:
+        """Stop the actor ``name`` on ``node`` (``delete``: and erase its state; see AsyncFleet)."""
+        return self._call(
+            self.aio.stop_actor(node, name, delete=delete, keep_topics=keep_topics, timeout=timeout)
+        )
+
+    def stop_all(self, node: str, *, timeout: float = 30.0) -> Any:
+        """Stop every actor on ``node`` and shut it down."""
+        return self._call(self.aio.stop_all(node, timeout=timeout))
 
     def resumes(self, skill: str | None = None, region: str | None = None) -> list[dict[str, Any]]:
         """Known résumés joined with node liveness (see ``AsyncFleet.resumes``)."""

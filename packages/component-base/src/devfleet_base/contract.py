@@ -119,6 +119,13 @@ _NODE_LEAVES: Final = frozenset(
         "agents",
         "migrate",
         "migrate_result",
+        # The packaged Wactorz runner (wactorz-node): its presence and the verbs its main sends
+        "manifest",
+        "desired_state",
+        "restart",
+        "restart_agent",
+        "state_return",
+        "spawn_ack",
     }
 )
 
@@ -230,6 +237,42 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
     TopicSpec("nodes/{node}/agents", "node→", False, 1, "Wactorz: the actor list."),
     TopicSpec("nodes/{node}/migrate", "→node", False, 1, "Wactorz: move an actor to `target_node`."),
     TopicSpec("nodes/{node}/migrate_result", "node→", False, 1, "Wactorz: the outcome of a migration."),
+    TopicSpec(
+        "nodes/{node}/desired_state",
+        "→node",
+        True,
+        1,
+        "Wactorz: the actors a node should run (`agents`: spawn configs); missing ones are started.",
+    ),
+    TopicSpec("nodes/{node}/restart", "→node", False, 1, "Wactorz: restart the node's runner."),
+    TopicSpec(
+        "nodes/{node}/restart_agent",
+        "→node",
+        False,
+        1,
+        'Wactorz: restart one actor `{"name": ...}` with its config and state.',
+    ),
+    TopicSpec(
+        "nodes/{node}/state_return",
+        "node→",
+        False,
+        1,
+        "Migration through a main: the actor's config and state, handed back (`migrate` to `@main`).",
+    ),
+    TopicSpec(
+        "nodes/{node}/spawn_ack",
+        "node→",
+        False,
+        1,
+        "Migration through a main: the target started (or `refused`) the spawn with this `migration_token`.",
+    ),
+    TopicSpec(
+        "nodes/{node}/manifest",
+        "node→",
+        True,
+        1,
+        "Wactorz packaged runner: what the machine is (retained); with its heartbeat, its presence.",
+    ),
     TopicSpec(
         "nodes/{node}/reply/{id}",
         "node→node",
@@ -418,6 +461,24 @@ def by_name_task_topic(name: str) -> str:
     return f"agents/by-name/{check_name(name, 'actor name')}/task"
 
 
+def task_envelope(payload: Any, reply_topic: str) -> dict[str, Any]:
+    """A by-name task as devfleet nodes and both Wactorz runners read it.
+
+    A JSON object is merged with the envelope (what a Wactorz caller sends, so a
+    Wactorz handler sees its own keys); any other value, or an object with ``_``
+    keys of its own or a lone ``payload`` key, travels as ``payload``. Source:
+    ``send_to`` in wactorz/agents/dynamic/messaging.py (wactorz 0.7.2).
+    """
+    envelope: dict[str, Any] = {"_remote_task": True, "_reply_topic": reply_topic}
+    if (
+        isinstance(payload, dict)
+        and set(payload) != {"payload"}
+        and not any(str(k).startswith("_") for k in payload)
+    ):
+        return {**payload, **envelope}
+    return {**envelope, "payload": payload}
+
+
 def map_topic(name: str) -> str:
     """``maps/{map}``: the retained frame of a shared map (see :data:`MAP_FRAME_SCHEMA`).
 
@@ -592,6 +653,9 @@ def subscriptions_for_node(node: str, groups: tuple[str, ...] = ()) -> list[tupl
         (f"nodes/{node}/stop_all", 1),
         (f"nodes/{node}/list", 1),
         (f"nodes/{node}/migrate", 1),
+        (f"nodes/{node}/desired_state", 1),
+        (f"nodes/{node}/restart", 1),
+        (f"nodes/{node}/restart_agent", 1),
         (f"nodes/{node}/reply/+", 1),
         (f"nodes/+/handoff/{node}", 1),  # migrations to this node, from any source
         ("agents/by-name/+/task", 1),
@@ -616,6 +680,8 @@ def subscriptions_for_console() -> list[tuple[str, int]]:
         ("nodes/+/cfg", 0),
         ("nodes/+/cfg/desired", 0),
         ("nodes/+/heartbeat", 0),
+        ("nodes/+/manifest", 0),  # a Wactorz packaged runner's presence (with its heartbeat)
+        ("nodes/+/agents", 0),  # its answer to a list (the console asks one it cannot confirm)
         ("nodes/+/telemetry/+", 0),
         ("agents/+/heartbeat", 0),
     ]

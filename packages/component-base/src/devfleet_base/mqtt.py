@@ -141,6 +141,8 @@ class Inbound(NamedTuple):
     qos: int
     response_topic: str | None = None
     correlation: bytes | None = None
+    #: MQTT 5 user properties as (name, value) pairs, in order (e.g. Wactorz's signature).
+    user_properties: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -341,22 +343,26 @@ class MqttSession:
         wait: bool = False,
         correlation: bytes | None = None,
         expiry: float | None = None,
+        user_properties: Sequence[tuple[str, str]] = (),
     ) -> bool:
         """Publish; return False when not connected or the client's queue is full.
 
         With ``wait=True`` (and qos > 0) wait for the broker's acknowledgement
         (time-boxed by ``ack_timeout``) and return whether it came.
+        ``user_properties`` travel on MQTT 5 only (dropped on a 3.1.1 connection).
         """
         client = self._client
         if client is None or not self._connected.is_set():
             return False
         props = None
-        if self.v5 and (correlation is not None or expiry is not None):
+        if self.v5 and (correlation is not None or expiry is not None or user_properties):
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             if correlation is not None:
                 props.CorrelationData = correlation
             if expiry is not None:
                 props.MessageExpiryInterval = max(1, int(expiry))
+            if user_properties:
+                props.UserProperty = [(str(k), str(v)) for k, v in user_properties]
         info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             # MQTT_ERR_QUEUE_SIZE is returned, not raised: always check it.
@@ -690,6 +696,7 @@ class MqttSession:
         counters = self.counters
         counters["received"] += 1
         response_topic = correlation = None
+        user: tuple[tuple[str, str], ...] = ()
         props = getattr(msg, "properties", None)
         if props is not None:
             # paho sets only the properties a packet carries, as instance attributes: a
@@ -697,6 +704,9 @@ class MqttSession:
             present = props.__dict__
             response_topic = present.get("ResponseTopic")
             correlation = present.get("CorrelationData")
+            pairs = present.get("UserProperty")
+            if pairs:
+                user = tuple((str(k), str(v)) for k, v in pairs)
         topic = msg.topic
         payload = msg.payload
         if log.isEnabledFor(logging.DEBUG):
@@ -710,6 +720,7 @@ class MqttSession:
                     msg.qos,
                     response_topic,
                     correlation,
+                    user,
                 )
             )
         except Exception:

@@ -51,6 +51,11 @@ from ..installer import check_requirement, pip_install
 from ..supervisor import ChildInfo, ChildNotFoundError, SupervisorEvent
 from .dynamic import DynamicActor, StateStore, dynamic_factory, state_file
 from .spec import SpawnSpec
+from .wactorz_compat import reply_topic as _valid_reply_topic
+from .wactorz_compat import task_body, wactorz_key_from_env
+from .wactorz_migration import MAIN, return_to_main
+from .wactorz_migration import ack as migration_ack
+from .wactorz_verbs import WactorzVerbs, delete_leftovers, read_control
 
 if TYPE_CHECKING:
     from ..agent import Agent
@@ -175,6 +180,8 @@ class ActorHost:
         agent.route("reply", self._on_reply)
         agent.route("by_name_task", self._on_task)
         agent.route("agent_heartbeat", self._on_actor_heartbeat)
+        WactorzVerbs(self)  # desired_state, restart, restart_agent (wactorz_verbs)
+        agent.dispatcher.wactorz_key = wactorz_key_from_env()  # Wactorz-signed control, if keyed
         agent.add_provider("heartbeat", "agents", self.names)
         agent.add_provider("heartbeat", "agent_count", lambda: len(self._children()))
         agent.add_provider("state", "actors", self.state)
@@ -280,7 +287,9 @@ class ActorHost:
         """Send a task to the actor ``name`` on any node and return its reply.
 
         The request goes to ``agents/by-name/{name}/task`` as
-        ``{"_remote_task": true, "_reply_topic": "nodes/{node}/reply/{id}", "payload": ...}``.
+        ``{"_remote_task": true, "_reply_topic": "nodes/{node}/reply/{id}", "payload": ...}``,
+        a JSON object merged with the envelope instead (``contract.task_envelope``: what
+        Wactorz handlers expect).
 
         Args:
             name: the target actor's name.
@@ -301,7 +310,7 @@ class ActorHost:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._replies[reply_id] = fut
         try:
-            request = {"_remote_task": True, "_reply_topic": reply_topic, "payload": payload}
+            request = contract.task_envelope(payload, reply_topic)
             if not await self.agent.publish_json(topic, request, qos=1):
                 raise CommandError(f"send_to {name!r}: not connected to the broker", code=Code.UNAVAILABLE)
             try:
@@ -436,11 +445,12 @@ class ActorHost:
         request_id = payload.get("_id")
         if not (isinstance(request_id, str) and re.fullmatch(contract.ID_PATTERN, request_id)):
             request_id = None
-        try:
+        try:  # devfleet's _sig, or a Wactorz main's signature in user properties
+            dispatcher = self.agent.dispatcher
             if cmd == "spawn" and self._peers is not None and _node_signed(payload):
                 self._check_peer_spawn(msg.topic, payload, source)
-            else:
-                self.agent.dispatcher.check_signature(msg.topic, payload)
+            elif not dispatcher.check_wactorz_signature(msg.topic, msg.payload, msg.user_properties):
+                dispatcher.check_signature(msg.topic, payload)
             # Like a command's expires_at; a Wactorz main machine sends none (then none applies).
             expires = payload.get("_expires_at")
             if expires is not None and (
@@ -524,7 +534,7 @@ class ActorHost:
                 raise ContractError(f"a handoff from {source} must carry _migration.from_node {source!r}")
             raw_name = payload.get("name")
             name = raw_name if isinstance(raw_name, str) else None
-            state = payload.get("_state")
+            state = payload.get("_state", payload.get("_initial_state"))  # devfleet's, Wactorz's
             if state is not None and not isinstance(state, dict):
                 raise ContractError("spawn._state must be a JSON object")
             migration_id = migration.get("id") if isinstance(migration, dict) else None
@@ -532,6 +542,7 @@ class ActorHost:
             spec = SpawnSpec.from_payload({k: v for k, v in payload.items() if not k.startswith("_")})
         except DevfleetError as exc:
             await self._answer("spawn", request_id, name=name, error=exc)
+            await migration_ack(self, name, payload.get("_migration_token"), exc.message)
             return
         async with self._lock:
             try:
@@ -543,7 +554,10 @@ class ActorHost:
                 )
             except DevfleetError as exc:
                 await self._answer("spawn", request_id, name=spec.name, error=exc)
+                await migration_ack(self, spec.name, payload.get("_migration_token"), exc.message)
                 return
+        refused = f"it failed to start: {info.last_error}" if info.state == "failed" else None
+        await migration_ack(self, spec.name, payload.get("_migration_token"), refused)
         if info.state == "failed":
             error = CommandError(f"actor {spec.name!r} failed to start: {info.last_error}", code=Code.FAILED)
             await self._answer("spawn", request_id, name=spec.name, error=error)
@@ -625,10 +639,10 @@ class ActorHost:
     async def _on_stop(self, msg: Inbound, match: TopicMatch) -> None:
         if match.node != self.node:
             return
-        try:
-            payload, request_id = self._read_control(msg, "stop")
-        except _BadControl as bad:
-            await self._answer("stop", bad.request_id, error=bad.error)
+        try:  # an object, or the Wactorz bare-name form
+            payload, request_id = read_control(self, msg, "stop")
+        except DevfleetError as exc:
+            await self._answer("stop", None, error=exc)
             return
         name = payload.get("name")
         if not isinstance(name, str) or not _valid_name(name):
@@ -642,13 +656,19 @@ class ActorHost:
             if running:
                 with contextlib.suppress(ChildNotFoundError):
                     await self.supervisor.stop_child(name)
+            elif hosted is None and payload.get("delete") is True:
+                pass  # a delete of a stopped actor removes what it left (Wactorz: migration's end)
             elif hosted is None:
                 error = CommandError(f"no actor named {name!r} on {self.node}", code=Code.NOT_FOUND)
                 await self._answer("stop", request_id, name=name, error=error)
                 return
+        deleted = payload.get("delete") is True
+        if deleted:
+            await delete_leftovers(self, name, keep_topics=payload.get("keep_topics") is True)
         self.agent.state_changed()
-        log.info("actor %s stopped on request", name)
-        await self._answer("stop", request_id, name=name, result={"name": name, "stopped": True})
+        log.info("actor %s stopped on request%s", name, " (deleted)" if deleted else "")
+        result = {"name": name, "stopped": True, **({"deleted": True} if deleted else {})}
+        await self._answer("stop", request_id, name=name, result=result)
 
     async def _on_stop_all(self, msg: Inbound, match: TopicMatch) -> None:
         if match.node != self.node:
@@ -703,6 +723,9 @@ class ActorHost:
             if name is None:
                 raise ContractError(f'migrate: "name" must be an actor name, got {raw!r}')
             target = payload.get("target_node")
+            if target == MAIN:  # routed through a main (Wactorz): hand the actor back
+                await return_to_main(self, payload)
+                return
             if not isinstance(target, str):
                 raise ContractError(f'migrate: "target_node" must be a node name, got {target!r}')
             contract.check_name(target, "target_node")
@@ -846,8 +869,7 @@ class ActorHost:
                 reply_topic = _valid_reply_topic(candidate)
                 if reply_topic is None:
                     log.warning("task for %s names a bad _reply_topic %r; not answering", name, candidate)
-            if payload.get("_remote_task") is True:
-                task = payload.get("payload")
+            task = task_body(payload)  # devfleet's {"payload": X} or Wactorz's merged envelope
         reply = await self.handle_task(name, task)
         if reply_topic is not None:
             await self.agent.publish_json(reply_topic, reply, qos=1)
@@ -882,13 +904,6 @@ def _valid_name(name: str) -> bool:
     except ContractError:
         return False
     return True
-
-
-def _valid_reply_topic(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return None
-    match = contract.parse_topic(value)
-    return value if match is not None and match.kind == "reply" else None
 
 
 def _node_signed(payload: dict[str, Any]) -> bool:

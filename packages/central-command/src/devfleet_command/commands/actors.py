@@ -44,6 +44,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument("node", help="the node's name")
     p.add_argument("name", help="the actor's name")
+    p.add_argument("--delete", action="store_true", help="also remove its state file and retained topics")
+    p.add_argument(
+        "--keep-topics",
+        action="store_true",
+        help="with --delete: keep its retained topics (it lives elsewhere)",
+    )
     p.set_defaults(handler=cmd_stop)
     p = sub.add_parser(
         "actors",
@@ -150,7 +156,13 @@ async def cmd_spawn(ctx: Context) -> int:
 async def cmd_stop(ctx: Context) -> int:
     """Stop an actor."""
     async with ctx.fleet() as fleet:
-        result = await fleet.stop_actor(ctx.args.node, ctx.args.name, timeout=ctx.timeout)
+        result = await fleet.stop_actor(
+            ctx.args.node,
+            ctx.args.name,
+            delete=ctx.args.delete,
+            keep_topics=ctx.args.keep_topics,
+            timeout=ctx.timeout,
+        )
     if ctx.json:
         ctx.emit_json({"node": ctx.args.node, "name": ctx.args.name, "result": result})
     else:
@@ -160,7 +172,10 @@ async def cmd_stop(ctx: Context) -> int:
 
 async def cmd_actors(ctx: Context) -> int:
     """List actors from the retained state."""
+    from ..wactorz_ops import refresh_lists
+
     async with ctx.fleet() as fleet:
+        await refresh_lists(fleet)  # Wactorz nodes' actors: asked, their heartbeats are not retained
         rows = fleet.actors(ctx.args.node)
     if ctx.json:
         ctx.emit_json(rows)

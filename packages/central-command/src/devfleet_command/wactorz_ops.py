@@ -1,0 +1,275 @@
+"""Actor operations on a Wactorz packaged-runner node (``wactorz-node``).
+
+Such a node sends no receipts, so each operation is confirmed by what the node
+does publish (shapes from ``wactorz/node/runner.py`` of wactorz 0.7.2):
+
+- **spawn**: its ``agents/{node}/logs`` record ``{"type": "spawned", "child_name"}``,
+  or an ``error`` record naming the actor (refused install, failed start...). A
+  name already running there without ``replace`` is refused here first (the node
+  would ignore it silently). Published retained, like a Wactorz main does, and
+  cleared once answered or timed out: the node never clears it, and a retained
+  spawn left behind would bring a stopped actor back at every restart.
+- **stop**: the node's list answer (``nodes/{node}/agents``) no longer names it.
+- **stop_all**: its last heartbeat says ``status: "offline"``.
+
+What is sent is what Wactorz accepts: no ``null`` values (its spawn reads
+``float(config.get("poll_interval", 5.0))``) and none of devfleet's ``_`` keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from devfleet_base import contract
+from devfleet_base.errors import Code
+from devfleet_base.mqtt import Inbound
+from devfleet_base.wactorz_signing import WactorzSigner, control_leaf, publication_signed
+
+from .errors import CommandFailed, CommandTimeout, ConsoleTimeout, NodeNotFound, UsageError
+
+if TYPE_CHECKING:
+    from devfleet_base.mqtt import MqttSession
+
+    from .actors import ActorOps
+
+log = logging.getLogger("devfleet.console")
+
+__all__ = [
+    "ask_lists",
+    "control_properties",
+    "key_from_env",
+    "listed",
+    "refresh_lists",
+    "spawn",
+    "spawn_payload",
+    "stop",
+    "stop_all",
+    "trusted_answer",
+    "trusted_presence",
+]
+
+#: Seconds between list questions while waiting for a stop to show.
+_POLL = 0.3
+
+
+def control_properties(
+    ops: ActorOps, topic: str, payload: dict[str, Any]
+) -> Callable[[bytes], list[tuple[str, str]]] | None:
+    """For a message to a Wactorz node: what gives its user properties (the Wactorz
+    signature of a control leaf when the console has a key, else none). None for
+    any other node (devfleet's ``_sig`` applies)."""
+    from . import wactorz
+
+    parts = topic.split("/")
+    view = ops.model.get(parts[1]) if len(parts) == 3 and parts[0] == "nodes" else None
+    if view is None or not wactorz.is_wactorz(view):
+        return None
+    if ops.wactorz_key is None or control_leaf(topic) is None:
+        return lambda _raw: []
+    signer = ops.__dict__.get("_wactorz_signer")
+    if signer is None:  # one per console: its sequence must only grow
+        signer = ops.__dict__["_wactorz_signer"] = WactorzSigner(ops.wactorz_key)
+    return lambda raw: signer.properties(topic, raw)
+
+
+def trusted_answer(ops: ActorOps, msg: Inbound) -> bool:
+    """Whether an answer may be used: anything from a devfleet node (its own rules),
+    and from a Wactorz node (``nodes/{node}/...``, ``agents/{node}/logs``) only when
+    signed with the fleet key, if the console has one."""
+    from . import wactorz
+
+    if ops.wactorz_key is None:
+        return True
+    parts = msg.topic.split("/")
+    view = ops.model.get(parts[1]) if len(parts) >= 3 and parts[0] in ("nodes", "agents") else None
+    if view is None or not wactorz.is_wactorz(view):
+        return True
+    if publication_signed(ops.wactorz_key, msg.topic, msg.payload, msg.user_properties):
+        return True
+    log.warning("ignored an answer on %s: not signed with the fleet key", msg.topic)
+    return False
+
+
+#: The environment variable a console reads the Wactorz fleet key from (hex, as the
+#: nodes' own WACTORZ_NODE_KEY), when none is given to AsyncFleet.
+KEY_ENV = "DEVFLEET_WACTORZ_KEY"
+
+
+def key_from_env() -> bytes | None:
+    """The Wactorz fleet key from ``DEVFLEET_WACTORZ_KEY`` (hex), or None when unset.
+
+    Raises:
+        UsageError: set but not hex.
+    """
+    text = os.environ.get(KEY_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise UsageError(f"{KEY_ENV} is not a hex key") from None
+
+
+_PRESENCE = frozenset({"heartbeat", "manifest", "agents"})
+
+
+def trusted_presence(ops: ActorOps, msg: Inbound) -> bool:
+    """For a console holding a key: whether to take a Wactorz node's presence message
+    (its heartbeat, manifest or list answer) — only when signed with that key. Every
+    other message (devfleet nodes' included) is left to the usual rules."""
+    from . import wactorz
+
+    parts = msg.topic.split("/")
+    if len(parts) != 3 or parts[0] != "nodes" or parts[2] not in _PRESENCE or not msg.payload:
+        return True
+    if parts[2] != "manifest":
+        view = ops.model.get(parts[1])
+        if not (view is not None and wactorz.is_wactorz(view)) and b'"runtime"' not in msg.payload:
+            return True
+    key = ops.wactorz_key
+    if key is None or publication_signed(key, msg.topic, msg.payload, msg.user_properties):
+        return True
+    if parts[1] not in _reported and len(_reported) < 1024:  # said once per node
+        _reported.add(parts[1])
+        log.warning("ignoring Wactorz node %s: what it publishes is not signed with the fleet key", parts[1])
+    return False
+
+
+_reported: set[str] = set()
+
+
+async def ask_lists(session: MqttSession, nodes: list[str]) -> None:
+    """Ask each Wactorz node for its actor list (``nodes/{node}/list``, unsigned: not a
+    control leaf there); the answers reach the model (:func:`devfleet_command.wactorz.on_list`)."""
+    for node in nodes:
+        await session.publish(contract.node_topic(node, "list"), b"{}", qos=1)
+
+
+async def refresh_lists(ops: ActorOps, *, timeout: float = 3.0) -> None:
+    """Ask every Wactorz node whose actors this console has not heard for its list,
+    and wait up to ``timeout`` for the answers (a one-shot console has only their
+    retained manifests; their heartbeats are not retained). A silent node stays unlisted."""
+    from . import wactorz
+
+    missing = [v.name for v in ops.model if wactorz.is_wactorz(v) and v.listed is None]
+    if not missing:
+        return
+    await ask_lists(ops.session, missing)
+    with contextlib.suppress(ConsoleTimeout):
+        await ops.wait_for(
+            lambda m: all((v := m.get(n)) is None or v.listed is not None for n in missing), timeout
+        )
+
+
+def spawn_payload(spec: dict[str, Any], node: str) -> dict[str, Any]:
+    """``spec`` as a Wactorz runner accepts it: no ``None`` values, no ``_`` keys."""
+    out = {k: v for k, v in spec.items() if v is not None and not k.startswith("_")}
+    out["node"] = node
+    return out
+
+
+async def listed(ops: ActorOps, node: str, *, timeout: float) -> list[str]:
+    """The actor names ``node`` runs now (its answer on ``nodes/{node}/agents``)."""
+    answer = await ops._request(
+        contract.node_topic(node, "agents"),
+        lambda a: isinstance(a, dict) and a.get("node") == node and isinstance(a.get("agents"), list),
+        lambda: ops._control(contract.node_topic(node, "list"), {}),
+        timeout=timeout,
+        what=f"list the actors of {node}",
+    )
+    return sorted(
+        str(a["name"]) for a in answer["agents"] if isinstance(a, dict) and isinstance(a.get("name"), str)
+    )
+
+
+async def spawn(ops: ActorOps, node: str, spec: dict[str, Any], *, retain: bool, timeout: float) -> Any:
+    """Spawn on a Wactorz node; ``{"name", "actor_id", "state": "running"}`` once it says so.
+
+    Raises:
+        CommandFailed: ``conflict`` (already running, no ``replace``) or ``failed``
+            (the node's error record, quoted).
+        CommandTimeout: neither within ``timeout``.
+    """
+    name = str(spec["name"])
+    deadline = time.monotonic() + timeout
+    if not spec.get("replace") and name in await listed(ops, node, timeout=timeout):
+        raise CommandFailed(
+            f"spawn {name} on {node}: conflict: {name!r} is already running there "
+            '(send "replace": true to restart it)',
+            code=Code.CONFLICT,
+        )
+    topic = contract.node_topic(node, "spawn")
+    payload = spawn_payload(spec, node)
+    quoted = f"'{name}'"
+
+    def settles(record: Any) -> bool:
+        if not isinstance(record, dict):
+            return False
+        if record.get("type") == "spawned":
+            return record.get("child_name") == name
+        return record.get("type") == "error" and quoted in str(record.get("message", ""))
+
+    try:
+        record = await ops._request(
+            f"agents/{node}/logs",
+            settles,
+            lambda: ops._control(topic, payload, retain=retain),
+            timeout=max(0.1, deadline - time.monotonic()),
+            what=f"spawn {name} on {node}",
+        )
+    finally:
+        if retain:  # the node never clears it: a retained spawn must not outlive this wait
+            await ops.session.publish(topic, b"", qos=1, retain=True, wait=True)
+    if record.get("type") == "error":
+        raise CommandFailed(f"spawn {name} on {node}: failed: {record.get('message')}", code=Code.FAILED)
+    return {"name": name, "actor_id": contract.actor_id(name), "state": "running"}
+
+
+async def stop(
+    ops: ActorOps, node: str, name: str, *, delete: bool, keep_topics: bool, timeout: float
+) -> Any:
+    """Stop (``delete``: and erase) ``name`` on a Wactorz node, confirmed by its list.
+
+    Raises:
+        CommandFailed: ``not_found`` (the node does not run it).
+        CommandTimeout: still listed after ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    if name not in await listed(ops, node, timeout=timeout):
+        raise CommandFailed(
+            f"stop {name} on {node}: not_found: no actor named {name!r} on {node}", code=Code.NOT_FOUND
+        )
+    request: dict[str, Any] = {"name": name}
+    if delete:
+        request["delete"] = True
+        if keep_topics:
+            request["keep_topics"] = True
+    await ops._control(contract.node_topic(node, "stop"), request)
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            if name not in await listed(ops, node, timeout=left):
+                return {"name": name, "stopped": True, **({"deleted": True} if delete else {})}
+        except CommandTimeout:
+            break
+        await asyncio.sleep(min(_POLL, max(0.0, deadline - time.monotonic())))
+    raise CommandTimeout(f"stop {name} on {node}: still running after {timeout:g} s")
+
+
+async def stop_all(ops: ActorOps, node: str, *, timeout: float) -> Any:
+    """Stop every actor and the runner of a Wactorz node, confirmed by its ``offline`` heartbeat."""
+    if ops.model.get(node) is None:
+        raise NodeNotFound(f"no node {node!r} in the fleet")
+    await ops._request(
+        contract.node_topic(node, "heartbeat"),
+        lambda b: isinstance(b, dict) and b.get("status") == "offline",
+        lambda: ops._control(contract.node_topic(node, "stop_all"), {}),
+        timeout=timeout,
+        what=f"stop_all on {node}",
+    )
+    return {"stopped": "all", "node": node}
