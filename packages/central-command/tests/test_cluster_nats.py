@@ -92,9 +92,11 @@ def test_a_persistent_session_fails_over_to_another_nats_node_while_the_dead_one
         killed_at = time.monotonic()
         cluster.kill(0)
         fleet.wait_for(
-            lambda m: (b := _broker_of(m, "rover")) is not None
-            and b != first
-            and (m.get("rover").status_payload or {}).get("version") != born,  # a fresh birth
+            lambda m: (
+                (b := _broker_of(m, "rover")) is not None
+                and b != first
+                and (m.get("rover").status_payload or {}).get("version") != born
+            ),  # a fresh birth
             timeout=60,
         )
         online_after = time.monotonic() - killed_at

@@ -274,7 +274,9 @@ async def test_a_frozen_agent_shows_stale_with_the_console_reason_in_the_table_a
     fleet = view.hub.fleet
     await fleet.wait_for(_online("fz1"), timeout=30)
     await fleet.config_set("fz1", {"heartbeat.interval": 1.0})
-    await fleet.wait_for(lambda m: (n := m.get("fz1")) is not None and n.heartbeat_interval == 1.0, timeout=15)
+    await fleet.wait_for(
+        lambda m: (n := m.get("fz1")) is not None and n.heartbeat_interval == 1.0, timeout=15
+    )
     await page.goto(view.url)
     await _row_health(page, "fz1", "online", 10)
 

@@ -582,9 +582,11 @@ class MqttSession:
     def _blocking_connect(self, client: paho.Client) -> None:
         opts = self.options
         if opts.persistent and client.protocol == paho.MQTTv5:
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = opts.session_expiry
-            client.connect(opts.host, opts.port, keepalive=opts.keepalive, clean_start=False, properties=props)
+            client.connect(
+                opts.host, opts.port, keepalive=opts.keepalive, clean_start=False, properties=props
+            )
         else:
             client.connect(opts.host, opts.port, keepalive=opts.keepalive)
 
