@@ -37,6 +37,7 @@ def test_a_short_headless_run_ends_by_itself_and_leaves_nothing_running(tmp_path
     out, err = proc.communicate(timeout=110)
     assert proc.returncode == 0, out + err
     assert "foraging: 2 robots, 5 s of foraging" in out and "Ctrl-C stops it" in out
+    assert "web view: http://127.0.0.1:" in out and "/#/map" in out  # its address, at the start
     assert "items collected" in out and f"picture           {tmp_path / 'arena.png'}" in out
     assert (tmp_path / "arena.png").stat().st_size > 1000 and (tmp_path / "summary.json").exists()
     assert "Traceback" not in err

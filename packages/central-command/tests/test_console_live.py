@@ -58,9 +58,11 @@ async def test_command_round_trip_with_receipts(mosquitto: Any, agents: Any) -> 
     agents.start("n1")
     async with AsyncFleet.connect(mosquitto.url) as fleet:
         await fleet.wait_for(online("n1"), timeout=20)
-        handle = await fleet.send("n1", "ping", timeout=10)
+        states: list[str] = []
+        handle = await fleet.send("n1", "ping", timeout=10, on_state=lambda h: states.append(h.state))
         result = await handle.result()
         assert handle.state == "ok" and result["pong"] is True and result["node"] == "n1"
+        assert states == ["accepted", "ok"]  # the agent's two receipts, each reported
         bad = await fleet.send("n1", "no_such_verb", timeout=10)
         await bad.wait()
         assert bad.state == "error" and bad.code == "unknown_command"

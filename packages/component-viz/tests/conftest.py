@@ -7,8 +7,6 @@ overrides the ``tmp/artifacts`` part).
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,29 +16,15 @@ import pytest
 
 from devfleet_agent.testing import AgentProcess
 from devfleet_command import AsyncFleet
+from devfleet_viz import testing as kit
 from devfleet_viz.hub import HubLimits
 from devfleet_viz.view import FleetView
 
-CHROMIUM = os.environ.get("DEVFLEET_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 KEEPALIVE = 5  # the agent's minimum: the broker sends the will within 1.5x
 
 
 def artifacts_dir() -> Path:
-    root = Path(
-        os.environ.get("DEVFLEET_ARTIFACTS", Path(__file__).resolve().parents[3] / "tmp" / "artifacts")
-    )
-    out = root / "viz"
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return kit.artifacts_dir(Path(__file__).resolve().parents[3] / "tmp" / "artifacts")
 
 
 @pytest.fixture
@@ -97,16 +81,11 @@ async def view(fresh_broker: Any) -> AsyncIterator[FleetView]:
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
     """Debian's chromium through Playwright (``apt-get install chromium``)."""
-    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
-        pytest.fail(f"the viz tests need chromium at {CHROMIUM}: apt-get install chromium")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
+    try:
+        async with kit.chromium() as b:
             yield b
-        finally:
-            await b.close()
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc))
 
 
 async def _page(browser: Any, *, bypass_csp: bool) -> AsyncIterator[Any]:

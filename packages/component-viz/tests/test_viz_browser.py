@@ -72,6 +72,9 @@ async def test_node_page_commands_config_logs_and_escaping(
 
     await page.click("#commands button[data-verb=ping]")
     await page.wait_for_selector('#receipts .receipt[data-verb="ping"][data-state="ok"]', timeout=10_000)
+    # every receipt state was pushed, not only the last one: accepted, then ok
+    states = await page.get_attribute('#receipts .receipt[data-verb="ping"]', "data-states")
+    assert states is not None and states.split()[-2:] == ["accepted", "ok"], states
 
     # The description shows as text; nothing in it ran.
     await page.wait_for_function(

@@ -109,17 +109,16 @@ def test_command_requests() -> None:
             _command_of(bad)
 
 
-async def test_a_receipt_that_comes_before_the_follower_starts_is_not_lost() -> None:
-    """Regression: the final receipt arrived between noting ``accepted`` and the
-    follower's first turn, and the page never saw ``ok``."""
+async def test_back_to_back_receipts_each_reach_the_pages() -> None:
+    """Regression: the hub polled the handle every 50 ms and could miss a short
+    ``accepted`` (or the final receipt); now the handle calls it at every state."""
     hub = FleetHub(AsyncFleet("mqtt://127.0.0.1:1"))
     handle = CommandHandle("c1", "n1", "component", asyncio.get_running_loop())
+    handle.on_state(hub._note_receipt)
     accepted = {"id": "c1", "node": "n1", "cmd": "component", "status": "accepted"}
-    handle._on_receipt(Receipt.from_wire(accepted), accepted)
-    hub._note_receipt(handle)
-    follower = asyncio.create_task(hub._follow(handle, handle.state))
     ok = {**accepted, "status": "ok", "result": {"x": 1}}
-    handle._on_receipt(Receipt.from_wire(ok), ok)  # before the follower's first turn
-    await asyncio.wait_for(follower, 5)
+    for wire in (accepted, ok):  # no await in between
+        handle._on_receipt(Receipt.from_wire(wire), wire)
     assert [r["state"] for r in hub.receipts] == ["accepted", "ok"]
+    assert [r["state"] for r in hub._new_receipts] == ["accepted", "ok"]  # the next delta carries both
     assert hub.receipts[-1]["result"] == {"x": 1}

@@ -15,7 +15,9 @@ group ``team-b`` (one ``configure`` to the group); a fleet-wide ``pause`` and
 the arena respawns what it carried); at the end a fleet-wide ``recall``
 (every robot resting, with receipts). Output: the per-tick CSV, the summary
 (JSON and on the terminal), a PNG of the arena with trails and the metrics
-plot, and a GIF when asked.
+plot, and a GIF when asked. While it runs, the web view (``devfleet-component-viz``,
+the ``viz`` extra; in this process, on 127.0.0.1) shows the fleet and the arena's
+map; its address is printed at the start (``--viz-port``, ``--no-viz``).
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ class RunOptions:
         gif: also write an animation.
         kill: kill -9 one robot's agent halfway (needs 2+ robots).
         keepalive: the agents' MQTT keepalive (5..3600 s); the will fires after 1.5x.
+        viz: serve the web view (``devfleet-component-viz``, when installed) on 127.0.0.1.
+        viz_port: its TCP port (0: a free one; the address is printed at the start).
     """
 
     robots: int = 6
@@ -74,6 +78,8 @@ class RunOptions:
     gif: bool = False
     kill: bool = True
     keepalive: int = 5
+    viz: bool = True
+    viz_port: int = 0
 
 
 @dataclass
@@ -98,6 +104,7 @@ class RunResult:
     png: Path | None = None
     gif: Path | None = None
     csv: Path | None = None
+    viz_url: str | None = None
 
 
 class Observer:
@@ -198,6 +205,7 @@ class Run:
         self.started = asyncio.Event()  # the fleet-wide start was acknowledged
         self.ended = asyncio.Event()  # the foraging window is over (before the recall)
         self._observer: Observer | None = None
+        self.view: Any = None  # the web view (devfleet_viz.FleetView) while the run lasts
 
     # ---- operator actions -------------------------------------------------------------
 
@@ -241,6 +249,7 @@ class Run:
         await self.bridge.start()
         tmp = tempfile.mkdtemp(prefix="devfleet-foraging-")
         try:
+            await self._start_view()
             for name in self.names:
                 self.agents.append(
                     AgentProcess(
@@ -271,8 +280,31 @@ class Run:
                 await self._finish(fleet, observer)
         finally:
             await self._shutdown()
+            if self.view is not None:
+                await self.view.close()
             shutil.rmtree(tmp, ignore_errors=True)
         return self.result
+
+    async def _start_view(self) -> None:
+        """The web view in this process, on loopback: the fleet table and the arena's map."""
+        if not self.o.viz:
+            return
+        try:
+            from devfleet_viz import FleetView
+        except ImportError:  # an optional extra: the run works without it
+            self.say("web view: not installed (pip install devfleet-example-foraging[viz])")
+            return
+        from devfleet_command.aio import AsyncFleet
+
+        view = FleetView(AsyncFleet(self.url), bind="127.0.0.1", port=self.o.viz_port)
+        try:
+            await view.start()
+        except OSError as exc:
+            self.say(f"web view: cannot listen on 127.0.0.1:{self.o.viz_port} ({exc.strerror or exc})")
+            return
+        self.view = view
+        self.result.viz_url = f"{view.url}#/map"
+        self.say(f"web view: {self.result.viz_url}  (the fleet: {view.url})")
 
     async def _shutdown(self) -> None:
         """SIGTERM every agent at once (each says offline), then wait; servers and files last."""
@@ -527,6 +559,8 @@ class LiveView:
         a = run.arena
         clock = (a.tick - run.start_tick) * a.config.dt
         head = f"[bold]foraging[/] t={clock:5.1f}/{run.o.duration:g} s  items {a.collected}  energy {a.energy}  (Ctrl-C stops)"
+        if run.result.viz_url:
+            head += f"\nweb view {run.result.viz_url}"
         return Group(head, t)
 
     async def _redraw(self) -> None:
@@ -577,6 +611,10 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=Path("foraging-run"), help="output folder (default ./foraging-run)"
     )
     p.add_argument("--broker-kind", choices=("auto", "mosquitto", "amqtt"), default="auto")
+    p.add_argument(
+        "--viz-port", type=int, default=0, help="the web view's port on 127.0.0.1 (default: a free one)"
+    )
+    p.add_argument("--no-viz", action="store_true", help="no web view")
     args = p.parse_args(argv)
     if not 1 <= args.robots <= 20:
         p.error("--robots must be between 1 and 20")
@@ -586,6 +624,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--speed must be between 0.1 and 10")
     if not 0 <= args.seed < 2**31:
         p.error("--seed must be between 0 and 2**31 - 1")
+    if not 0 <= args.viz_port <= 65535:
+        p.error("--viz-port must be between 0 and 65535")
     options = RunOptions(
         robots=args.robots,
         duration=args.duration,
@@ -596,6 +636,8 @@ def main(argv: list[str] | None = None) -> int:
         broker=args.broker_kind,
         gif=args.gif,
         kill=not args.no_kill,
+        viz=not args.no_viz,
+        viz_port=args.viz_port,
     )
     real = options.duration / options.speed
     print(

@@ -615,6 +615,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         timeout: float = 10.0,
         ttl: float | None = None,
         cmd_id: str | None = None,
+        on_state: Callable[[CommandHandle], None] | None = None,
     ) -> CommandHandle:
         """Send ``verb`` to one node; the handle follows its receipts.
 
@@ -627,6 +628,9 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
             cmd_id: the command id (default: a fresh one). Sending an id again is
                 how a job resumes a step: the node runs an id at most once and
                 answers a repeat with the first run's final receipt.
+            on_state: called with the handle at every state it reaches (``accepted``,
+                then the final one; see :meth:`CommandHandle.on_state`), registered
+                before the command is published so no receipt can come first.
 
         Raises:
             ContractError: a bad node or verb name.
@@ -646,6 +650,8 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         )
         loop = asyncio.get_running_loop()
         handle = CommandHandle(envelope["id"], node, verb, loop)
+        if on_state is not None:
+            handle.on_state(on_state)
         if (earlier := self._commands.get(handle.id)) is not None:  # a resend of a pending id
             self._expire(earlier.id)
         self._commands[handle.id] = handle

@@ -51,6 +51,25 @@ class CommandHandle:
         self.finished_at: float | None = None
         self._done: asyncio.Future[None] = loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
+        self._listeners: list[Callable[[CommandHandle], None]] = []
+
+    def on_state(self, callback: Callable[[CommandHandle], None]) -> None:
+        """Call ``callback(handle)`` at every state it reaches from now on: ``accepted``
+        (if that receipt comes), then the final one. Nothing is missed however briefly
+        a state lasts (a poll of :attr:`state` can miss a short ``accepted``).
+
+        Called synchronously on the event loop as the receipt is handled; an exception
+        in ``callback`` is logged, never raised to the transport. The current state
+        is not replayed: read :attr:`state` when registering.
+        """
+        self._listeners.append(callback)
+
+    def _changed(self) -> None:
+        for callback in list(self._listeners):
+            try:
+                callback(self)
+            except Exception:
+                log.exception("command state callback failed")
 
     @property
     def done(self) -> bool:
@@ -81,7 +100,9 @@ class CommandHandle:
             return
         self.receipt = wire
         if receipt.status == "accepted":
-            self.state = "accepted"
+            if self.state != "accepted":
+                self.state = "accepted"
+                self._changed()
             return
         state = receipt.status
         if state == "error" and receipt.code == Code.EXPIRED:
@@ -97,6 +118,8 @@ class CommandHandle:
             self._timer.cancel()
         if not self._done.done():
             self._done.set_result(None)
+        self._changed()
+        self._listeners.clear()  # final: no more calls, let the callbacks go
 
     async def wait(self) -> CommandHandle:
         """Wait for a final state (never raises for a failed command); return self."""

@@ -577,26 +577,12 @@ class FleetHub:
             ContractError: a bad node or verb name.
             ConnectError: the broker did not take it.
         """
-        handle = await self.fleet.send(node, verb, args or {}, timeout=15.0)
-        self._note_receipt(handle)
-        task = asyncio.create_task(self._follow(handle, handle.state))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        # every state is pushed as the receipt is handled (a short ``accepted`` too):
+        # the callback is registered before the command is published
+        handle = await self.fleet.send(node, verb, args or {}, timeout=15.0, on_state=self._note_receipt)
+        if handle.state == "pending":
+            self._note_receipt(handle)
         return handle.id
-
-    async def _follow(self, handle: Any, seen: str) -> None:
-        """Note each state ``handle`` reaches after ``seen`` (the one already noted: the
-        task starts later, and the final receipt may have come in between)."""
-        while True:
-            if handle.state != seen:
-                seen = handle.state
-                self._note_receipt(handle)
-            if handle.done:
-                return
-            # CommandHandle signals only its final state; poll for "accepted" (bounded:
-            # only commands sent from pages, until they end).
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(handle.wait(), 0.05)
 
     def _note_receipt(self, handle: Any) -> None:
         receipt = handle.receipt or {}

@@ -373,11 +373,17 @@ async function send(body) {
 
 function renderReceipts() {
   if (!view.receipts) return;
-  const latest = new Map();
-  for (const r of S.receipts) if (r.node === S.focus) latest.set(r.id === "-" ? Math.random() : r.id, r);
-  const rows = [...latest.values()].slice(-12).reverse();
-  view.receipts.replaceChildren(...rows.map((r) => el("div", { class: "receipt", "data-state": r.state, "data-verb": r.verb },
-    `${clock(r.ts)} ${r.verb} `, el("span", { class: `chip ${String(r.state).replace(/[^a-z_]/g, "")}` }, r.state),
+  const latest = new Map(), trail = new Map();  // per command: its last receipt, every state seen
+  for (const r of S.receipts) {
+    if (r.node !== S.focus) continue;
+    const key = r.id === "-" ? Math.random() : r.id;
+    latest.set(key, r);
+    trail.set(key, [...(trail.get(key) || []), String(r.state)]);
+  }
+  const rows = [...latest.entries()].slice(-12).reverse();
+  view.receipts.replaceChildren(...rows.map(([key, r]) => el("div", { class: "receipt", "data-state": r.state, "data-verb": r.verb, "data-states": trail.get(key).join(" ") },
+    `${clock(r.ts)} ${r.verb} `, trail.get(key).length > 1 ? el("span", { class: "dim" }, trail.get(key).slice(0, -1).join(" → ") + " → ") : "",
+    el("span", { class: `chip ${String(r.state).replace(/[^a-z_]/g, "")}` }, r.state),
     r.code ? ` ${r.code}` : "", r.message ? ` — ${short(r.message, 200)}` : "", r.result !== null && r.result !== undefined ? ` → ${short(r.result, 200)}` : "")));
 }
 
