@@ -145,3 +145,14 @@ def test_repeated_broker_flags_join():
 
     args = build_parser().parse_args(["--broker", "mqtt://a:1", "--broker", "mqtt://b:2"])
     assert args.broker == "mqtt://a:1,mqtt://b:2"
+
+
+def test_persistent_session_from_flag_env_and_file(tmp_path):
+    assert load_settings({}, env={}).persistent_session is False  # clean sessions by default
+    assert load_settings({}, env={"DEVFLEET_PERSISTENT_SESSION": "yes"}).persistent_session is True
+    assert load_settings({"persistent_session": True}, env={}).persistent_session is True
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text("persistent_session = true\n")
+    assert load_settings({}, env={}, config_path=str(cfg)).persistent_session is True
+    with pytest.raises(SettingsError, match="persistent_session"):
+        load_settings({}, env={"DEVFLEET_PERSISTENT_SESSION": "maybe"})

@@ -268,3 +268,44 @@ async def test_component_states_projector_and_ros_rates(
     rates = await page.locator('[data-component="ros"] td[data-col="rate_hz"]').all_text_contents()
     assert rates == ["9.8", "2.5"]
     await page.screenshot(path=str(artifacts / "component-states.png"), full_page=True)
+
+
+async def test_a_frozen_agent_shows_stale_with_the_console_reason_in_the_table_and_node_page(
+    view: FleetView, agents: Any, page: Any, artifacts: Path
+) -> None:
+    frozen = agents.start("fz1")
+    fleet = view.hub.fleet
+    await fleet.wait_for(_online("fz1"), timeout=30)
+    await fleet.config_set("fz1", {"heartbeat.interval": 1.0})
+    await fleet.wait_for(
+        lambda m: (n := m.get("fz1")) is not None and n.heartbeat_interval == 1.0, timeout=15
+    )
+    await page.goto(view.url)
+    await _row_health(page, "fz1", "online", 10)
+
+    frozen.pause()  # the connection stays open: no will, only the heartbeats stop
+    try:
+        await _row_health(page, "fz1", "stale", 15)
+        reason = 'tr[data-node="fz1"] .reason'
+        await page.wait_for_function(
+            f"document.querySelector('{reason}').textContent.includes('(every 1 s expected)')", timeout=5000
+        )
+        first = await page.text_content(reason)
+        assert first.startswith("no heartbeat for "), first
+        # the silence keeps counting on the page between frames
+        await page.wait_for_function(
+            f"document.querySelector('{reason}').textContent !== {json.dumps(first)}", timeout=5000
+        )
+        await page.screenshot(path=str(artifacts / "fleet-stale.png"), full_page=True)
+
+        await page.click('tr[data-node="fz1"] a.node-link')
+        await page.wait_for_selector("h2 .health.stale", timeout=10000)
+        await page.wait_for_function(
+            "document.querySelector('h2 .reason').textContent.includes('(every 1 s expected)')", timeout=5000
+        )
+        assert (await page.text_content("h2 .reason")).startswith("no heartbeat for ")
+        frozen.resume()  # heartbeats again: online, and the reason goes with it
+        await page.wait_for_selector("h2 .health.online", timeout=15000)
+        assert "no heartbeat" not in await page.text_content("h2 .reason")
+    finally:
+        frozen.resume()

@@ -150,6 +150,7 @@ class Agent:
                 protocol=settings.protocol,
                 keepalive=settings.keepalive,
                 fallbacks=list(settings.fallbacks),
+                persistent=settings.persistent_session,
             ),
             on_message=self._on_message,
             on_connect=self._on_connect,

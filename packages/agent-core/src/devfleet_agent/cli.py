@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--keepalive", type=int, help="keepalive seconds (default 30); the will fires after 1.5x")
     p.add_argument(
+        "--persistent-session",
+        action="store_const",
+        const=True,
+        help="ask the broker to keep this node's MQTT session across connections (use on a NATS"
+        " cluster: failover to another node then works while the dead node stays down)",
+    )
+    p.add_argument(
         "--data-dir",
         help="where the node keeps its files: config versions, counters, actor state"
         " (default /var/lib/devfleet/NODE when writable, else ~/.local/state/devfleet/NODE)",

@@ -49,6 +49,9 @@ class Settings:
     tls_insecure: bool = False
     protocol: str = "auto"
     keepalive: int = 30
+    persistent_session: bool = False
+    """Keep the MQTT session on the broker across connections (for NATS clusters:
+    the session's replicated consumers survive a node loss; docs/scaling.md)."""
     data_dir: str | None = None
     state_dir: str | None = None
     loglevel: str = "INFO"
@@ -132,6 +135,7 @@ _ENV = {
     "tls_cert": ("DEVFLEET_TLS_CERT",),
     "tls_key": ("DEVFLEET_TLS_KEY",),
     "protocol": ("DEVFLEET_PROTOCOL",),
+    "persistent_session": ("DEVFLEET_PERSISTENT_SESSION",),
     "data_dir": ("DEVFLEET_DATA_DIR",),
     "state_dir": ("DEVFLEET_STATE_DIR",),
     "loglevel": ("DEVFLEET_LOGLEVEL",),

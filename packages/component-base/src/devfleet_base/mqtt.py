@@ -13,6 +13,17 @@ connect re-subscribe, then call ``on_connect`` (which publishes the birth);
 reconnect with exponential back-off and full jitter; stop retrying on bad
 credentials with a clear error; set TCP_NODELAY (Nagle costs ~40 ms a round trip).
 
+Persistent sessions (``SessionOptions.persistent``, off by default): the broker
+keeps the client's subscriptions (and queues its QoS 1 messages) between
+connections (MQTT 3.1.1 clean session 0; MQTT 5 clean start 0 with a session
+expiry). On a NATS cluster this is what makes failover work: every QoS 1
+subscription there is a replicated JetStream consumer, and with one of three
+nodes dead NATS cannot place NEW R3 consumers, but a persistent session's
+consumers already exist and keep their quorum, so a client that resumes its
+session on a surviving node is served at once (measured: docs/scaling.md).
+Re-subscribing to the same filters on a resumed session is granted without a new
+consumer, so the session re-subscribes on every connect as before.
+
 Several brokers (``SessionOptions.fallbacks``, e.g. the nodes of a cluster): the
 session tries them in turn, the first that answers wins; when that connection
 is lost it moves on to the next after a jittered delay, so a fleet whose broker
@@ -164,6 +175,12 @@ class SessionOptions:
     fallbacks: list[tuple[str, int]] = field(default_factory=list)
     """More brokers (host, port) tried in turn after ``host:port``; they share the
     credentials and TLS settings."""
+    persistent: bool = False
+    """Ask the broker to keep the session (subscriptions, queued QoS 1 messages)
+    across connections; needs a stable ``client_id``."""
+    session_expiry: int = 86400
+    """Seconds an MQTT 5 broker keeps a persistent session after a disconnect (MQTT
+    3.1.1 has no expiry: the broker keeps it until a clean-session connect)."""
 
 
 class MqttSession:
@@ -213,6 +230,8 @@ class MqttSession:
         self.taken_over = 0
         """How often the broker said another client took this session (MQTT 5)."""
         self.connects = 0
+        self.session_present = False
+        """Whether the broker resumed a kept session at the last connect (CONNACK flag)."""
         self._brokers = [(options.host, options.port)]
         self._brokers += [b for b in options.fallbacks if b not in self._brokers]
         self._broker_index = 0
@@ -451,7 +470,7 @@ class MqttSession:
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=opts.client_id,
             protocol=paho.MQTTv5 if protocol == "5" else paho.MQTTv311,
-            clean_session=None if protocol == "5" else True,
+            clean_session=None if protocol == "5" else not opts.persistent,
         )
         client.max_queued_messages_set(opts.max_queued)
         client.enable_logger(logging.getLogger("devfleet.mqtt.paho"))
@@ -568,7 +587,14 @@ class MqttSession:
 
     def _blocking_connect(self, client: paho.Client) -> None:
         opts = self.options
-        client.connect(opts.host, opts.port, keepalive=opts.keepalive)
+        if opts.persistent and client.protocol == paho.MQTTv5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = opts.session_expiry
+            client.connect(
+                opts.host, opts.port, keepalive=opts.keepalive, clean_start=False, properties=props
+            )
+        else:
+            client.connect(opts.host, opts.port, keepalive=opts.keepalive)
 
     async def _sleep_unless_stopping(self, delay: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -669,6 +695,7 @@ class MqttSession:
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
         if self._connack is not None and not self._connack.done():
+            self.session_present = bool(getattr(flags, "session_present", False))
             self._connack.set_result(str(reason))
 
     def _cb_disconnect(

@@ -372,10 +372,13 @@ class FleetHub:
             name_ = hb.get("name")
             if isinstance(name_, str) and name_ not in actors:
                 actors[name_] = hb.get("state", "alive")
+        now = self.clock()
         return {
             "node": name,
             "health": view.health,
-            "reason": _reason(view),
+            "reason": _reason(view, now),
+            "stale_reason": view.stale_reason(now),
+            "last_heard": view.last_heard,
             "status_ts": (view.status_payload or {}).get("ts"),
             "version": meta.get("agent_version") or meta.get("devfleet_version"),
             "python": meta.get("python"),
@@ -617,13 +620,14 @@ class FleetHub:
         return out.getvalue()
 
 
-def _reason(view: NodeView) -> str:
-    """Why the node has its health, in a few words."""
+def _reason(view: NodeView, now: float) -> str:
+    """Why the node has its health, in a few words (``now``: wall clock, seconds)."""
     health = view.health
     if health == "online":
         return f"heartbeat every {view.heartbeat_interval:g} s"
     if health == "stale":
-        return f"no heartbeat for over {view.heartbeat_interval * 3:g} s, no will either"
+        # The console's own words; a clustered broker (NATS) may never send the will.
+        return view.stale_reason(now) or "stale"
     if health == "lost":
         return "will: the broker saw its connection die"
     if health == "offline":

@@ -60,6 +60,14 @@ function age(ts) {
   const s = Math.max(0, now() - ts);
   return s < 120 ? `${s.toFixed(0)} s` : s < 7200 ? `${(s / 60).toFixed(0)} min` : `${(s / 3600).toFixed(1)} h`;
 }
+// Why a node is stale: the console's stale_reason, its silence re-aged every tick
+// (the row is sent once when the node turns stale, the seconds keep counting here).
+function staleReason(row) {
+  if (typeof row.last_heard !== "number" || typeof row.interval !== "number") return String(row.stale_reason || row.reason || "stale");
+  const last = Math.max(row.last_heard, typeof row.heartbeat_at === "number" ? row.heartbeat_at : 0);
+  return `no heartbeat for ${age(last)} (every ${row.interval} s expected)`;
+}
+const reasonOf = (row) => (row.health === "stale" ? staleReason(row) : row.reason || "");
 const clock = (ts) => (typeof ts === "number" ? new Date(ts * 1000).toLocaleTimeString() : "--:--:--");
 const short = (v, n) => { const s = typeof v === "string" ? v : JSON.stringify(v); return s && s.length > n ? s.slice(0, n) + "…" : (s ?? ""); };
 
@@ -231,7 +239,7 @@ function renderFleet() {
     const row = S.nodes[name];
     if (!row) continue;
     r.hb.textContent = age(row.heartbeat_at);
-    if (row.health === "stale") r.reason.textContent = `no heartbeat for ${age(row.heartbeat_at)}, no will`;
+    if (row.health === "stale") r.reason.textContent = staleReason(row);
     if (dirty.all || dirty.sparks.has(name)) for (const m of SPARK_METRICS) drawSpark(r[m], (S.series[name] || {})[m]);
   }
   const mapBox = document.getElementById("fleet-map");
@@ -260,7 +268,7 @@ function makeRow(name) {
   const row = S.nodes[name];
   const h = safeHealth(row.health);
   const chips = (obj) => Object.entries(obj || {}).map(([k, v]) => el("span", { class: `chip ${typeof v === "string" ? v.replace(/[^a-z_]/g, "") : ""}`, title: String(v ?? "") }, `${k}${v ? ": " + v : ""}`));
-  const r = { hb: el("td", { class: "hb" }), reason: el("span", { class: "reason" }, row.reason || "") };
+  const r = { hb: el("td", { class: "hb" }), reason: el("span", { class: "reason" }, reasonOf(row)) };
   for (const m of SPARK_METRICS) r[m] = svg("svg", { class: "spark", viewBox: "0 0 80 18", preserveAspectRatio: "none" });
   const nameCell = el("td", {}, el("a", { href: `#/node/${encodeURIComponent(name)}`, class: "node-link" }, name));
   if (row.malformed) nameCell.append(" ", el("span", { class: "bad", title: "a retained description is malformed" }, `⚠ ${row.malformed} malformed`));
@@ -299,7 +307,7 @@ function renderNode() {
   if (row) {
     const h = safeHealth(row.health);
     view.health.className = `health ${h}`; view.health.textContent = h;
-    view.reason.textContent = `${row.reason || ""} · heartbeat ${age(row.heartbeat_at)} ago · config v${row.config_version ?? "?"}`;
+    view.reason.textContent = `${reasonOf(row)} · heartbeat ${age(row.heartbeat_at)} ago · config v${row.config_version ?? "?"}`;
   }
   if (dirty.all || dirty.sparks.has(name)) drawPlots();
   if (dirty.all || dirty.receipts) renderReceipts();
