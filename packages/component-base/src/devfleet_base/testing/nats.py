@@ -16,8 +16,9 @@ client that publishes a retained message on a topic containing ``.``).
 Measured here on 2.15.1 (see docs/scaling.md): a cluster is ready in ~0.5 s; the
 first MQTT client on a never-used node missed retained replays, so
 :meth:`NatsCluster.start` makes one warm-up connection per node; new QoS 1
-subscriptions were refused for 4-20 s after a node died unless
-``mqtt { consumer_replicas: 1 }``, which every node here sets.
+subscriptions were refused after a node died (2.15.1 ignores
+``mqtt { consumer_replicas }``), so every node here sets ``stream_replicas: 3`` and
+agents that must fail over use a persistent session, whose consumers already exist.
 """
 
 from __future__ import annotations
