@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from devfleet_agent.testing import AgentProcess
+from devfleet_agent.testing import AgentPool, AgentProcess
 
 # The tests import interop_kit.py beside this file (pytest runs with --import-mode=importlib).
 sys.path.insert(0, str(Path(__file__).parent))
@@ -91,7 +91,9 @@ class Peers:
     broker: Any
     root: Path
     nodes: list[WactorzNode] = field(default_factory=list)
-    agents: list[AgentProcess] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.agents = AgentPool(self.broker, self.root)
 
     def wactorz(self, name: str, **env: str) -> WactorzNode:
         node = WactorzNode(name, self.broker, self.root / name, env=env).start()
@@ -99,23 +101,12 @@ class Peers:
         return node
 
     def devfleet(self, name: str, *extra: str, env: dict[str, str] | None = None) -> AgentProcess:
-        data = self.root / name
-        proc = AgentProcess(
-            broker=self.broker.host,
-            port=self.broker.port,
-            name=name,
-            data_dir=data,
-            extra=["--state-dir", str(data), *extra],
-            env={"PYTHONUNBUFFERED": "1", **(env or {})},
-        ).start()
-        self.agents.append(proc)
-        return proc
+        return self.agents.start(name, *extra, env=env)
 
     def close(self) -> None:
         for node in self.nodes:
             node.stop()
-        for proc in self.agents:
-            proc.__exit__()
+        self.agents.close()
 
 
 @pytest.fixture

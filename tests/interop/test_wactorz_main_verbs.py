@@ -71,6 +71,6 @@ def test_desired_state_starts_missing_actors_on_reconnect(peers: Any, probe_fact
     )
     wait_actor(url, "df-re", "back")
     agent.__exit__()
-    peers.agents.remove(agent)
+    peers.agents.procs.remove(agent)
     peers.devfleet("df-re", "--allow-code")  # a fresh process: the retained list starts it again
     wait_actor(url, "df-re", "back")

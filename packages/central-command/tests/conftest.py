@@ -7,13 +7,12 @@ kill -9 or SIGSTOP them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from devfleet_agent.testing import AgentProcess
+from devfleet_agent.testing import AgentPool
 
 
 @pytest.fixture
@@ -22,36 +21,10 @@ def mosquitto(fresh_broker: Any) -> Any:
     return fresh_broker
 
 
-@dataclass
-class Agents:
-    """Starts real agents (subprocesses) against one broker; kills them at teardown."""
-
-    broker: Any
-    root: Path
-    procs: list[AgentProcess] = field(default_factory=list)
-
-    def start(self, name: str, *extra: str) -> AgentProcess:
-        data = self.root / name
-        proc = AgentProcess(
-            broker=self.broker.host,
-            port=self.broker.port,
-            name=name,
-            data_dir=data,
-            extra=["--state-dir", str(data), *extra],
-            env={"PYTHONUNBUFFERED": "1"},
-        ).start()
-        self.procs.append(proc)
-        return proc
-
-    def close(self) -> None:
-        for proc in self.procs:
-            proc.__exit__()
-
-
 @pytest.fixture
-def agents(mosquitto: Any, tmp_path: Path) -> Iterator[Agents]:
+def agents(mosquitto: Any, tmp_path: Path) -> Iterator[AgentPool]:
     """Start agents with ``agents.start("n1")``; all are killed at teardown."""
-    pool = Agents(mosquitto, tmp_path / "agents")
+    pool = AgentPool(mosquitto, tmp_path / "agents")
     try:
         yield pool
     finally:

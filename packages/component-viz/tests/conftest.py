@@ -8,13 +8,12 @@ overrides the ``tmp/artifacts`` part).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from devfleet_agent.testing import AgentProcess
+from devfleet_agent.testing import AgentPool
 from devfleet_command import AsyncFleet
 from devfleet_viz import testing as kit
 from devfleet_viz.hub import HubLimits
@@ -33,37 +32,10 @@ def artifacts() -> Path:
     return artifacts_dir()
 
 
-@dataclass
-class Agents:
-    """Real agents (``python -m devfleet_agent``) against one broker; killed at teardown."""
-
-    broker: Any
-    root: Path
-    procs: list[AgentProcess] = field(default_factory=list)
-    keepalive: int = KEEPALIVE
-
-    def start(self, name: str, *extra: str) -> AgentProcess:
-        data = self.root / name
-        proc = AgentProcess(
-            broker=self.broker.host,
-            port=self.broker.port,
-            name=name,
-            data_dir=data,
-            extra=["--state-dir", str(data), "--keepalive", str(KEEPALIVE), *extra],
-            env={"PYTHONUNBUFFERED": "1"},
-        ).start()
-        self.procs.append(proc)
-        return proc
-
-    def close(self) -> None:
-        for proc in self.procs:
-            proc.__exit__()
-
-
 @pytest.fixture
-def agents(fresh_broker: Any, tmp_path: Path) -> Iterator[Agents]:
+def agents(fresh_broker: Any, tmp_path: Path) -> Iterator[AgentPool]:
     """Start agents with ``agents.start("n1")``; all are killed at teardown."""
-    pool = Agents(fresh_broker, tmp_path / "agents")
+    pool = AgentPool(fresh_broker, tmp_path / "agents", extra=("--keepalive", str(KEEPALIVE)))
     try:
         yield pool
     finally:

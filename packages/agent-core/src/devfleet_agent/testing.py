@@ -14,14 +14,14 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .agent import Agent
 from .settings import Settings
 
-__all__ = ["AgentProcess", "AgentThread", "build_wheel", "settings_for", "venv_with_agent"]
+__all__ = ["AgentPool", "AgentProcess", "AgentThread", "build_wheel", "settings_for", "venv_with_agent"]
 
 
 class AgentThread:
@@ -190,6 +190,38 @@ class AgentProcess:
             self.proc.wait(10)
         with contextlib.suppress(Exception):
             self._log.close()
+
+
+@dataclass
+class AgentPool:
+    """Starts real agents (subprocesses) against one test broker; :meth:`close` kills them.
+
+    Each agent keeps its data and actor state in ``root/{name}`` and logs to
+    ``root/{name}.log``; ``extra`` flags go to every agent started from this pool.
+    """
+
+    broker: Any
+    root: Path
+    extra: Sequence[str] = ()
+    procs: list[AgentProcess] = field(default_factory=list)
+
+    def start(self, name: str, *extra: str, env: dict[str, str] | None = None) -> AgentProcess:
+        """Start agent ``name`` with the pool's flags plus ``extra``; returns it running."""
+        data = self.root / name
+        proc = AgentProcess(
+            broker=self.broker.host,
+            port=self.broker.port,
+            name=name,
+            data_dir=data,
+            extra=["--state-dir", str(data), *self.extra, *extra],
+            env={"PYTHONUNBUFFERED": "1", **(env or {})},
+        ).start()
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.__exit__()
 
 
 def settings_for(broker: Any, name: str, data_dir: Path, **overrides: Any) -> Settings:
