@@ -499,6 +499,25 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         self._taps.add(tap)
         return lambda: self._taps.discard(tap)
 
+    async def scan_retained(
+        self, topic_filter: str, tap: Callable[[Inbound], None], *, timeout: float = 10.0
+    ) -> None:
+        """Show ``tap`` what a fresh subscription to ``topic_filter`` brings until the
+        broker has sent everything retained under it (the sync marker came back), then
+        unsubscribe.
+
+        Raises:
+            ConsoleTimeout: the sync marker did not come back within ``timeout`` seconds.
+        """
+        remove = self.add_tap(tap)
+        try:
+            await self.session.subscribe([(topic_filter, 1)])
+            await self.wait_until_synced(timeout)
+        finally:
+            remove()
+            with contextlib.suppress(Exception):
+                await self.session.unsubscribe([topic_filter])
+
     async def wait_for(self, predicate: Callable[[FleetModel], bool], timeout: float = 10.0) -> None:
         """Wait until ``predicate(model)`` is true; it is checked now and after every
         change.

@@ -34,6 +34,7 @@ class PurgeOps:
     _taps: set[Callable[[Inbound], None]]
     confirm_liveness: Callable[..., Awaitable[list[str]]]
     wait_until_synced: Callable[[float], Awaitable[None]]
+    scan_retained: Callable[..., Awaitable[None]]
 
     async def retained_topics(self, node: str, *, timeout: float = 10.0) -> dict[str, bytes]:
         """Every retained topic under ``nodes/{node}/`` now, through a fresh subscription."""
@@ -48,14 +49,7 @@ class PurgeOps:
                 else:
                     found.pop(msg.topic, None)
 
-        self._taps.add(tap)
-        try:
-            await self.session.subscribe([(filt, 1)])
-            await self.wait_until_synced(timeout)
-        finally:
-            self._taps.discard(tap)
-            with contextlib.suppress(Exception):
-                await self.session.unsubscribe([filt])
+        await self.scan_retained(filt, tap, timeout=timeout)
         return found
 
     async def purge(

@@ -149,7 +149,7 @@ class JobRunner:
             ConnectError: the broker stopped taking the job's records.
         """
         control = contract.job_topic(self.spec.job, "control")
-        self.fleet._taps.add(self._on_control)
+        remove_tap = self.fleet.add_tap(self._on_control)
         await self.fleet.session.subscribe([(control, 1)])
         await self._retain(contract.job_topic(self.spec.job, "spec"), self.spec.to_dict())
         if self.state.state == "aborting":
@@ -176,7 +176,7 @@ class JobRunner:
             self._dirty.set()
             with contextlib.suppress(Exception):
                 await status_task
-            self.fleet._taps.discard(self._on_control)
+            remove_tap()
             with contextlib.suppress(Exception):
                 await self.fleet.session.unsubscribe([control])
         await self._put_status()

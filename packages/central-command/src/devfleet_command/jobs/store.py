@@ -146,15 +146,7 @@ async def load_jobs(fleet: AsyncFleet, job: str | None = None, *, timeout: float
     def tap(msg: Inbound) -> None:
         store.feed(msg.topic, msg.payload)
 
-    filt = contract.job_filter(job)
-    fleet._taps.add(tap)
-    try:
-        await fleet.session.subscribe([(filt, 1)])
-        await fleet.wait_until_synced(timeout)
-    finally:
-        fleet._taps.discard(tap)
-        with contextlib.suppress(Exception):
-            await fleet.session.unsubscribe([filt])
+    await fleet.scan_retained(contract.job_filter(job), tap, timeout=timeout)
     return store
 
 
@@ -172,12 +164,12 @@ async def follow_jobs(
             queue.put_nowait(changed)
 
     filt = contract.job_filter(job)
-    fleet._taps.add(tap)
+    remove = fleet.add_tap(tap)
     try:
         await fleet.session.subscribe([(filt, 1)])
         while True:
             yield store, await queue.get()
     finally:
-        fleet._taps.discard(tap)
+        remove()
         with contextlib.suppress(Exception):
             await fleet.session.unsubscribe([filt])
