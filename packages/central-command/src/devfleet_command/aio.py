@@ -511,12 +511,12 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         """
         remove = self.add_tap(tap)
         try:
-            await self.session.subscribe([(topic_filter, 1)])
-            await self.wait_until_synced(timeout)
+            # fresh: the broker resends what is retained even if another operation
+            # already holds this filter.
+            async with self.session.subscription([(topic_filter, 1)], fresh=True):
+                await self.wait_until_synced(timeout)
         finally:
             remove()
-            with contextlib.suppress(Exception):
-                await self.session.unsubscribe([topic_filter])
 
     async def wait_for(self, predicate: Callable[[FleetModel], bool], timeout: float = 10.0) -> None:
         """Wait until ``predicate(model)`` is true; it is checked now and after every

@@ -39,7 +39,7 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -236,6 +236,14 @@ class MqttSession:
         self._brokers += [b for b in options.fallbacks if b not in self._brokers]
         self._broker_index = 0
         self._pending_subs: dict[int, list[tuple[str, int]]] = {}
+        # Reference counts and granted QoS per filter (see subscribe); the options'
+        # initial subscriptions are held once by whoever made the session.
+        self._refs: dict[str, int] = {}
+        self._qos: dict[str, int] = {}
+        for topic_filter, qos in options.subscriptions:
+            self._refs[topic_filter] = self._refs.get(topic_filter, 0) + 1
+            self._qos[topic_filter] = max(qos, self._qos.get(topic_filter, 0))
+        options.subscriptions = list(self._qos.items())
         self.counters = {"sent": 0, "received": 0, "subscribed": 0}
 
     # ---- public API ------------------------------------------------------------------
@@ -420,20 +428,69 @@ class MqttSession:
             self._acks.pop(info.mid, None)
         return True
 
-    async def subscribe(self, filters: Sequence[tuple[str, int]]) -> None:
-        """Add subscriptions now and on every reconnect."""
-        for item in filters:
-            if item not in self.options.subscriptions:
-                self.options.subscriptions.append(item)
-        if self._client is not None and self._connected.is_set() and filters:
-            self._send_subscribe(self._client, list(filters))
-            self.counters["subscribed"] += len(filters)
-            log.debug("subscribe %s", ", ".join(f for f, _ in filters))
+    async def subscribe(self, filters: Sequence[tuple[str, int]], *, fresh: bool = False) -> None:
+        """Hold one reference to each filter: subscribed now (if connected) and on
+        every reconnect until as many :meth:`unsubscribe` calls drop it.
+
+        Subscriptions are reference-counted so that two operations listening on
+        the same filter (a spawn and a stop on one node, both waiting on its
+        receipts) do not end each other's: the filter is unsubscribed only when
+        its last holder lets go. A filter held at two QoS levels is subscribed
+        at the higher one. Prefer :meth:`subscription`, which pairs the calls.
+
+        ``fresh``: send SUBSCRIBE even for a filter already held, so the broker
+        sends its retained messages again (MQTT 3.1.1 §3.8.4, MQTT 5 §3.8.4 with
+        Retain Handling 0); for a scan of what is retained.
+        """
+        send: list[tuple[str, int]] = []
+        for topic_filter, qos in filters:
+            held = self._refs.get(topic_filter, 0)
+            self._refs[topic_filter] = held + 1
+            granted = self._qos.get(topic_filter)
+            if granted is None or qos > granted:
+                self._qos[topic_filter] = qos
+                send.append((topic_filter, qos))
+            elif fresh:
+                send.append((topic_filter, granted))
+        if send:
+            self.options.subscriptions = list(self._qos.items())
+        if self._client is not None and self._connected.is_set() and send:
+            self._send_subscribe(self._client, send)
+            self.counters["subscribed"] += len(send)
+            log.debug("subscribe %s", ", ".join(f for f, _ in send))
 
     async def unsubscribe(self, filters: Sequence[str]) -> None:
-        self.options.subscriptions = [s for s in self.options.subscriptions if s[0] not in filters]
-        if self._client is not None and self._connected.is_set() and filters:
-            self._client.unsubscribe(list(filters))
+        """Drop one reference to each filter; the broker is told when none is left
+        (a filter nobody holds is ignored)."""
+        gone: list[str] = []
+        for topic_filter in filters:
+            held = self._refs.get(topic_filter, 0)
+            if held <= 1:
+                if self._refs.pop(topic_filter, None) is not None:
+                    self._qos.pop(topic_filter, None)
+                    gone.append(topic_filter)
+            else:
+                self._refs[topic_filter] = held - 1
+        if gone:
+            self.options.subscriptions = list(self._qos.items())
+        if self._client is not None and self._connected.is_set() and gone:
+            self._client.unsubscribe(gone)
+
+    @contextlib.asynccontextmanager
+    async def subscription(
+        self, filters: Sequence[tuple[str, int]], *, fresh: bool = False
+    ) -> AsyncIterator[None]:
+        """``async with session.subscription([(filter, qos)]):`` holds the filters
+        for the block (see :meth:`subscribe`): the way to listen for a while."""
+        await self.subscribe(filters, fresh=fresh)
+        try:
+            yield
+        finally:
+            await self.unsubscribe([f for f, _ in filters])
+
+    def holders(self, topic_filter: str) -> int:
+        """How many holders ``topic_filter`` has (0: not subscribed)."""
+        return self._refs.get(topic_filter, 0)
 
     async def close(self, final: Sequence[tuple[str, bytes, int, bool]] = ()) -> None:
         """Publish ``final`` messages (waiting for their acks), then disconnect
