@@ -21,7 +21,9 @@ import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from devfleet_base import contract
@@ -38,6 +40,7 @@ from .describe import host_facts
 from .logship import LogShipper
 from .payloads import Descriptions, OwnStatus, heartbeat_payload, judge_own_status, telemetry_payload
 from .sdnotify import SdNotifier
+from .services import ConfigValidator, Provider, RouteHandler
 from .settings import Settings
 from .storage import atomic_write_json, read_json
 from .supervisor import Supervisor, SupervisorEvent
@@ -78,9 +81,6 @@ _NEVER_RETAINED = frozenset(
 """Control topics whose messages must not be retained (``spawn`` may be: the node clears it)."""
 CLASH_FORGET = 900.0
 """Seconds without new evidence after which a name clash is forgotten."""
-
-RouteHandler = Callable[[Inbound, TopicMatch], Awaitable[None]]
-Provider = Callable[[], Any]
 
 
 def _clash_fields(other: dict[str, Any]) -> dict[str, Any]:
@@ -210,6 +210,16 @@ class Agent:
             except Exception:
                 log.exception("supervisor listener %r failed", listener)
 
+    def add_config_validator(self, validator: ConfigValidator) -> None:
+        """Refuse a node config when ``validator(config)`` raises ContractError (run
+        after the schema; e.g. the component host checks component settings)."""
+        self.store.add_validator(validator)
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        """The node config in force (read-only view)."""
+        return MappingProxyType(self.store.config)
+
     def add_subsystem(self, subsystem: Subsystem) -> None:
         self._subsystems.append(subsystem)
 
@@ -247,6 +257,12 @@ class Agent:
         return self.descriptions.session
 
     @property
+    def bd_seq(self) -> int:
+        """This start's birth/death sequence number (Sparkplug's bdSeq; ``session`` on
+        the wire): persisted, bumped at each start."""
+        return self.descriptions.session
+
+    @property
     def uptime(self) -> float:
         return time.monotonic() - self._monotonic_start
 
@@ -272,6 +288,28 @@ class Agent:
             wait=wait,
             correlation=correlation,
         )
+
+    async def publish_raw(
+        self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False, wait: bool = False
+    ) -> bool:
+        """Publish bytes as they are (``b""`` retained clears a retained message)."""
+        return await self.mqtt.publish(topic, payload, qos=qos, retain=retain, wait=wait)
+
+    def subscription(
+        self, filters: Sequence[tuple[str, int]], *, fresh: bool = False
+    ) -> AbstractAsyncContextManager[None]:
+        """Hold ``[(filter, qos)]`` for an ``async with`` block (reference-counted)."""
+        return self.mqtt.subscription(filters, fresh=fresh)
+
+    async def subscribe(self, filters: Sequence[tuple[str, int]]) -> None:
+        """Hold filters until :meth:`unsubscribe` (reference-counted)."""
+        await self.mqtt.subscribe(filters)
+
+    async def unsubscribe(self, filters: Sequence[str]) -> None:
+        await self.mqtt.unsubscribe(filters)
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        await self.mqtt.wait_connected(timeout)
 
     def signed(self, topic: str, obj: Any, *, retain: bool = False) -> Any:
         """``obj`` signed by this node for ``topic`` when it should be (else unchanged)."""

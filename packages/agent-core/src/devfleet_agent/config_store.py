@@ -12,6 +12,7 @@ import copy
 import logging
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +54,14 @@ class ConfigStore:
         directory: where ``v{N}.json`` files live (created when missing).
         keep: how many versions to keep.
         validate_extra: an extra check run after the schema (e.g. component
-            settings); it raises ContractError/ConfigError to refuse.
+            settings); it raises ContractError/ConfigError to refuse. More are
+            added with :meth:`add_validator`.
     """
 
     def __init__(self, directory: Path, *, keep: int = 5, validate_extra: Any = None) -> None:
         self.directory = directory
         self.keep = keep
-        self.validate_extra = validate_extra
+        self._validators: list[Callable[[dict[str, Any]], None]] = [validate_extra] if validate_extra else []
         self.version = 0
         self.config: dict[str, Any] = default_node_config()
         self.applied_id: str | None = None
@@ -109,12 +111,17 @@ class ConfigStore:
         """The versions kept on disk, oldest first."""
         return sorted(v for v, _ in self._files())
 
+    def add_validator(self, validator: Callable[[dict[str, Any]], None]) -> None:
+        """Run ``validator(config)`` after the schema on every config (it raises
+        ContractError to refuse)."""
+        self._validators.append(validator)
+
     def validate(self, config: Any) -> dict[str, Any]:
         try:
             check_finite(config, "config")  # what cannot be sent or stored is refused first
             checked = NODE_CONFIG_SCHEMA.validate(config)
-            if self.validate_extra is not None:
-                self.validate_extra(checked)
+            for validator in self._validators:
+                validator(checked)
         except ContractError as exc:
             raise ConfigError(exc.message, code=Code.INVALID) from None
         return checked

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from .agent import Agent
+from .services import NodeServices
 
 __all__ = ["attach_subsystems"]
 
 
 def attach_subsystems(agent: Agent) -> None:
     """Give ``agent`` everything a production node runs besides its core."""
+    _services: NodeServices = agent  # the agent keeps the seam's promise (checked by mypy)
+    del _services
     from .actors.host import ActorHost
     from .components.host import ComponentHost
     from .trading import TradingHost

@@ -2,7 +2,7 @@
 
 - The node config's ``components`` section (name → ``{enabled, settings}``)
   chooses what runs; settings are validated by the component's
-  ``config_schema`` before a config is accepted (``store.validate_extra``).
+  ``config_schema`` before a config is accepted (``add_config_validator``).
 - Each running component is a child ``component:{name}`` of the agent's one
   shared :class:`~devfleet_agent.supervisor.Supervisor`, with Wactorz semantics.
 - Its supervisor state (``starting``, ``running``, ``restarting``, ``failed``,
@@ -117,7 +117,7 @@ class ComponentHost:
         self.installer = Installer(self)
         agent.on_supervisor_event(self._on_event)
         agent.on_config(self._on_config)
-        agent.store.validate_extra = self.validate_config
+        agent.add_config_validator(self.validate_config)
         agent.add_provider("meta", "components", self.registry.describe)
         agent.add_provider("meta", "component_errors", lambda: [e.to_wire() for e in self.registry.errors])
         agent.add_provider("state", "components", self.state_section)
