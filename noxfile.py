@@ -69,7 +69,8 @@ def _local_requirements(path: str) -> list[str]:
     for p in seen:
         extra = "[testing,mqtt,signing]" if p == "packages/component-base" else _testing_extra(p)
         if p == "packages/central-command":
-            extra = "[deploy]"  # the deploy tests drive a real sshd through asyncssh
+            # deploy: the deploy tests drive a real sshd through asyncssh; fast: the C decoder
+            extra = "[deploy,fast]"
         out += ["-e", f"./{p}{extra}"]
     return out
 
