@@ -177,7 +177,9 @@ def build(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks against the raw paho floor; writes docs/benchmarks.md and bench/results.json."""
     reqs = _all_local_requirements()
-    session.install(*reqs, "playwright>=1.45")  # the viz section drives Debian's chromium
+    # playwright: the viz section drives Debian's chromium; matplotlib: the scale section's
+    # plot (the bench's own venv, never a package dependency).
+    session.install(*reqs, "playwright>=1.45", "matplotlib>=3.7")
     session.run("python", "bench/run.py", *session.posargs)
 
 

@@ -460,10 +460,21 @@ def memory_per_node(nodes: int) -> dict[str, Any]:
         m._topics.clear()  # the topic cache is bounded and not per-node state
         return m
 
+    def read_model() -> FleetModel:
+        m = model()
+        for node in m:  # descriptions kept as received are decoded on first read
+            assert node.meta is not None and node.state is not None and node.cfg is not None
+        return m
+
     def raw() -> dict[str, Any]:
         return {topic: json.loads(payload) for topic, payload in messages}
 
-    return {"bytes": traced(model) / nodes, "floor_bytes": traced(raw) / nodes, "nodes": nodes}
+    return {
+        "bytes": traced(model) / nodes,
+        "bytes_read": traced(read_model) / nodes,
+        "floor_bytes": traced(raw) / nodes,
+        "nodes": nodes,
+    }
 
 
 # ---- simulator capacity ---------------------------------------------------------------------------
