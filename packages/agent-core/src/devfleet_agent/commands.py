@@ -309,29 +309,40 @@ class Dispatcher:
             check_expiry(command, self._clock())
         except DevfleetError as exc:
             log.warning("%s %s refused: %s", control.cmd, command.id, exc.message)
-            await self._control_final(control, command, reply, self._receipt(command, exc), exc, ran=False)
+            await self._control_final(
+                control,
+                command,
+                reply,
+                self._refusal(command.id, command.verb, exc.code, exc.message),
+                exc,
+                remember=False,
+            )
             return
-        if control.once and request_id(payload) is not None and self._known(command.id):
+        # Only an id the sender chose can come again (a fresh one never does).
+        once = control.once and request_id(payload) is not None
+        if once and self._known(command.id):
             self.counts["duplicate"] += 1
             final = self._seen.get(command.id) or self.memory.final(command.id)
             log.info("%s %s seen before; not run again", control.cmd, command.id)
             if final is not None and control.receipts:
                 await self._send(reply, final, None)
             return
-        if control.once:
+        if once:
             # Written before it runs: a crash mid-run must not make a repeat run it again.
             self._remember_id(command.id, None)
             self.memory.remember(command.id, None, expires_at=command.expires_at)
-        await self._tracked(self._run_control(control, command, msg, reply))
+        await self._tracked(self._run_control(control, command, msg, reply, once=once))
 
-    async def _run_control(self, control: _Control, command: Command, msg: Inbound, reply: str) -> None:
+    async def _run_control(
+        self, control: _Control, command: Command, msg: Inbound, reply: str, *, once: bool
+    ) -> None:
         try:
             final = await self._execute(command, lambda: control.handler(command, msg))
         except asyncio.CancelledError:
-            await self._control_final(control, command, reply, self._stopping(command), None, ran=True)
+            await self._control_final(control, command, reply, self._stopping(command), None, remember=once)
             raise
         error = None if final.status == "ok" else CommandError(final.message or "", code=final.code)
-        await self._control_final(control, command, reply, final, error, ran=True)
+        await self._control_final(control, command, reply, final, error, remember=once)
 
     def _authenticate(self, control: _Control, msg: Inbound, payload: dict[str, Any], bare: bool) -> None:
         if control.authenticate is not None and control.authenticate(msg, payload):
@@ -348,11 +359,11 @@ class Dispatcher:
         final: Receipt,
         error: DevfleetError | None,
         *,
-        ran: bool,
+        remember: bool,
     ) -> None:
         wire = final.to_wire()
         self.counts["ok" if final.status == "ok" else "error"] += 1
-        if control.once and ran:
+        if remember:
             self._remember_id(command.id, wire)
             self.memory.remember(command.id, wire, expires_at=command.expires_at)
         if control.receipts:
@@ -377,21 +388,11 @@ class Dispatcher:
             if current is not None:
                 self._tasks.discard(current)
 
-    def _receipt(self, command: Command, error: DevfleetError) -> Receipt:
-        return Receipt(
-            command.id, self.node, command.verb, "error", error.code, error.message[:4096], ts=self._clock()
-        )
+    def _refusal(self, cmd_id: str, verb: str, code: str, message: str) -> Receipt:
+        return Receipt(cmd_id, self.node, verb[:64], "error", code, message[:4096], ts=self._clock())
 
     def _stopping(self, command: Command) -> Receipt:
-        return Receipt(
-            command.id,
-            self.node,
-            command.verb,
-            "error",
-            Code.UNAVAILABLE,
-            "agent is stopping",
-            ts=self._clock(),
-        )
+        return self._refusal(command.id, command.verb, Code.UNAVAILABLE, "agent is stopping")
 
     async def _run(self, route: _Route, command: Command, reply: str, correlation: bytes | None) -> None:
         try:
@@ -456,9 +457,7 @@ class Dispatcher:
         self, reply: str, cmd_id: str, verb: str, code: str, message: str, correlation: bytes | None
     ) -> None:
         self.counts["error"] += 1
-        verb = verb if len(verb) <= 64 else verb[:64]
-        receipt = Receipt(cmd_id, self.node, verb, "error", code, message[:4096], ts=self._clock())
-        await self._send(reply, receipt.to_wire(), correlation)
+        await self._send(reply, self._refusal(cmd_id, verb, code, message).to_wire(), correlation)
 
     def _remember_final(self, route: _Route, command: Command, final: dict[str, Any]) -> None:
         self._remember_id(command.id, final)
