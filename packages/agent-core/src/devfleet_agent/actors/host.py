@@ -2,26 +2,18 @@
 
 :class:`ActorHost` is an agent subsystem written against
 :class:`~devfleet_agent.services.NodeServices`. It keeps the registry of the
-actors this node runs under the node's ONE_FOR_ONE
-:class:`~devfleet_agent.supervisor.Supervisor`, publishes what they do
-(``agents/{id}/heartbeat`` every 10 s, ``agents/{id}/logs`` for log lines,
-alerts, supervisor events and refusals), contributes the actors to the node's
-heartbeat, state and meta, and implements the
-:class:`~devfleet_agent.actors.ActorBus` the actors' ``agent`` object talks to.
+node's actors (children of the node's ONE_FOR_ONE supervisor), publishes what
+they do (``agents/{id}/heartbeat`` every 10 s; ``agents/{id}/logs``: log lines,
+alerts, supervisor events, refusals), adds them to the node's heartbeat, state
+and meta, and is the :class:`~devfleet_agent.actors.ActorBus` of their ``agent``.
 
-The Wactorz topics are served by its parts, one job each:
-
-- :mod:`.control`: ``spawn`` (and a migration's handoff), ``stop``, ``stop_all``, ``list``;
-- :mod:`.migration`: ``migrate`` between devfleet nodes, and the trust of a handoff;
-- :mod:`.tasks`: ``send_to``, by-name tasks and their replies;
-- :mod:`.wactorz_verbs`, :mod:`.wactorz_migration`: what a Wactorz main sends.
-
-Control messages go through the node's
-:class:`~devfleet_agent.commands.Dispatcher` (:meth:`ActorHost.serve`), which
-checks signatures (``_sig`` or a Wactorz signature), expiry (``_expires_at``)
-and at-most-once, and answers on ``nodes/{node}/receipts``. The choices the
-Wactorz documentation leaves open are in ``docs/contract.md`` ("Remote nodes
-(Wactorz)").
+Its parts serve the Wactorz topics, one job each: :mod:`.control` (spawn, stop,
+stop_all, list), :mod:`.migration` and :mod:`.trust` (migrate, handoff),
+:mod:`.tasks` (send_to, by-name tasks), :mod:`.wactorz_verbs` and
+:mod:`.wactorz_migration` (what a Wactorz main sends). Control messages go
+through the node's dispatcher (:meth:`ActorHost.serve`): signatures, expiry,
+at-most-once and receipts are checked and sent there. docs/contract.md
+("Remote nodes (Wactorz)") records the choices Wactorz leaves open.
 """
 
 from __future__ import annotations
@@ -125,17 +117,11 @@ class ActorHost:
         on_error: ControlHook | None = None,
         **options: Any,
     ) -> None:
-        """Route the control topic ``kind`` of this node through the dispatcher.
-
-        Args:
-            kind: the topic kind (``spawn``, ``stop``...; a ``handoff`` is addressed by
-                its last level, every other kind by its node).
-            handler: runs the message (see :meth:`Dispatcher.register_control`).
-            skip_empty: ignore an empty payload (our own clear of a retained message).
-            clear_retained: clear the topic after every message (a retained spawn).
-            on_error: told of errors (default: :meth:`refused`).
-            options: more :meth:`Dispatcher.register_control` options.
-        """
+        """Route the control topic ``kind`` of this node (a ``handoff``: addressed to
+        it) through the dispatcher, with ``handler`` and ``options`` as in
+        :meth:`~devfleet_agent.commands.Dispatcher.register_control`; ``on_error``
+        defaults to :meth:`refused`. ``skip_empty`` ignores an empty payload (our own
+        clear of a retained message); ``clear_retained`` clears the topic after each."""
         dispatcher = self.services.dispatcher
         dispatcher.register_control(kind, handler, on_error=on_error or self.refused, **options)
 
@@ -167,18 +153,14 @@ class ActorHost:
         """The node this host runs on (the :class:`ActorBus` property)."""
         return self.services.node
 
-    @property
-    def state_dir(self) -> Path:
-        """Where actors persist their values."""
-        return self.services.settings.resolved_state_dir
-
     def state_path(self, name: str) -> Path:
         """The state file of actor ``name``: ``{data_dir}/actors/{name}.json``, or
         Wactorz's ``agentflow_{name}_state.json`` in a ``--state-dir`` given
         explicitly (to share the files with a Wactorz runner)."""
-        if self.services.settings.state_dir:
-            return state_file(self.state_dir, name)
-        return self.state_dir / f"{name}.json"
+        settings = self.services.settings
+        if settings.state_dir:
+            return state_file(settings.resolved_state_dir, name)
+        return settings.resolved_state_dir / f"{name}.json"
 
     def children(self) -> dict[str, ChildInfo]:
         """The supervisor's children that are actors (not components)."""
