@@ -55,6 +55,11 @@ def test_a_bad_key_is_one_clear_line_without_the_key(tmp_path, content, fragment
     with pytest.raises(SettingsError) as bad_env:
         load_settings({"name": "n"}, env={"WACTORZ_NODE_KEY": "secret-but-not-hex"})
     assert "secret-but-not-hex" not in bad_env.value.message and "WACTORZ_NODE_KEY" in bad_env.value.message
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('name = "n"\nwactorz_key = 987654321\n')  # not even text
+    with pytest.raises(SettingsError) as bad_file:
+        load_settings({}, env={}, config_path=str(cfg))
+    assert "987654321" not in bad_file.value.message and "wactorz_key" in bad_file.value.message
 
 
 def _spawn_receipt(probe, node, since):

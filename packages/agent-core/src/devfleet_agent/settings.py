@@ -155,6 +155,9 @@ class Settings:
         return key
 
 
+_SECRETS = frozenset({"password", "wactorz_key"})
+"""Settings whose values an error message never shows."""
+
 _BOOL_TRUE = {"1", "true", "yes", "on"}
 _BOOL_FALSE = {"0", "false", "no", "off", ""}
 
@@ -219,7 +222,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             raise ValueError("expected text")
         return value
     except ValueError as exc:
-        raise SettingsError(f"{source}: {key} = {value!r}: {exc}") from None
+        shown = "(hidden)" if key in _SECRETS else repr(value)
+        raise SettingsError(f"{source}: {key} = {shown}: {exc}") from None
 
 
 def _from_file(path: Path) -> dict[str, Any]:
