@@ -217,6 +217,7 @@ class SimNode:
 
     async def stop(self) -> None:
         """Stop cleanly: retained ``offline``, then DISCONNECT (no will)."""
+        self.core.stopping = True  # our own "offline" coming back is not to be repaired
         await self.session.close(
             [
                 (
