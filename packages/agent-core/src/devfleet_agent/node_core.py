@@ -292,6 +292,7 @@ class NodeCore:
     # ---- descriptions ----------------------------------------------------------------
 
     def meta_payload(self) -> dict[str, Any]:
+        """``meta``: envelope, host facts, commands, groups, capabilities, broker, providers'."""
         payload = self.descriptions.meta(
             self._facts(),
             commands=self.dispatcher.verbs(),
@@ -304,6 +305,7 @@ class NodeCore:
         return payload
 
     def state_payload(self) -> dict[str, Any]:
+        """``state``: envelope, ``name_clash`` while there is one, providers' values."""
         payload = self.descriptions.envelope()
         if self.name_clash is not None:
             payload["name_clash"] = self.name_clash
@@ -311,9 +313,11 @@ class NodeCore:
         return payload
 
     def cfg_payload(self) -> dict[str, Any]:
+        """``cfg``: the reported config, its versions, and ``desired_error`` when refused."""
         return self.descriptions.cfg(self.store, self.desired_error)
 
     def status_payload(self, status: str) -> dict[str, Any]:
+        """``status`` (``online``/``offline``), with ``name_clash`` while there is one."""
         payload = self.descriptions.status(status)
         if self.name_clash is not None:
             payload["name_clash"] = self.name_clash
