@@ -347,8 +347,8 @@ class Agent:
         await self.core.apply_config(self.store.config)
         try:
             # The session and the loops live exactly as long as this block: stopping
-            # shuts down first (subsystems, commands, the offline status), then the
-            # loops are cancelled and the group waits for them.
+            # shuts down first (subsystems, commands, the offline status), then what
+            # is left of them is cancelled and the group waits for it.
             async with asyncio.TaskGroup() as lifetime:
                 session = lifetime.create_task(self._run_session(), name="mqtt")
                 for sub in self._subsystems:
@@ -373,8 +373,8 @@ class Agent:
                 log.info("agent %s started (bd_seq %d)", self.node, self.bd_seq)
                 await self._stop.wait()
                 await self._shutdown()
-                for loop in loops:
-                    loop.cancel()
+                for task in (session, *loops):  # closed, but a connect attempt may linger
+                    task.cancel()
         finally:
             root.removeHandler(self.logs)
         return self.exit_code
