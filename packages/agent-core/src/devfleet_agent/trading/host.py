@@ -180,7 +180,7 @@ class TradingHost:
             "node": self.agent.node,
             "kind": worker.kind,
             "pool": worker.pool,
-            "session": self.agent.session_counter,
+            "session": self.agent.bd_seq,
             "version": int(now * 1000),  # increasing within and across sessions
             "ts": now,
         }
