@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 __all__ = ["ComponentStatus"]
@@ -24,14 +24,7 @@ class ComponentStatus:
     since: float = 0.0
 
     def to_wire(self) -> dict[str, Any]:
-        return {
-            "state": self.state,
-            "enabled": self.enabled,
-            "version": self.version,
-            "dist": self.dist,
-            "restarts": self.restarts,
-            "last_error": self.last_error,
-            "health": self.health,
-            "reported": self.reported,
-            "since": self.since,
-        }
+        """Every field but ``name`` (the key it is filed under), in field order."""
+        wire = asdict(self)
+        del wire["name"]
+        return wire
