@@ -1,7 +1,7 @@
 """Spawn, stop, stop_all and list: what a node does with the Wactorz control topics.
 
 Each handler runs behind the node's dispatcher (registered with
-:meth:`ActorHost.serve`), so it sees only messages that are addressed here,
+:meth:`.host.ActorHost.serve`), so it sees only messages that are addressed here,
 readable, signed where the node wants signatures, not expired and not seen
 before; it returns the ``ok`` receipt's result or raises
 :class:`~devfleet_base.errors.DevfleetError` for an ``error`` receipt.
@@ -20,7 +20,6 @@ import contextlib
 import functools
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from devfleet_base import contract
@@ -32,38 +31,17 @@ from ..installer import check_requirement, pip_install
 from ..supervisor import ChildInfo, ChildNotFoundError
 from . import trust, wactorz_migration
 from .dynamic import StateStore, dynamic_factory
+from .hosting import Hosted, valid_name
 from .spec import SpawnSpec
 from .wactorz_verbs import delete_leftovers
 
 if TYPE_CHECKING:
     from ..settings import Settings
-    from .host import ActorHost
+    from .hosting import Host
 
-__all__ = ["ActorControl", "Hosted", "check_requirements", "valid_name"]
+__all__ = ["ActorControl", "check_requirements"]
 
 log = logging.getLogger("devfleet.actors")
-
-
-@dataclass(eq=False)
-class Hosted:
-    """One actor this node runs (or ran and failed)."""
-
-    spec: SpawnSpec
-    info: ChildInfo
-    migration: str | None = None
-    settled: asyncio.Event = field(default_factory=asyncio.Event)
-    origin: dict[str, Any] | None = None
-    """On a signed node: the operator-signed spawn (``{"topic", "payload"}``) this actor's
-    code came from; a migration carries it so the target can check the code."""
-
-
-def valid_name(name: object) -> bool:
-    """Whether ``name`` is a valid actor name."""
-    try:
-        contract.check_name(name, "actor name")
-    except ContractError:
-        return False
-    return True
 
 
 def check_requirements(requirements: tuple[str, ...] | list[str]) -> list[str]:
@@ -94,7 +72,7 @@ async def _pip_install(requirements: list[str], settings: Settings) -> None:
 class ActorControl:
     """Serves ``spawn`` (and ``handoff``), ``stop``, ``stop_all`` and ``list`` for one host."""
 
-    def __init__(self, host: ActorHost) -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
         authenticate = functools.partial(trust.authenticate_spawn, host)  # a migration, node-signed
         host.serve("spawn", self.on_spawn, skip_empty=True, clear_retained=True, authenticate=authenticate)

@@ -32,8 +32,9 @@ from devfleet_base.mqtt import Inbound
 from devfleet_base.signing import NodeVerifier
 
 from ..supervisor import ChildInfo, ChildNotFoundError, SupervisorEvent
-from .control import ActorControl, Hosted, valid_name
+from .control import ActorControl
 from .dynamic import state_file
+from .hosting import Hosted, valid_name
 from .migration import Migrations
 from .tasks import ActorTasks
 from .wactorz_verbs import WactorzVerbs

@@ -33,12 +33,12 @@ from devfleet_base.mqtt import Inbound
 
 from ..supervisor import ChildNotFoundError
 from . import trust
-from .control import Hosted, valid_name
 from .dynamic import StateStore
+from .hosting import Hosted, valid_name
 from .wactorz_migration import MAIN, return_to_main
 
 if TYPE_CHECKING:
-    from .host import ActorHost
+    from .hosting import Host
 
 __all__ = ["DEFAULT_MIGRATE_TIMEOUT", "MAX_MIGRATE_TIMEOUT", "Migrations"]
 
@@ -53,7 +53,7 @@ MAX_MIGRATE_TIMEOUT: Final = 600.0
 class Migrations:
     """Serves ``migrate`` and ``handoff`` and follows actor heartbeats for one host."""
 
-    def __init__(self, host: ActorHost) -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
         self._pending: dict[str, tuple[str, str, asyncio.Future[None]]] = {}
         host.serve("migrate", self._on_migrate, receipts=False, on_error=self._refused)

@@ -23,7 +23,7 @@ from .dynamic import DynamicActor
 from .wactorz_compat import reply_topic, task_body
 
 if TYPE_CHECKING:
-    from .host import ActorHost
+    from .hosting import Host
 
 __all__ = ["ActorTasks", "SendTimeoutError"]
 
@@ -39,7 +39,7 @@ class SendTimeoutError(CommandError, TimeoutError):
 class ActorTasks:
     """Sends tasks for the host's actors and runs the tasks addressed to them."""
 
-    def __init__(self, host: ActorHost) -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
         self._replies: dict[str, asyncio.Future[Any]] = {}
         host.services.route("reply", self._on_reply)

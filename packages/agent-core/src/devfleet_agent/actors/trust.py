@@ -17,7 +17,7 @@ from devfleet_base.errors import ContractError, SignatureError
 from devfleet_base.mqtt import Inbound
 
 if TYPE_CHECKING:
-    from .host import ActorHost
+    from .hosting import Host
 
 __all__ = ["authenticate_handoff", "authenticate_spawn", "check_peer_spawn", "node_signed", "origin"]
 
@@ -39,7 +39,7 @@ def origin(topic: str, payload: dict[str, Any]) -> dict[str, Any] | None:
     return {"topic": topic, "payload": payload}
 
 
-def authenticate_spawn(host: ActorHost, msg: Inbound, payload: dict[str, Any]) -> bool:
+def authenticate_spawn(host: Host, msg: Inbound, payload: dict[str, Any]) -> bool:
     """A spawn on ``nodes/{here}/spawn``: True when another node signed it and
     :func:`check_peer_spawn` holds; False for anything else (the usual checks apply).
 
@@ -52,7 +52,7 @@ def authenticate_spawn(host: ActorHost, msg: Inbound, payload: dict[str, Any]) -
     return False
 
 
-def authenticate_handoff(host: ActorHost, msg: Inbound, payload: dict[str, Any]) -> bool:
+def authenticate_handoff(host: Host, msg: Inbound, payload: dict[str, Any]) -> bool:
     """A handoff on ``nodes/{src}/handoff/{here}`` must be a migration from ``src`` (the
     topic names the publisher; the broker's ACL vouches for it) and, in a signed fleet,
     be signed by ``src`` with the operator's word for it. True when that vouches for it.
@@ -72,7 +72,7 @@ def authenticate_handoff(host: ActorHost, msg: Inbound, payload: dict[str, Any])
     return False
 
 
-def check_peer_spawn(host: ActorHost, topic: str, payload: dict[str, Any], handoff_from: str | None) -> None:
+def check_peer_spawn(host: Host, topic: str, payload: dict[str, Any], handoff_from: str | None) -> None:
     """A spawn signed by another node: a migration. Believe it only with the operator's
     word for it: the spawn is signed by the source node (certified by an operator), it
     carries the operator-signed ``migrate`` naming this node as the target (spent once

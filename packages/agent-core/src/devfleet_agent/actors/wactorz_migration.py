@@ -30,7 +30,7 @@ from ..supervisor import ChildNotFoundError
 from .dynamic import StateStore
 
 if TYPE_CHECKING:
-    from .host import ActorHost
+    from .hosting import Host
 
 __all__ = ["MAIN", "ack", "return_to_main"]
 
@@ -38,7 +38,7 @@ __all__ = ["MAIN", "ack", "return_to_main"]
 MAIN = "@main"
 
 
-async def return_to_main(host: ActorHost, payload: dict[str, Any]) -> None:
+async def return_to_main(host: Host, payload: dict[str, Any]) -> None:
     """Step 1: stop ``payload["name"]`` and publish its config and state (or a refusal)."""
     name = payload.get("name")
     token = payload.get("return_token")
@@ -98,7 +98,7 @@ async def return_to_main(host: ActorHost, payload: dict[str, Any]) -> None:
     )
 
 
-async def ack(host: ActorHost, name: Any, token: Any, refused: str | None) -> None:
+async def ack(host: Host, name: Any, token: Any, refused: str | None) -> None:
     """Step 2's answer, for a spawn that carried a ``_migration_token``."""
     if not isinstance(token, str) or not token:
         return

@@ -25,7 +25,7 @@ from devfleet_base.mqtt import Inbound
 from .spec import SpawnSpec
 
 if TYPE_CHECKING:
-    from .host import ActorHost
+    from .hosting import Host
 
 __all__ = ["MAX_DESIRED", "WactorzVerbs", "delete_leftovers"]
 
@@ -38,7 +38,7 @@ _RETAINED_ACTOR_LEAVES = ("heartbeat", "logs", "resume", "status", "metrics", "m
 MAX_DESIRED = 256
 
 
-async def delete_leftovers(host: ActorHost, name: str, *, keep_topics: bool) -> None:
+async def delete_leftovers(host: Host, name: str, *, keep_topics: bool) -> None:
     """What ``stop`` with ``delete`` removes: the actor's state file and, unless
     ``keep_topics`` (it lives on elsewhere under the same actor id), its retained
     ``agents/{id}/...`` topics (an empty retained message clears one)."""
@@ -54,7 +54,7 @@ async def delete_leftovers(host: ActorHost, name: str, *, keep_topics: bool) -> 
 class WactorzVerbs:
     """Serves ``desired_state``, ``restart`` and ``restart_agent`` for one :class:`ActorHost`."""
 
-    def __init__(self, host: ActorHost) -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
         # A standing order, read again on every reconnect: never "seen before".
         host.serve("desired_state", self._on_desired_state, skip_empty=True, form="name", once=False)
