@@ -27,7 +27,7 @@ from devfleet_base.contract import Command
 from devfleet_base.errors import Code, CommandError, ContractError, DevfleetError
 from devfleet_base.mqtt import Inbound
 
-from ..installer import check_requirement, pip_install
+from ..pip_runner import check_requirement, pip_install
 from ..supervisor import ChildInfo, ChildNotFoundError
 from . import trust, wactorz_migration
 from .dynamic import StateStore, dynamic_factory
