@@ -240,6 +240,29 @@ async def run_all(sizes: dict[str, Any], log: Any) -> dict[str, Any]:
     return {"rows": rows, "details": details, "load": loads}
 
 
+def merge_rows(
+    previous: list[dict[str, Any]], new: list[dict[str, Any]], names: list[str]
+) -> list[dict[str, Any]]:
+    """The previous rows with the named sections' rows replaced by ``new``, each section
+    where it stood (a section not there before goes last)."""
+    fresh: dict[str, list[dict[str, Any]]] = {}
+    for r in new:
+        fresh.setdefault(r.get("section", "core"), []).append(r)
+    out: list[dict[str, Any]] = []
+    placed: set[str] = set()
+    for r in previous:
+        section = r.get("section", "core")
+        if section not in names:
+            out.append(r)
+        elif section not in placed:
+            out += fresh.get(section, [])
+            placed.add(section)
+    for section in names:
+        if section not in placed:
+            out += fresh.get(section, [])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small N and a short idle window (smoke test)")
@@ -270,8 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     result = asyncio.run(run_sections(names, args.quick, log))
     if args.only and Path(args.json).exists():  # keep the other sections' figures from the last run
         previous = json.loads(Path(args.json).read_text())
-        kept = [r for r in previous.get("rows", []) if r.get("section", "core") not in names]
-        result["rows"] = kept + result["rows"]
+        result["rows"] = merge_rows(previous.get("rows", []), result["rows"], names)
         result["details"] = {**previous.get("details", {}), **result["details"]}
         result["load"] = {**previous.get("load", {}), **result["load"]}
     result.update(
