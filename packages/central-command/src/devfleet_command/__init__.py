@@ -12,6 +12,7 @@ TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms 
 if TYPE_CHECKING:
     from .aio import AsyncFleet, Broadcast, CommandHandle, LogRecord
     from .errors import (
+        AmbiguousActor,
         CommandFailed,
         CommandTimeout,
         ConfigConflict,
@@ -19,6 +20,10 @@ if TYPE_CHECKING:
         ConsoleError,
         ConsoleTimeout,
         InvalidConfig,
+        InvalidName,
+        InvalidRequest,
+        InvalidSpec,
+        InvalidURL,
         NodeNotFound,
         PurgeError,
         UsageError,
@@ -42,6 +47,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AmbiguousActor",
     "AsyncFleet",
     "Broadcast",
     "CommandFailed",
@@ -57,6 +63,10 @@ __all__ = [
     "FleetModel",
     "InvalidConfig",
     "InvalidMessage",
+    "InvalidName",
+    "InvalidRequest",
+    "InvalidSpec",
+    "InvalidURL",
     "LogRecord",
     "NodeAppeared",
     "NodeChanged",
@@ -73,6 +83,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "AmbiguousActor": "errors",
     "CommandFailed": "errors",
     "CommandTimeout": "errors",
     "ConfigConflict": "errors",
@@ -80,6 +91,10 @@ _LAZY = {
     "ConsoleError": "errors",
     "ConsoleTimeout": "errors",
     "InvalidConfig": "errors",
+    "InvalidName": "errors",
+    "InvalidRequest": "errors",
+    "InvalidSpec": "errors",
+    "InvalidURL": "errors",
     "NodeNotFound": "errors",
     "PurgeError": "errors",
     "UsageError": "errors",

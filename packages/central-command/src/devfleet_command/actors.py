@@ -12,7 +12,6 @@ reply topic for a task. Control messages are signed when the console has a key.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -23,7 +22,7 @@ from devfleet_base.mqtt import Inbound
 from devfleet_base.signing import RETAINED_TTL
 
 from . import wactorz, wactorz_ops
-from .errors import CommandFailed, CommandTimeout, ConnectError, NodeNotFound, UsageError
+from .errors import AmbiguousActor, CommandFailed, CommandTimeout, ConnectError, InvalidSpec, NodeNotFound
 from .wactorz_migration import migrate_via_main
 
 if TYPE_CHECKING:
@@ -113,15 +112,13 @@ class ActorOps:
 
         self._taps.add(tap)
         try:
-            await self.session.subscribe([(listen, 1)])
-            await send()
-            return await asyncio.wait_for(answer, timeout)
+            async with self.session.subscription([(listen, 1)]):
+                await send()
+                return await asyncio.wait_for(answer, timeout)
         except TimeoutError:
             raise CommandTimeout(f"{what}: no answer within {timeout:g} s") from None
         finally:
             self._taps.discard(tap)
-            with contextlib.suppress(Exception):
-                await self.session.unsubscribe([listen])
 
     @staticmethod
     def _check_receipt(receipt: dict[str, Any], what: str) -> Any:
@@ -149,7 +146,7 @@ class ActorOps:
         offline runs it when it comes back (the node clears it after reading).
 
         Raises:
-            UsageError: the spec is invalid.
+            InvalidSpec: the spec is invalid (nothing sent).
             NodeNotFound: a node this console has never seen (nothing is left retained).
             CommandFailed: the node refused it (``forbidden`` without ``allow_code``...).
             CommandTimeout: no receipt (an offline node still gets the retained spawn).
@@ -161,7 +158,7 @@ class ActorOps:
         try:
             checked = contract.SPAWN_SCHEMA.validate(payload)
         except ContractError as exc:
-            raise UsageError(f"spawn: {exc.message}") from None
+            raise InvalidSpec(f"spawn: {exc.message}") from None
         view = await self._target(node, timeout)
         if wactorz.is_wactorz(view):  # no receipts there: confirmed by what it publishes
             return await wactorz_ops.spawn(self, node, payload, retain=retain, timeout=timeout)
@@ -233,12 +230,21 @@ class ActorOps:
         return actor_rows(self.model, node)
 
     def locate(self, name: str) -> str:
-        """The node running the actor ``name`` (from the retained state)."""
+        """The node running the actor ``name`` (from the retained state).
+
+        Raises:
+            NodeNotFound: no node runs it.
+            AmbiguousActor: several nodes run it.
+        """
         where = [a["node"] for a in self.actors() if a["name"] == name and a.get("state") != "failed"]
         if not where:
             raise NodeNotFound(f"no node runs an actor named {name!r}")
         if len(where) > 1:
-            raise UsageError(f"actor {name!r} runs on several nodes ({', '.join(where)}); name the source")
+            raise AmbiguousActor(
+                f"actor {name!r} runs on several nodes ({', '.join(where)}); name the source",
+                actor=name,
+                nodes=where,
+            )
         return str(where[0])
 
     async def migrate(

@@ -41,8 +41,8 @@ from .errors import (
     ConnectError,
     ConsoleTimeout,
     InvalidConfig,
+    InvalidURL,
     NodeNotFound,
-    UsageError,
 )
 from .handles import Broadcast, CommandHandle, LogRecord, Outcome
 from .model import Drift, Event, FleetModel, NodeLost, NodeOffline, NodeStale, NodeView
@@ -85,24 +85,24 @@ def parse_broker_url(url: str) -> BrokerAddress:
     """Parse ``mqtt://host:port``, ``mqtts://host:port`` or ``host[:port]``.
 
     Raises:
-        UsageError: the URL is malformed.
+        InvalidURL: the URL is malformed.
     """
     try:
         return _parse_broker_url(url)
     except ContractError as exc:
-        raise UsageError(exc.message) from None
+        raise InvalidURL(exc.message) from None
 
 
 def parse_broker_urls(urls: str | Sequence[str]) -> list[BrokerAddress]:
     """Parse one or several broker URLs (comma-separated, or a list); the first is tried first.
 
     Raises:
-        UsageError: a URL is malformed, or TLS and plain brokers are mixed.
+        InvalidURL: a URL is malformed, or TLS and plain brokers are mixed.
     """
     try:
         return _parse_broker_urls(urls)
     except ContractError as exc:
-        raise UsageError(exc.message) from None
+        raise InvalidURL(exc.message) from None
 
 
 class EventStream:
@@ -895,11 +895,9 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
                     queue.put_nowait(item)
 
         self._taps.add(tap)
-        await self.session.subscribe([(filt, 1)])
         try:
-            while True:
-                yield await queue.get()
+            async with self.session.subscription([(filt, 1)]):
+                while True:
+                    yield await queue.get()
         finally:
             self._taps.discard(tap)
-            with contextlib.suppress(Exception):
-                await self.session.unsubscribe([filt])

@@ -220,12 +220,15 @@ def _exit_code(exc: BaseException) -> int:
         ConnectError,
         ConsoleTimeout,
         InvalidConfig,
+        InvalidRequest,
         NodeNotFound,
         PurgeError,
         UsageError,
     )
 
-    if isinstance(exc, (UsageError, InvalidConfig, ContractError, ValueError)):
+    # The library's typed refusals (InvalidRequest: InvalidURL, InvalidSpec,
+    # AmbiguousActor...) are usage errors here, like the CLI's own.
+    if isinstance(exc, (UsageError, InvalidRequest, InvalidConfig, ContractError, ValueError)):
         return EXIT_USAGE
     if isinstance(exc, (ConsoleTimeout, ConnectError, NodeNotFound)):
         return EXIT_UNREACHABLE
