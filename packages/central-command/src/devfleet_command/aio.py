@@ -150,6 +150,9 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
             when set every command is signed, and receipts and actor answers are
             believed only when signed by the node they claim to come from
             (certified by an operator the identity trusts).
+        wactorz_key: the HMAC key shared with Wactorz packaged-runner nodes (their
+            ``WACTORZ_NODE_KEY``, decoded): control messages to them are signed the
+            Wactorz way, and their presence and answers count only when signed with it.
         client_id: MQTT client id (default: a fresh ``devfleet-console-...``).
         protocol: ``auto``, ``5`` or ``3.1.1``.
         connect_timeout: seconds to reach the broker and receive the retained burst.
@@ -186,8 +189,8 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         """Descriptions (meta, status, state, cfg) and heartbeats (node and actor) dropped
         for the same reason."""
         # An HMAC key shared with Wactorz nodes (their WACTORZ_NODE_KEY): signs/checks the
-        # Wactorz way for them (wactorz_ops). Hex in DEVFLEET_WACTORZ_KEY when not given.
-        self.wactorz_key = wactorz_key if wactorz_key is not None else wactorz_ops.key_from_env()
+        # Wactorz way for them (wactorz_ops).
+        self.wactorz_key = wactorz_key
         ident = client_id or f"devfleet-console-{contract.new_id()[:12]}"
         self.inbox = contract.reply_inbox(ident)
         self.connect_timeout = connect_timeout

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -31,7 +30,7 @@ from devfleet_base.errors import Code
 from devfleet_base.mqtt import Inbound
 from devfleet_base.wactorz_signing import WactorzSigner, control_leaf, publication_signed
 
-from .errors import CommandFailed, CommandTimeout, ConsoleTimeout, NodeNotFound, UsageError
+from .errors import CommandFailed, CommandTimeout, ConsoleTimeout, NodeNotFound
 
 if TYPE_CHECKING:
     from devfleet_base.mqtt import MqttSession
@@ -43,7 +42,6 @@ log = logging.getLogger("devfleet.console")
 __all__ = [
     "ask_lists",
     "control_properties",
-    "key_from_env",
     "listed",
     "refresh_lists",
     "spawn",
@@ -94,26 +92,6 @@ def trusted_answer(ops: ActorOps, msg: Inbound) -> bool:
         return True
     log.warning("ignored an answer on %s: not signed with the fleet key", msg.topic)
     return False
-
-
-#: The environment variable a console reads the Wactorz fleet key from (hex, as the
-#: nodes' own WACTORZ_NODE_KEY), when none is given to AsyncFleet.
-KEY_ENV = "DEVFLEET_WACTORZ_KEY"
-
-
-def key_from_env() -> bytes | None:
-    """The Wactorz fleet key from ``DEVFLEET_WACTORZ_KEY`` (hex), or None when unset.
-
-    Raises:
-        UsageError: set but not hex.
-    """
-    text = os.environ.get(KEY_ENV, "").strip()
-    if not text:
-        return None
-    try:
-        return bytes.fromhex(text)
-    except ValueError:
-        raise UsageError(f"{KEY_ENV} is not a hex key") from None
 
 
 _PRESENCE = frozenset({"heartbeat", "manifest", "agents"})
