@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         InvalidURL,
         NodeNotFound,
         PurgeError,
+        UnverifiedNode,
         UsageError,
     )
     from .model import (
@@ -78,6 +79,7 @@ __all__ = [
     "NodeStale",
     "NodeView",
     "PurgeError",
+    "UnverifiedNode",
     "UsageError",
     "__version__",
 ]
@@ -97,6 +99,7 @@ _LAZY = {
     "InvalidURL": "errors",
     "NodeNotFound": "errors",
     "PurgeError": "errors",
+    "UnverifiedNode": "errors",
     "UsageError": "errors",
     "Drift": "model",
     "Event": "model",

@@ -150,6 +150,9 @@ class ActorOps:
             NodeNotFound: a node this console has never seen (nothing is left retained).
             CommandFailed: the node refused it (``forbidden`` without ``allow_code``...).
             CommandTimeout: no receipt (an offline node still gets the retained spawn).
+            UnverifiedNode: a Wactorz node whose presence is not signed with the fleet
+                key, from a console that signs (nothing sent; the same for stop,
+                stop_all and migrate).
         """
         payload = dict(spec)
         if replace is not None:
@@ -161,6 +164,7 @@ class ActorOps:
             raise InvalidSpec(f"spawn: {exc.message}") from None
         view = await self._target(node, timeout)
         if wactorz.is_wactorz(view):  # no receipts there: confirmed by what it publishes
+            wactorz_ops.check_commandable(self, view)
             return await wactorz_ops.spawn(self, node, payload, retain=retain, timeout=timeout)
         request = contract.new_id()
         payload["_id"] = request
@@ -190,6 +194,7 @@ class ActorOps:
         contract.check_name(name, "actor name")
         view = await self._target(node, timeout)
         if wactorz.is_wactorz(view):
+            wactorz_ops.check_commandable(self, view)
             return await wactorz_ops.stop(
                 self, node, name, delete=delete, keep_topics=keep_topics, timeout=timeout
             )
@@ -211,6 +216,7 @@ class ActorOps:
         """Stop every actor on ``node`` and shut its agent (or Wactorz runner) down."""
         view = await self._target(node, timeout)
         if wactorz.is_wactorz(view):
+            wactorz_ops.check_commandable(self, view)
             return await wactorz_ops.stop_all(self, node, timeout=timeout)
         request = contract.new_id()
         receipt = await self._request(
@@ -264,6 +270,7 @@ class ActorOps:
                 (``forbidden``, said at once from its ``meta``); the actor keeps
                 running where it was.
             CommandTimeout: no answer within ``timeout``.
+            UnverifiedNode: either end is an unverified Wactorz node (see :meth:`spawn`).
         """
         target = await self._target(to, timeout)
         if source is None:
@@ -271,6 +278,9 @@ class ActorOps:
         src = source or self.locate(name)
         source_view = await self._target(src, timeout)
         if wactorz.is_wactorz(target) or wactorz.is_wactorz(source_view):
+            for view in (target, source_view):
+                if wactorz.is_wactorz(view):
+                    wactorz_ops.check_commandable(self, view)
             return await migrate_via_main(self, name, src, to, timeout=timeout)
         host = (target.meta or {}).get("actor_host")
         if isinstance(host, dict) and host.get("allow_code") is False:

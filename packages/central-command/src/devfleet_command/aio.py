@@ -387,11 +387,26 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
                     log.exception("message tap failed")
             if topic.startswith(("tasks/", "pools/")):
                 return  # work trading (an auction's or a pool's tap): nothing for the model
-        if self.wactorz_key is not None and not wactorz_ops.trusted_presence(self, msg):
-            return  # a Wactorz node's heartbeat/manifest/list not signed with the fleet key
-        if self.node_verifier is not None and payload and not self._believed(topic, payload):
+        # A Wactorz node's presence (heartbeat, manifest, list) is signed its own way, if
+        # at all: a keyed console takes it only signed with the key; a console that
+        # signs but holds no key shows it, marked unverified (wactorz_ops.check_commandable).
+        wactorz_signed = (
+            wactorz_ops.presence_signed(self, msg)
+            if self.wactorz_key is not None or self.node_verifier is not None
+            else None
+        )
+        if wactorz_signed is False and self.wactorz_key is not None:
+            return
+        if (
+            wactorz_signed is None
+            and self.node_verifier is not None
+            and payload
+            and not self._believed(topic, payload)
+        ):
             return
         events = self.model.feed(topic, payload, retain, _now())
+        if wactorz_signed is not None:
+            wactorz.mark_verified(self.model.get(topic.split("/")[1]), wactorz_signed)
         if events and (self._queues or self._commands or self._tick_waiters):
             self._dispatch(events)  # nobody listening: nothing to do per message
 

@@ -24,6 +24,7 @@ __all__ = [
     "InvalidURL",
     "NodeNotFound",
     "PurgeError",
+    "UnverifiedNode",
     "UsageError",
 ]
 
@@ -132,6 +133,21 @@ class ConfigConflict(CommandFailed):
     """A config write named a stale ``expect_version``."""
 
     code = Code.CONFLICT
+
+
+class UnverifiedNode(ConsoleError):
+    """A console that signs was asked to command a node whose presence it could not
+    verify (a Wactorz node not signing with the fleet key this console holds).
+
+    Attributes:
+        node: the node.
+    """
+
+    code = Code.BAD_SIGNATURE
+
+    def __init__(self, message: str, *, node: str = "") -> None:
+        super().__init__(message)
+        self.node = node
 
 
 class PurgeError(ConsoleError):

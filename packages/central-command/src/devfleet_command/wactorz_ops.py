@@ -30,26 +30,28 @@ from devfleet_base.errors import Code
 from devfleet_base.mqtt import Inbound
 from devfleet_base.wactorz_signing import WactorzSigner, control_leaf, publication_signed
 
-from .errors import CommandFailed, CommandTimeout, ConsoleTimeout, NodeNotFound
+from .errors import CommandFailed, CommandTimeout, ConsoleTimeout, NodeNotFound, UnverifiedNode
 
 if TYPE_CHECKING:
     from devfleet_base.mqtt import MqttSession
 
     from .actors import ActorOps
+    from .model import NodeView
 
 log = logging.getLogger("devfleet.console")
 
 __all__ = [
     "ask_lists",
+    "check_commandable",
     "control_properties",
     "listed",
+    "presence_signed",
     "refresh_lists",
     "spawn",
     "spawn_payload",
     "stop",
     "stop_all",
     "trusted_answer",
-    "trusted_presence",
 ]
 
 #: Seconds between list questions while waiting for a stop to show.
@@ -97,29 +99,55 @@ def trusted_answer(ops: ActorOps, msg: Inbound) -> bool:
 _PRESENCE = frozenset({"heartbeat", "manifest", "agents"})
 
 
-def trusted_presence(ops: ActorOps, msg: Inbound) -> bool:
-    """For a console holding a key: whether to take a Wactorz node's presence message
-    (its heartbeat, manifest or list answer) — only when signed with that key. Every
-    other message (devfleet nodes' included) is left to the usual rules."""
+def presence_signed(ops: ActorOps, msg: Inbound) -> bool | None:
+    """For a console that checks signatures: whether a Wactorz node signed this presence
+    message (its heartbeat, manifest or list answer) with the fleet key.
+
+    Returns:
+        None when it is not a Wactorz node's presence (a devfleet node's, whose own
+        rules apply: a name with a devfleet description never counts as Wactorz);
+        True when signed with ``ops.wactorz_key``; False when not (no key, or
+        unsigned, or signed with another key).
+    """
     from . import wactorz
 
     parts = msg.topic.split("/")
     if len(parts) != 3 or parts[0] != "nodes" or parts[2] not in _PRESENCE or not msg.payload:
-        return True
-    if parts[2] != "manifest":
-        view = ops.model.get(parts[1])
-        if not (view is not None and wactorz.is_wactorz(view)) and b'"runtime"' not in msg.payload:
-            return True
+        return None
+    view = ops.model.get(parts[1])
+    if view is not None and view.meta is not None:
+        return None
+    known = view is not None and wactorz.is_wactorz(view)
+    if parts[2] != "manifest" and not known and b'"runtime"' not in msg.payload:
+        return None
     key = ops.wactorz_key
-    if key is None or publication_signed(key, msg.topic, msg.payload, msg.user_properties):
+    if key is not None and publication_signed(key, msg.topic, msg.payload, msg.user_properties):
         return True
-    if parts[1] not in _reported and len(_reported) < 1024:  # said once per node
+    if key is not None and parts[1] not in _reported and len(_reported) < 1024:  # said once per node
         _reported.add(parts[1])
         log.warning("ignoring Wactorz node %s: what it publishes is not signed with the fleet key", parts[1])
     return False
 
 
 _reported: set[str] = set()
+
+
+def check_commandable(ops: ActorOps, view: NodeView) -> None:
+    """Refuse to command a Wactorz node whose presence is unverified from a console that
+    signs: what would confirm the operation (its log records, list, heartbeats) is
+    unsigned, and a signing console believes nothing unsigned.
+
+    Raises:
+        UnverifiedNode: ``ops`` has a signing identity and ``view`` was not verified
+            with the fleet key.
+    """
+    if ops.identity is not None and view.verified is not True:
+        raise UnverifiedNode(
+            f"{view.name} is a Wactorz node whose presence is not signed with a fleet key"
+            " (unverified): nothing sent. Give this console the key it shares with it"
+            " (--wactorz-key-file; its WACTORZ_NODE_KEY)",
+            node=view.name,
+        )
 
 
 async def ask_lists(session: MqttSession, nodes: list[str]) -> None:

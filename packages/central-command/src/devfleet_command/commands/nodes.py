@@ -82,6 +82,8 @@ def table(nodes: list[NodeView], now: float | None = None) -> Any:
             cell(n.name),
             Text(n.health, style=_HEALTH_STYLE.get(n.health, ""))
             + (Text(" name clash", style="red") if n.name_clash is not None else Text(""))
+            # A Wactorz node a signing console could not verify (no fleet key).
+            + (Text(" unverified", style="yellow") if n.verified is False else Text(""))
             # Why stale: a node whose broker node died sends no will (docs/scaling.md).
             + (Text(f" ({reason})") if (reason := n.stale_reason(now)) else Text("")),
             cell(n.session if n.session is not None else "-"),
