@@ -153,7 +153,10 @@ def actor_rows(view: NodeView) -> list[dict[str, Any]]:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # a 400-digit int
+        return None
     return number if number == number and abs(number) != float("inf") else None
 
 

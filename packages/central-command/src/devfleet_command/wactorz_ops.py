@@ -36,12 +36,13 @@ if TYPE_CHECKING:
     from devfleet_base.mqtt import MqttSession
 
     from .actors import ActorOps
-    from .model import NodeView
+    from .model import FleetModel, NodeView
 
 log = logging.getLogger("devfleet.console")
 
 __all__ = [
     "ask_lists",
+    "await_heartbeats",
     "check_commandable",
     "control_properties",
     "listed",
@@ -155,6 +156,36 @@ async def ask_lists(session: MqttSession, nodes: list[str]) -> None:
     control leaf there); the answers reach the model (:func:`devfleet_command.wactorz.on_list`)."""
     for node in nodes:
         await session.publish(contract.node_topic(node, "list"), b"{}", qos=1)
+
+
+async def await_heartbeats(
+    ops: ActorOps, *, on_wait: Callable[[list[str], float], None] | None = None
+) -> list[str]:
+    """Wait up to one heartbeat interval (and a second) for the heartbeat of every live
+    Wactorz node not heard yet: its figures (cpu, memory, disk, uptime) come only with
+    it, and a one-shot console has only the retained manifest.
+
+    Args:
+        on_wait: called once with the names and the seconds it will wait, when there
+            is anything to wait for (a progress hint).
+
+    Returns:
+        The nodes still without a heartbeat (their figures stay unknown).
+    """
+    from . import wactorz
+
+    def missing(model: FleetModel) -> list[NodeView]:
+        return [v for v in model if wactorz.is_wactorz(v) and v.online and v.heartbeat is None]
+
+    views = missing(ops.model)
+    if not views:
+        return []
+    seconds = max(v.heartbeat_interval for v in views) + 1.0
+    if on_wait is not None:
+        on_wait(sorted(v.name for v in views), seconds)
+    with contextlib.suppress(ConsoleTimeout):
+        await ops.wait_for(lambda m: not missing(m), seconds)
+    return sorted(v.name for v in missing(ops.model))
 
 
 async def refresh_lists(ops: ActorOps, *, timeout: float = 3.0) -> None:
