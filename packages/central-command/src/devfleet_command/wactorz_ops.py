@@ -48,6 +48,7 @@ __all__ = [
     "listed",
     "presence_signed",
     "refresh_lists",
+    "restart",
     "spawn",
     "spawn_payload",
     "stop",
@@ -310,3 +311,39 @@ async def stop_all(ops: ActorOps, node: str, *, timeout: float) -> Any:
         what=f"stop_all on {node}",
     )
     return {"stopped": "all", "node": node}
+
+
+async def restart(ops: ActorOps, node: str, *, timeout: float) -> Any:
+    """Restart a Wactorz node's runner in place (``nodes/{node}/restart``: it stops its
+    actors and re-executes), confirmed by its ``restarting`` heartbeat and then the
+    first heartbeat of the new process.
+
+    Returns:
+        ``{"restarted": True, "node", "uptime_s"}`` (the new process's uptime).
+
+    Raises:
+        UnverifiedNode: an unverified node, from a console that signs (nothing sent).
+        CommandTimeout: either heartbeat missing within ``timeout``.
+    """
+    view = ops.model.get(node)
+    if view is None:
+        raise NodeNotFound(f"no node {node!r} in the fleet")
+    check_commandable(ops, view)
+    said: list[str] = []
+
+    def back(beat: Any) -> bool:  # "restarting", then a heartbeat without a status
+        if not isinstance(beat, dict):
+            return False
+        if beat.get("status") == "restarting":
+            said.append("restarting")
+            return False
+        return bool(said) and beat.get("status") is None
+
+    beat = await ops._request(
+        contract.node_topic(node, "heartbeat"),
+        back,
+        lambda: ops._control(contract.node_topic(node, "restart"), {}),
+        timeout=timeout,
+        what=f"restart {node}",
+    )
+    return {"restarted": True, "node": node, "uptime_s": beat.get("uptime_s")}
