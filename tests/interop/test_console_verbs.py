@@ -39,12 +39,15 @@ def test_a_live_restart_then_stop_all(peers: Any, capsys: Any) -> None:
     wait_online(url, "wz-rs")
     with Fleet.connect(url) as fleet:
         fleet.spawn("wz-rs", {"name": "rc", "code": COUNTER})
-    code, out, err = run(capsys, "--broker", url, "stop-all", "wz-rs")
-    assert code == 0, err + wz.tail()
-    assert "stopped every actor" in out
-    assert wz.proc.wait(20) == 0
+    with Fleet.connect(url) as watching:
+        code, out, err = run(capsys, "--broker", url, "stop-all", "wz-rs")
+        assert code == 0, err + wz.tail()
+        assert "stopped every actor" in out
+        assert wz.proc.wait(20) == 0
+        watching.wait_for(lambda m: m.get("wz-rs").health == "offline", timeout=10)  # its last heartbeat
+    # A console connecting later has only the retained manifest: silent, so stale.
     code, out, err = run(capsys, "--broker", url, "--json", "ls")
-    assert {r["node"]: r["health"] for r in json.loads(out)} == {"wz-rs": "offline"}, err
+    assert {r["node"]: r["health"] for r in json.loads(out)} == {"wz-rs": "stale"}, err
 
 
 def test_stop_with_keep_topics_alone_is_a_plain_stop(peers: Any, capsys: Any, probe_factory: Any) -> None:

@@ -5,17 +5,15 @@ cannot stop an actor that is still starting)."""
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
 from typing import Any
 
-from interop_kit import COUNTER, poll, run, wait_actor, wait_online
+import pytest
+from interop_kit import COUNTER, poll, run, wait_online
 
 from devfleet_command.sync import Fleet
-
-# COUNTER whose setup takes 8 s on a node started with SLOW_SETUP set.
-SLOW_ON_SOME = "import asyncio, os\n" + COUNTER.replace(
-    "async def setup(agent):\n",
-    "async def setup(agent):\n    if os.environ.get('SLOW_SETUP'):\n        await asyncio.sleep(8)\n",
-)
+from devfleet_command.wactorz_ops import listed
 
 
 def test_a_refused_placement_puts_the_actor_back_with_its_state(peers: Any, capsys: Any) -> None:
@@ -28,24 +26,48 @@ def test_a_refused_placement_puts_the_actor_back_with_its_state(peers: Any, caps
         before = poll(lambda: a if (a := fleet.task("homing", {}))["n"] >= 3 else None)
     code, _, err = run(capsys, "--broker", url, "migrate", "homing", "--to", "df-nocode")
     assert code == 1 and "put back on wz-back" in err, err + wz.tail()
-    wait_actor(url, "wz-back", "homing")
     with Fleet.connect(url) as fleet:
+        assert "homing" in fleet._call(listed(fleet.aio, "wz-back", timeout=10))
         after = fleet.task("homing", {})
         assert after["n"] >= before["n"], (before, after)  # its state came back with it
-        assert fleet.aio.locate("homing") == "wz-back"
+        assert fleet.actors("df-nocode") == []
 
 
-def test_a_placement_that_timed_out_leaves_no_second_live_copy(peers: Any, capsys: Any) -> None:
-    slow = peers.wactorz("wz-slow", SLOW_SETUP="1")
-    peers.devfleet("df-src", "--allow-code")
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """A package index on loopback that takes connections and never answers."""
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as server:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/simple"
+
+
+def test_a_placement_that_timed_out_leaves_no_second_live_copy(
+    peers: Any, capsys: Any, probe_factory: Any, black_hole: str
+) -> None:
+    # The actor asks for a package; a wactorz-node installs before it starts the actor,
+    # starts it even when pip fails, and meanwhile takes a stop for it as "not running".
+    # Against the black hole, pip gives up after PIP_TIMEOUT s: on wz-slow the start
+    # comes ~8 s after the spawn, when the console (--timeout 6) has given up on it.
+    index = {"WACTORZ_PIP_INDEX_URL": black_hole, "PIP_RETRIES": "0"}
+    peers.wactorz("wz-src", **index, PIP_TIMEOUT="1")
+    slow = peers.wactorz("wz-slow", **index, PIP_TIMEOUT="7")
     url = peers.broker.url
-    wait_online(url, "wz-slow", "df-src")
+    wait_online(url, "wz-src", "wz-slow")
+    spec = {"name": "late", "code": COUNTER, "poll_interval": 0.1, "install": ["devfleet-interop-absent"]}
     with Fleet.connect(url) as fleet:
-        fleet.spawn("df-src", {"name": "late", "code": SLOW_ON_SOME, "poll_interval": 0.1})
+        fleet.spawn("wz-src", spec, timeout=30)
         poll(lambda: fleet.task("late", {})["n"] >= 2)
-    code, _, err = run(capsys, "--broker", url, "--timeout", "5", "migrate", "late", "--to", "wz-slow")
-    assert code != 0 and "put back on df-src" in err, err + slow.tail()
-    # The late start on wz-slow (8 s after its spawn) is stopped: it runs on df-src only.
-    wait_actor(url, "wz-slow", "late", present=False, timeout=30)
+    probe = probe_factory(peers.broker)
+    probe.subscribe("agents/wz-slow/logs")  # before the migration: not retained
+    code, _, err = run(capsys, "--broker", url, "--timeout", "6", "migrate", "late", "--to", "wz-slow")
+    assert code != 0 and "put back on wz-src" in err, err + slow.tail()
+    # The placement did start on wz-slow after the console gave up on it ...
+    probe.wait_for(
+        "agents/wz-slow/logs",
+        lambda m: m.json().get("type") == "spawned" and m.json().get("child_name") == "late",
+        timeout=20,
+    )
     with Fleet.connect(url) as fleet:
-        assert [r["node"] for r in fleet.aio.actors() if r["name"] == "late"] == ["df-src"]
+        # ... and was stopped there: no second live copy; it runs on wz-src, its count kept.
+        poll(lambda: "late" not in fleet._call(listed(fleet.aio, "wz-slow", timeout=5)), timeout=20)
+        assert "late" in fleet._call(listed(fleet.aio, "wz-src", timeout=5))
+        assert fleet.task("late", {})["n"] >= 2

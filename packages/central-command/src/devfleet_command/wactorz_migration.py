@@ -61,14 +61,15 @@ async def migrate_via_main(ops: ActorOps, name: str, src: str, dst: str, *, time
     try:
         await _place(ops, dst, config, state, token=placement, timeout=timeout)
     except (CommandFailed, CommandTimeout) as exc:
-        if isinstance(exc, CommandTimeout):
-            await _withdraw(ops, dst, name, placement, grace=timeout)
+        late = ""
+        if isinstance(exc, CommandTimeout) and not await _withdraw(ops, dst, name, placement, grace=timeout):
+            late = f"; {dst} never answered and may still start it: see devfleet actors {dst}"
         back = "put back on " + src
         try:
             await _place(ops, src, config, state, token=contract.new_id(), timeout=timeout)
         except (CommandFailed, CommandTimeout) as again:
             back = f"NOT put back on {src} ({again}); its state was: {contract.encode(state).decode()[:200]}"
-        raise CommandFailed(f"{what}: {exc} ({back})", code=getattr(exc, "code", Code.FAILED)) from None
+        raise CommandFailed(f"{what}: {exc} ({back}{late})", code=getattr(exc, "code", Code.FAILED)) from None
     # The source kept its state file for a rollback; the actor now lives on dst under the
     # same actor id, so its retained topics stay.
     await ops._control(contract.node_topic(src, "stop"), {"name": name, "delete": True, "keep_topics": True})
@@ -81,7 +82,7 @@ async def migrate_via_main(ops: ActorOps, name: str, src: str, dst: str, *, time
     }
 
 
-async def _withdraw(ops: ActorOps, node: str, name: str, token: str, *, grace: float) -> None:
+async def _withdraw(ops: ActorOps, node: str, name: str, token: str, *, grace: float) -> bool:
     """Withdraw a placement that timed out, before the actor goes back to its source.
 
     A Wactorz node ignores ``_expires_at`` and cannot stop an actor that is still
@@ -89,7 +90,12 @@ async def _withdraw(ops: ActorOps, node: str, name: str, token: str, *, grace: f
     sent at once could leave a second live copy. So wait up to ``grace`` seconds for
     the late placement to settle (its ``spawn_ack`` of ``token``, or a refusal), then
     stop it (deleting the state file, keeping the retained topics the source shares).
+
+    Returns:
+        Whether the placement settled within ``grace`` (False: the node may still
+        start the actor after this stop, and nobody will be watching).
     """
+    settled = False
     with contextlib.suppress(CommandTimeout):
         await ops._request(
             contract.node_topic(node, "spawn_ack"),
@@ -98,7 +104,9 @@ async def _withdraw(ops: ActorOps, node: str, name: str, token: str, *, grace: f
             timeout=grace,
             what=f"the late start of {name} on {node}",
         )
+        settled = True
     await ops._control(contract.node_topic(node, "stop"), {"name": name, "delete": True, "keep_topics": True})
+    return settled
 
 
 async def _nothing() -> None:
