@@ -65,6 +65,7 @@ __all__ = [
 log = logging.getLogger("devfleet.console")
 
 _DOWN_EVENTS = (NodeLost, NodeOffline, NodeStale)
+_WACTORZ_PRESENCE = ("/heartbeat", "/manifest", "/agents")
 _SIGNED_DESCRIPTIONS = frozenset({"meta", "status", "state", "cfg", "heartbeat", "agent_heartbeat"})
 _now = time.time
 
@@ -392,7 +393,8 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         # signs but holds no key shows it, marked unverified (wactorz_ops.check_commandable).
         wactorz_signed = (
             wactorz_ops.presence_signed(self, msg)
-            if self.wactorz_key is not None or self.node_verifier is not None
+            if (self.wactorz_key is not None or self.node_verifier is not None)
+            and topic.endswith(_WACTORZ_PRESENCE)
             else None
         )
         if wactorz_signed is False and self.wactorz_key is not None:
