@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from interop_kit import COUNTER, poll, run, wait_online
+from interop_kit import COUNTER, run, spawn_counting, wait_online
 
 from devfleet_base import contract
 from devfleet_command.sync import Fleet
@@ -54,9 +54,7 @@ def test_stop_with_keep_topics_alone_is_a_plain_stop(peers: Any, capsys: Any, pr
     wz = peers.wactorz("wz-kt")
     url = peers.broker.url
     wait_online(url, "wz-kt")
-    with Fleet.connect(url) as fleet:
-        fleet.spawn("wz-kt", {"name": "kt", "code": COUNTER, "poll_interval": 0.1})
-        poll(lambda: fleet.task("kt", {})["n"] >= 2)
+    spawn_counting(url, "wz-kt", "kt")
     probe = probe_factory(peers.broker)
     actor = contract.actor_id("kt")
     retained = set(probe.retained(f"agents/{actor}/#"))

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from interop_kit import COUNTER, poll, run, wait_online
+from interop_kit import poll, run, spawn_counting, wait_online
 
 from devfleet_command.sync import Fleet
 from devfleet_command.wactorz_ops import listed
@@ -21,9 +21,7 @@ def test_a_refused_placement_puts_the_actor_back_with_its_state(peers: Any, caps
     peers.devfleet("df-nocode")  # no --allow-code: refuses the placement
     url = peers.broker.url
     wait_online(url, "wz-back", "df-nocode")
-    with Fleet.connect(url) as fleet:
-        fleet.spawn("wz-back", {"name": "homing", "code": COUNTER, "poll_interval": 0.1})
-        before = poll(lambda: a if (a := fleet.task("homing", {}))["n"] >= 3 else None)
+    before = spawn_counting(url, "wz-back", "homing", counted=3)
     code, _, err = run(capsys, "--broker", url, "migrate", "homing", "--to", "df-nocode")
     assert code == 1 and "put back on wz-back" in err, err + wz.tail()
     with Fleet.connect(url) as fleet:
@@ -52,10 +50,7 @@ def test_a_placement_that_timed_out_leaves_no_second_live_copy(
     slow = peers.wactorz("wz-slow", **index, PIP_TIMEOUT="7")
     url = peers.broker.url
     wait_online(url, "wz-src", "wz-slow")
-    spec = {"name": "late", "code": COUNTER, "poll_interval": 0.1, "install": ["devfleet-interop-absent"]}
-    with Fleet.connect(url) as fleet:
-        fleet.spawn("wz-src", spec, timeout=30)
-        poll(lambda: fleet.task("late", {})["n"] >= 2)
+    spawn_counting(url, "wz-src", "late", install=["devfleet-interop-absent"])
     probe = probe_factory(peers.broker)
     probe.subscribe("agents/wz-slow/logs")  # before the migration: not retained
     code, _, err = run(capsys, "--broker", url, "--timeout", "6", "migrate", "late", "--to", "wz-slow")
