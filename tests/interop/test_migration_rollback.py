@@ -44,17 +44,19 @@ def test_a_placement_that_timed_out_leaves_no_second_live_copy(
     # The actor asks for a package; a wactorz-node installs before it starts the actor,
     # starts it even when pip fails, and meanwhile takes a stop for it as "not running".
     # Against the black hole, pip gives up after PIP_TIMEOUT s: on wz-slow the start
-    # comes ~8 s after the spawn, when the console (--timeout 6) has given up on it.
+    # comes 12 s and more after the spawn, when the console (--timeout 10) has given up
+    # on it, and well before the withdrawal stops waiting (as long again).
     index = {"WACTORZ_PIP_INDEX_URL": black_hole, "PIP_RETRIES": "0"}
     peers.wactorz("wz-src", **index, PIP_TIMEOUT="1")
-    slow = peers.wactorz("wz-slow", **index, PIP_TIMEOUT="7")
+    slow = peers.wactorz("wz-slow", **index, PIP_TIMEOUT="12")
     url = peers.broker.url
     wait_online(url, "wz-src", "wz-slow")
     spawn_counting(url, "wz-src", "late", install=["devfleet-interop-absent"])
     probe = probe_factory(peers.broker)
     probe.subscribe("agents/wz-slow/logs")  # before the migration: not retained
-    code, _, err = run(capsys, "--broker", url, "--timeout", "6", "migrate", "late", "--to", "wz-slow")
+    code, _, err = run(capsys, "--broker", url, "--timeout", "10", "migrate", "late", "--to", "wz-slow")
     assert code != 0 and "put back on wz-src" in err, err + slow.tail()
+    assert "never answered" not in err, err  # its late start came within the withdrawal's wait
     # The placement did start on wz-slow after the console gave up on it ...
     probe.wait_for(
         "agents/wz-slow/logs",
