@@ -38,6 +38,8 @@ def test_the_key_from_the_flag_then_env_then_profile(tmp_path: Path) -> None:
     assert resolve(_flags(), {**env, "DEVFLEET_WACTORZ_KEY": (b"x" * 16).hex()}).wactorz_key == b"x" * 16
     flagged = resolve(_flags(wactorz_key_file=from_flag), {**env, "DEVFLEET_WACTORZ_KEY": (b"x" * 16).hex()})
     assert flagged.wactorz_key == b"f" * 32
+    both = {**env, "DEVFLEET_WACTORZ_KEY_FILE": from_env_file, "DEVFLEET_WACTORZ_KEY": (b"x" * 16).hex()}
+    assert resolve(_flags(), both).wactorz_key == b"e" * 32  # a file wins, as on the agent
     assert resolve(_flags(), {"HOME": str(tmp_path / "nohome")}).wactorz_key is None
     assert KEY.hex() not in repr(resolve(_flags(), env))  # never in a repr (or a --debug dump)
 

@@ -43,7 +43,7 @@ environment (a flag wins over its variable, a variable over the profile):
   DEVFLEET_TLS_CA             --tls-ca
   DEVFLEET_SIGNING_KEY_FILE   --signing-key-file
   DEVFLEET_WACTORZ_KEY_FILE   --wactorz-key-file
-  DEVFLEET_WACTORZ_KEY        the Wactorz fleet key itself, hex (the flag's file wins)
+  DEVFLEET_WACTORZ_KEY        the Wactorz fleet key itself, hex (a key file wins)
   DEVFLEET_PROFILE            --profile
   DEVFLEET_CONSOLE_CONFIG     the profiles file (default ~/.config/devfleet/console.toml)
 

@@ -8,8 +8,8 @@ In order, the first that gives a value wins:
 2. environment variables: ``DEVFLEET_BROKER``, ``DEVFLEET_USERNAME``,
    ``DEVFLEET_PASSWORD``, ``DEVFLEET_TLS_CA``, ``DEVFLEET_SIGNING_KEY_FILE``
    (the agent reads the same names), ``DEVFLEET_WACTORZ_KEY_FILE``, and
-   ``DEVFLEET_WACTORZ_KEY`` (the Wactorz fleet key itself, hex; the flag's file
-   still wins over it);
+   ``DEVFLEET_WACTORZ_KEY`` (the Wactorz fleet key itself, hex; a key file, from
+   the flag or its variable, wins over it, as on the agent);
 3. a profile of the console config file: ``--profile NAME`` (or
    ``DEVFLEET_PROFILE``), else its ``[default]`` table. The file is
    ``$DEVFLEET_CONSOLE_CONFIG``, else ``$XDG_CONFIG_HOME/devfleet/console.toml``
@@ -194,14 +194,15 @@ def resolve(
 
 
 def _wactorz_key(flags: Mapping[str, Any], env: Mapping[str, str], pick: Any) -> bytes | None:
-    """The Wactorz fleet key: ``--wactorz-key-file``, else ``DEVFLEET_WACTORZ_KEY`` (hex),
-    else the file of ``DEVFLEET_WACTORZ_KEY_FILE`` or the profile's ``wactorz_key_file``.
+    """The Wactorz fleet key: ``--wactorz-key-file``, else the file of
+    ``DEVFLEET_WACTORZ_KEY_FILE``, else ``DEVFLEET_WACTORZ_KEY`` (hex), else the
+    profile's ``wactorz_key_file`` (a file wins over the variable, as on the agent).
 
     Raises:
         UsageError: the file cannot be read, or the key is empty or not hex (the
             message names where it came from, never the key).
     """
-    path = flags.get("wactorz_key_file")
+    path = flags.get("wactorz_key_file") or env.get(ENV["wactorz_key_file"]) or None
     if path is None and env.get(WACTORZ_KEY_ENV, "").strip():
         return _hex_key(env[WACTORZ_KEY_ENV].encode("utf-8", "replace"), WACTORZ_KEY_ENV)
     path = path if path is not None else pick("wactorz_key_file")
