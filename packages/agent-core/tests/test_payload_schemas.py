@@ -190,9 +190,15 @@ def test_a_real_agents_payloads_fit_the_published_json_schemas(agent_factory: An
     inbox = f"replies/schemas{next(_ids)}"
     probe.subscribe(f"nodes/{node}/#")
     probe.subscribe(inbox)
-    agent_factory(node)
+    actor = contract.actor_id("ticker")
+    probe.subscribe(f"agents/{actor}/heartbeat")
+    agent_factory(node, allow_code=True)
     probe.wait_for(f"nodes/{node}/status", lambda m: m.json()["status"] == "online")
     probe.wait_for(f"nodes/{node}/heartbeat")
+    code = "async def process(agent):\n    agent.state['n'] = agent.state.get('n', 0) + 1\n"
+    probe.publish(f"nodes/{node}/spawn", {"name": "ticker", "code": code, "poll_interval": 0.5})
+    probe.wait_for(f"agents/{actor}/heartbeat", timeout=15)
+    probe.wait_for(f"nodes/{node}/state", lambda m: "ticker" in m.json().get("actors", {}), timeout=15)
 
     def send(verb: str, args: dict[str, Any]) -> str:
         env = contract.Command.envelope(args, reply_to=inbox)
@@ -213,10 +219,22 @@ def test_a_real_agents_payloads_fit_the_published_json_schemas(agent_factory: An
 
     schemas = _published()
     checked: set[str] = set()
-    messages = [m for m in probe.messages(f"nodes/{node}/#") if m.payload] + probe.messages(inbox)
+    messages = [m for m in probe.messages(f"nodes/{node}/#") if m.payload and not m.topic.endswith("/spawn")]
+    messages += probe.messages(inbox) + probe.messages(f"agents/{actor}/heartbeat")
     for msg in messages:
         matching = [schema for rx, schema in schemas if rx.fullmatch(msg.topic)]
         assert matching, f"no published schema for {msg.topic}"
         jsonschema.validate(msg.json(), matching[0], cls=jsonschema.Draft202012Validator)
         checked.add(matching[0]["title"])
-    assert {"meta", "status", "state", "cfg", "heartbeat", "telemetry", "logs", "receipt"} <= checked
+    published = {
+        "meta",
+        "status",
+        "state",
+        "cfg",
+        "heartbeat",
+        "telemetry",
+        "logs",
+        "receipt",
+        "actor heartbeat",
+    }
+    assert published <= checked

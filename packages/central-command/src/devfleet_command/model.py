@@ -33,7 +33,12 @@ from devfleet_base import contract
 from devfleet_base.contract import TopicMatch
 from devfleet_base.errors import ContractError
 from devfleet_base.node_config import NODE_CONFIG_SCHEMA
-from devfleet_base.payload_schemas import DESCRIPTION_SCHEMAS, HEARTBEAT_SCHEMA, TELEMETRY_SCHEMA
+from devfleet_base.payload_schemas import (
+    ACTOR_HEARTBEAT_SCHEMA,
+    DESCRIPTION_SCHEMAS,
+    HEARTBEAT_SCHEMA,
+    TELEMETRY_SCHEMA,
+)
 
 from . import wactorz
 
@@ -68,6 +73,7 @@ _UNSEEN: Final = object()
 _FOREIGN_NAMES_MAX: Final = 1000
 _NAME_RE: Final = re.compile(contract.NAME_PATTERN)
 _HEARTBEAT_INTERVAL: Final = NODE_CONFIG_SCHEMA.fields["heartbeat"].schema.fields["interval"]  # type: ignore[union-attr]
+_READ_DESCRIPTION: Final = {kind: schema.read for kind, schema in DESCRIPTION_SCHEMAS.items()}
 _read_heartbeat: Final = HEARTBEAT_SCHEMA.read
 _read_telemetry: Final = TELEMETRY_SCHEMA.read
 
@@ -602,7 +608,7 @@ class FleetModel:
         try:
             # The schema the agent builds it with: session and version are required integers
             # (status too); a malformed optional field is dropped, unknown keys are kept.
-            data = DESCRIPTION_SCHEMAS[kind].read(data)
+            data = _READ_DESCRIPTION[kind](data)
         except ContractError as exc:
             return self._invalid(topic, node, exc.message)
         if claimed is not None and claimed != node:
@@ -708,8 +714,9 @@ class FleetModel:
         data = self._decode_dict(payload)
         if isinstance(data, str):
             return self._invalid(topic, None, data)
+        data = ACTOR_HEARTBEAT_SCHEMA.read(data)
         node = data.get("node")
-        view = self.nodes.get(node) if isinstance(node, str) else None
+        view = self.nodes.get(node) if node is not None else None
         if view is None:
             return []  # an actor of a node we do not (yet) know
         view.actors[match.ident or "?"] = data

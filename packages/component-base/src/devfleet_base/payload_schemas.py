@@ -1,7 +1,7 @@
 """The schema of every payload a node publishes about itself, for both sides of the wire.
 
 The agent builds ``meta``, ``status``, ``state``, ``cfg``, the heartbeat,
-telemetry samples and log batches (``devfleet_agent.payloads``); its tests hold
+telemetry samples, log batches and its actors' heartbeats (``devfleet_agent.payloads``); its tests hold
 every builder's output against these schemas. The console takes the same
 payloads in with :meth:`~devfleet_base.schema.Schema.read` (a malformed
 required field makes the message invalid, a malformed optional one is
@@ -33,6 +33,7 @@ from .contract import (
 from .schema import Field, Schema
 
 __all__ = [
+    "ACTOR_HEARTBEAT_SCHEMA",
     "CFG_SCHEMA",
     "DESCRIPTION_SCHEMAS",
     "ENVELOPE",
@@ -184,6 +185,31 @@ LOGS_SCHEMA: Final = Schema(
 """``nodes/{node}/logs``: a batch of the agent's log records."""
 
 
+ACTOR_HEARTBEAT_SCHEMA: Final = Schema(
+    "actor heartbeat",
+    {
+        "actor_id": Field("str", doc="uuid5 of the actor's name."),
+        "name": Field("str", doc="The actor's name."),
+        "node": Field("str", doc="The node it runs on."),
+        "node_id": Field("str", doc="Wactorz node id (uuid5 of the node's name)."),
+        "state": Field("str", doc="Its supervisor state (running, restarting, failed, ...)."),
+        "timestamp": Field("float", min=0, doc="Unix seconds."),
+        "restarts": Field("int", min=0, doc="Restarts so far."),
+        "max_restarts": Field("int", min=0, doc="Its restart budget."),
+        "last_error": Field("str", nullable=True, doc="The last error, or null."),
+        "type": Field("str", doc="Actor type."),
+        "description": Field("str", doc="One line for listings."),
+        "poll_interval": Field(
+            "float", nullable=True, doc="Seconds between process() calls; null = event-driven."
+        ),
+        "uptime": Field("float", min=0, doc="Seconds since it (re)started."),
+        "migration": Field("str", nullable=True, doc="The id of the migration that brought it, or null."),
+    },
+    extra="allow",
+)
+"""``agents/{id}/heartbeat`` (Wactorz-compatible): one actor, with its node."""
+
+
 @dataclass(frozen=True)
 class PayloadSpec:
     """One published schema: the topic its payloads travel on, and the schema."""
@@ -200,6 +226,7 @@ PAYLOADS: Final[tuple[PayloadSpec, ...]] = (
     PayloadSpec("nodes/{node}/heartbeat", HEARTBEAT_SCHEMA),
     PayloadSpec("nodes/{node}/telemetry/{metric}", TELEMETRY_SCHEMA),
     PayloadSpec("nodes/{node}/logs", LOGS_SCHEMA),
+    PayloadSpec("agents/{id}/heartbeat", ACTOR_HEARTBEAT_SCHEMA),
     PayloadSpec("nodes/{node}/cmd/{verb}", COMMAND_SCHEMA),
     PayloadSpec("replies/{inbox}, nodes/{node}/receipts", RECEIPT_SCHEMA),
     PayloadSpec("nodes/{node}/spawn", SPAWN_SCHEMA),
