@@ -129,7 +129,7 @@ def test_heartbeat_and_telemetry_fit_their_schemas(
 ) -> None:
     beat = heartbeat_payload(
         node,
-        session=session,
+        bd_seq=session,
         uptime=uptime,
         broker="127.0.0.1:1883",
         commands=counts,
