@@ -73,9 +73,11 @@ _UNSEEN: Final = object()
 _FOREIGN_NAMES_MAX: Final = 1000
 _NAME_RE: Final = re.compile(contract.NAME_PATTERN)
 _HEARTBEAT_INTERVAL: Final = NODE_CONFIG_SCHEMA.fields["heartbeat"].schema.fields["interval"]  # type: ignore[union-attr]
-_READ_DESCRIPTION: Final = {kind: schema.read for kind, schema in DESCRIPTION_SCHEMAS.items()}
-_read_heartbeat: Final = HEARTBEAT_SCHEMA.read
-_read_telemetry: Final = TELEMETRY_SCHEMA.read
+# Schema.read, as one generated function per schema, bound once.
+_READ_DESCRIPTION: Final = {kind: schema.reader for kind, schema in DESCRIPTION_SCHEMAS.items()}
+_read_heartbeat: Final = HEARTBEAT_SCHEMA.reader
+_read_telemetry: Final = TELEMETRY_SCHEMA.reader
+_read_actor_heartbeat: Final = ACTOR_HEARTBEAT_SCHEMA.reader
 
 
 # ---- events ---------------------------------------------------------------------------
@@ -714,7 +716,7 @@ class FleetModel:
         data = self._decode_dict(payload)
         if isinstance(data, str):
             return self._invalid(topic, None, data)
-        data = ACTOR_HEARTBEAT_SCHEMA.read(data)
+        data = _read_actor_heartbeat(data)
         node = data.get("node")
         view = self.nodes.get(node) if node is not None else None
         if view is None:

@@ -224,7 +224,10 @@ class Schema:
     extra: str = "forbid"
     _required: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
     _filled: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
-    _plain: Callable[[dict[str, Any]], bool] | None = field(
+    _plain: Callable[[dict[str, Any]], Any] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    _reader: Callable[[Any], dict[str, Any]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
@@ -323,12 +326,22 @@ class Schema:
             ContractError: ``data`` is not an object, or a required field is missing
                 or malformed (the message names it).
         """
-        plain = self._plain  # inlined _read_plain: this runs once per message a console reads
-        if plain is not None and type(data) is dict and plain(data):
-            return data
-        if plain is None and type(data) is dict and self._read_plain(data):
+        if path is None:
+            return self.reader(data)
+        if type(data) is dict and self._read_plain(data):
             return data
         return self._read_full(data, path)
+
+    @property
+    def reader(self) -> Callable[[Any], dict[str, Any]]:
+        """:meth:`read` as one generated function (made on first use): the fields' fast
+        checks inline, the full walk only when one fails. A console binds it once and
+        calls it per message (one call instead of three)."""
+        reader = self._reader
+        if reader is None:
+            reader = _compile_reader(self, full=self._read_full)
+            object.__setattr__(self, "_reader", reader)
+        return reader
 
     def _read_full(self, data: Any, path: str | None) -> dict[str, Any]:
         where = path or self.name
@@ -357,7 +370,7 @@ class Schema:
         if plain is None:
             plain = _compile_reader(self)
             object.__setattr__(self, "_plain", plain)
-        return plain(data)
+        return bool(plain(data))
 
     def to_json_schema(self, *, dialect: bool = True) -> dict[str, Any]:
         """This schema as JSON Schema (draft 2020-12), for validators in any language.
@@ -456,14 +469,21 @@ def _compile_inner(spec: Field) -> tuple[bool, Callable[[Any], bool] | None]:
     return True, None
 
 
-def _compile_reader(schema: Schema) -> Callable[[dict[str, Any]], bool]:
-    """Generate ``plain(data)``: True when every required key is present and every known
-    key's value passes its field's fast check (what ``Field._ok`` says, tested inline,
-    loops over list items and dict values included: a call per field cost more than the
-    test itself). Unknown keys are not looked at. The idea is attrs' and dataclasses'
-    generated ``__init__``."""
+def _compile_reader(schema: Schema, *, full: Callable[[Any, None], dict[str, Any]] | None = None) -> Any:
+    """Generate a function of ``data`` that tests every known field's fast check inline
+    (what ``Field._ok`` says, loops over list items and dict values included: a call per
+    field cost more than the test itself) and that every required key is present; unknown
+    keys are not looked at. The idea is attrs' and dataclasses' generated ``__init__``.
+
+    Without ``full``: ``plain(data) -> bool`` (True: :meth:`Schema.read` returns ``data``
+    as it is). With ``full`` (the full walk): ``read(data) -> dict``, which returns
+    ``data`` when every check passes and ``full(data, None)`` otherwise.
+    """
     env: dict[str, Any] = {"_MISSING": MISSING, "_finite": _finite}
     body = ["    get = data.get"]
+    if full is not None:
+        env["_full"] = full
+        body = ["    if type(data) is not dict:", "        return _full(data, None)", *body]
     for i, (key, spec) in enumerate(schema.fields.items()):
         body.append(f"    v = get({key!r}, _MISSING)")
         body.append("    if v is _MISSING:")
@@ -471,13 +491,15 @@ def _compile_reader(schema: Schema) -> Callable[[dict[str, Any]], bool]:
         body.append("    else:")
         body.extend(_inline_checks(spec, "v", f"{i}", env, "        "))
     body.append("    return True")
+    if full is not None:
+        body = [line.replace("return False", "return _full(data, None)") for line in body[:-1]]
+        body.append("    return data")
     # Constants and builtins as default arguments: local loads, cheaper than global ones.
     names = [*env, "type", "len", "str", "int", "float", "bool", "dict", "list"]
     env.update(type=type, len=len, str=str, int=int, float=float, bool=bool, dict=dict, list=list)
-    lines = [f"def plain(data, {', '.join(f'{n}={n}' for n in names)}):", *body]
+    lines = [f"def generated(data, {', '.join(f'{n}={n}' for n in names)}):", *body]
     exec("\n".join(lines), env)  # noqa: S102 - source generated above from the schema only
-    plain: Callable[[dict[str, Any]], bool] = env["plain"]
-    return plain
+    return env["generated"]
 
 
 def _inline_checks(spec: Field, var: str, tag: str, env: dict[str, Any], pad: str) -> list[str]:
