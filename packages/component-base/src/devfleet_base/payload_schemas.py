@@ -1,9 +1,10 @@
 """The schema of every payload a node publishes about itself, for both sides of the wire.
 
 The agent builds ``meta``, ``status``, ``state``, ``cfg``, the heartbeat,
-telemetry samples, log batches and its actors' heartbeats (``devfleet_agent.payloads``); its tests hold
-every builder's output against these schemas. The console takes the same
-payloads in with :meth:`~devfleet_base.schema.Schema.read` (a malformed
+telemetry samples, log batches and its actors' heartbeats
+(``devfleet_agent.payloads`` and the subsystems' description providers); its
+tests hold every builder's output against these schemas. The console takes the
+same payloads in with :meth:`~devfleet_base.schema.Schema.read` (a malformed
 required field makes the message invalid, a malformed optional one is
 dropped, unknown keys are kept), so what one side writes and the other reads
 is written down once. :data:`PAYLOADS` is what ``docs/contract.md`` publishes
