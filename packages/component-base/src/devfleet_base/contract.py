@@ -762,14 +762,27 @@ _SESSION = Field("int", required=True, min=0, doc="The agent's connection counte
 STATUS_SCHEMA: Final = Schema(
     "status",
     {
-        "status": Field("str", required=True, choices=("online", "offline", "lost")),
-        "node": Field("str", pattern=NAME_PATTERN),
+        "status": Field(
+            "str",
+            required=True,
+            choices=("online", "offline", "lost"),
+            doc="online (birth), offline (clean stop) or lost (the will).",
+        ),
+        "node": Field("str", pattern=NAME_PATTERN, doc="The node's name, as in the topic."),
         "version": _VERSION,
         "session": _SESSION,
         "ts": _TS,
+        "instance": Field(
+            "str", max=64, doc="Random per agent process: two processes with one node name differ in it."
+        ),
+        "name_clash": Field(
+            "dict", doc="Set while another live process uses this node name: its instance, session, since."
+        ),
     },
     extra="allow",
 )
+"""``nodes/{node}/status``; its envelope fields (node, session, version, ts, instance)
+begin every retained description (see :mod:`devfleet_base.payload_schemas`)."""
 
 _SIG = Field(
     "dict",
