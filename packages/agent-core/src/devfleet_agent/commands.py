@@ -87,6 +87,14 @@ class Dispatcher:
     def unregister(self, verb: str) -> None:
         self._routes.pop(verb, None)
 
+    def restarted(self) -> None:
+        """Forget what a restarted process forgets: the counts and the command ids held
+        in memory only (:attr:`memory`, persisted by the agent, stays). For the
+        simulator, whose nodes restart inside one process."""
+        self._seen.clear()
+        for key in self.counts:
+            self.counts[key] = 0
+
     def verbs(self) -> dict[str, str]:
         """Known verbs with their one-line docs (shown in ``meta``)."""
         return {v: r.doc for v, r in sorted(self._routes.items())}
