@@ -109,7 +109,9 @@ def agent_probe(probe: Probe) -> None:
     probe.on_entry(mqtt_mod.MqttSession, "_cb_message", "a.paho_message")
     probe.on_entry(agent_mod.Agent, "_on_message", "a.on_message", is_cmd)
     probe.on_entry(commands_mod.Dispatcher, "handle", "a.dispatch")
-    probe.on_entry(agent_mod.Agent, "_cmd_ping", "a.handler")
+    from devfleet_agent import node_core
+
+    probe.on_entry(node_core.NodeCore, "_cmd_ping", "a.handler")
     probe.on_entry(agent_mod.Agent, "_send_receipt", "unused", accepted)
     probe.count_loop()
     probe.watch_gc()
