@@ -37,6 +37,7 @@ from devfleet_base.signing import DEFAULT_TTL, Verifier
 from .command_ids import CommandMemory
 from .commands import Dispatcher
 from .config_store import ConfigStore
+from .control_messages import PersistedSequences
 from .describe import host_facts
 from .logship import LogShipper
 from .node_core import NodeCore
@@ -100,11 +101,19 @@ class Agent:
         self.identity = settings.signing_identity()
         # One replay guard for the node, whatever the signer, persisted across restarts.
         self.guard = ReplayGuard(self.data_dir / "replay.jsonl") if self.identity is not None else None
+        wactorz_key = settings.wactorz_fleet_key()
         self.dispatcher = Dispatcher(
             self.node,
             self._send_receipt,
             verifier=Verifier(self.identity.trusted, self.guard)
             if self.identity is not None and self.guard is not None
+            else None,
+            wactorz_key=wactorz_key,
+            # Like the replay guard: a restarted node still refuses a captured Wactorz message.
+            sequences=PersistedSequences(
+                self.data_dir / "wactorz_sequences.json", now_us=time.time_ns() // 1000
+            )
+            if wactorz_key is not None
             else None,
         )
         self.logs = LogShipper(self._publish_logs, self.node)
