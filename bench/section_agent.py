@@ -2,9 +2,10 @@
 footprint beside the Wactorz packaged runner, and import time.
 
 Round trip: the devfleet agent and the raw floor responder run side by side the
-whole time, and the measurement alternates blocks of devfleet and floor round trips
-(each block's order flipped), so a burst of load from the other engineers on this
-machine hits both alike. Thousands of round trips per side give a p99 that holds
+whole time, and the measurement alternates short blocks (25) of devfleet and floor
+round trips (each block's order flipped), so a burst of load from the other
+engineers on this machine hits both alike (blocks of 250 let one burst land on one
+side and decide its p99). Thousands of round trips per side give a p99 that holds
 still between runs. A second agent with timing probes (``bench/hops.py``) gives the
 per-hop table; its figures are not the headline ones (the probes cost a little).
 
@@ -41,7 +42,7 @@ from devfleet_command.aio import AsyncFleet
 TITLE = "agent: command round trip (interleaved with its floor), hop breakdown, idle footprint beside Wactorz"
 
 HERE = Path(__file__).resolve().parent
-FULL = {"rtt_blocks": 20, "rtt_block": 250, "rtt_warmup": 200, "hop_calls": 2000, "idle_window": 60.0,
+FULL = {"rtt_blocks": 200, "rtt_block": 25, "rtt_warmup": 200, "hop_calls": 2000, "idle_window": 60.0,
         "import_repeats": 9}  # fmt: skip
 QUICK = {"rtt_blocks": 2, "rtt_block": 15, "rtt_warmup": 10, "hop_calls": 30, "idle_window": 3.0,
          "import_repeats": 2}  # fmt: skip
