@@ -41,8 +41,8 @@ from .errors import (
     ConnectError,
     ConsoleTimeout,
     InvalidConfig,
+    InvalidURL,
     NodeNotFound,
-    UsageError,
 )
 from .handles import Broadcast, CommandHandle, LogRecord, Outcome
 from .model import Drift, Event, FleetModel, NodeLost, NodeOffline, NodeStale, NodeView
@@ -65,6 +65,7 @@ __all__ = [
 log = logging.getLogger("devfleet.console")
 
 _DOWN_EVENTS = (NodeLost, NodeOffline, NodeStale)
+_WACTORZ_PRESENCE = ("/heartbeat", "/manifest", "/agents")
 _SIGNED_DESCRIPTIONS = frozenset({"meta", "status", "state", "cfg", "heartbeat", "agent_heartbeat"})
 _now = time.time
 
@@ -85,24 +86,24 @@ def parse_broker_url(url: str) -> BrokerAddress:
     """Parse ``mqtt://host:port``, ``mqtts://host:port`` or ``host[:port]``.
 
     Raises:
-        UsageError: the URL is malformed.
+        InvalidURL: the URL is malformed.
     """
     try:
         return _parse_broker_url(url)
     except ContractError as exc:
-        raise UsageError(exc.message) from None
+        raise InvalidURL(exc.message) from None
 
 
 def parse_broker_urls(urls: str | Sequence[str]) -> list[BrokerAddress]:
     """Parse one or several broker URLs (comma-separated, or a list); the first is tried first.
 
     Raises:
-        UsageError: a URL is malformed, or TLS and plain brokers are mixed.
+        InvalidURL: a URL is malformed, or TLS and plain brokers are mixed.
     """
     try:
         return _parse_broker_urls(urls)
     except ContractError as exc:
-        raise UsageError(exc.message) from None
+        raise InvalidURL(exc.message) from None
 
 
 class EventStream:
@@ -150,6 +151,9 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
             when set every command is signed, and receipts and actor answers are
             believed only when signed by the node they claim to come from
             (certified by an operator the identity trusts).
+        wactorz_key: the HMAC key shared with Wactorz packaged-runner nodes (their
+            ``WACTORZ_NODE_KEY``, decoded): control messages to them are signed the
+            Wactorz way, and their presence and answers count only when signed with it.
         client_id: MQTT client id (default: a fresh ``devfleet-console-...``).
         protocol: ``auto``, ``5`` or ``3.1.1``.
         connect_timeout: seconds to reach the broker and receive the retained burst.
@@ -186,8 +190,8 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         """Descriptions (meta, status, state, cfg) and heartbeats (node and actor) dropped
         for the same reason."""
         # An HMAC key shared with Wactorz nodes (their WACTORZ_NODE_KEY): signs/checks the
-        # Wactorz way for them (wactorz_ops). Hex in DEVFLEET_WACTORZ_KEY when not given.
-        self.wactorz_key = wactorz_key if wactorz_key is not None else wactorz_ops.key_from_env()
+        # Wactorz way for them (wactorz_ops).
+        self.wactorz_key = wactorz_key
         ident = client_id or f"devfleet-console-{contract.new_id()[:12]}"
         self.inbox = contract.reply_inbox(ident)
         self.connect_timeout = connect_timeout
@@ -384,11 +388,27 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
                     log.exception("message tap failed")
             if topic.startswith(("tasks/", "pools/")):
                 return  # work trading (an auction's or a pool's tap): nothing for the model
-        if self.wactorz_key is not None and not wactorz_ops.trusted_presence(self, msg):
-            return  # a Wactorz node's heartbeat/manifest/list not signed with the fleet key
-        if self.node_verifier is not None and payload and not self._believed(topic, payload):
+        # A Wactorz node's presence (heartbeat, manifest, list) is signed its own way, if
+        # at all: a keyed console takes it only signed with the key; a console that
+        # signs but holds no key shows it, marked unverified (wactorz_ops.check_commandable).
+        wactorz_signed = (
+            wactorz_ops.presence_signed(self, msg)
+            if (self.wactorz_key is not None or self.node_verifier is not None)
+            and topic.endswith(_WACTORZ_PRESENCE)
+            else None
+        )
+        if wactorz_signed is False and self.wactorz_key is not None:
+            return
+        if (
+            wactorz_signed is None
+            and self.node_verifier is not None
+            and payload
+            and not self._believed(topic, payload)
+        ):
             return
         events = self.model.feed(topic, payload, retain, _now())
+        if wactorz_signed is not None:
+            wactorz.mark_verified(self.model.get(topic.split("/")[1]), wactorz_signed)
         if events and (self._queues or self._commands or self._tick_waiters):
             self._dispatch(events)  # nobody listening: nothing to do per message
 
@@ -895,11 +915,9 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
                     queue.put_nowait(item)
 
         self._taps.add(tap)
-        await self.session.subscribe([(filt, 1)])
         try:
-            while True:
-                yield await queue.get()
+            async with self.session.subscription([(filt, 1)]):
+                while True:
+                    yield await queue.get()
         finally:
             self._taps.discard(tap)
-            with contextlib.suppress(Exception):
-                await self.session.unsubscribe([filt])

@@ -156,6 +156,7 @@ class NodeView:
     order: dict[str, tuple[int, int]] = field(default_factory=dict)
     manifest: dict[str, Any] | None = None  # a Wactorz packaged runner's (see wactorz.py)
     listed: list[str] | None = None  # its actors, from its latest heartbeat or list answer
+    verified: bool | None = None  # a Wactorz node's presence signed with the fleet key (None: not checked)
 
     @property
     def online(self) -> bool:
@@ -289,6 +290,7 @@ class NodeView:
             **{name: self.metric(name) for name in ("cpu", "memory", "disk")},
             "invalid": self.invalid,
             "name_clash": self.name_clash,
+            "verified": self.verified,
         }
 
     def metric(self, name: str) -> float | None:

@@ -6,14 +6,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from devfleet_base.mqtt import Inbound
 
-from .errors import ConnectError, NodeNotFound, PurgeError, UsageError
+from .errors import ConnectError, InvalidName, NodeNotFound, PurgeError
 
 if TYPE_CHECKING:
     from devfleet_base.mqtt import MqttSession
@@ -80,7 +79,7 @@ class PurgeOps:
             The retained topics that held something (and any cleared while lingering).
 
         Raises:
-            UsageError: ``node`` is not one topic level.
+            InvalidName: ``node`` is not one topic level.
             NodeNotFound: nothing of that name is known or retained.
             PurgeError: the node is online (without ``force``), came back online while
                 lingering, or something remained.
@@ -124,27 +123,27 @@ class PurgeOps:
         deadline = time.monotonic() + seconds
         self._taps.add(tap)
         try:
-            await self.session.subscribe([(filt, 1)])
-            while (left := deadline - time.monotonic()) > 0:
-                try:
-                    msg = await asyncio.wait_for(arrived.get(), left)
-                except TimeoutError:
-                    break
-                if msg.topic.endswith("/status") and b'"online"' in msg.payload:
-                    raise PurgeError(f"nodes/{level}: the node was born again while purging (it is alive)")
-                if msg.topic.endswith(("/heartbeat", "/logs", "/receipts")) and not msg.retain:
-                    continue  # the traffic of a node waking up, not a leftover
-                await self._clear({msg.topic})
-                cleared.add(msg.topic)
+            async with self.session.subscription([(filt, 1)]):
+                while (left := deadline - time.monotonic()) > 0:
+                    try:
+                        msg = await asyncio.wait_for(arrived.get(), left)
+                    except TimeoutError:
+                        break
+                    if msg.topic.endswith("/status") and b'"online"' in msg.payload:
+                        raise PurgeError(
+                            f"nodes/{level}: the node was born again while purging (it is alive)"
+                        )
+                    if msg.topic.endswith(("/heartbeat", "/logs", "/receipts")) and not msg.retain:
+                        continue  # the traffic of a node waking up, not a leftover
+                    await self._clear({msg.topic})
+                    cleared.add(msg.topic)
         finally:
             self._taps.discard(tap)
-            with contextlib.suppress(Exception):
-                await self.session.unsubscribe([filt])
         return cleared
 
 
 def _topic_level(name: str) -> str:
-    """``name`` if it is one topic level a purge may address, else UsageError."""
+    """``name`` if it is one topic level a purge may address, else InvalidName."""
     if (
         not isinstance(name, str)
         or not name
@@ -152,5 +151,5 @@ def _topic_level(name: str) -> str:
         or name.startswith("$")
         or any(c in name for c in "/+#\x00")
     ):
-        raise UsageError(f"{name!r} is not one MQTT topic level (no /, +, #, NUL, no leading $)")
+        raise InvalidName(f"{name!r} is not one MQTT topic level (no /, +, #, NUL, no leading $)")
     return name

@@ -150,35 +150,33 @@ class JobRunner:
         """
         control = contract.job_topic(self.spec.job, "control")
         remove_tap = self.fleet.add_tap(self._on_control)
-        await self.fleet.session.subscribe([(control, 1)])
-        await self._retain(contract.job_topic(self.spec.job, "spec"), self.spec.to_dict())
-        if self.state.state == "aborting":
-            self._abort.set()
-        status_task = asyncio.create_task(self._status_loop(), name=f"job-{self.spec.job}-status")
-        try:
-            if not self._abort.is_set():
-                for index in range(len(self.spec.stages)):
-                    self.state.stage = index
-                    await self._stage(index)
-                    if self._abort.is_set():
-                        break
-            if not self._abort.is_set():
-                await self._stragglers()
-            if self._abort.is_set():
-                await self._revert_all()
-            else:
-                left = [p for p in self.state.nodes.values() if not p.final]
-                for p in left:
-                    await self._put(p, state="offline", error="not reached before the job expired")
-                self.state.state = "incomplete" if self.state.tally()["offline"] else "completed"
-        finally:
-            self._stopping = True
-            self._dirty.set()
-            with contextlib.suppress(Exception):
-                await status_task
-            remove_tap()
-            with contextlib.suppress(Exception):
-                await self.fleet.session.unsubscribe([control])
+        async with self.fleet.session.subscription([(control, 1)]):
+            await self._retain(contract.job_topic(self.spec.job, "spec"), self.spec.to_dict())
+            if self.state.state == "aborting":
+                self._abort.set()
+            status_task = asyncio.create_task(self._status_loop(), name=f"job-{self.spec.job}-status")
+            try:
+                if not self._abort.is_set():
+                    for index in range(len(self.spec.stages)):
+                        self.state.stage = index
+                        await self._stage(index)
+                        if self._abort.is_set():
+                            break
+                if not self._abort.is_set():
+                    await self._stragglers()
+                if self._abort.is_set():
+                    await self._revert_all()
+                else:
+                    left = [p for p in self.state.nodes.values() if not p.final]
+                    for p in left:
+                        await self._put(p, state="offline", error="not reached before the job expired")
+                    self.state.state = "incomplete" if self.state.tally()["offline"] else "completed"
+            finally:
+                self._stopping = True
+                self._dirty.set()
+                with contextlib.suppress(Exception):
+                    await status_task
+                remove_tap()
         await self._put_status()
         self._changed()
         return self.state

@@ -5,7 +5,6 @@ with ``jobs/...`` messages, and the async helpers that load or follow it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -166,10 +165,8 @@ async def follow_jobs(
     filt = contract.job_filter(job)
     remove = fleet.add_tap(tap)
     try:
-        await fleet.session.subscribe([(filt, 1)])
-        while True:
-            yield store, await queue.get()
+        async with fleet.session.subscription([(filt, 1)]):
+            while True:
+                yield store, await queue.get()
     finally:
         remove()
-        with contextlib.suppress(Exception):
-            await fleet.session.unsubscribe([filt])
