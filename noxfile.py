@@ -176,16 +176,19 @@ def build(session: nox.Session) -> None:
     session.run("python", "contrib/wheelhouse.py", *(["--", *session.posargs] if session.posargs else []))
 
 
+# The Wactorz packaged node runner, a test and benchmark peer only (issues 20, 21): never
+# a dependency of any package.
+WACTORZ_PEER = "wactorz==0.7.2"
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks against the raw paho floor; writes docs/benchmarks.md and bench/results.json."""
     reqs = _all_local_requirements()
-    session.install(*reqs, "playwright>=1.45")  # the viz section drives Debian's chromium
+    # playwright: the viz section drives Debian's chromium. WACTORZ_PEER: the agent
+    # section idles `wactorz-node` beside `devfleet-agent` (issue 20), in this venv only.
+    session.install(*reqs, "playwright>=1.45", WACTORZ_PEER)
     session.run("python", "bench/run.py", *session.posargs)
-
-
-# The Wactorz packaged node runner, a test peer only (issue 21): never a dependency of any package.
-WACTORZ_PEER = "wactorz==0.7.2"
 
 
 @nox.session
