@@ -21,6 +21,8 @@ EDGE_PAYLOADS = [
     b'{"node":"n1","session":1,"version":2}',
     b'{"node":"n1","session":1,"version":2,"session":5}',  # duplicate key: the last wins
     b'{"node":"n1","session":true,"version":2}',
+    b'{"node":"n1","session":-1,"version":2}',  # the schema wants session >= 0
+    b'{"node":"n1","session":1,"version":2,"groups":"lobby"}',  # a malformed optional field: dropped
     b'{"node":"n1","session":' + b"9" * 40 + b',"version":2}',  # past 64 bits: still an int
     b'{"node":"n1","session":1,"version":2,"x":1e400}',  # json reads inf
     b'{"node":"n1","session":1,"version":2,"x":"\\ud800"}',  # a lone surrogate json accepts
