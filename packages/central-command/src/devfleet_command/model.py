@@ -641,7 +641,7 @@ class FleetModel:
         if not payload:
             return self._cleared(node, kind)
         data: Any = None
-        head = _peek(payload) if kind != "status" else None
+        head = _peek(payload) if kind != "status" and type(payload) is bytes else None
         if head is not None:
             claimed, session, version = head
             # Every check that can refuse it on arrival, done on the header: then it is kept
