@@ -174,9 +174,13 @@ def build(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks against the raw paho floor; writes docs/benchmarks.md and bench/results.json."""
+    """Benchmarks against the raw paho floor; writes docs/benchmarks.md and bench/results.json.
+
+    ``-- --pi-zero`` (``python3 dev.py bench --pi-zero``) runs only the emulated Pi Zero
+    section (bench/section_pizero.py), which builds wheels with pip for its armel userland.
+    """
     reqs = _all_local_requirements()
-    session.install(*reqs, "playwright>=1.45")  # the viz section drives Debian's chromium
+    session.install(*reqs, "playwright>=1.45", "pip")  # the viz section drives Debian's chromium
     session.run("python", "bench/run.py", *session.posargs)
 
 

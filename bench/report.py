@@ -89,7 +89,8 @@ def _met(row: dict[str, Any]) -> bool | None:
     return None
 
 
-def markdown(result: dict[str, Any]) -> str:
+def markdown(result: dict[str, Any], extra: list[str] | None = None) -> str:
+    """The whole page; ``extra``: sections' own parts (lines), placed before "Machine"."""
     m = result["machine"]
     lines = [
         "# Benchmarks",
@@ -181,6 +182,9 @@ def markdown(result: dict[str, Any]) -> str:
         "versus `import paho.mqtt.client, psutil`; `devfleet --help` versus an argparse `--help`.",
         "- **Memory per node**: `tracemalloc` around a `FleetModel` fed each node's births, one heartbeat "
         "and three samples. Floor: a dict holding the decoded last payload of every topic.",
+    ]
+    lines += extra or []
+    lines += [
         "",
         "## Machine",
         "",
