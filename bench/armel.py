@@ -7,18 +7,24 @@ guest process runs under ``qemu-arm -cpu arm1176``. Layout (git-ignored, kept be
     .bench/pizero/rootfs/                  debootstrap --arch=armel bookworm (made once)
     .bench/pizero/rootfs/opt/devfleet/     the agent's venv (python3 -m venv --copies)
     .bench/pizero/rootfs/opt/wheels/       wheels built on the host, psutil's sdist
+    .bench/pizero/rootfs/opt/qemu-host/    qemu (static, and dynamic with its libraries)
+    .bench/pizero/rootfs/tmp/bench-run/    the last run's files (agent data, logs, counts)
     .bench/pizero/insncount.so             the qemu plugin counting guest instructions
 
-How it runs here (found by trying, see docs/benchmarks.md): ``debootstrap --foreign``
-on the host, then the second stage, ``python3 -m venv`` and ``pip install`` (which
-compiles psutil with the userland's own gcc) inside ``chroot``: a process in the chroot
-runs more ARM programs (dpkg, gcc, ...), so the kernel must hand ARM binaries to qemu,
-which takes a binfmt_misc entry (:class:`Binfmt`, registered for the run and removed
-after). The measured processes run outside the chroot as ``qemu-arm -L ROOTFS``, so
-the bench starts them itself and knows their pid, and can load the instruction
-counter, a TCG plugin (``bench/pizero/insncount.c``): Debian's static qemu cannot load
-plugins and Debian's qemu ships none, so the dynamic ``qemu-arm`` (package
-``qemu-user``) loads this one, built with the host's C compiler.
+How it runs here (found by trying): ``debootstrap --foreign`` on the host, then the
+second stage, ``python3 -m venv`` and ``pip install`` (which compiles psutil with the
+userland's own gcc) inside ``chroot``. A process in the chroot runs more ARM programs
+(dpkg, gcc, ...), so the kernel must hand ARM binaries to qemu: a binfmt_misc entry
+(:class:`Binfmt`, registered for the run and removed after; binfmt_misc is mounted
+first if it is not). The measured processes also run in the chroot (``/proc`` and
+``/sys`` mounted, :class:`Mounts`), but started through a qemu copied into the rootfs
+(``/opt/qemu-host``), so the bench knows their pid and passes qemu options.
+``qemu-arm -L ROOTFS`` outside a chroot does not work for Python: qemu 7.2 maps paths
+for ``open`` but not for ``statx``, so the interpreter cannot find its extension modules.
+Guest instructions are counted by a TCG plugin (``bench/pizero/insncount.c``): Debian's
+static qemu cannot load plugins and Debian's qemu ships none, so the dynamic
+``qemu-arm`` (package ``qemu-user``, with its x86_64 libraries copied alongside) loads
+this one, built with the host's C compiler.
 
 Nothing here is a dependency of the tests or CI: only ``python3 dev.py bench --pi-zero``
 calls it. Missing tools are installed with apt-get when running as root on Debian.
@@ -49,6 +55,8 @@ CPU = "arm1176"
 PACKAGES = ("python3", "python3-venv", "python3-dev", "gcc", "libc6-dev")
 VENV = "/opt/devfleet"  # inside the rootfs
 WHEELS = "/opt/wheels"  # inside the rootfs
+QEMU_DIR = "/opt/qemu-host"  # inside the rootfs: qemu for the measured processes
+LOADER = "ld-linux-x86-64.so.2"
 PLUGIN_SRC = Path(__file__).resolve().parent / "pizero" / "insncount.c"
 PLUGIN = BASE / "insncount.so"
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
@@ -316,31 +324,76 @@ def ensure_plugin(log: Log) -> Path:
     return PLUGIN
 
 
-def guest_python() -> Path:
-    """The venv's interpreter as a host path (a copy, not a symlink: see ``--copies``)."""
-    return ROOTFS / VENV.lstrip("/") / "bin" / "python3"
+def install_qemu(log: Log) -> None:
+    """qemu inside the rootfs (``/opt/qemu-host``), so a measured process runs in the
+    chroot without binfmt and the bench knows its pid: ``qemu-arm-static`` as it is, the
+    dynamic ``qemu-arm`` (it loads plugins) with its x86_64 libraries and loader, and the
+    plugin. Copied again every run (a few MB)."""
+    target = host_path(QEMU_DIR)
+    shutil.rmtree(target, ignore_errors=True)
+    (target / "lib").mkdir(parents=True)
+    for exe in ("qemu-arm-static", "qemu-arm"):
+        shutil.copy2(shutil.which(exe) or f"/usr/bin/{exe}", target / exe)
+    shutil.copy2(ensure_plugin(log), target / PLUGIN.name)
+    for lib in re.findall(r"(/\S+) \(0x", _run(["ldd", target / "qemu-arm"])):
+        shutil.copy2(lib, target / "lib" / Path(lib).name)  # (follows symlinks)
+    if not (target / "lib" / LOADER).exists():
+        raise SetupError(f"qemu-arm's loader {LOADER} not found by ldd")
 
 
-def guest_env(home: Path) -> dict[str, str]:
+class Mounts:
+    """``/proc`` and ``/sys`` of the rootfs mounted for the measured processes (qemu reads
+    /proc/self/maps, the agent's psutil reads /proc and /sys); unmounted after."""
+
+    def __init__(self) -> None:
+        self.mounted: list[Path] = []
+
+    def __enter__(self) -> Mounts:
+        for kind in ("proc", "sysfs"):
+            where = ROOTFS / ("proc" if kind == "proc" else "sys")
+            if not os.path.ismount(where):
+                _run(["mount", "-t", kind, kind, where])
+                self.mounted.append(where)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for where in reversed(self.mounted):
+            subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def host_path(guest: str) -> Path:
+    """Where a path inside the rootfs is on the host."""
+    return ROOTFS / guest.lstrip("/")
+
+
+def guest_env() -> dict[str, str]:
     """A clean environment for a guest process (nothing of the host's venv leaks in)."""
     return {
         "PATH": f"{VENV}/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8",
-        "HOME": str(home),
+        "HOME": "/root",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
 
 
-def emulated(args: list[str], *, count_into: Path | None = None) -> list[str]:
-    """The command line running ``python3 ARGS`` of the venv as a Pi Zero would.
+def emulated(args: list[str], *, count_into: str | None = None, page_log: str | None = None) -> list[str]:
+    """The command line running the venv's ``python3 ARGS`` as a Pi Zero would: in the
+    chroot, under qemu with ``-cpu arm1176`` (needs :class:`Mounts` around it).
 
-    ``count_into``: also count guest instructions into that file (the dynamic
-    ``qemu-arm`` with the plugin; otherwise ``qemu-arm-static``, no plugin overhead).
+    Args:
+        count_into: a guest path; also count guest instructions into that file (the
+            dynamic ``qemu-arm`` with the plugin; otherwise ``qemu-arm-static``, no plugin
+            overhead).
+        page_log: a guest path for qemu's ``-d page`` log (where the guest's base is).
     """
-    qemu = (
-        ["qemu-arm-static"] if count_into is None else ["qemu-arm", "-plugin", f"{PLUGIN},out={count_into}"]
-    )
-    return [*qemu, "-cpu", CPU, "-L", str(ROOTFS), str(guest_python()), *args]
+    chroot = [shutil.which("chroot") or "/usr/sbin/chroot", str(ROOTFS)]
+    if count_into is None:
+        qemu = [f"{QEMU_DIR}/qemu-arm-static"]
+    else:
+        qemu = [f"{QEMU_DIR}/lib/{LOADER}", "--library-path", f"{QEMU_DIR}/lib", f"{QEMU_DIR}/qemu-arm",
+                "-plugin", f"{QEMU_DIR}/{PLUGIN.name},out={count_into}"]  # fmt: skip
+    log = ["-d", "page", "-D", page_log] if page_log else []
+    return [*chroot, *qemu, "-cpu", CPU, *log, f"{VENV}/bin/python3", *args]
 
 
 def counted_native(args: list[str], count_into: Path) -> list[str]:

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ IMPORTS = {
 }
 # A 32-bit guest lives in one 4 GiB window of the qemu process (from guest_base).
 GUEST_SPAN = 1 << 32
+WORK = "/tmp/bench-run"  # inside the rootfs (made afresh each run)
 
 
 # ---- one interpreter run -------------------------------------------------------------------
@@ -71,20 +72,17 @@ def _read_count(counter: Path) -> int:
     return int(counter.read_text().split()[0])
 
 
-def imports(work: Path, repeats: int, log: Any) -> dict[str, Any]:
+def imports(repeats: int, log: Any) -> dict[str, Any]:
     """Wall time (median of ``repeats``) and instructions of each import, both machines."""
-    home = work / "home"
-    home.mkdir(exist_ok=True)
-    genv = armel.guest_env(home)
-    counter = work / "imports.count"
+    genv = armel.guest_env()
+    counter = armel.host_path(f"{WORK}/imports.count")
     out: dict[str, Any] = {}
     for key, code in IMPORTS.items():
         log(f"  import {key} ({code!r}): emulated x{repeats}, host x{repeats}, then counted")
         out[f"emulated_{key}_seconds"] = _wall(armel.emulated(["-c", code]), genv, repeats)
         out[f"host_{key}_seconds"] = _wall([sys.executable, "-c", code], None, repeats)
-        out[f"emulated_{key}_instructions"] = _counted(
-            armel.emulated(["-c", code], count_into=counter), genv, counter
-        )
+        emulated = armel.emulated(["-c", code], count_into=f"{WORK}/imports.count")
+        out[f"emulated_{key}_instructions"] = _counted(emulated, genv, counter)
         out[f"host_{key}_instructions"] = _counted(armel.counted_native(["-c", code], counter), None, counter)
     return out
 
@@ -119,21 +117,20 @@ def split_rss(pid: int, base: int) -> tuple[int, int]:
 
 
 async def agent_run(
-    broker: Any, name: str, cmd: list[str], env: dict[str, str] | None, window: float, work: Path,
+    broker: Any, name: str, cmd: list[str], env: dict[str, str] | None, window: float, data_dir: str,
     *, counter: Path | None = None, page_log: Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Start ``cmd`` (a ``devfleet-agent`` command line without its options), time its
-    birth, let it idle for ``window`` seconds after its first heartbeat, then read RSS,
-    CPU and (``counter``) the instruction count over the window."""
+    """Start ``cmd`` (a python command line; the agent's module and options are added),
+    time its birth, let it idle for ``window`` seconds after its first heartbeat, then
+    read RSS, CPU and (``counter``, a host path) the instruction count over the window.
+    ``data_dir`` is the agent's, as the process sees it."""
     seen: dict[str, float] = {}
     sub = RawClient(f"bench-{name}", lambda t, p, r: seen.setdefault(t, time.monotonic()))
     await sub.connect(broker.host, broker.port)
     await sub.subscribe([(f"nodes/{name}/#", 0)])
-    data = work / f"data-{name}"
-    data.mkdir(exist_ok=True)
     options = ["-m", "devfleet_agent", "--broker", broker.host, "--port", str(broker.port), "--name", name,
-               "--data-dir", str(data), "--loglevel", "WARNING"]  # fmt: skip
-    stderr = (work / f"{name}.stderr").open("w")
+               "--data-dir", data_dir, "--loglevel", "WARNING"]  # fmt: skip
+    stderr = armel.host_path(f"{WORK}/{name}.stderr").open("w")
     t0 = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         *cmd, *options, env=env, stdout=subprocess.DEVNULL, stderr=stderr
@@ -181,7 +178,7 @@ async def _wait(predicate: Any, proc: asyncio.subprocess.Process, timeout: float
     while not predicate():
         if proc.returncode is not None:
             raise RuntimeError(
-                f"the agent exited with {proc.returncode} (its .stderr is in .bench/pizero/run-*)"
+                f"the agent exited with {proc.returncode} (its .stderr is in {armel.host_path(WORK)})"
             )
         if time.monotonic() > deadline:
             raise TimeoutError(f"no birth from the agent in {timeout:.0f} s")
@@ -201,40 +198,39 @@ async def run(quick: bool, log: Any, row: Any) -> dict[str, Any]:
     armel.ensure_tools(log)
     setup: dict[str, Any] = {"rootfs": armel.ensure_rootfs(log)}
     setup["install"] = armel.ensure_agent(log)
-    armel.ensure_plugin(log)
+    armel.install_qemu(log)
     setup_seconds = time.monotonic() - started
     repeats, window = (1, 10.0) if quick else (3, 60.0)
-    armel.BASE.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="run-", dir=armel.BASE))
-    log("import times and instructions")
-    imp = imports(work, repeats, log)
-    genv = armel.guest_env(work / "home")
+    work = armel.host_path(WORK)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    genv = armel.guest_env()
     agents: dict[str, Any] = {}
-    with MosquittoBroker() as broker:
-        page_log = work / "qemu-page.log"
-        runs = {
-            "emulated": (armel.emulated([]), genv, None),
-            "emulated_counted": (
-                armel.emulated([], count_into=work / "idle-arm.count"),
-                genv,
-                work / "idle-arm.count",
-            ),
-            "host": ([sys.executable], None, None),
-            "host_counted": (
-                armel.counted_native([], work / "idle-x86.count"),
-                None,
-                work / "idle-x86.count",
-            ),
-        }
-        for key, (cmd, env, counter) in runs.items():
-            log(f"agent, {key}: birth, then {window:.0f} s idle")
-            if key == "emulated":  # -d page logs guest_base: the guest/qemu split of the RSS
-                cmd = [cmd[0], "-d", "page", "-D", str(page_log), *cmd[1:]]
-            agents[key] = await agent_run(broker, f"pz-{key.replace('_', '-')}", cmd, env, window, work,
-                                          counter=counter, page_log=page_log if key == "emulated" else None)  # fmt: skip
-            a = agents[key]
-            log(f"  birth {a['birth_seconds']:.2f} s, RSS {a['rss'] / 2**20:.1f} MB"
-                + (f", {a['instructions_per_minute'] / 1e6:.1f} M instructions/min" if counter else ""))  # fmt: skip
+    with armel.Mounts():
+        log("import times and instructions")
+        imp = imports(repeats, log)
+        with MosquittoBroker() as broker:
+            runs = {  # name: (command, environment, counter file as a guest path)
+                "emulated": (armel.emulated([], page_log=f"{WORK}/qemu-page.log"), genv, None),
+                "emulated_counted": (armel.emulated([], count_into=f"{WORK}/idle.count"), genv, f"{WORK}/idle.count"),
+                "host": ([sys.executable], None, None),
+                "host_counted": (armel.counted_native([], armel.host_path(f"{WORK}/idle-host.count")), None,
+                                 f"{WORK}/idle-host.count"),
+            }  # fmt: skip
+            for key, (cmd, env, counter) in runs.items():
+                log(f"agent, {key}: birth, then {window:.0f} s idle")
+                name = f"pz-{key.replace('_', '-')}"
+                data = f"{WORK}/data-{name}"
+                armel.host_path(data).mkdir()
+                agents[key] = await agent_run(
+                    broker, name, cmd, env, window,
+                    data if key.startswith("emulated") else str(armel.host_path(data)),
+                    counter=armel.host_path(counter) if counter else None,
+                    page_log=armel.host_path(f"{WORK}/qemu-page.log") if key == "emulated" else None,
+                )  # fmt: skip
+                a = agents[key]
+                log(f"  birth {a['birth_seconds']:.2f} s, RSS {a['rss'] / 2**20:.1f} MB"
+                    + (f", {a['instructions_per_minute'] / 1e6:.1f} M instructions/min" if counter else ""))  # fmt: skip
     details = {
         "command": COMMAND,
         "started": time.strftime(
