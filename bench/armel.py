@@ -46,7 +46,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-BASE = ROOT / ".bench" / "pizero"
+# DEVFLEET_PIZERO_DIR: another place for it (a second cache, a run from scratch beside one).
+BASE = Path(os.environ.get("DEVFLEET_PIZERO_DIR") or ROOT / ".bench" / "pizero").resolve()
 ROOTFS = BASE / "rootfs"
 SUITE = "bookworm"
 ARCH = "armel"
@@ -60,7 +61,7 @@ LOADER = "ld-linux-x86-64.so.2"
 PLUGIN_SRC = Path(__file__).resolve().parent / "pizero" / "insncount.c"
 PLUGIN = BASE / "insncount.so"
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
-BINFMT_NAME = "devfleet-bench-pizero"
+BINFMT_NAME = f"devfleet-bench-pizero-{os.getpid()}"  # one per run: two runs never remove each other's
 # 32-bit little-endian ARM executables (the ELF header fields binfmt matches on).
 ARM_MAGIC = r"\x7f\x45\x4c\x46\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x28\x00"
 ARM_MASK = r"\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff"
@@ -145,7 +146,7 @@ class Binfmt:
 
     The ``F`` flag opens the interpreter now, so the chroot needs no copy of it; the CPU
     model comes from ``QEMU_CPU`` in the environment (binfmt passes no options). An entry
-    already there (another run's) is left as it is.
+    of this run already there is reused.
 
     Raises:
         SetupError: binfmt_misc is not mounted and cannot be (not root, no kernel support).
