@@ -1,8 +1,9 @@
 """An emulated Raspberry Pi Zero for the bench: a Debian armel userland under qemu-user.
 
-A Pi Zero is an ARM1176 (ARMv6, soft/hard-float VFPv2), so the userland is Debian
-``armel`` (ARMv5TE and later, runs on ARMv6), not ``armhf`` (ARMv7 on Debian), and every
-guest process runs under ``qemu-arm -cpu arm1176``. Layout (git-ignored, kept between runs):
+A Pi Zero is an ARM1176 (ARMv6 with a VFPv2 floating-point unit), so the userland is
+Debian ``armel`` (ARMv5TE and later, soft-float ABI, runs on ARMv6), not Debian's
+``armhf`` (ARMv7); Raspberry Pi OS's own armhf (ARMv6 + VFP) is not in Debian's archive.
+Every guest process runs under ``qemu-arm -cpu arm1176``. Layout (git-ignored, kept between runs):
 
     .bench/pizero/rootfs/                  debootstrap --arch=armel bookworm (made once)
     .bench/pizero/rootfs/opt/devfleet/     the agent's venv (python3 -m venv --copies)

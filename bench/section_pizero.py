@@ -353,6 +353,9 @@ def report(d: dict[str, Any]) -> list[str]:
         "`VmRSS`; the guest's own resident set is split out of `/proc/PID/smaps` (the pages inside the "
         "guest's 4 GiB window, whose base `-d page` logs), which is what the Pi's kernel would count, page "
         "size and libraries being the same.",
+        "- **armel is not Raspberry Pi OS**: Debian's armel is soft-float (floating point in library "
+        "calls, the Pi's VFP unused) and built for ARMv5TE; Raspberry Pi OS (armhf for ARMv6 with VFP) runs "
+        "the same Python in somewhat fewer instructions where it uses floats (telemetry, JSON numbers).",
         "- Not told by emulation: memory bandwidth and cache behaviour, SD card I/O (imports read hundreds "
         "of small files: a cold start on a class 10 card is slower), the real clock and its throttling, and "
         "the 512 MB limit itself (nothing here constrains memory). Measured on the device, these would "
