@@ -370,12 +370,14 @@ def host_path(guest: str) -> Path:
 
 def guest_env() -> dict[str, str]:
     """A clean environment for a guest process (nothing of the host's venv leaks in)."""
-    return {
-        "PATH": f"{VENV}/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "HOME": "/root",
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
+    return {"PATH": f"{VENV}/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/root"}
+
+
+def host_env() -> dict[str, str]:
+    """This process's environment for a host process, without ``PYTHONDONTWRITEBYTECODE``
+    (set on this machine): compared with the guest, which imports compiled bytecode, the
+    host must not compile every module from source on every start."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
 def emulated(args: list[str], *, count_into: str | None = None, page_log: str | None = None) -> list[str]:
