@@ -131,8 +131,18 @@ def mirror(etc_apt: Path = Path("/etc/apt")) -> str:
 def tool_versions() -> dict[str, str]:
     """qemu, debootstrap, and the userland's python3 and gcc package versions."""
     first = _run(["qemu-arm-static", "--version"]).splitlines()[0]
-    query = ["dpkg-query", "--admindir", ROOTFS / "var/lib/dpkg", "-W", "-f", "${Package} ${Version}\n"]
-    packages = dict(line.split(" ", 1) for line in _run([*query, "python3.11", "gcc-12"]).splitlines())
+    query: list[str | Path] = [
+        "dpkg-query",
+        "--admindir",
+        ROOTFS / "var/lib/dpkg",
+        "-W",
+        "-f",
+        "${Package} ${Version}\n",
+    ]
+    packages: dict[str, str] = {}
+    for line in _run([*query, "python3.11", "gcc-12"]).splitlines():
+        name, _, got = line.partition(" ")
+        packages[name] = got
     return {
         "qemu": first.removeprefix("qemu-arm version "),
         "debootstrap": _run(["debootstrap", "--version"]).strip().removeprefix("debootstrap "),
@@ -203,7 +213,8 @@ def ensure_rootfs(log: Log) -> dict[str, Any]:
     (the stage times are those of the run that made it).
     """
     stamp = BASE / "rootfs.json"
-    wanted = {"suite": SUITE, "arch": ARCH, "packages": list(PACKAGES), "mirror": mirror()}
+    source = mirror()
+    wanted = {"suite": SUITE, "arch": ARCH, "packages": list(PACKAGES), "mirror": source}
     if stamp.exists():
         made = json.loads(stamp.read_text())
         if made.get("wanted") == wanted and (ROOTFS / "usr/bin/python3").exists():
@@ -213,10 +224,10 @@ def ensure_rootfs(log: Log) -> dict[str, Any]:
         log(f"removing the incomplete or outdated {ROOTFS}")
         shutil.rmtree(ROOTFS)
     ROOTFS.parent.mkdir(parents=True, exist_ok=True)
-    log(f"debootstrap stage 1: {SUITE} {ARCH} from {wanted['mirror']} (downloads ~60 MB)")
+    log(f"debootstrap stage 1: {SUITE} {ARCH} from {source} (downloads ~60 MB)")
     t0 = time.monotonic()
     _run(["debootstrap", "--foreign", f"--arch={ARCH}", "--variant=minbase", "--include=" + ",".join(PACKAGES),
-          SUITE, ROOTFS, wanted["mirror"]])  # fmt: skip
+          SUITE, ROOTFS, source])  # fmt: skip
     t1 = time.monotonic()
     log(f"debootstrap stage 2 under qemu-arm (stage 1 took {t1 - t0:.0f} s; this one takes several minutes)")
     with Binfmt():

@@ -126,8 +126,12 @@ async def agent_run(
     time its birth, let it idle for ``window`` seconds after its first heartbeat, then
     read RSS, CPU and (``counter``, a host path) the instruction count over the window.
     ``data_dir`` is the agent's, as the process sees it."""
-    seen: dict[str, float] = {}
-    sub = RawClient(f"bench-{name}", lambda t, p, r: seen.setdefault(t, time.monotonic()))
+    seen: dict[str, float] = {}  # topic: when it first arrived
+
+    def arrived(topic: str, payload: bytes, retain: bool) -> None:
+        seen.setdefault(topic, time.monotonic())
+
+    sub = RawClient(f"bench-{name}", arrived)
     await sub.connect(broker.host, broker.port)
     await sub.subscribe([(f"nodes/{name}/#", 0)])
     options = ["-m", "devfleet_agent", "--broker", broker.host, "--port", str(broker.port), "--name", name,
