@@ -10,8 +10,8 @@
     python3 dev.py nox -s tests -- -k config   # any nox invocation
 
 It makes a private tool venv (.dev/) with nox and uv, then hands over to nox
-(see noxfile.py). Tests need mosquitto, openssl and chromium; when one is missing and
-this runs as root on Debian/Ubuntu, it is installed with apt-get.
+(see noxfile.py). Tests need mosquitto, sshd, systemd-analyze and chromium; when one
+is missing and this runs as root on Debian/Ubuntu, it is installed with apt-get.
 """
 
 from __future__ import annotations
@@ -72,13 +72,11 @@ def _have_sshd() -> bool:
 
 
 def _ensure_test_tools() -> None:
-    """mosquitto (the tests' broker), openssl (their TLS certificates), systemd-analyze
-    (the deploy/systemd unit checks; Debian's `systemd` package), sshd (the
+    """mosquitto (the tests' broker), systemd-analyze (the deploy/systemd unit
+    checks; Debian's `systemd` package), sshd (the
     `devfleet deploy` tests; Debian's `openssh-server`) and chromium (the viz tests'
     browser, driven by Playwright: never a downloaded one)."""
     missing = [] if _find_mosquitto() else ["mosquitto"]
-    if not shutil.which("openssl"):
-        missing.append("openssl")
     if sys.platform == "linux" and not shutil.which("systemd-analyze"):
         missing.append("systemd")
     if sys.platform == "linux" and not _have_sshd():
@@ -102,7 +100,6 @@ def _ensure_test_tools() -> None:
             subprocess.run(["systemctl", "disable", "ssh"], check=False, capture_output=True)
         if (
             _find_mosquitto()
-            and shutil.which("openssl")
             and (sys.platform != "linux" or (shutil.which("systemd-analyze") and _have_sshd()))
             and shutil.which("chromium")
         ):

@@ -134,10 +134,13 @@ def conformance(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check."""
-    session.install("ruff==0.17.6")
+    """ruff check, ruff format --check, and the import contracts (pyproject.toml's
+    [tool.importlinter]: no cycle inside the agent; subsystems never import the Agent)."""
+    session.install("ruff==0.17.6", "import-linter==2.16")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    # import-linter reads the source statically: the package need only be findable.
+    session.run("lint-imports", env={"PYTHONPATH": str(ROOT / "packages" / "agent-core" / "src")})
 
 
 @nox.session

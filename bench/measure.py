@@ -121,7 +121,7 @@ def descriptions_for(names: list[str]) -> Iterator[tuple[str, bytes]]:
     facts = host_facts()
     store = MemoryConfigStore()
     for name in names:
-        d = Descriptions(name, session=1)
+        d = Descriptions(name, bd_seq=1)
         d.will()
         meta = d.meta(
             facts, commands={"ping": "Answer."}, config=store.config, signed_commands=False, started_at=1.0
@@ -139,7 +139,7 @@ def live_for(names: list[str]) -> Iterator[tuple[str, bytes]]:
     for name in names:
         beat = heartbeat_payload(
             name,
-            session=1,
+            bd_seq=1,
             uptime=12.0,
             broker="127.0.0.1:1883",
             commands={"received": 0, "ok": 0, "error": 0, "duplicate": 0},

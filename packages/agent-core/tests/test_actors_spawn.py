@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from devfleet_agent.actors import host as host_module
-from devfleet_agent.actors.host import check_requirements
+from devfleet_agent.actors import control as control_module
+from devfleet_agent.actors.control import check_requirements
 from devfleet_base import contract
 from devfleet_base.errors import CommandError, ContractError
 
@@ -309,7 +309,7 @@ def test_install_runs_the_installer_before_compiling(agent_factory, probe, monke
         if "broken-pkg" in requirements:
             raise CommandError("install of broken-pkg failed: no such project", code="failed")
 
-    monkeypatch.setattr(host_module, "_pip_install", fake_install)
+    monkeypatch.setattr(control_module, "_pip_install", fake_install)
     agent_factory("inst-ok", allow_code=True, allow_install=True)
     probe.wait_for("nodes/inst-ok/status", _online)
     probe.subscribe("nodes/inst-ok/receipts")

@@ -47,7 +47,7 @@ def test_birth_publishes_meta_status_state_cfg(agent_factory, probe):
         assert key in hb, key
 
 
-def test_session_counter_increases_across_starts(agent_factory, probe):
+def test_bd_seq_increases_across_starts(agent_factory, probe):
     first = agent_factory("sess1")
     s1 = probe.wait_for("nodes/sess1/status", _online).json()["session"]
     first.stop()

@@ -139,30 +139,31 @@ _json = st.recursive(
     retained=st.booleans(),
 )
 def test_judging_any_payload_never_raises_and_what_goes_back_out_is_small(payload, retained):
-    from devfleet_agent.agent import _clash_fields
+    from devfleet_agent.node_core import clash_fields
     from devfleet_agent.payloads import judge_own_status
 
     verdict = judge_own_status(payload, retained=retained, instance="me", started_at=100.0)
     assert verdict.action in {"ok", "previous", "rebirth", "clash"}
     if verdict.action == "clash":
-        fields = _clash_fields(verdict.other)
+        fields = clash_fields(verdict.other)
         assert contract.decode(contract.encode(fields)) == fields
         assert fields["instance"] is None or len(fields["instance"]) <= 64
 
 
 def test_clash_back_off_doubles_to_its_cap_and_is_forgotten(tmp_path):
-    from devfleet_agent.agent import CLASH_BACKOFF, CLASH_FORGET, Agent
+    from devfleet_agent.agent import Agent
+    from devfleet_agent.node_core import CLASH_BACKOFF, CLASH_FORGET
     from devfleet_agent.settings import Settings
 
     agent = Agent(Settings(name="unit1", data_dir=str(tmp_path)))
     agent.mqtt.taken_over = 1  # an MQTT 5 broker said "Session taken over"
-    agent._clash_on_connect()
+    agent.core.clash_on_connect()
     assert agent.name_clash is not None and agent.mqtt.reconnect_floor == CLASH_BACKOFF[0]
     floors = []
     for _ in range(8):  # each time it took the session back
-        agent._clash_on_connect()
+        agent.core.clash_on_connect()
         floors.append(agent.mqtt.reconnect_floor)
     assert floors[0] == 2 * CLASH_BACKOFF[0] and floors[-1] == CLASH_BACKOFF[1]
-    agent._clash_seen_at -= CLASH_FORGET + 1
-    agent._clash_on_connect()
+    agent.core.clash_seen_at -= CLASH_FORGET + 1
+    agent.core.clash_on_connect()
     assert agent.name_clash is None and agent.mqtt.reconnect_floor == 0.0

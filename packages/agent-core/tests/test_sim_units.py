@@ -38,7 +38,7 @@ def test_configure_arguments_are_checked() -> None:
 
 
 def test_will_sorts_between_births() -> None:
-    d = Descriptions("n1", session=3)
+    d = Descriptions("n1", bd_seq=3)
     will = contract.decode(d.will().payload)
     birth = d.status("online")
     assert (birth["session"], birth["version"]) < (will["session"], will["version"])

@@ -184,7 +184,7 @@ def test_junk_status_writes_do_not_become_a_flood_of_births(agent_factory, probe
     """Issue 13 measured 922 rebirths from 1,050 junk writes to a node's own status."""
     agent = agent_factory("atk-rb")
     probe.wait_for("nodes/atk-rb/status", _online)
-    agent.agent.rebirth_interval = 1.0
+    agent.agent.core.rebirth_interval = 1.0
     probe.subscribe("nodes/atk-rb/meta")
     start = probe.mark()
     began = time.monotonic()
@@ -198,7 +198,7 @@ def test_junk_status_writes_do_not_become_a_flood_of_births(agent_factory, probe
         "nodes/atk-rb/status", lambda m: m.json().get("status") == "online", since=junk_done, timeout=15
     )
     births = probe.messages("nodes/atk-rb/meta", since=start)
-    assert 1 <= len(births) <= 2 + math.ceil(took / agent.agent.rebirth_interval), (len(births), took)
+    assert 1 <= len(births) <= 2 + math.ceil(took / agent.agent.core.rebirth_interval), (len(births), took)
 
 
 def test_a_node_cannot_push_code_to_another_without_the_operators_word(

@@ -128,7 +128,7 @@ def test_client_certificate_from_the_fleet_ca_passes_mutual_tls(
     capsys: Any, tmp_path: Path, broker_factory: Any, probe_factory: Any, agents: Any
 ) -> None:
     broker = broker_factory(tls=True, require_client_cert=True)
-    ca_key = broker.tls._ca_key  # the test kit's throwaway CA stands in for the fleet's
+    ca_key = broker.tls.ca_key  # the test kit's throwaway CA stands in for the fleet's
     run(capsys, "provision", "--console", "ops", "--out", str(tmp_path / "ops"))
     out = tmp_path / "node"
     code, _, err = run(

@@ -71,3 +71,22 @@ def test_hostile_properties_never_crash(props: list[tuple[str, str]], payload: b
     with contextlib.suppress(SignatureError):
         verify_control(KEY, TOPIC, payload, props, SequenceGuard())
     assert publication_signed(KEY, TOPIC, payload, props) in (True, False)
+
+
+def test_sequence_guard_forgets_into_a_floor_and_survives_a_snapshot() -> None:
+    guard = SequenceGuard(max_topics=2)
+    for topic, seq in (("nodes/n/a", 10), ("nodes/n/b", 20), ("nodes/n/c", 30)):
+        guard.check_and_record(topic, seq)
+    assert guard.floor == 10  # "a" was forgotten: nothing at or below 10 passes anywhere
+    with pytest.raises(SignatureError):
+        guard.check_and_record("nodes/n/a", 10)
+    guard.check_and_record("nodes/n/a", 11)
+    again = SequenceGuard(max_topics=2)
+    again.restore(guard.snapshot())
+    for topic, seq in (("nodes/n/a", 11), ("nodes/n/c", 30), ("nodes/n/z", 10)):
+        with pytest.raises(SignatureError) as replay:
+            again.check_and_record(topic, seq)
+        assert replay.value.code == "replay"
+    again.check_and_record("nodes/n/c", 31)
+    with pytest.raises(ValueError):
+        again.restore(["not", "a", "snapshot"])

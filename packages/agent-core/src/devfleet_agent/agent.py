@@ -1,16 +1,18 @@
-"""The agent: one MQTT session, the node's retained description, and the loops.
+"""The agent: one MQTT session, the node's lifecycle, its loops and persistence.
 
-The agent is deliberately boring: connectivity, lifecycle and command handling.
+The agent is deliberately boring: connectivity, lifecycle and persistence. What
+the node says and answers on the wire (inbound routing, the versioned birth and
+its repair, the built-in commands, applying a config) is the node protocol core,
+:class:`~devfleet_agent.node_core.NodeCore`, which the fleet simulator uses too.
 Behaviour lives in subsystems (components, dynamic actors) that plug in through
 :meth:`Agent.route`, :meth:`Agent.add_provider`, :meth:`Agent.on_config` and the
-dispatcher.
+dispatcher (see :class:`~devfleet_agent.services.NodeServices`).
 
-Ordering of retained descriptions (see :mod:`devfleet_agent.payloads`, which
-builds them for the agent and the simulator alike): every one carries
-``session`` and ``version``, each connection takes a fresh block of versions and
-its will the top of that block. The console keeps the newest by
-``(session, version)``, and the agent itself re-publishes ``online`` if a stale
-will overwrote it.
+Ordering of retained descriptions (see :mod:`devfleet_agent.payloads`): every one
+carries ``session`` (the bd_seq) and ``version``, each connection takes a fresh
+block of versions and its will the top of that block. The console keeps the
+newest by ``(session, version)``, and the agent itself re-publishes ``online`` if
+a stale will overwrote it.
 """
 
 from __future__ import annotations
@@ -27,18 +29,19 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from devfleet_base import contract
-from devfleet_base.contract import Command, TopicMatch
-from devfleet_base.errors import ContractError, DevfleetError
+from devfleet_base.contract import Command
 from devfleet_base.mqtt import ConnectionRefusedFatal, Inbound, MqttSession, SessionOptions, TlsOptions, Will
 from devfleet_base.replay import ReplayGuard
 from devfleet_base.signing import DEFAULT_TTL, Verifier
 
 from .command_ids import CommandMemory
 from .commands import Dispatcher
-from .config_store import ConfigStore, configure_arguments
+from .config_store import ConfigStore
+from .control_messages import PersistedSequences
 from .describe import host_facts
 from .logship import LogShipper
-from .payloads import Descriptions, OwnStatus, heartbeat_payload, judge_own_status, telemetry_payload
+from .node_core import NodeCore
+from .payloads import Descriptions, heartbeat_payload, telemetry_payload
 from .sdnotify import SdNotifier
 from .services import ConfigValidator, Provider, RouteHandler
 from .settings import Settings
@@ -65,35 +68,9 @@ SIGNED_KINDS = frozenset(
 )
 """What a node with a signing identity signs when it publishes (``parse_topic`` kinds)."""
 
-REBIRTH_INTERVAL = 5.0
-"""Seconds between two births repairing the node's own status (or asked by ``rebirth``)."""
-
 EXIT_CONFIG = 77
 """Exit code for a problem only the operator can fix (credentials, a certificate the
 agent can never accept): the systemd unit does not restart on it (``RestartPreventExitStatus``)."""
-CLASH_BACKOFF = (30.0, 600.0)
-"""Reconnect wait (first, most) while another process uses this node name: doubled
-at every reconnect, so two such processes take the session from each other once
-in minutes rather than four times a second."""
-_NEVER_RETAINED = frozenset(
-    {"cmd", "stop", "stop_all", "migrate", "list", "by_name_task", "restart", "restart_agent"}
-)
-"""Control topics whose messages must not be retained (``spawn`` may be: the node clears it)."""
-CLASH_FORGET = 900.0
-"""Seconds without new evidence after which a name clash is forgotten."""
-
-
-def _clash_fields(other: dict[str, Any]) -> dict[str, Any]:
-    """What we republish about the other process: only well-formed small values (the
-    payload came from the wire and goes back out in our retained status)."""
-    instance, session, since = other.get("instance"), other.get("session"), other.get("ts")
-    ok_session = isinstance(session, int) and not isinstance(session, bool) and 0 <= session < 2**53
-    ok_since = isinstance(since, (int, float)) and not isinstance(since, bool) and 0 <= since < 1e11
-    return {
-        "instance": instance if isinstance(instance, str) and len(instance) <= 64 else None,
-        "session": session if ok_session else None,
-        "since": since if ok_since else time.time(),
-    }
 
 
 class Subsystem(Protocol):
@@ -119,23 +96,26 @@ class Agent:
         self._ready_sent = False
         self.node = settings.name
         self.data_dir = settings.resolved_data_dir
-        self.started_at = time.time()
-        self._monotonic_start = time.monotonic()
         self.descriptions = Descriptions(self.node)
         self.store = ConfigStore(self.data_dir / "config")
         self.identity = settings.signing_identity()
         # One replay guard for the node, whatever the signer, persisted across restarts.
         self.guard = ReplayGuard(self.data_dir / "replay.jsonl") if self.identity is not None else None
+        wactorz_key = settings.wactorz_fleet_key()
         self.dispatcher = Dispatcher(
             self.node,
             self._send_receipt,
             verifier=Verifier(self.identity.trusted, self.guard)
             if self.identity is not None and self.guard is not None
             else None,
+            wactorz_key=wactorz_key,
+            # Like the replay guard: a restarted node still refuses a captured Wactorz message.
+            sequences=PersistedSequences(
+                self.data_dir / "wactorz_sequences.json", now_us=time.time_ns() // 1000
+            )
+            if wactorz_key is not None
+            else None,
         )
-        self.rebirth_interval = REBIRTH_INTERVAL
-        self._last_rebirth = -REBIRTH_INTERVAL
-        self._rebirth_pending: asyncio.Future[None] | None = None
         self.logs = LogShipper(self._publish_logs, self.node)
         self.mqtt = MqttSession(
             SessionOptions(
@@ -156,21 +136,25 @@ class Agent:
             on_connect=self._on_connect,
             will=self._make_will,
         )
-        self._routes: dict[str, RouteHandler] = {}
-        self._providers: dict[str, dict[str, Provider]] = {"meta": {}, "state": {}, "heartbeat": {}}
+        self.core = NodeCore(
+            self.mqtt,
+            dispatcher=self.dispatcher,
+            store=self.store,
+            descriptions=self.descriptions,
+            facts=host_facts,
+            spawn=self.spawn,
+            publish=self.publish_json,
+            on_applied=self._config_applied,
+            signer_kid=self.identity.kid if self.identity is not None else None,
+        )
+        """The node protocol (inbound routing, births, built-in commands, config)."""
+        self.dispatcher.register("restart", self._cmd_restart, doc="Re-execute the agent process.")
         self._config_hooks: list[Callable[[dict[str, Any]], Awaitable[None]]] = []
         self._subsystems: list[Subsystem] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stop = asyncio.Event()
         self._wake_loops = asyncio.Event()
-        self._state_dirty = False
-        self._config_lock = asyncio.Lock()
         self._unsent_receipts: deque[tuple[str, dict[str, Any], bytes | None]] = deque(maxlen=256)
-        self._desired_error: dict[str, Any] | None = None
-        self._cleared: set[str] = set()
-        self.name_clash: dict[str, Any] | None = None
-        """Set while another live process uses this node name (shown in status and state)."""
-        self._clash_seen_at = 0.0
         self.exit_code = 0
         self.restart_requested = False
         self.stop_reason = ""
@@ -179,18 +163,17 @@ class Agent:
         self.supervisor = Supervisor(on_event=self._supervisor_event)
         """The one ONE_FOR_ONE supervisor of every actor on the node (components and
         dynamic actors); subsystems name their children apart (``component:{name}``)."""
-        self._register_builtin_commands()
 
     # ---- extension points -----------------------------------------------------------
 
     def route(self, kind: str, handler: RouteHandler) -> None:
         """Send inbound messages whose :func:`~devfleet_base.contract.parse_topic` kind
         is ``kind`` (``spawn``, ``by_name_task``, ...) to ``handler``."""
-        self._routes[kind] = handler
+        self.core.route(kind, handler)
 
     def add_provider(self, section: str, key: str, provider: Provider) -> None:
         """Contribute ``key`` to the ``meta``, ``state`` or ``heartbeat`` payload."""
-        self._providers[section][key] = provider
+        self.core.add_provider(section, key, provider)
 
     def on_config(self, hook: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         """Awaited with the whole node config at start and after every change."""
@@ -234,37 +217,29 @@ class Agent:
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            if isinstance(task.exception(), ConnectionRefusedFatal):
-                return  # run() reports it in one line: no traceback for bad credentials
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
     def state_changed(self) -> None:
         """Publish the retained state soon (changes in one loop turn are coalesced)."""
-        if self._state_dirty:
-            return
-        self._state_dirty = True
-        asyncio.get_running_loop().call_soon(lambda: self.spawn(self._publish_state(), "state"))
+        self.core.state_changed()
 
     def request_stop(self, reason: str, *, exit_code: int = 0, restart: bool = False) -> None:
         self.stop_reason = reason
         self.exit_code = exit_code
         self.restart_requested = restart
+        self.core.stopping = True
         self._stop.set()
-
-    @property
-    def session_counter(self) -> int:
-        """This start's session counter (persisted, bumped at each start)."""
-        return self.descriptions.session
 
     @property
     def bd_seq(self) -> int:
         """This start's birth/death sequence number (Sparkplug's bdSeq; ``session`` on
         the wire): persisted, bumped at each start."""
-        return self.descriptions.session
+        return self.descriptions.bd_seq
 
     @property
-    def uptime(self) -> float:
-        return time.monotonic() - self._monotonic_start
+    def name_clash(self) -> dict[str, Any] | None:
+        """Set while another live process uses this node name (shown in status and state)."""
+        return self.core.name_clash
 
     # ---- publishing ------------------------------------------------------------------
 
@@ -320,76 +295,8 @@ class Agent:
             return obj
         return self.identity.sign(topic, obj, ttl=None if retain else DEFAULT_TTL)
 
-    def meta_payload(self) -> dict[str, Any]:
-        payload = self.descriptions.meta(
-            host_facts(),
-            commands=self.dispatcher.verbs(),
-            config=self.store.config,
-            signed_commands=self.identity is not None,
-            started_at=self.started_at,
-        )
-        payload["broker"] = self.mqtt.broker
-        self._add_provided(payload, "meta")
-        return payload
-
-    def state_payload(self) -> dict[str, Any]:
-        payload = self.descriptions.envelope()
-        if self.name_clash is not None:
-            payload["name_clash"] = self.name_clash
-        self._add_provided(payload, "state")
-        return payload
-
-    def cfg_payload(self) -> dict[str, Any]:
-        return self.descriptions.cfg(self.store, self._desired_error)
-
-    def status_payload(self, status: str) -> dict[str, Any]:
-        payload = self.descriptions.status(status)
-        if self.name_clash is not None:
-            payload["name_clash"] = self.name_clash
-        return payload
-
-    def _add_provided(self, payload: dict[str, Any], section: str) -> None:
-        for key, provider in self._providers[section].items():
-            try:
-                payload[key] = provider()
-            except Exception:
-                log.exception("%s provider %r failed", section, key)
-
-    async def publish_birth(self, *, wait: bool = False) -> bool:
-        """Publish every retained description: meta, status online, state, cfg.
-
-        With ``wait``, return whether the broker acknowledged the last of them (QoS 1
-        acknowledgements come in order, so the whole birth arrived).
-        """
-        await self.publish_json(
-            contract.node_topic(self.node, "meta"), self.meta_payload(), qos=1, retain=True
-        )
-        await self.publish_json(
-            contract.node_topic(self.node, "status"),
-            self.status_payload("online"),
-            qos=1,
-            retain=True,
-        )
-        await self.publish_json(
-            contract.node_topic(self.node, "state"), self.state_payload(), qos=1, retain=True
-        )
-        return await self.publish_json(
-            contract.node_topic(self.node, "cfg"), self.cfg_payload(), qos=1, retain=True, wait=wait
-        )
-
     async def publish_meta(self) -> None:
-        await self.publish_json(
-            contract.node_topic(self.node, "meta"), self.meta_payload(), qos=1, retain=True
-        )
-
-    async def _publish_state(self) -> None:
-        self._state_dirty = False
-        await self.publish_json(
-            contract.node_topic(self.node, "state"), self.state_payload(), qos=1, retain=True
-        )
-
-    async def _publish_cfg(self) -> None:
-        await self.publish_json(contract.node_topic(self.node, "cfg"), self.cfg_payload(), qos=1, retain=True)
+        await self.core.publish_meta()
 
     async def _publish_logs(self, batch: dict[str, Any]) -> bool:
         if not self.mqtt.connected:
@@ -429,14 +336,14 @@ class Agent:
                 self.store.recovered_from,
                 self.store.version,
             )
-        counters_path = self.data_dir / "session.json"
+        counters_path = self.data_dir / "session.json"  # file and key named before bd_seq
         try:
             counters = read_json(counters_path)
             previous = int(counters.get("session", 0)) if isinstance(counters, dict) else 0
         except (FileNotFoundError, ValueError, TypeError):
             previous = 0
-        self.descriptions.session = previous + 1
-        atomic_write_json(counters_path, {"session": self.session_counter})
+        self.descriptions.bd_seq = previous + 1
+        atomic_write_json(counters_path, {"session": self.bd_seq})
         self.dispatcher.memory = CommandMemory(self.data_dir / "commands.json")
         self.dispatcher.memory.load()
 
@@ -446,30 +353,54 @@ class Agent:
         root = logging.getLogger()
         root.addHandler(self.logs)
         self.logs.configure(self.store.config["logs"])
-        await self._apply_config(self.store.config)
-        mqtt_task = self.spawn(self.mqtt.run(), "mqtt")
-        for sub in self._subsystems:
-            try:
-                await sub.start()
-            except Exception:
-                log.exception("subsystem %s failed to start", type(sub).__name__)
-        self.spawn(self._heartbeat_loop(), "heartbeat")
-        self.spawn(self._telemetry_loop(), "telemetry")
-        self.spawn(self.logs.run(), "logs")
-        if self.notifier.enabled:
-            self.spawn(self._service_loop(mqtt_task), "sd_notify")
-        log.info("agent %s started (session %d)", self.node, self.session_counter)
-        stop_wait = asyncio.ensure_future(self._stop.wait())
-        done, _ = await asyncio.wait({stop_wait, mqtt_task}, return_when=asyncio.FIRST_COMPLETED)
-        if mqtt_task in done and not mqtt_task.cancelled() and mqtt_task.exception() is not None:
-            exc = mqtt_task.exception()
-            self.request_stop(
-                str(exc), exit_code=EXIT_CONFIG if isinstance(exc, ConnectionRefusedFatal) else 3
-            )
-        stop_wait.cancel()
-        await self._shutdown()
-        root.removeHandler(self.logs)
+        await self.core.apply_config(self.store.config)
+        try:
+            # The session and the loops live exactly as long as this block: stopping
+            # shuts down first (subsystems, commands, the offline status), then what
+            # is left of them is cancelled and the group waits for it.
+            async with asyncio.TaskGroup() as lifetime:
+                session = lifetime.create_task(self._run_session(), name="mqtt")
+                for sub in self._subsystems:
+                    try:
+                        await sub.start()
+                    except Exception:
+                        log.exception("subsystem %s failed to start", type(sub).__name__)
+                loops = [
+                    lifetime.create_task(_logged(coro, name), name=name)
+                    for name, coro in (
+                        ("heartbeat", self._heartbeat_loop()),
+                        ("telemetry", self._telemetry_loop()),
+                        ("logs", self.logs.run()),
+                    )
+                ]
+                if self.notifier.enabled:
+                    loops.append(
+                        lifetime.create_task(
+                            _logged(self._service_loop(session), "sd_notify"), name="sd_notify"
+                        )
+                    )
+                log.info("agent %s started (bd_seq %d)", self.node, self.bd_seq)
+                await self._stop.wait()
+                await self._shutdown()
+                for task in (session, *loops):  # closed, but a connect attempt may linger
+                    task.cancel()
+        finally:
+            root.removeHandler(self.logs)
         return self.exit_code
+
+    async def _run_session(self) -> None:
+        """The MQTT session until it is closed; a session that ends by itself stops
+        the agent (exit :data:`EXIT_CONFIG` when only the operator can fix it)."""
+        try:
+            await self.mqtt.run()
+        except ConnectionRefusedFatal as exc:  # reported in one line by the CLI
+            self.request_stop(str(exc), exit_code=EXIT_CONFIG)
+        except Exception as exc:
+            log.error("background task mqtt failed", exc_info=exc)
+            self.request_stop(str(exc), exit_code=3)
+        else:
+            if not self._stop.is_set():
+                self.request_stop(self.stop_reason)
 
     async def _shutdown(self) -> None:
         log.info("agent %s stopping: %s", self.node, self.stop_reason or "requested")
@@ -496,7 +427,7 @@ class Agent:
                     contract.encode(
                         self.signed(
                             contract.node_topic(self.node, "status"),
-                            self.status_payload("offline"),
+                            self.core.status_payload("offline"),
                             retain=True,
                         )
                     ),
@@ -509,9 +440,11 @@ class Agent:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def _on_message(self, msg: Inbound) -> None:
+        self.core.on_message(msg)
+
     async def _on_connect(self) -> None:
-        self._clash_on_connect()
-        acked = await self.publish_birth(wait=self.notifier.enabled and not self._ready_sent)
+        acked = await self.core.on_connect(wait=self.notifier.enabled and not self._ready_sent)
         if self.notifier.enabled and acked and not self._ready_sent:
             # systemd's "started" means the node is visible to the fleet, not just running.
             self._ready_sent = self.notifier.notify("READY=1", f"STATUS={self.service_status()}")
@@ -555,54 +488,6 @@ class Agent:
                 last_status = status
             await asyncio.sleep(tick)
 
-    # ---- duplicate node names ---------------------------------------------------------
-
-    def _clash_seen(self, other: dict[str, Any] | None) -> None:
-        """Another process uses this node name: say so once, show it, and back off."""
-        self._clash_seen_at = time.monotonic()
-        clash = _clash_fields(other or {})
-        first = self.name_clash is None
-        self.name_clash = clash
-        if first:
-            log.error(
-                "another agent process uses the node name %r (instance %s, session %s): the broker"
-                " hands the session back and forth; backing off (reconnect after %.0f s, up to %.0f s)."
-                " Give each node a unique --name",
-                self.node,
-                clash["instance"] or "unknown",
-                clash["session"] if clash["session"] is not None else "unknown",
-                CLASH_BACKOFF[0],
-                CLASH_BACKOFF[1],
-            )
-            self.mqtt.reconnect_floor = CLASH_BACKOFF[0]
-            if self.mqtt.connected:
-                self.spawn(self._publish_status_online(), "clash status")
-                self.state_changed()
-
-    def _clash_on_connect(self) -> None:
-        if self.mqtt.taken_over:
-            self.mqtt.taken_over = 0
-            self._clash_seen(None)  # MQTT 5 told us: another client took our session
-            return
-        if self.name_clash is None:
-            return
-        if time.monotonic() - self._clash_seen_at > CLASH_FORGET:
-            log.info(
-                "no sign of the other process named %r for %.0f s; clash forgotten", self.node, CLASH_FORGET
-            )
-            self.name_clash = None
-            self.mqtt.reconnect_floor = 0.0
-            return
-        # We got the session back by taking it: wait longer next time it is taken.
-        self.mqtt.reconnect_floor = min(
-            CLASH_BACKOFF[1], max(CLASH_BACKOFF[0], self.mqtt.reconnect_floor * 2)
-        )
-
-    async def _publish_status_online(self) -> None:
-        await self.publish_json(
-            contract.node_topic(self.node, "status"), self.status_payload("online"), qos=1, retain=True
-        )
-
     # ---- loops -----------------------------------------------------------------------
 
     def _sampler_or_none(self) -> Any:
@@ -616,15 +501,15 @@ class Agent:
         sampler = self._sampler_or_none()
         payload = heartbeat_payload(
             self.node,
-            session=self.session_counter,
-            uptime=self.uptime,
+            bd_seq=self.bd_seq,
+            uptime=self.core.uptime,
             broker=self.mqtt.broker,  # the one in use: with several, it changes on failover
             commands=self.dispatcher.counts,
             logs={"pending": self.logs.pending, "shipped": self.logs.shipped, "dropped": self.logs.dropped},
             metrics=sampler.sample(),
             agent_usage=sampler.agent_usage(),
         )
-        self._add_provided(payload, "heartbeat")
+        self.core.add_provided(payload, "heartbeat")
         return payload
 
     async def _sleep_or_wake(self, seconds: float) -> None:
@@ -653,202 +538,15 @@ class Agent:
                     )
             await self._sleep_or_wake(section["interval"])
 
-    # ---- inbound ---------------------------------------------------------------------
-
-    def _on_message(self, msg: Inbound) -> None:
-        match = contract.parse_topic(msg.topic)
-        if match is None:
-            log.debug("ignoring message on %s", msg.topic)
-            return
-        if match.kind in _NEVER_RETAINED and self._retained_control(msg, match):
-            return
-        if match.kind == "cmd":
-            self.spawn(
-                self.dispatcher.handle(
-                    msg.topic,
-                    match,
-                    msg.payload,
-                    response_topic=msg.response_topic,
-                    correlation=msg.correlation,
-                    retained=msg.retain,
-                ),
-                f"cmd {match.verb}",
-            )
-        elif match.kind == "cfg_desired":
-            self.spawn(self._on_desired(msg), "desired")
-        elif match.kind == "status" and match.node == self.node:
-            self._on_own_status(msg)
-        elif match.kind in self._routes:
-            self.spawn(self._guarded(self._routes[match.kind], msg, match), match.kind)
-
-    def _retained_control(self, msg: Inbound, match: TopicMatch) -> bool:
-        """Deal with a control message the broker holds retained; True when it is handled
-        here (not to be run). A retained command would run again on every reconnect (a
-        retained ``restart`` restarts the node forever): clear it, refuse it, say so."""
-        if not msg.payload:
-            # Our own clear coming back (or someone else's): nothing to run or answer.
-            if msg.topic in self._cleared:
-                self._cleared.discard(msg.topic)
-                return True
-            return msg.retain
-        if not msg.retain:
-            return False
-        log.warning("%s arrived retained; control messages are not retained: not run, cleared", msg.topic)
-        self._cleared.add(msg.topic)
-        self.spawn(self.mqtt.publish(msg.topic, b"", qos=1, retain=True), "clear retained")
-        # A command goes on to the dispatcher, which answers it with an error receipt.
-        return match.kind != "cmd"
-
-    async def _guarded(self, handler: RouteHandler, msg: Inbound, match: TopicMatch) -> None:
-        try:
-            await handler(msg, match)
-        except Exception:
-            log.exception("handler for %s failed", msg.topic)
-
-    def _on_own_status(self, msg: Inbound) -> None:
-        if self._stop.is_set() or not self.mqtt.connected:
-            return
-        try:
-            payload = contract.decode(msg.payload) if msg.payload else None
-        except ContractError:
-            payload = None
-        verdict = judge_own_status(
-            payload,
-            retained=msg.retain,
-            instance=self.descriptions.instance,
-            started_at=self.started_at,
-        )
-        if (
-            verdict.action == "ok"
-            and self.identity is not None
-            and not _signed_by(payload, self.identity.kid)
-        ):
-            # In a signed fleet consoles ignore an "online" we did not sign: repair it.
-            verdict = OwnStatus("rebirth", verdict.status)
-        if verdict.action == "clash":
-            self._clash_seen(verdict.other)
-            if verdict.status != "online" and not msg.retain:
-                self.spawn(self._publish_status_online(), "rebirth")  # its will replaced our birth
-        elif verdict.action == "previous":
-            # What the previous run left (offline after a restart, lost after a crash):
-            # expected, and our birth is already on its way.
-            log.info("previous run of this node ended %s", verdict.status or "without a status")
-        elif verdict.action == "rebirth":
-            # A stale will, a purge or junk replaced our birth while we are alive: be born
-            # again, at most once per rebirth_interval (a flood of junk writes must not
-            # become a flood of births).
-            if self._rebirth_pending is None:
-                log.warning(
-                    "retained status of this node was replaced by %r; publishing the birth again",
-                    verdict.status if verdict.status is not None else msg.payload[:40],
-                )
-            self.spawn(self.rebirth(), "rebirth")
-
-    async def rebirth(self) -> None:
-        """Publish the birth again, rate-limited: requests while one is due share it."""
-        if self._rebirth_pending is not None:
-            await asyncio.shield(self._rebirth_pending)
-            return
-        loop = asyncio.get_running_loop()
-        self._rebirth_pending = done = loop.create_future()
-        try:
-            wait = self._last_rebirth + self.rebirth_interval - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._last_rebirth = loop.time()
-            self._rebirth_pending = None  # a request from now on waits for the next slot
-            await self.publish_birth()
-        finally:
-            self._rebirth_pending = None
-            if not done.done():
-                done.set_result(None)
-
-    async def _on_desired(self, msg: Inbound) -> None:
-        if not msg.payload:
-            return  # desired cleared
-        match = TopicMatch("cmd", node=self.node, verb="configure", scope="node")
-        try:
-            payload = contract.decode(msg.payload)
-            command = Command.from_wire("configure", payload)
-        except ContractError as exc:
-            self._desired_error = {"code": exc.code, "message": exc.message}
-            await self._publish_cfg()
-            return
-        if command.id == self.store.applied_id:
-            return  # already applied (the retained message comes back on every connect)
-        await self.dispatcher.handle(msg.topic, match, msg.payload, on_refused=self._desired_refused)
-
-    async def _desired_refused(self, cmd_id: str, exc: DevfleetError) -> None:
-        # A retained desired config is not a conversation: say why in cfg, where the
-        # console's drift view looks, not only in a receipt nobody may be waiting for.
-        self._desired_error = {"id": cmd_id, **exc.to_wire()}
-        await self._publish_cfg()
-
-    # ---- built-in commands -------------------------------------------------------------
-
-    def _register_builtin_commands(self) -> None:
-        d = self.dispatcher
-        d.register("ping", self._cmd_ping, doc="Answer with uptime and session.", readonly=True)
-        d.register(
-            "rebirth",
-            self._cmd_rebirth,
-            doc="Publish every retained description again.",
-            readonly=True,
-        )
-        d.register("restart", self._cmd_restart, doc="Re-execute the agent process.")
-        d.register(
-            "configure",
-            self._cmd_configure,
-            doc="Change the node config (set, replace, rollback_to).",
-        )
-        d.register(
-            "config_get",
-            self._cmd_config_get,
-            doc="Return the config and kept versions.",
-            readonly=True,
-        )
-
-    async def _cmd_ping(self, cmd: Command) -> dict[str, Any]:
-        return {
-            "pong": True,
-            "node": self.node,
-            "session": self.session_counter,
-            "uptime": round(self.uptime, 3),
-        }
-
-    async def _cmd_rebirth(self, cmd: Command) -> dict[str, Any]:
-        await self.rebirth()
-        return {"republished": list(contract.NODE_DESCRIPTIONS)}
+    # ---- agent-only commands and config ------------------------------------------------
 
     async def _cmd_restart(self, cmd: Command) -> dict[str, Any]:
         # Stop after the ok receipt went out.
         asyncio.get_running_loop().call_later(0.2, lambda: self.request_stop("restart command", restart=True))
         return {"restarting": True}
 
-    async def _cmd_config_get(self, cmd: Command) -> dict[str, Any]:
-        return {
-            "config_version": self.store.version,
-            "config": self.store.config,
-            "kept_versions": self.store.versions(),
-        }
-
-    async def _cmd_configure(self, cmd: Command) -> dict[str, Any]:
-        kwargs = configure_arguments(cmd.args)
-        async with self._config_lock:
-            try:
-                config = self.store.apply(**kwargs, applied_id=cmd.id)
-            except DevfleetError as exc:
-                self._desired_error = {"id": cmd.id, **exc.to_wire()}
-                await self._publish_cfg()
-                raise
-            self._desired_error = None
-            log.info("config version %d applied (command %s)", self.store.version, cmd.id)
-            await self._apply_config(config)
-            await self._publish_cfg()
-            await self.publish_meta()
-        return {"config_version": self.store.version}
-
-    async def _apply_config(self, config: dict[str, Any]) -> None:
+    async def _config_applied(self, config: dict[str, Any]) -> None:
+        """The core applied ``config`` (group subscriptions done): logs, loops, subsystems."""
         self.logs.configure(config["logs"])
         # Records below the root level are never created: let devfleet's own through
         # to the shipper (the console's stderr handler keeps its own level).
@@ -856,11 +554,6 @@ class Agent:
         ours = logging.getLogger("devfleet")
         if config["logs"]["enabled"] and ours.getEffectiveLevel() > ship_level:
             ours.setLevel(ship_level)
-        groups = tuple(config.get("groups", []))
-        await self.mqtt.unsubscribe(
-            [f for f, _ in self.mqtt.options.subscriptions if f.startswith("groups/")]
-        )
-        await self.mqtt.subscribe(contract.subscriptions_for_node(self.node, groups))
         self._wake_loops.set()
         self._wake_loops = asyncio.Event()
         for hook in self._config_hooks:
@@ -870,6 +563,9 @@ class Agent:
                 log.exception("config hook %r failed", hook)
 
 
-def _signed_by(payload: Any, kid: str) -> bool:
-    sig = payload.get("_sig") if isinstance(payload, dict) else None
-    return isinstance(sig, dict) and sig.get("kid") == kid
+async def _logged(coro: Coroutine[Any, Any, Any], name: str) -> None:
+    """Run a lifetime loop; its failure is logged, and the agent keeps running."""
+    try:
+        await coro
+    except Exception:
+        log.exception("background task %s failed", name)

@@ -98,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="this node's signing identity (devfleet provision): require operator-signed control messages",
     )
     p.add_argument(
+        "--wactorz-key-file",
+        metavar="FILE",
+        help="the HMAC key shared with Wactorz nodes, hex (env WACTORZ_NODE_KEY holds it inline):"
+        " accept control messages a Wactorz main signed with it",
+    )
+    p.add_argument(
         "--test", action="store_true", help="run the supervisor self-test without a broker and exit"
     )
     return p

@@ -5,7 +5,7 @@
     {data_dir}/                   --data-dir; default /var/lib/devfleet/{node} when that
                                   is writable (root, or a prepared directory), else
                                   $XDG_STATE_HOME/devfleet/{node} (~/.local/state/...)
-      session.json                the session counter (+1 at each start)
+      session.json                the bd_seq, the birth counter (+1 at each start)
       replay.json                 the replay guard of signed control messages
       commands.json               ids of state-changing commands (at-most-once across restarts)
       config/v{N}.json            node config versions (the last 5)

@@ -4,8 +4,9 @@ The retained descriptions (``meta``, ``status``, ``state``, ``cfg``), the will,
 the heartbeat and telemetry samples are built here, so a simulated node
 (:mod:`devfleet_agent.sim`) speaks exactly what a real agent speaks.
 
-Ordering of retained descriptions: every one carries ``session`` (a counter
-persisted on the device, bumped at each start) and ``version`` (increasing
+Ordering of retained descriptions: every one carries ``session`` (the bd_seq,
+Sparkplug's birth/death sequence number: persisted on the device, bumped at
+each start) and ``version`` (increasing
 within the process, reconnects included). Each connection takes a fresh block
 of versions and its will carries the top of that block: it sorts above every
 description of its own connection (a crash shows as lost) and below the birth
@@ -46,14 +47,15 @@ class Descriptions:
 
     Args:
         node: the node name.
-        session: the session counter (persisted by the agent, bumped at each start).
+        bd_seq: the birth/death sequence number (Sparkplug's bdSeq: persisted by the
+            agent, bumped at each start; ``session`` on the wire).
     """
 
-    __slots__ = ("instance", "node", "session", "version")
+    __slots__ = ("bd_seq", "instance", "node", "version")
 
-    def __init__(self, node: str, session: int = 0) -> None:
+    def __init__(self, node: str, bd_seq: int = 0) -> None:
         self.node = node
-        self.session = session
+        self.bd_seq = bd_seq
         self.version = 0
         self.instance = uuid.uuid4().hex[:16]
         """Random per process: two processes with one node name tell each other apart by it."""
@@ -63,7 +65,7 @@ class Descriptions:
         self.version += 1
         return {
             "node": self.node,
-            "session": self.session,
+            "session": self.bd_seq,
             "version": self.version,
             "ts": time.time(),
             "instance": self.instance,
@@ -121,7 +123,7 @@ class Descriptions:
         self.version = (self.version // VERSION_BLOCK + 1) * VERSION_BLOCK
         payload = {
             "node": self.node,
-            "session": self.session,
+            "session": self.bd_seq,
             "version": self.version + VERSION_BLOCK - 1,
             "ts": time.time(),
             "instance": self.instance,
@@ -184,7 +186,7 @@ def judge_own_status(payload: Any, *, retained: bool, instance: str, started_at:
 def heartbeat_payload(
     node: str,
     *,
-    session: int,
+    bd_seq: int,
     uptime: float,
     broker: str,
     commands: dict[str, int],
@@ -200,7 +202,7 @@ def heartbeat_payload(
         "agent_count": 0,
         "broker": broker,
         "timestamp": time.time(),
-        "session": session,
+        "session": bd_seq,
         "uptime": round(uptime, 1),
         "status": "online",
         "commands": dict(commands),

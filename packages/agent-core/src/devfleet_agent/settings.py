@@ -60,6 +60,11 @@ class Settings:
     install_index: str | None = None
     install_find_links: str | None = None
     signing_key_file: str | None = None
+    wactorz_key_file: str | None = None
+    """A file holding the HMAC key shared with Wactorz nodes (hex, what they read
+    from ``WACTORZ_NODE_KEY``): control messages signed with it are accepted."""
+    wactorz_key: str | None = field(default=None, repr=False)
+    """The same key inline (env ``WACTORZ_NODE_KEY``); the file wins. Never shown."""
     install_timeout: float = 600.0
     disabled_components: str | None = None
     component_verify_cycles: int = 3
@@ -121,6 +126,37 @@ class Settings:
             )
         return identity
 
+    def wactorz_fleet_key(self) -> bytes | None:
+        """The key shared with Wactorz nodes, from :attr:`wactorz_key_file` or else
+        :attr:`wactorz_key`; None when neither is given.
+
+        Raises:
+            SettingsError: unreadable, not hex, or under 16 bytes (the message never
+                shows the key).
+        """
+        if self.wactorz_key_file:
+            path = Path(self.wactorz_key_file).expanduser()
+            try:
+                text = path.read_text(encoding="ascii")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not ASCII hex"
+                raise SettingsError(f"wactorz_key_file {self.wactorz_key_file}: {reason}") from None
+            source = f"wactorz_key_file {self.wactorz_key_file}"
+        elif self.wactorz_key:
+            text, source = self.wactorz_key, "wactorz_key (env WACTORZ_NODE_KEY)"
+        else:
+            return None
+        try:
+            key = bytes.fromhex(text.strip())
+        except ValueError:
+            raise SettingsError(f"{source}: not a hex key") from None
+        if len(key) < 16:
+            raise SettingsError(f"{source}: a Wactorz fleet key needs at least 16 bytes")
+        return key
+
+
+_SECRETS = frozenset({"password", "wactorz_key"})
+"""Settings whose values an error message never shows."""
 
 _BOOL_TRUE = {"1", "true", "yes", "on"}
 _BOOL_FALSE = {"0", "false", "no", "off", ""}
@@ -142,6 +178,8 @@ _ENV = {
     "allow_code": ("DEVFLEET_ALLOW_CODE",),
     "allow_install": ("DEVFLEET_ALLOW_INSTALL",),
     "signing_key_file": ("DEVFLEET_SIGNING_KEY_FILE",),
+    "wactorz_key_file": ("DEVFLEET_WACTORZ_KEY_FILE",),
+    "wactorz_key": ("WACTORZ_NODE_KEY",),
     "disabled_components": ("DEVFLEET_DISABLED_COMPONENTS",),
     "install_index": ("DEVFLEET_INSTALL_INDEX",),
     "install_find_links": ("DEVFLEET_INSTALL_FIND_LINKS",),
@@ -184,7 +222,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             raise ValueError("expected text")
         return value
     except ValueError as exc:
-        raise SettingsError(f"{source}: {key} = {value!r}: {exc}") from None
+        shown = "(hidden)" if key in _SECRETS else repr(value)
+        raise SettingsError(f"{source}: {key} = {shown}: {exc}") from None
 
 
 def _from_file(path: Path) -> dict[str, Any]:
@@ -294,4 +333,5 @@ def _validate(s: Settings) -> Settings:
     if s.install_index is not None and not re.fullmatch(r"(https?|file)://[^\s]+", s.install_index):
         raise SettingsError(f"install_index {s.install_index!r} must be an http(s):// or file:// URL")
     s.signing_identity()  # reads and checks the identity now, not at the first command
+    s.wactorz_fleet_key()  # and the Wactorz fleet key
     return replace(s, loglevel=s.loglevel.upper(), tls=s.tls or bool(s.tls_ca or s.tls_cert))

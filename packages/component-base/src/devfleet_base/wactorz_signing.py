@@ -59,23 +59,55 @@ _STAMP_RE: Final = re.compile(r"[0-9a-f]{16}\.[1-9][0-9]{0,18}")
 
 class SequenceGuard:
     """The highest Wactorz sequence accepted per topic (a Wactorz node's own rule: a
-    sequence must grow), for at most ``max_topics`` topics (the oldest forgotten)."""
+    sequence must grow), for at most ``max_topics`` topics.
+
+    When a topic is forgotten to make room, its sequence becomes the guard's
+    ``floor``: no sequence at or below it is accepted on any topic from then on
+    (Wactorz sequences are microsecond timestamps, so only old messages meet it).
+    Like :class:`devfleet_base.replay.ReplayGuard`, forgetting may refuse an old
+    honest message, never accept a replay. :meth:`snapshot` and :meth:`restore`
+    let the agent keep the guard across restarts.
+    """
 
     def __init__(self, max_topics: int = 1024) -> None:
         self._last: dict[str, int] = {}
         self._max = max_topics
+        self.floor = 0
 
     def check_and_record(self, topic: str, seq: int) -> None:
         """Raise SignatureError (``replay``) unless ``seq`` is above the last on ``topic``."""
-        last = self._last.get(topic)
-        if last is not None and seq <= last:
+        last = self._last.get(topic, self.floor)
+        if seq <= last or seq <= self.floor:
             raise SignatureError(
-                f"replayed or out-of-order message on {topic} (seq {seq} <= {last})", code=Code.REPLAY
+                f"replayed or out-of-order message on {topic} (seq {seq} <= {max(last, self.floor)})",
+                code=Code.REPLAY,
             )
         self._last.pop(topic, None)
         self._last[topic] = seq
         while len(self._last) > self._max:
-            self._last.pop(next(iter(self._last)))
+            self.floor = max(self.floor, self._last.pop(next(iter(self._last))))
+
+    def snapshot(self) -> dict[str, object]:
+        """``{"floor": int, "last": {topic: seq}}``, oldest topic first (JSON-ready)."""
+        return {"floor": self.floor, "last": dict(self._last)}
+
+    def restore(self, snapshot: object) -> None:
+        """Take back a :meth:`snapshot`; malformed entries are skipped.
+
+        Raises:
+            ValueError: ``snapshot`` is not a snapshot at all (the caller decides
+                what an unreadable memory means).
+        """
+        if not isinstance(snapshot, dict) or not isinstance(snapshot.get("last"), dict):
+            raise ValueError("not a Wactorz sequence snapshot")
+        floor = snapshot.get("floor", 0)
+        if isinstance(floor, int) and not isinstance(floor, bool):
+            self.floor = max(self.floor, floor)
+        for topic, seq in snapshot["last"].items():
+            if isinstance(topic, str) and isinstance(seq, int) and not isinstance(seq, bool):
+                self._last[topic] = max(seq, self._last.get(topic, 0))
+        while len(self._last) > self._max:
+            self.floor = max(self.floor, self._last.pop(next(iter(self._last))))
 
 
 def control_leaf(topic: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .control import check_requirements
 from .dynamic import (
     ALERT_SEVERITIES,
     DEFAULT_STATE_DIR,
@@ -14,8 +15,9 @@ from .dynamic import (
     dynamic_factory,
     state_file,
 )
-from .host import ActorHost, SendTimeoutError, check_requirements
+from .host import ActorHost
 from .spec import ACTOR_NAME_PATTERN, DEFAULT_POLL_INTERVAL, MAX_CODE_BYTES, SPAWN_SCHEMA, SpawnSpec
+from .tasks import SendTimeoutError
 
 __all__ = [
     "ACTOR_NAME_PATTERN",

@@ -12,13 +12,12 @@ Source of the shapes: ``wactorz/agents/dynamic/messaging.py`` (``send_to``) and
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from devfleet_base import contract
 from devfleet_base.errors import ContractError
 
-__all__ = ["KEY_ENV", "reply_topic", "task_body", "wactorz_key_from_env"]
+__all__ = ["reply_topic", "task_body"]
 
 #: Keys of the task envelope; everything else in a merged payload is the task.
 _ENVELOPE = ("_reply_topic", "_remote_task")
@@ -60,26 +59,3 @@ def task_body(payload: Any) -> Any:
     if set(rest) == {"payload"}:
         return rest["payload"]
     return rest
-
-
-#: Where a devfleet node reads the HMAC key it shares with a Wactorz main (hex): the
-#: variable a Wactorz node itself reads.
-KEY_ENV = "WACTORZ_NODE_KEY"
-
-
-def wactorz_key_from_env() -> bytes | None:
-    """The Wactorz fleet key from ``WACTORZ_NODE_KEY`` (hex), or None when unset.
-
-    Raises:
-        ContractError: set but not a hex key of at least 16 bytes.
-    """
-    text = os.environ.get(KEY_ENV, "").strip()
-    if not text:
-        return None
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        raise ContractError(f"{KEY_ENV} is not a hex key") from None
-    if len(key) < 16:
-        raise ContractError(f"{KEY_ENV} must hold at least 16 bytes")
-    return key

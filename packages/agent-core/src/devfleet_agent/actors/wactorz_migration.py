@@ -30,7 +30,7 @@ from ..supervisor import ChildNotFoundError
 from .dynamic import StateStore
 
 if TYPE_CHECKING:
-    from .host import ActorHost
+    from .hosting import Host
 
 __all__ = ["MAIN", "ack", "return_to_main"]
 
@@ -38,16 +38,16 @@ __all__ = ["MAIN", "ack", "return_to_main"]
 MAIN = "@main"
 
 
-async def return_to_main(host: ActorHost, payload: dict[str, Any]) -> None:
+async def return_to_main(host: Host, payload: dict[str, Any]) -> None:
     """Step 1: stop ``payload["name"]`` and publish its config and state (or a refusal)."""
     name = payload.get("name")
     token = payload.get("return_token")
     token = token if isinstance(token, str) else ""
     topic = contract.node_topic(host.node, "state_return")
-    hosted = host._hosted.get(name) if isinstance(name, str) else None
+    hosted = host.hosted.get(name) if isinstance(name, str) else None
     if hosted is None or host.supervisor.get(str(name)) is None:
         reason = f"no actor named {name!r} runs on {host.node}"
-        await host.agent.publish_json(
+        await host.services.publish_json(
             topic,
             {
                 "agent": name,
@@ -61,16 +61,16 @@ async def return_to_main(host: ActorHost, payload: dict[str, Any]) -> None:
             },
             qos=1,
         )
-        await host._migrate_failed(name if isinstance(name, str) else None, reason)
+        await host.migrations.failed(name if isinstance(name, str) else None, reason)
         return
-    async with host._lock:
+    async with host.lock:
         with contextlib.suppress(ChildNotFoundError):
             await host.supervisor.stop_child(hosted.spec.name)
-        host._hosted.pop(hosted.spec.name, None)
-    host.agent.state_changed()
+        host.hosted.pop(hosted.spec.name, None)
+    host.services.state_changed()
     state = StateStore(host.state_path(hosted.spec.name)).snapshot()
     config = {k: v for k, v in hosted.spec.to_payload(node=host.node).items() if v is not None}
-    await host.agent.publish_json(
+    await host.services.publish_json(
         topic,
         {
             "agent": hosted.spec.name,
@@ -83,7 +83,7 @@ async def return_to_main(host: ActorHost, payload: dict[str, Any]) -> None:
         },
         qos=1,
     )
-    await host.agent.publish_json(
+    await host.services.publish_json(
         contract.node_topic(host.node, "migrate_result"),
         {
             "success": True,
@@ -98,7 +98,7 @@ async def return_to_main(host: ActorHost, payload: dict[str, Any]) -> None:
     )
 
 
-async def ack(host: ActorHost, name: Any, token: Any, refused: str | None) -> None:
+async def ack(host: Host, name: Any, token: Any, refused: str | None) -> None:
     """Step 2's answer, for a spawn that carried a ``_migration_token``."""
     if not isinstance(token, str) or not token:
         return
@@ -110,4 +110,4 @@ async def ack(host: ActorHost, name: Any, token: Any, refused: str | None) -> No
     }
     if refused is not None:
         answer["refused"] = refused
-    await host.agent.publish_json(contract.node_topic(host.node, "spawn_ack"), answer, qos=1)
+    await host.services.publish_json(contract.node_topic(host.node, "spawn_ack"), answer, qos=1)

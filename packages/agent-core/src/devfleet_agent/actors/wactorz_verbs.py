@@ -7,7 +7,8 @@ config; its state file is read back) and the ``delete`` / ``keep_topics`` forms 
 ``stop`` (see :func:`delete_leftovers`). Shapes from ``wactorz/node/runner.py``
 (wactorz 0.7.2); every payload is validated, and a refusal is a receipt with a code.
 
-Kept out of :mod:`.host`, which routes to these.
+Each runs behind the node's dispatcher (:meth:`.host.ActorHost.serve`), which
+checks, remembers and answers it like every control message.
 """
 
 from __future__ import annotations
@@ -17,17 +18,16 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from devfleet_base import contract
+from devfleet_base.contract import Command
 from devfleet_base.errors import CommandError, ContractError, DevfleetError
 from devfleet_base.mqtt import Inbound
 
 from .spec import SpawnSpec
 
 if TYPE_CHECKING:
-    from devfleet_base.contract import TopicMatch
+    from .hosting import Host
 
-    from .host import ActorHost
-
-__all__ = ["WactorzVerbs", "delete_leftovers", "read_control"]
+__all__ = ["MAX_DESIRED", "WactorzVerbs", "delete_leftovers"]
 
 log = logging.getLogger("devfleet.actors")
 
@@ -38,7 +38,7 @@ _RETAINED_ACTOR_LEAVES = ("heartbeat", "logs", "resume", "status", "metrics", "m
 MAX_DESIRED = 256
 
 
-async def delete_leftovers(host: ActorHost, name: str, *, keep_topics: bool) -> None:
+async def delete_leftovers(host: Host, name: str, *, keep_topics: bool) -> None:
     """What ``stop`` with ``delete`` removes: the actor's state file and, unless
     ``keep_topics`` (it lives on elsewhere under the same actor id), its retained
     ``agents/{id}/...`` topics (an empty retained message clears one)."""
@@ -48,109 +48,63 @@ async def delete_leftovers(host: ActorHost, name: str, *, keep_topics: bool) -> 
         return
     actor = contract.actor_id(name)
     for leaf in _RETAINED_ACTOR_LEAVES:
-        await host.agent.mqtt.publish(f"agents/{actor}/{leaf}", b"", qos=1, retain=True)
+        await host.services.publish_raw(f"agents/{actor}/{leaf}", b"", qos=1, retain=True)
 
 
 class WactorzVerbs:
-    """Routes ``desired_state``, ``restart`` and ``restart_agent`` for one :class:`ActorHost`."""
+    """Serves ``desired_state``, ``restart`` and ``restart_agent`` for one :class:`ActorHost`."""
 
-    def __init__(self, host: ActorHost) -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
-        host.agent.route("desired_state", self._on_desired_state)
-        host.agent.route("restart", self._on_restart)
-        host.agent.route("restart_agent", self._on_restart_agent)
+        # A standing order, read again on every reconnect: never "seen before".
+        host.serve("desired_state", self._on_desired_state, skip_empty=True, form="name", once=False)
+        host.serve("restart", self._on_restart, skip_empty=True, form="name")
+        host.serve("restart_agent", self._on_restart_agent, skip_empty=True, form="name")
 
-    async def _on_desired_state(self, msg: Inbound, match: TopicMatch) -> None:
+    async def _on_desired_state(self, command: Command, msg: Inbound) -> dict[str, Any]:
         """Start every listed actor that is not running here (nothing is stopped:
-        devfleet's console, not this list, decides what stops)."""
+        devfleet's console, not this list, decides what stops). An actor that cannot
+        start is listed under ``refused`` (and on its own logs); the others start."""
         host = self.host
-        if match.node != host.node or not msg.payload:
-            return  # an empty payload clears the retained list
-        try:
-            payload, request_id = read_control(host, msg, "desired_state")
-            listed = payload.get("agents")
-            if not isinstance(listed, list) or len(listed) > MAX_DESIRED:
-                raise ContractError(
-                    f'desired_state: "agents" must be a list of at most {MAX_DESIRED} configs'
-                )
-            specs = [SpawnSpec.from_payload(_spawnable(c)) for c in listed]
-        except DevfleetError as exc:
-            await host._answer("desired_state", None, error=exc)
-            return
+        listed = command.args.get("agents")
+        if not isinstance(listed, list) or len(listed) > MAX_DESIRED:
+            raise ContractError(f'desired_state: "agents" must be a list of at most {MAX_DESIRED} configs')
+        specs = [SpawnSpec.from_payload(_spawnable(c)) for c in listed]
         started: list[str] = []
-        async with host._lock:
+        refused: list[dict[str, Any]] = []
+        async with host.lock:
             for spec in specs:
                 if host.supervisor.get(spec.name) is not None:
                     continue
                 try:
-                    await host._spawn(spec, state=None, migration=None)
+                    await host.control.start(spec, state=None, migration=None)
                 except DevfleetError as exc:
-                    await host._answer("desired_state", request_id, name=spec.name, error=exc)
+                    await host.refused(Command(command.verb, command.id, {"name": spec.name}), exc)
+                    refused.append({"name": spec.name, **exc.to_wire()})
                     continue
                 started.append(spec.name)
         if started:
             log.info("desired_state: started %s", ", ".join(started))
-        await host._answer("desired_state", request_id, result={"started": started})
+        return {"started": started, **({"refused": refused} if refused else {})}
 
-    async def _on_restart(self, msg: Inbound, match: TopicMatch) -> None:
+    async def _on_restart(self, command: Command, msg: Inbound) -> dict[str, Any]:
         """Re-execute the agent (a retained restart never gets here: the agent clears
-        and refuses it, as every never-retained control topic)."""
-        host = self.host
-        if match.node != host.node or not msg.payload:
-            return
-        try:
-            _, request_id = read_control(host, msg, "restart")
-        except DevfleetError as exc:
-            await host._answer("restart", None, error=exc)
-            return
-        await host._answer("restart", request_id, result={"restarting": True})
-        host.agent.request_stop("restart (nodes/{node}/restart)", restart=True)
+        and refuses it, as every never-retained control topic). The agent stops after
+        the receipt went out (its shutdown drains the dispatcher)."""
+        self.host.services.request_stop("restart (nodes/{node}/restart)", restart=True)
+        return {"restarting": True}
 
-    async def _on_restart_agent(self, msg: Inbound, match: TopicMatch) -> None:
+    async def _on_restart_agent(self, command: Command, msg: Inbound) -> dict[str, Any]:
         """Stop and start one actor from its kept config; its state file is read back."""
         host = self.host
-        if match.node != host.node or not msg.payload:
-            return
-        try:
-            payload, request_id = read_control(host, msg, "restart_agent")
-            name = contract.check_name(payload.get("name"), "actor name")
-            hosted = host._hosted.get(name)
-            if hosted is None:
-                raise CommandError(f"no actor named {name!r} on {host.node}", code="not_found")
-        except DevfleetError as exc:
-            await host._answer("restart_agent", None, error=exc)
-            return
+        name = contract.check_name(command.args.get("name"), "actor name")
+        hosted = host.hosted.get(name)
+        if hosted is None:
+            raise CommandError(f"no actor named {name!r} on {host.node}", code="not_found")
         spec = SpawnSpec.from_payload({**hosted.spec.to_payload(), "replace": True})
-        async with host._lock:
-            try:
-                info = await host._spawn(spec, state=None, migration=None)
-            except DevfleetError as exc:
-                await host._answer("restart_agent", request_id, name=name, error=exc)
-                return
-        await host._answer("restart_agent", request_id, name=name, result={"name": name, "state": info.state})
-
-
-def read_control(host: ActorHost, msg: Inbound, cmd: str) -> tuple[dict[str, Any], str | None]:
-    """``host._read_control`` for either form: a JSON object (signed the devfleet way on a
-    keyed node), or a bare actor name ``{"name": ...}`` is made of, which a keyed node
-    refuses (it cannot carry a signature).
-
-    Raises:
-        DevfleetError: unreadable, unsigned, tampered with or replayed.
-    """
-    name = _name_request(msg.payload)
-    if name is not None:  # no room for _sig: only a Wactorz signature can vouch for it
-        dispatcher = host.agent.dispatcher
-        if not dispatcher.check_wactorz_signature(msg.topic, msg.payload, msg.user_properties):
-            dispatcher.check_signature(msg.topic, {})
-        return {"name": name}, None
-    try:
-        return host._read_control(msg, cmd)
-    except Exception as exc:
-        error = getattr(exc, "error", None)
-        if isinstance(error, DevfleetError):
-            raise error from None
-        raise
+        async with host.lock:
+            info = await host.control.start(spec, state=None, migration=None)
+        return {"name": name, "state": info.state}
 
 
 def _spawnable(config: Any) -> dict[str, Any]:
@@ -158,12 +112,3 @@ def _spawnable(config: Any) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ContractError("desired_state: every entry of agents must be a spawn config object")
     return {k: v for k, v in config.items() if not k.startswith("_") and v is not None}
-
-
-def _name_request(raw: bytes) -> str | None:
-    """The actor name of the bare-string form (``"foo"`` or ``foo``), else None."""
-    try:
-        value = contract.decode(raw)
-    except ContractError:
-        value = raw.decode("utf-8", "replace").strip()
-    return value if isinstance(value, str) else None

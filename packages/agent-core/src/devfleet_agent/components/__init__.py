@@ -1,18 +1,19 @@
-"""Components on the node: the registry, the host subsystem, install with rollback."""
+"""Components on the node: the registry, the host subsystem, the install/upgrade/uninstall
+lifecycle of their distributions (verified, rolled back on failure)."""
 
 from __future__ import annotations
 
 from .context import AgentComponentContext, ComponentRunnable
-from .host import CHILD_PREFIX, COMPONENT_COMMAND_SCHEMA, ComponentHost, ComponentStatus
-from .install import PROTECTED_DISTS, Installer, installed_version
+from .host import CHILD_PREFIX, COMPONENT_COMMAND_SCHEMA, ComponentHost
+from .lifecycle import PROTECTED_DISTS, DistributionLifecycle, RunningComponents, installed_version
 from .registry import (
     ComponentEntry,
     ComponentRegistry,
     LoadError,
     distribution_modules,
-    normalize_dist,
     purge_modules,
 )
+from .status import ComponentStatus
 
 __all__ = [
     "CHILD_PREFIX",
@@ -24,10 +25,10 @@ __all__ = [
     "ComponentRegistry",
     "ComponentRunnable",
     "ComponentStatus",
-    "Installer",
+    "DistributionLifecycle",
     "LoadError",
+    "RunningComponents",
     "distribution_modules",
     "installed_version",
-    "normalize_dist",
     "purge_modules",
 ]

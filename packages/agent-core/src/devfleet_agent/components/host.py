@@ -9,7 +9,10 @@
   ``stopped``; also ``disabled`` and ``not_installed``), last health and
   reported state are in the node's retained ``state`` under ``components``.
 - Commands: ``component`` (route a command to a component), ``components``
-  (list), ``install``, ``upgrade``, ``uninstall`` (see :mod:`.install`).
+  (list), ``install``, ``upgrade``, ``uninstall`` (see :mod:`.lifecycle`).
+
+The host is written against :class:`~devfleet_agent.services.NodeServices`, not
+the agent itself.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import contextlib
 import copy
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from devfleet_base import contract
@@ -29,12 +31,13 @@ from devfleet_base.errors import Code, CommandError, ContractError
 from devfleet_base.interfaces import Interfaces
 from devfleet_base.schema import Field, Schema
 
-from ..agent import Agent
+from ..services import NodeServices
 from ..supervisor import ChildNotFoundError, RestartPolicy, SupervisorEvent
 from .context import AgentComponentContext, ComponentRunnable
 from .inputs import ComponentInputs
-from .install import Installer
+from .lifecycle import DistributionLifecycle
 from .registry import ComponentRegistry
+from .status import ComponentStatus
 
 __all__ = ["CHILD_PREFIX", "COMPONENT_COMMAND_SCHEMA", "ComponentHost", "ComponentStatus"]
 
@@ -54,40 +57,11 @@ COMPONENT_COMMAND_SCHEMA = Schema(
 )
 
 
-@dataclass
-class ComponentStatus:
-    """What the node's state says about one configured component."""
-
-    name: str
-    state: str = "starting"
-    enabled: bool = True
-    version: str | None = None
-    dist: str | None = None
-    restarts: int = 0
-    last_error: str | None = None
-    health: dict[str, Any] | None = None
-    reported: dict[str, Any] | None = None
-    since: float = 0.0
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "state": self.state,
-            "enabled": self.enabled,
-            "version": self.version,
-            "dist": self.dist,
-            "restarts": self.restarts,
-            "last_error": self.last_error,
-            "health": self.health,
-            "reported": self.reported,
-            "since": self.since,
-        }
-
-
 class ComponentHost:
     """The components subsystem of an agent.
 
     Args:
-        agent: the agent to plug into (commands, providers, config, supervisor).
+        services: the node to plug into (commands, providers, config, supervisor).
         registry: the registry to use; by default a new one reading the
             ``devfleet.components`` entry points minus the disabled names.
         policy: the restart policy of every component.
@@ -95,33 +69,33 @@ class ComponentHost:
 
     def __init__(
         self,
-        agent: Agent,
+        services: NodeServices,
         registry: ComponentRegistry | None = None,
         *,
         policy: RestartPolicy | None = None,
     ) -> None:
-        self.agent = agent
-        self.registry = registry or ComponentRegistry(disabled=agent.settings.disabled_component_names)
-        self.supervisor = agent.supervisor
+        self.services = services
+        self.registry = registry or ComponentRegistry(disabled=services.settings.disabled_component_names)
+        self.supervisor = services.supervisor
         self.policy = policy or RestartPolicy()
-        self.data_dir = agent.data_dir / "components"
+        self.data_dir = services.data_dir / "components"
         self.status: dict[str, ComponentStatus] = {}
         self._applied: dict[str, dict[str, Any]] = {}
         self._desired: dict[str, dict[str, Any]] = {}
         self._contexts: dict[str, AgentComponentContext] = {}
         self.interfaces = Interfaces()  # one per node: components reach each other in-process
-        self.inputs = ComponentInputs(agent)  # MQTT input components subscribed to
+        self.inputs = ComponentInputs(services)  # MQTT input components subscribed to
         self._settled: dict[str, asyncio.Event] = {}
         self._lock = asyncio.Lock()
         self._started = False
-        self.installer = Installer(self)
-        agent.on_supervisor_event(self._on_event)
-        agent.on_config(self._on_config)
-        agent.add_config_validator(self.validate_config)
-        agent.add_provider("meta", "components", self.registry.describe)
-        agent.add_provider("meta", "component_errors", lambda: [e.to_wire() for e in self.registry.errors])
-        agent.add_provider("state", "components", self.state_section)
-        d = agent.dispatcher
+        self.lifecycle = DistributionLifecycle(services, self)
+        services.on_supervisor_event(self._on_event)
+        services.on_config(self._on_config)
+        services.add_config_validator(self.validate_config)
+        services.add_provider("meta", "components", self.registry.describe)
+        services.add_provider("meta", "component_errors", lambda: [e.to_wire() for e in self.registry.errors])
+        services.add_provider("state", "components", self.state_section)
+        d = services.dispatcher
         d.register(
             "component", self._cmd_component, doc="Run a component's command: {component, command, args}."
         )
@@ -131,7 +105,7 @@ class ComponentHost:
             doc="List installed, available and configured components.",
             readonly=True,
         )
-        self.installer.register(d)
+        self.lifecycle.register(d)
 
     # ---- subsystem -------------------------------------------------------------------
 
@@ -140,7 +114,7 @@ class ComponentHost:
         self.registry.load()
         self._started = True
         await self.reconcile()
-        await self.agent.publish_meta()
+        await self.services.publish_meta()
 
     async def stop(self) -> None:
         """Stop every component (deliberately: no restart)."""
@@ -184,11 +158,11 @@ class ComponentHost:
                     await self._stop(name, "stopped")
                     self.status.pop(name, None)
                     self._applied.pop(name, None)
-                    self.agent.spawn(self._clear_retained(name), f"clear {name}")
+                    self.services.spawn(self._clear_retained(name), f"clear {name}")
             for name, section in desired.items():
                 await self._reconcile_one(name, section, name in force)
                 self._applied[name] = copy.deepcopy(section)
-        self.agent.state_changed()
+        self.services.state_changed()
 
     async def _reconcile_one(self, name: str, section: dict[str, Any], force: bool) -> None:
         status = self.status.setdefault(name, ComponentStatus(name, since=time.time()))
@@ -242,9 +216,9 @@ class ComponentHost:
         ctx = self._contexts.get(name)
         if ctx is None:
             ctx = self._contexts[name] = AgentComponentContext(
-                self.agent.node,
+                self.services.node,
                 name,
-                publish_json=self.agent.publish_json,
+                publish_json=self.services.publish_json,
                 on_state=self._on_reported,
                 data_dir=self.data_dir,
                 interfaces=self.interfaces,
@@ -272,6 +246,10 @@ class ComponentHost:
 
         self._settled[name] = asyncio.Event()
         await self.supervisor.start_child(child, factory, self.policy, wait=False)
+
+    async def stop_component(self, name: str) -> None:
+        """Stop ``name`` deliberately (its state becomes ``stopped``; no restart)."""
+        await self._stop(name, "stopped")
 
     async def _stop(self, name: str, final_state: str) -> None:
         status = self.status.get(name)
@@ -331,7 +309,7 @@ class ComponentHost:
             if status.state not in ("disabled", "not_installed"):
                 status.state, status.since = "stopped", event.at
             self._set_settled(name)
-        self.agent.state_changed()
+        self.services.state_changed()
 
     def _set_settled(self, name: str) -> None:
         event = self._settled.get(name)
@@ -341,14 +319,13 @@ class ComponentHost:
     def _on_reported(self, name: str, state: dict[str, Any]) -> None:
         status = self.status.setdefault(name, ComponentStatus(name))
         status.reported = state
-        topic = contract.component_topic(self.agent.node, name, "state")
-        self.agent.spawn(self.agent.publish_json(topic, state, qos=1, retain=True), f"state {name}")
-        self.agent.state_changed()
+        topic = contract.component_topic(self.services.node, name, "state")
+        self.services.spawn(self.services.publish_json(topic, state, qos=1, retain=True), f"state {name}")
+        self.services.state_changed()
 
     async def _clear_retained(self, name: str) -> None:
-        await self.agent.mqtt.publish(
-            contract.component_topic(self.agent.node, name, "state"), b"", qos=1, retain=True
-        )
+        topic = contract.component_topic(self.services.node, name, "state")
+        await self.services.publish_raw(topic, b"", qos=1, retain=True)
 
     def state_section(self) -> dict[str, Any]:
         """The ``components`` part of the node's retained state."""

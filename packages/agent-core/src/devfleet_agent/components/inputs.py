@@ -3,9 +3,9 @@
 A component may subscribe only to its own input subtree,
 ``nodes/{node}/components/{name}/in/{leaf}`` (the context checks this with
 :func:`~devfleet_base.contract.component_input_filter`). This module holds the
-filters with their callbacks, subscribes the agent's one MQTT session to a
-filter when its first callback arrives and unsubscribes after its last one
-(the session re-sends subscriptions on every reconnect), and calls the
+filters with their callbacks, holds one reference to a filter's subscription
+per callback (the node's session counts them, subscribes at the first and
+unsubscribes after the last, and re-sends them on every reconnect), and calls the
 matching callbacks for each inbound message, each guarded so one failing
 callback is logged, not fatal. A retained message is not delivered: input is
 a stream of commands, and a retained one would come back, stale, on every
@@ -22,7 +22,7 @@ from devfleet_base.component import InputCallback
 from devfleet_base.contract import TopicMatch
 from devfleet_base.mqtt import Inbound
 
-from ..agent import Agent
+from ..services import NodeServices
 
 __all__ = ["ComponentInputs"]
 
@@ -30,23 +30,21 @@ log = logging.getLogger("devfleet.components")
 
 
 class ComponentInputs:
-    """Every component input subscription of one agent."""
+    """Every component input subscription of one node."""
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    def __init__(self, services: NodeServices) -> None:
+        self.services = services
         self._callbacks: dict[str, list[InputCallback]] = {}
         self._warned: set[str] = set()
-        agent.route("component", self._on_message)
+        services.route("component", self._on_message)
 
     async def subscribe(
         self, topic_filter: str, callback: InputCallback, qos: int
     ) -> Callable[[], Awaitable[None]]:
         """Call ``callback(leaf, payload)`` for messages matching ``topic_filter``
         (already checked by the context); returns the async unsubscribe."""
-        callbacks = self._callbacks.setdefault(topic_filter, [])
-        callbacks.append(callback)
-        if len(callbacks) == 1:
-            await self.agent.mqtt.subscribe([(topic_filter, qos)])
+        self._callbacks.setdefault(topic_filter, []).append(callback)
+        await self.services.subscribe([(topic_filter, qos)])
 
         async def unsubscribe() -> None:
             current = self._callbacks.get(topic_filter)
@@ -55,13 +53,13 @@ class ComponentInputs:
             current.remove(callback)
             if not current:
                 del self._callbacks[topic_filter]
-                await self.agent.mqtt.unsubscribe([topic_filter])
+            await self.services.unsubscribe([topic_filter])
 
         return unsubscribe
 
     async def _on_message(self, msg: Inbound, match: TopicMatch) -> None:
         leaf = match.leaf or ""
-        if match.node != self.agent.node or not leaf.startswith(contract.INPUT_LEVEL + "/"):
+        if match.node != self.services.node or not leaf.startswith(contract.INPUT_LEVEL + "/"):
             return
         if msg.retain:
             # Input is a stream of commands (a robot's cmd_vel): one the broker kept would be

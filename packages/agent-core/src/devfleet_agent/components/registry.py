@@ -23,13 +23,13 @@ from __future__ import annotations
 import importlib
 import importlib.metadata as md
 import logging
-import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
+from packaging.utils import canonicalize_name
 
 from devfleet_base import hookspecs
 from devfleet_base.component import Component
@@ -41,18 +41,12 @@ __all__ = [
     "ComponentRegistry",
     "LoadError",
     "distribution_modules",
-    "normalize_dist",
     "purge_modules",
 ]
 
 log = logging.getLogger("devfleet.components")
 
 EntryPointsFn = Callable[[], Iterable[md.EntryPoint]]
-
-
-def normalize_dist(name: str) -> str:
-    """A distribution name in its PEP 503 normal form (``Foo_Bar`` → ``foo-bar``)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 @dataclass(frozen=True)
@@ -160,7 +154,7 @@ class ComponentRegistry:
         imported afresh. Errors of earlier loads are forgotten and found again.
         """
         importlib.invalidate_caches()
-        force = {normalize_dist(d) for d in reload_dists}
+        force = {canonicalize_name(d) for d in reload_dists}
         self._cached = tuple(self._read_entry_points())
         seen: set[str] = set()
         self.errors = [e for e in self.errors if e.dist is None]  # keep errors of direct registrations
@@ -281,11 +275,11 @@ class ComponentRegistry:
 
     def components_of(self, dist: str) -> list[str]:
         """Names of the components the distribution ``dist`` provides."""
-        key = normalize_dist(dist)
+        key = canonicalize_name(dist)
         return sorted(e.name for e in self.entries.values() if e.dist == key)
 
     def errors_of(self, dist: str) -> list[LoadError]:
-        key = normalize_dist(dist)
+        key = canonicalize_name(dist)
         return [e for e in self.errors if e.dist == key]
 
     def dists(self) -> dict[str, str | None]:
@@ -305,7 +299,7 @@ def _dist_of(ep: md.EntryPoint) -> tuple[str | None, str | None]:
     dist = getattr(ep, "dist", None)
     if dist is None:
         return None, None
-    return normalize_dist(dist.metadata["Name"] or dist.name), dist.version
+    return canonicalize_name(dist.metadata["Name"] or dist.name), dist.version
 
 
 def _modules_of(ep: md.EntryPoint, dist: str) -> set[str]:

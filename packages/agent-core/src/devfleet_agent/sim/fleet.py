@@ -11,7 +11,7 @@ on the running asyncio loop (epoll: paho's own ``select()`` loop dies past
   node whose time has come (no timer per node); first deadlines are spread over
   one interval so the fleet does not pulse;
 - failure injection: ``fail_rate`` nodes per minute crash (the broker publishes
-  their will) and restart after ``down_time`` seconds with the next session.
+  their will) and restart after ``down_time`` seconds with the next bd_seq.
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ class SimFleet:
         self.stats.crashes += 1
 
     def restart(self, name: str) -> None:
-        """Bring a crashed node back (next session counter)."""
+        """Bring a crashed node back (the next bd_seq)."""
         self._down.pop(name, None)
         self.nodes[name].restart()
         self.stats.restarts += 1

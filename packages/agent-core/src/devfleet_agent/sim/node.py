@@ -1,12 +1,14 @@
-"""One simulated node: the agent's protocol code without the agent's host.
+"""One simulated node: the agent's protocol core without the agent's host.
 
 A :class:`SimNode` speaks the whole contract through the code the real agent
 uses: :class:`~devfleet_base.mqtt.MqttSession` for the connection (will,
-re-subscribe, TCP_NODELAY), :class:`~devfleet_agent.payloads.Descriptions` for
-the versioned birth and the will, the agent's
-:class:`~devfleet_agent.commands.Dispatcher` for envelopes, receipts and
-at-most-once, and a :class:`~devfleet_agent.config_store.MemoryConfigStore`
-for versioned config with optimistic concurrency.
+re-subscribe, TCP_NODELAY) and the agent's node protocol core,
+:class:`~devfleet_agent.node_core.NodeCore`, for inbound routing, the versioned
+birth and its repair, name clashes, the built-in commands and config (with the
+agent's :class:`~devfleet_agent.commands.Dispatcher` for envelopes, receipts and
+at-most-once, and a :class:`~devfleet_agent.config_store.MemoryConfigStore` for
+versioned config with optimistic concurrency). What it adds is its own: fake
+metrics, simulated components, and fault injection (hung and slow nodes, crashes).
 
 What it leaves out to stay cheap: psutil (metrics are synthetic), the disk
 (config lives in memory), a logging handler per node (log records are put
@@ -30,9 +32,10 @@ from devfleet_base.errors import Code, ContractError, DevfleetError
 from devfleet_base.mqtt import Inbound, MqttSession, SessionOptions
 
 from ..commands import Dispatcher
-from ..config_store import MemoryConfigStore, configure_arguments
+from ..config_store import MemoryConfigStore
 from ..logship import LogShipper
-from ..payloads import Descriptions, heartbeat_payload, judge_own_status, telemetry_payload
+from ..node_core import NodeCore
+from ..payloads import Descriptions, heartbeat_payload, telemetry_payload
 
 __all__ = ["NodeBehaviour", "SimNode", "spawn"]
 
@@ -48,6 +51,10 @@ def spawn(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
     _BACKGROUND.add(task)
     task.add_done_callback(_background_done)
     return task
+
+
+def _spawn_named(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+    return spawn(coro)
 
 
 def _background_done(task: asyncio.Task[Any]) -> None:
@@ -94,6 +101,7 @@ class SimNode:
         "commands_seen",
         "components",
         "components_at_start",
+        "core",
         "descriptions",
         "dispatcher",
         "facts",
@@ -107,7 +115,6 @@ class SimNode:
         "protocol",
         "rng",
         "session",
-        "started_at",
         "store",
         "task",
     )
@@ -134,20 +141,26 @@ class SimNode:
         self.keepalive = keepalive
         self.protocol = protocol
         self.rng = random.Random(seed)
-        self.descriptions = Descriptions(name, session=1)
+        self.descriptions = Descriptions(name, bd_seq=1)
         self.store = MemoryConfigStore()
         self.store.config = default_config  # replaced (never mutated) by apply()
         self.dispatcher = Dispatcher(name, self._send_receipt)
-        self.dispatcher.register("ping", self._cmd_ping, doc="Answer with uptime and session.", readonly=True)
-        self.dispatcher.register(
-            "rebirth", self._cmd_rebirth, doc="Publish every retained description again.", readonly=True
+        self.logs: LogShipper | None = None
+        self.session = self._new_session()
+        self.core = NodeCore(
+            self.session,
+            dispatcher=self.dispatcher,
+            store=self.store,
+            descriptions=self.descriptions,
+            facts=self._facts,
+            spawn=_spawn_named,
+            on_applied=self._config_applied,
+            node_log=self.log,
+            admit=self._admit,
+            delay=self._slow if behaviour.reply_delay > 0 else None,
         )
-        self.dispatcher.register(
-            "configure", self._cmd_configure, doc="Change the node config (set, replace, rollback_to)."
-        )
-        self.dispatcher.register(
-            "config_get", self._cmd_config_get, doc="Return the config and kept versions.", readonly=True
-        )
+        self.core.add_provider("state", "components", self.component_states)
+        self.core.add_provider("state", "actors", dict)
         #: Simulated component distributions: name → version (no pip, no code).
         self.components: dict[str, str] = dict(components or {})
         self.components_at_start = dict(self.components)
@@ -156,13 +169,10 @@ class SimNode:
         self.dispatcher.register(
             "uninstall", self._cmd_uninstall, doc="Remove a simulated component: {spec}."
         )
-        self.logs: LogShipper | None = None
-        self.started_at = time.time()
         self.next_heartbeat = 0.0
         self.next_telemetry = 0.0
         self.commands_seen = 0
         self.task: asyncio.Task[None] | None = None
-        self.session = self._new_session()
 
     def _new_session(self) -> MqttSession:
         return MqttSession(
@@ -172,12 +182,9 @@ class SimNode:
                 client_id=f"devfleet-sim-{self.name}",
                 protocol=self.protocol,
                 keepalive=self.keepalive,
-                subscriptions=contract.subscriptions_for_node(
-                    self.name, tuple(self.store.config.get("groups", []))
-                ),
             ),
             on_message=self._on_message,
-            on_connect=self.publish_birth,
+            on_connect=self._on_connect,
             will=self.descriptions.will,
         )
 
@@ -188,12 +195,21 @@ class SimNode:
         """Whether the node's session is up."""
         return self.session.connected
 
+    @property
+    def started_at(self) -> float:
+        """When this run of the node started (Unix seconds)."""
+        return self.core.started_at
+
     def start(self) -> asyncio.Task[None]:
         """Start connecting (and staying connected) on the running loop."""
-        self.started_at = time.time()
-        self.task = asyncio.ensure_future(self.session.run())
+        self.core.mark_started()
+        self.task = asyncio.ensure_future(self._run())
         self.task.add_done_callback(self._run_done)
         return self.task
+
+    async def _run(self) -> None:
+        await self.core.apply_config(self.store.config)  # holds the node's subscriptions
+        await self.session.run()
 
     def _run_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -201,11 +217,12 @@ class SimNode:
 
     async def stop(self) -> None:
         """Stop cleanly: retained ``offline``, then DISCONNECT (no will)."""
+        self.core.stopping = True  # our own "offline" coming back is not to be repaired
         await self.session.close(
             [
                 (
                     contract.node_topic(self.name, "status"),
-                    contract.encode(self.descriptions.status("offline")),
+                    contract.encode(self.core.status_payload("offline")),
                     1,
                     True,
                 )
@@ -220,12 +237,10 @@ class SimNode:
         self.session.abort()
 
     def restart(self) -> asyncio.Task[None]:
-        """Come back after a crash as a restarted agent would: next session counter,
-        the same (persisted) config and command id memory (the agent keeps it on disk)."""
-        self.descriptions.session += 1
-        self.descriptions.version = 0
-        self.dispatcher = _fresh_dispatcher(self.dispatcher, self._send_receipt)
+        """Come back after a crash as a restarted agent would: the next bd_seq, the
+        same (persisted) config and command id memory (the agent keeps it on disk)."""
         self.session = self._new_session()
+        self.core.restarted(self.session)
         return self.start()
 
     # ---- publishing --------------------------------------------------------------------
@@ -233,23 +248,8 @@ class SimNode:
     async def _publish(self, topic: str, obj: Any, *, qos: int = 0, retain: bool = False) -> bool:
         return await self.session.publish(topic, contract.encode(obj), qos=qos, retain=retain)
 
-    async def _publish_meta(self) -> None:
-        meta = self.descriptions.meta(
-            self.facts,
-            commands=self.dispatcher.verbs(),
-            config=self.store.config,
-            signed_commands=False,
-            started_at=self.started_at,
-        )
-        await self._publish(contract.node_topic(self.name, "meta"), meta, qos=1, retain=True)
-
-    async def publish_birth(self) -> None:
-        """Publish meta, status online, state and cfg (retained, QoS 1)."""
-        d = self.descriptions
-        await self._publish_meta()
-        await self._publish(contract.node_topic(self.name, "status"), d.status("online"), qos=1, retain=True)
-        await self.publish_state()
-        await self._publish(contract.node_topic(self.name, "cfg"), d.cfg(self.store), qos=1, retain=True)
+    def _facts(self) -> dict[str, Any]:
+        return self.facts
 
     def component_states(self) -> dict[str, Any]:
         """The ``components`` section of the state, shaped like the agent's."""
@@ -271,10 +271,7 @@ class SimNode:
 
     async def publish_state(self) -> None:
         """Publish the retained state (components, no actors)."""
-        state = self.descriptions.envelope()
-        state["components"] = self.component_states()
-        state["actors"] = {}
-        await self._publish(contract.node_topic(self.name, "state"), state, qos=1, retain=True)
+        await self.core.publish_state()
 
     def metrics(self) -> dict[str, float]:
         """Synthetic CPU, memory and disk percentages."""
@@ -286,8 +283,8 @@ class SimNode:
         logs = self.logs
         payload = heartbeat_payload(
             self.name,
-            session=self.descriptions.session,
-            uptime=time.time() - self.started_at,
+            bd_seq=self.descriptions.bd_seq,
+            uptime=self.core.uptime,
             broker=f"{self.host}:{self.port}",
             commands=self.dispatcher.counts,
             logs={
@@ -333,114 +330,27 @@ class SimNode:
     async def _send_receipt(self, topic: str, receipt: dict[str, Any], correlation: bytes | None) -> None:
         await self.session.publish(topic, contract.encode(receipt), qos=1, correlation=correlation)
 
-    # ---- inbound -----------------------------------------------------------------------
+    # ---- inbound: the core, behind the fault injection ---------------------------------
 
     def _on_message(self, msg: Inbound) -> None:
-        match = contract.parse_topic(msg.topic)
-        if match is None:
-            return
-        if match.kind == "cmd":
-            self.commands_seen += 1
-            if self.behaviour.silent:
-                return
-            if msg.retain and msg.payload:  # a retained command would run on every reconnect
-                spawn(self.session.publish(msg.topic, b"", qos=1, retain=True))
-            spawn(
-                self.dispatcher.handle(
-                    msg.topic,
-                    match,
-                    msg.payload,
-                    response_topic=msg.response_topic,
-                    correlation=msg.correlation,
-                    retained=msg.retain,
-                )
-            )
-        elif match.kind == "cfg_desired" and msg.payload:
-            spawn(self._on_desired(msg))
-        elif match.kind == "status" and match.node == self.name:
-            self._on_own_status(msg)
+        self.core.on_message(msg)
 
-    def _on_own_status(self, msg: Inbound) -> None:
-        try:
-            payload = contract.decode(msg.payload) if msg.payload else None
-        except ContractError:
-            payload = None
-        verdict = judge_own_status(
-            payload, retained=msg.retain, instance=self.descriptions.instance, started_at=self.started_at
-        )
-        if verdict.action == "clash" and not self.session.reconnect_floor:
-            # Another process simulates this node name: back off as the agent does.
-            log.error("another process uses the node name %r; backing off", self.name)
-            self.session.reconnect_floor = 30.0
-        elif verdict.action == "rebirth" and self.connected:
-            spawn(self.publish_birth())  # a stale will, a purge or junk replaced our birth
+    async def _on_connect(self) -> None:
+        await self.core.on_connect()
 
-    async def _on_desired(self, msg: Inbound) -> None:
-        try:
-            command = Command.from_wire("configure", contract.decode(msg.payload))
-        except ContractError:
-            return
-        if command.id == self.store.applied_id:
-            return
-        match = TopicMatch("cmd", node=self.name, verb="configure", scope="node")
-        await self.dispatcher.handle(msg.topic, match, msg.payload)
-
-    # ---- commands ----------------------------------------------------------------------
+    def _admit(self, match: TopicMatch) -> bool:
+        self.commands_seen += 1
+        return not self.behaviour.silent  # a hung node drops every command unanswered
 
     async def _slow(self) -> None:
         if self.behaviour.reply_delay > 0:
             await asyncio.sleep(self.behaviour.reply_delay)
 
-    async def _cmd_ping(self, cmd: Command) -> dict[str, Any]:
-        await self._slow()
-        return {
-            "pong": True,
-            "node": self.name,
-            "session": self.descriptions.session,
-            "uptime": round(time.time() - self.started_at, 3),
-        }
+    async def _config_applied(self, config: dict[str, Any]) -> None:
+        if self.logs is not None:
+            self.logs.configure(config["logs"])
 
-    async def _cmd_rebirth(self, cmd: Command) -> dict[str, Any]:
-        await self._slow()
-        await self.publish_birth()
-        return {"republished": list(contract.NODE_DESCRIPTIONS)}
-
-    async def _cmd_config_get(self, cmd: Command) -> dict[str, Any]:
-        await self._slow()
-        return {
-            "config_version": self.store.version,
-            "config": self.store.config,
-            "kept_versions": self.store.versions(),
-        }
-
-    async def _cmd_configure(self, cmd: Command) -> dict[str, Any]:
-        await self._slow()
-        kwargs = configure_arguments(cmd.args)
-        groups_before = list(self.store.config.get("groups", []))
-        try:
-            self.store.apply(**kwargs, applied_id=cmd.id)
-        except DevfleetError as exc:
-            error = {"id": cmd.id, **exc.to_wire()}
-            self.log(logging.WARNING, f"configure {cmd.id} refused: {exc.message}")
-            await self._publish(
-                contract.node_topic(self.name, "cfg"),
-                self.descriptions.cfg(self.store, error),
-                qos=1,
-                retain=True,
-            )
-            raise
-        self.log(logging.INFO, f"config version {self.store.version} applied (command {cmd.id})")
-        await self._publish(
-            contract.node_topic(self.name, "cfg"), self.descriptions.cfg(self.store), qos=1, retain=True
-        )
-        groups = list(self.store.config.get("groups", []))
-        if groups != groups_before:
-            await self.session.unsubscribe(
-                [f for f, _ in self.session.options.subscriptions if f.startswith("groups/")]
-            )
-            await self.session.subscribe(contract.subscriptions_for_node(self.name, tuple(groups)))
-            await self._publish_meta()
-        return {"config_version": self.store.version}
+    # ---- simulated components ----------------------------------------------------------
 
     async def _cmd_install(self, cmd: Command) -> dict[str, Any]:
         await self._slow()
@@ -487,10 +397,3 @@ def _sim_spec(spec: Any) -> tuple[str, str | None]:
     if sep and not version:
         raise DevfleetError(f"no version in {spec!r}", code=Code.INVALID)
     return name, version if sep else None
-
-
-def _fresh_dispatcher(old: Dispatcher, send: Any) -> Dispatcher:
-    fresh = Dispatcher(old.node, send, memory=old.memory)
-    for verb, route in old._routes.items():
-        fresh.register(verb, route.handler, doc=route.doc, readonly=route.readonly)
-    return fresh

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from devfleet_base import contract, trading
 from devfleet_base.contract import TopicMatch
@@ -38,12 +38,10 @@ from devfleet_base.errors import Code, ContractError, DevfleetError
 from devfleet_base.mqtt import Inbound
 
 from ..command_ids import CommandMemory
+from ..services import NodeServices
 from ..storage import atomic_write_json, read_json
 from ..supervisor import SupervisorEvent
 from .workers import Worker, worker_of
-
-if TYPE_CHECKING:
-    from ..agent import Agent
 
 __all__ = ["TradingHost"]
 
@@ -51,16 +49,16 @@ log = logging.getLogger("devfleet.trading")
 
 
 class TradingHost:
-    """Work trading for one agent (see the module docstring).
+    """Work trading for one node (see the module docstring).
 
     Args:
-        agent: the agent; routes and the supervisor listener are registered now.
+        services: the node; routes and the supervisor listener are registered now.
     """
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    def __init__(self, services: NodeServices) -> None:
+        self.services = services
         self.workers: dict[str, Worker] = {}
-        self.assignments = CommandMemory(agent.data_dir / "assignments.json", limit=4096)
+        self.assignments = CommandMemory(services.data_dir / "assignments.json", limit=4096)
         # Pool jobs are redone by design (a lost done): memory is enough to answer a
         # redelivery with the same result instead of running it twice.
         self.jobs = CommandMemory(None, limit=8192, keep_for=3600.0)
@@ -68,17 +66,17 @@ class TradingHost:
         self._running: dict[str, asyncio.Future[dict[str, Any]]] = {}
         # Résumé ids this node published, on disk: after a crash (no clean withdraw)
         # the next start clears those no actor claims again, so no ghost stays retained.
-        self._published_path = agent.data_dir / "resumes.json"
-        agent.on_supervisor_event(self._on_event)
-        agent.route("task", self._on_task)
-        agent.route("pool_jobs", self._on_job)
-        agent.add_provider("state", "trading", self.state)
+        self._published_path = services.data_dir / "resumes.json"
+        services.on_supervisor_event(self._on_event)
+        services.route("task", self._on_task)
+        services.route("pool_jobs", self._on_job)
+        services.add_provider("state", "trading", self.state)
 
     async def start(self) -> None:
         """Load the assignment ids of earlier runs; listen for task requests; clear
         the résumés an earlier run left behind."""
         self.assignments.load()
-        await self.agent.mqtt.subscribe([("tasks/+/request", 1)])
+        await self.services.subscribe([("tasks/+/request", 1)])  # held for the node's life
         try:
             earlier = read_json(self._published_path)
         except (OSError, ValueError):
@@ -86,15 +84,15 @@ class TradingHost:
         if isinstance(earlier, list):
             stale = [i for i in earlier if isinstance(i, str) and _is_id(i)]
             if stale:
-                self.agent.spawn(self._clear_stale(stale), "clear stale résumés")
+                self.services.spawn(self._clear_stale(stale), "clear stale résumés")
 
     async def _clear_stale(self, ids: list[str]) -> None:
-        await self.agent.mqtt.wait_connected()
+        await self.services.wait_connected()
         live = {w.agent_id for w in self.workers.values()}
         for agent_id in ids:
             if agent_id not in live:
                 log.info("clearing the résumé %s left by an earlier run", agent_id)
-                await self.agent.mqtt.publish(
+                await self.services.publish_raw(
                     contract.agent_topic(agent_id, "resume"), b"", qos=1, retain=True
                 )
         self._save_published()
@@ -122,8 +120,8 @@ class TradingHost:
 
     async def _on_event(self, event: SupervisorEvent) -> None:
         if event.kind == "started":
-            info = self.agent.supervisor.get(event.child)
-            worker = worker_of(event.child, info.instance if info else None, self.agent.node)
+            info = self.services.supervisor.get(event.child)
+            worker = worker_of(event.child, info.instance if info else None, self.services.node)
             if worker is not None:
                 await self._announce(worker)
         elif event.kind in ("stopped", "fatal", "restarting"):
@@ -135,18 +133,18 @@ class TradingHost:
         old = self.workers.get(worker.child)
         self.workers[worker.child] = worker
         if old is None and worker.pool is not None:
+            # One reference per member: the session unsubscribes when the last one leaves.
             self._pools[worker.pool] = self._pools.get(worker.pool, 0) + 1
-            if self._pools[worker.pool] == 1:
-                await self.agent.mqtt.subscribe([(contract.pool_share_filter(worker.pool), 1)])
+            await self.services.subscribe([(contract.pool_share_filter(worker.pool), 1)])
         if worker.resume is not None:
-            await self.agent.mqtt.subscribe([(contract.task_assign_filter(worker.agent_id), 2)])
-            self.agent.spawn(self._publish_resume(worker), f"resume {worker.name}")
+            await self.services.subscribe([(contract.task_assign_filter(worker.agent_id), 2)])
+            self.services.spawn(self._publish_resume(worker), f"resume {worker.name}")
         log.info(
             "%s %s trades work (skills %s, pool %s)", worker.kind, worker.name, _skills(worker), worker.pool
         )
         if worker.resume is not None:
             self._save_published()
-        self.agent.state_changed()
+        self.services.state_changed()
 
     async def _withdraw(self, worker: Worker) -> None:
         if self.workers.pop(worker.child, None) is None:
@@ -155,21 +153,21 @@ class TradingHost:
             self._pools[worker.pool] -= 1
             if not self._pools[worker.pool]:
                 del self._pools[worker.pool]
-                await self.agent.mqtt.unsubscribe([contract.pool_share_filter(worker.pool)])
+            await self.services.unsubscribe([contract.pool_share_filter(worker.pool)])
         if worker.resume is not None:
-            await self.agent.mqtt.unsubscribe([contract.task_assign_filter(worker.agent_id)])
-            await self.agent.mqtt.publish(
+            await self.services.unsubscribe([contract.task_assign_filter(worker.agent_id)])
+            await self.services.publish_raw(
                 contract.agent_topic(worker.agent_id, "resume"), b"", qos=1, retain=True
             )
             self._save_published()
-        self.agent.state_changed()
+        self.services.state_changed()
 
     async def _publish_resume(self, worker: Worker) -> None:
         # Components start before the first connection: wait for it.
-        await self.agent.mqtt.wait_connected()
+        await self.services.wait_connected()
         if self.workers.get(worker.child) is worker:
             topic = contract.agent_topic(worker.agent_id, "resume")
-            await self.agent.publish_json(topic, self._resume_payload(worker), qos=1, retain=True)
+            await self.services.publish_json(topic, self._resume_payload(worker), qos=1, retain=True)
 
     def _resume_payload(self, worker: Worker) -> dict[str, Any]:
         now = time.time()
@@ -177,10 +175,10 @@ class TradingHost:
             **(worker.resume or {}),
             "agent": worker.agent_id,
             "name": worker.name,
-            "node": self.agent.node,
+            "node": self.services.node,
             "kind": worker.kind,
             "pool": worker.pool,
-            "session": self.agent.session_counter,
+            "session": self.services.bd_seq,
             "version": int(now * 1000),  # increasing within and across sessions
             "ts": now,
         }
@@ -213,7 +211,7 @@ class TradingHost:
             if trading.offers_skill(worker.resume, request["skill"]) and trading.meets(
                 worker.resume or {}, request["constraints"]
             ):
-                self.agent.spawn(self._bid(worker, request), f"bid {worker.name}")
+                self.services.spawn(self._bid(worker, request), f"bid {worker.name}")
 
     async def _bid(self, worker: Worker, request: dict[str, Any]) -> None:
         resume = worker.resume or {}
@@ -235,7 +233,7 @@ class TradingHost:
             "task": request["task"],
             "agent": worker.agent_id,
             "name": worker.name,
-            "node": self.agent.node,
+            "node": self.services.node,
             **offer,
             "accredit": resume.get("accredit", []),
             "region": resume.get("region"),
@@ -247,7 +245,7 @@ class TradingHost:
             log.warning("%s %s: bid not sent: %s", worker.kind, worker.name, exc.message)
             return
         if time.time() <= request["bid_by"]:
-            await self.agent.publish_json(
+            await self.services.publish_json(
                 contract.task_topic(request["task"], "proposal", worker.agent_id), proposal, qos=1
             )
 
@@ -315,9 +313,9 @@ class TradingHost:
     async def _record(self, worker: Worker, level: str, message: str) -> None:
         """One line on ``agents/{id}/logs`` (the actors' log format)."""
         log.info("%s %s: %s", worker.kind, worker.name, message)
-        record = {"type": "log", "actor_id": worker.agent_id, "name": worker.name, "node": self.agent.node,
+        record = {"type": "log", "actor_id": worker.agent_id, "name": worker.name, "node": self.services.node,
                   "level": level, "message": message, "timestamp": time.time()}  # fmt: skip
-        await self.agent.publish_json(contract.agent_topic(worker.agent_id, "logs"), record, qos=1)
+        await self.services.publish_json(contract.agent_topic(worker.agent_id, "logs"), record, qos=1)
 
     async def _run(self, worker: Worker, assignment: dict[str, Any]) -> dict[str, Any]:
         assert worker.run is not None
@@ -342,7 +340,7 @@ class TradingHost:
             "task": assignment["task"],
             "assignment": assignment["assignment"],
             "agent": worker.agent_id,
-            "node": self.agent.node,
+            "node": self.services.node,
             "step": "result",
             "status": "ok" if error is None else "error",
             "final": True,
@@ -353,12 +351,12 @@ class TradingHost:
 
     async def _publish_output(self, output: dict[str, Any], retention: float) -> None:
         topic = contract.task_topic(output["task"], "output", output["step"])
-        await self.agent.publish_json(topic, output, qos=1, retain=True)
+        await self.services.publish_json(topic, output, qos=1, retain=True)
         loop = asyncio.get_running_loop()
-        loop.call_later(retention, lambda: self.agent.spawn(self._clear(topic, output), "clear output"))
+        loop.call_later(retention, lambda: self.services.spawn(self._clear(topic, output), "clear output"))
 
     async def _clear(self, topic: str, output: dict[str, Any]) -> None:
-        await self.agent.mqtt.publish(topic, b"", qos=1, retain=True)
+        await self.services.publish_raw(topic, b"", qos=1, retain=True)
 
     # ---- pools -------------------------------------------------------------------------------
 
@@ -371,14 +369,14 @@ class TradingHost:
         if job_id in self.jobs:
             final = self.jobs.final(job_id)
             if final is not None:
-                await self.agent.publish_json(done_topic, final, qos=1)
+                await self.services.publish_json(done_topic, final, qos=1)
             return
         self.jobs.remember(job_id, None, expires_at=None)
         done: dict[str, Any] = {
             "job": job_id,
             "pool": pool,
             "agent": worker.agent_id,
-            "node": self.agent.node,
+            "node": self.services.node,
         }
         try:
             job = trading.read(trading.JOB_SCHEMA, contract.decode(msg.payload))
@@ -392,7 +390,7 @@ class TradingHost:
                 status="error", error={"code": Code.FAILED, "message": f"{type(exc).__name__}: {exc}"}
             )
         self.jobs.remember(job_id, done, expires_at=None)
-        await self.agent.publish_json(done_topic, done, qos=1)
+        await self.services.publish_json(done_topic, done, qos=1)
 
 
 def _skills(worker: Worker) -> str:

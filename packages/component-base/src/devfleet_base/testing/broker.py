@@ -8,10 +8,10 @@ its own temporary directory, so tests never touch a shared broker::
 
 Variants are chosen with constructor arguments: ``auth=True`` (a password file
 made with ``mosquitto_passwd`` plus an optional ACL) and ``tls=True`` (a
-throwaway CA, server and client certificate made with the ``openssl`` CLI).
+throwaway CA, server and client certificate made with trustme).
 
-Only the standard library is imported here; amqtt is imported by the
-subprocess that runs it, never by the test process.
+Only the standard library is imported here (trustme when a TLS broker is made);
+amqtt is imported by the subprocess that runs it, never by the test process.
 """
 
 from __future__ import annotations
@@ -149,98 +149,51 @@ def _run(args: Sequence[str], what: str) -> None:
 class TlsFiles:
     """A throwaway CA with a server certificate (for 127.0.0.1) and a client certificate.
 
-    Made with the ``openssl`` CLI, called with argument lists. EC P-256 keys keep
-    generation fast. The certificates carry the extensions strict verifiers
-    want (key usage, subject/authority key identifiers, SAN ``IP:127.0.0.1``).
+    Made with trustme (EC P-256 keys, the extensions strict verifiers want: key
+    usage, subject/authority key identifiers, SAN). trustme is the test kit's
+    extra and is imported only when TLS is asked for.
 
     Attributes:
         ca_path: CA certificate (PEM) that clients and the broker trust.
+        ca_key: CA private key (PEM, unencrypted), for tests that sign more certificates.
         server_cert: Server certificate (PEM), SAN ``IP:127.0.0.1, DNS:localhost``.
         server_key: Server private key (PEM, unencrypted).
         client_cert: Client certificate for mutual TLS (CN ``devfleet-test-client``).
         client_key: Client private key (PEM, unencrypted).
     """
 
-    def __init__(self, directory: Path, *, openssl: str | None = None) -> None:
-        """Generate the files in ``directory``.
-
-        Args:
-            directory: Where to write the files (created if missing).
-            openssl: Path of the openssl executable; found on PATH if omitted.
+    def __init__(self, directory: Path) -> None:
+        """Generate the files in ``directory`` (created if missing; keys are 0600).
 
         Raises:
-            BrokerNotInstalled: openssl is not installed.
-            BrokerError: openssl failed.
+            BrokerNotInstalled: trustme is not installed (``devfleet-component-base[testing]``).
         """
-        exe = openssl or _find_executable("openssl")
-        if exe is None:
-            raise BrokerNotInstalled("openssl is needed for TLS test brokers; install `openssl`")
-        self._openssl = exe
+        try:
+            import trustme
+        except ImportError:
+            raise BrokerNotInstalled(
+                "trustme is needed for TLS test brokers: pip install 'devfleet-component-base[testing]'"
+            ) from None
         directory.mkdir(parents=True, exist_ok=True)
+        ca = trustme.CA(organization_name="devfleet-test-ca")
+        server = ca.issue_cert("127.0.0.1", "localhost", common_name="devfleet-test-server")
+        client = ca.issue_cert("devfleet-test-client", common_name="devfleet-test-client")
         self.ca_path = directory / "ca.crt"
-        self._ca_key = directory / "ca.key"
+        self.ca_key = directory / "ca.key"
         self.server_cert = directory / "server.crt"
         self.server_key = directory / "server.key"
         self.client_cert = directory / "client.crt"
         self.client_key = directory / "client.key"
-        self._make_ca()
-        self._make_leaf(
-            "server",
-            self.server_cert,
-            self.server_key,
-            [
-                "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                "extendedKeyUsage=serverAuth",
-            ],
-        )
-        self._make_leaf("client", self.client_cert, self.client_key, ["extendedKeyUsage=clientAuth"])
-
-    def _make_ca(self) -> None:
-        _run(
-            [
-                self._openssl, "req", "-x509", "-new", "-nodes",
-                "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                "-keyout", str(self._ca_key), "-out", str(self.ca_path),
-                "-days", "2", "-subj", "/CN=devfleet-test-ca",
-                "-addext", "basicConstraints=critical,CA:TRUE",
-                "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-                "-addext", "subjectKeyIdentifier=hash",
-            ],
-            "openssl (CA)",
-        )  # fmt: skip
-
-    def _make_leaf(self, name: str, cert: Path, key: Path, extensions: list[str]) -> None:
-        csr = cert.with_suffix(".csr")
-        ext = cert.with_suffix(".ext")
-        ext.write_text(
-            "\n".join(
-                [
-                    "basicConstraints=critical,CA:FALSE",
-                    "keyUsage=critical,digitalSignature,keyEncipherment",
-                    "subjectKeyIdentifier=hash",
-                    "authorityKeyIdentifier=keyid,issuer",
-                    *extensions,
-                ]
-            )
-            + "\n"
-        )
-        _run(
-            [
-                self._openssl, "req", "-new", "-nodes",
-                "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                "-keyout", str(key), "-out", str(csr),
-                "-subj", f"/CN=devfleet-test-{name}",
-            ],
-            f"openssl ({name} request)",
-        )  # fmt: skip
-        _run(
-            [
-                self._openssl, "x509", "-req", "-in", str(csr),
-                "-CA", str(self.ca_path), "-CAkey", str(self._ca_key), "-CAcreateserial",
-                "-out", str(cert), "-days", "2", "-sha256", "-extfile", str(ext),
-            ],
-            f"openssl ({name} certificate)",
-        )  # fmt: skip
+        ca.cert_pem.write_to_path(str(self.ca_path))
+        server.cert_chain_pems[0].write_to_path(str(self.server_cert))
+        client.cert_chain_pems[0].write_to_path(str(self.client_cert))
+        for blob, path in (
+            (ca.private_key_pem, self.ca_key),
+            (server.private_key_pem, self.server_key),
+            (client.private_key_pem, self.client_key),
+        ):
+            path.touch(mode=0o600)
+            blob.write_to_path(str(path))
 
 
 class _SubprocessBroker:
@@ -453,7 +406,7 @@ class MosquittoBroker(_SubprocessBroker):
             a temporary directory (removed by :meth:`close`) if omitted.
 
     Raises:
-        BrokerNotInstalled: mosquitto (or mosquitto_passwd, openssl) is missing.
+        BrokerNotInstalled: mosquitto (or mosquitto_passwd, trustme) is missing.
     """
 
     _kind = "mosquitto"

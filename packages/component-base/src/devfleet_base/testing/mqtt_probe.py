@@ -64,27 +64,14 @@ class ProbeTimeout(ProbeError, TimeoutError):
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
-    """Whether ``topic`` matches the MQTT ``topic_filter`` (``+`` and ``#`` wildcards).
+    """Whether ``topic`` matches the MQTT ``topic_filter``: paho's ``topic_matches_sub``
+    (``+``, ``#``, and no wildcard at the first level matches a ``$SYS``-style topic).
 
-    Args:
-        topic_filter: A subscription filter such as ``nodes/+/status`` or ``nodes/#``.
-        topic: A concrete topic name.
-
-    Returns:
-        True if a subscription to the filter receives messages on the topic.
+    paho is imported at the first call, like the probe's own import of it.
     """
-    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
-        return False  # wildcards never match $SYS-style topics at the first level
-    f_parts = topic_filter.split("/")
-    t_parts = topic.split("/")
-    for i, part in enumerate(f_parts):
-        if part == "#":
-            return True
-        if i >= len(t_parts):
-            return False
-        if part != "+" and part != t_parts[i]:
-            return False
-    return len(f_parts) == len(t_parts)
+    from paho.mqtt.client import topic_matches_sub
+
+    return topic_matches_sub(topic_filter, topic)
 
 
 def filter_covers(outer: str, inner: str) -> bool:

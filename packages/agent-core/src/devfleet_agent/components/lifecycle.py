@@ -1,4 +1,5 @@
-"""The ``install``, ``upgrade`` and ``uninstall`` commands, with verification and rollback.
+"""The life of a component distribution: ``install``, ``upgrade`` and ``uninstall``
+commands, with verification and rollback (pip itself runs in :mod:`devfleet_agent.pip_runner`).
 
 Flow of ``install``/``upgrade`` (args ``{"spec": "name[extras]<specifier>"}``):
 
@@ -7,7 +8,7 @@ Flow of ``install``/``upgrade`` (args ``{"spec": "name[extras]<specifier>"}``):
    pattern of the node config's ``components_allowed`` (``forbidden``). One
    install runs at a time (``busy``).
 2. The distribution's running components are stopped; pip runs
-   (:func:`devfleet_agent.installer.pip_install`).
+   (:func:`devfleet_agent.pip_runner.pip_install`).
 3. The registry re-reads the entry points; the distribution's modules are
    purged from ``sys.modules`` and imported afresh; its enabled components start.
 4. Verification: the distribution's plugin must load, and each of its enabled
@@ -27,19 +28,23 @@ import fnmatch
 import importlib
 import importlib.metadata as md
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
+from packaging.utils import canonicalize_name
+
+from devfleet_base.component import Health
 from devfleet_base.contract import Command
 from devfleet_base.errors import Code
 
 from ..commands import Dispatcher
-from ..installer import InstallError, check_requirement, pip_install, pip_uninstall, requirement_name
-from .registry import normalize_dist
+from ..pip_runner import InstallError, check_requirement, pip_install, pip_uninstall, requirement_name
+from ..services import NodeServices
+from ..settings import Settings
+from .registry import ComponentRegistry
+from .status import ComponentStatus
 
-if TYPE_CHECKING:
-    from .host import ComponentHost
-
-__all__ = ["PROTECTED_DISTS", "Installer", "installed_version"]
+__all__ = ["PROTECTED_DISTS", "DistributionLifecycle", "RunningComponents", "installed_version"]
 
 log = logging.getLogger("devfleet.components")
 
@@ -64,10 +69,34 @@ def _has_extension_modules(dist: str) -> bool:
     return any(str(f).endswith((".so", ".pyd")) for f in files)
 
 
-class Installer:
-    """Runs install, upgrade and uninstall for a :class:`~.host.ComponentHost`."""
+class RunningComponents(Protocol):
+    """What the lifecycle needs of the component host (:class:`~.host.ComponentHost`)."""
 
-    def __init__(self, host: ComponentHost) -> None:
+    @property
+    def registry(self) -> ComponentRegistry: ...
+
+    @property
+    def status(self) -> Mapping[str, ComponentStatus]: ...
+
+    async def stop_component(self, name: str) -> None: ...
+
+    async def reconcile(self, *, force: frozenset[str] = ...) -> None: ...
+
+    async def wait_settled(self, name: str, timeout: float) -> ComponentStatus | None: ...
+
+    async def check_health(self, name: str) -> Health: ...
+
+
+class DistributionLifecycle:
+    """Runs install, upgrade and uninstall of component distributions.
+
+    Args:
+        services: the node (settings, config, meta).
+        host: the components that run (stopped, reloaded and verified around pip).
+    """
+
+    def __init__(self, services: NodeServices, host: RunningComponents) -> None:
+        self.services = services
         self.host = host
         self._lock = asyncio.Lock()
 
@@ -77,8 +106,8 @@ class Installer:
         dispatcher.register("uninstall", self._cmd_uninstall, doc="pip uninstall a component: {spec}.")
 
     @property
-    def settings(self) -> Any:
-        return self.host.agent.settings
+    def settings(self) -> Settings:
+        return self.services.settings
 
     # ---- checks ----------------------------------------------------------------------
 
@@ -92,7 +121,7 @@ class Installer:
                 code=Code.FORBIDDEN,
             )
         spec = check_requirement(cmd.args.get("spec"))
-        dist = normalize_dist(requirement_name(spec))
+        dist = canonicalize_name(requirement_name(spec))
         if dist in PROTECTED_DISTS:
             raise InstallError(
                 f"{dist} is part of the agent and cannot be changed remotely", code=Code.FORBIDDEN
@@ -100,8 +129,8 @@ class Installer:
         return spec, dist
 
     def _check_allowed(self, dist: str) -> None:
-        patterns = self.host.agent.store.config.get("components_allowed", [])
-        if not any(fnmatch.fnmatchcase(dist, normalize_dist(p)) for p in patterns):
+        patterns = self.services.config.get("components_allowed", [])
+        if not any(fnmatch.fnmatchcase(dist, canonicalize_name(p)) for p in patterns):
             shown = ", ".join(patterns) or "none"
             raise InstallError(
                 f"{dist} is not in this node's components_allowed (patterns: {shown})", code=Code.FORBIDDEN
@@ -133,16 +162,12 @@ class Installer:
             if installed_version(dist) != previous:
                 rolled = await self._restore(dist, previous)
             await self._reload(dist)
-            raise InstallError(
+            raise _not_installed(
                 f"pip could not install {spec}: {_last_line(result.output_tail)}",
-                code=Code.FAILED,
-                result={
-                    "installed": False,
-                    "version": installed_version(dist),
-                    "previous": previous,
-                    "rolled_back": rolled,
-                    "output_tail": result.output_tail,
-                },
+                dist,
+                previous,
+                rolled,
+                output_tail=result.output_tail,
             )
         new = installed_version(dist)
         await self._reload(dist)
@@ -152,17 +177,13 @@ class Installer:
             rolled = await self._restore(dist, previous)
             await self._reload(dist)
             back = f"rolled back to {previous}" if previous else "uninstalled again"
-            raise InstallError(
+            raise _not_installed(
                 f"{dist} {new} {problem}; " + (back if rolled else "ROLLBACK FAILED, see the node's logs"),
-                code=Code.FAILED,
-                result={
-                    "installed": False,
-                    "version": installed_version(dist),
-                    "previous": previous,
-                    "attempted": new,
-                    "rolled_back": rolled,
-                    "reason": problem,
-                },
+                dist,
+                previous,
+                rolled,
+                attempted=new,
+                reason=problem,
             )
         log.info("%s %s installed (was %s)", dist, new, previous)
         return {
@@ -204,14 +225,14 @@ class Installer:
 
     async def _stop_components(self, dist: str) -> None:
         for name in self.host.registry.components_of(dist):
-            await self.host._stop(name, "stopped")
+            await self.host.stop_component(name)
 
     async def _reload(self, dist: str) -> None:
         before = set(self.host.registry.components_of(dist))
         self.host.registry.refresh(reload_dists=[dist])
         after = set(self.host.registry.components_of(dist))
         await self.host.reconcile(force=frozenset(before | after))
-        await self.host.agent.publish_meta()
+        await self.services.publish_meta()
 
     async def _restore(self, dist: str, previous: str | None) -> bool:
         if previous is None:
@@ -253,6 +274,17 @@ class Installer:
                     return f"{name} failed its health check: {detail or 'not healthy in time'}"
                 await asyncio.sleep(s.component_verify_interval)
         return None
+
+
+def _not_installed(message: str, dist: str, previous: str | None, rolled: bool, **more: Any) -> InstallError:
+    """The ``failed`` error of an install that did not stick; ``result`` says what is left."""
+    result = {
+        "installed": False,
+        "version": installed_version(dist),
+        "previous": previous,
+        "rolled_back": rolled,
+    }
+    return InstallError(message, code=Code.FAILED, result={**result, **more})
 
 
 def _last_line(text: str) -> str:

@@ -1,9 +1,11 @@
-"""pip into the agent's own environment, safely.
+"""The pip runner: pip into the agent's own environment, safely.
 
 ``sys.executable -m pip`` with an argument list (never a shell string), a
 timeout, the output captured and its tail reported. Requirement specs are
-checked by a strict pattern: a distribution name, optional extras and an
-optional version specifier; no options, URLs, paths or environment markers.
+parsed as PEP 508 by ``packaging.requirements.Requirement`` and must be plain:
+a distribution name, optional extras and an optional version specifier; no
+options, URLs, paths or environment markers. (What a component install does
+around pip, verification and rollback, is :mod:`devfleet_agent.components.lifecycle`.)
 Where packages come from is a local setting, never part of a spec:
 ``install_find_links`` (a local wheelhouse: ``--no-index --find-links DIR``) or
 ``install_index`` (``--index-url URL``), else pip's own configuration.
@@ -16,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
+import string
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import InvalidName, canonicalize_name
 
 from devfleet_base.errors import Code, CommandError
 
@@ -38,14 +43,10 @@ __all__ = [
 
 log = logging.getLogger("devfleet.installer")
 
-_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?"
-_VERSION = r"[A-Za-z0-9.*+!_-]{1,64}"
-_CLAUSE = rf"(?:==|!=|<=|>=|~=|<|>)\s*{_VERSION}"
-_REQUIREMENT_RE = re.compile(
-    rf"(?P<name>{_NAME})"
-    rf"(?:\[(?P<extras>{_NAME}(?:\s*,\s*{_NAME})*)\])?"
-    rf"\s*(?P<spec>{_CLAUSE}(?:\s*,\s*{_CLAUSE})*)?"
-)
+_PLAIN_CHARS = frozenset(string.ascii_letters + string.digits + "._-[],<>=!~*+ ")
+"""Names, extras and PEP 440 specifiers need no more: ``@ ; / : ( )``, quotes, tabs,
+newlines and non-ASCII never pass (URLs, markers, paths, options on a second line)."""
+_LOOSE_SPACING = (" [", "[ ", " ]")  # PEP 508 allows them; a plain spec has no blank there
 _TAIL_CHARS = 2000
 
 
@@ -98,7 +99,7 @@ def check_requirement(spec: Any) -> str:
     if not isinstance(spec, str) or not 0 < len(spec) <= 200:
         raise InstallError("a requirement spec must be a string of 1-200 characters", code=Code.INVALID)
     text = spec.strip()
-    if not _REQUIREMENT_RE.fullmatch(text):
+    if _plain_requirement(text) is None:
         raise InstallError(
             f"requirement {spec!r} is not allowed: give a distribution name with optional extras and "
             "version specifier (e.g. 'devfleet-component-ledstrip[ws281x]>=1.2'); "
@@ -109,11 +110,39 @@ def check_requirement(spec: Any) -> str:
 
 
 def requirement_name(spec: str) -> str:
-    """The distribution name of a checked requirement spec."""
-    m = _REQUIREMENT_RE.fullmatch(spec.strip())
-    if m is None:
+    """The distribution name of a checked requirement spec, as written (not normalised)."""
+    req = _plain_requirement(spec.strip())
+    if req is None:
         raise InstallError(f"requirement {spec!r} is not allowed", code=Code.INVALID)
-    return m.group("name")
+    return req.name
+
+
+def _plain_requirement(text: str) -> Requirement | None:
+    """``text`` parsed, when it is a plain requirement; else None.
+
+    PEP 508 parsers take more than a plain spec: a URL (``name @ url``), a marker,
+    ``===`` arbitrary equality, empty extras ``[]``, a trailing comma, blanks around
+    the extras' brackets, parenthesised specifiers, a name ending in ``_``. All of
+    these are refused.
+    """
+    if not text or not _PLAIN_CHARS.issuperset(text) or any(s in text for s in _LOOSE_SPACING):
+        return None
+    try:
+        req = Requirement(text)
+    except InvalidRequirement:
+        return None
+    if req.url is not None or req.marker is not None or text.endswith(","):
+        return None
+    if ("[" in text) != bool(req.extras) or len(req.name) > 100:
+        return None
+    try:
+        for name in (req.name, *req.extras):
+            canonicalize_name(name, validate=True)
+    except InvalidName:
+        return None
+    if any(s.operator == "===" or len(s.version) > 64 for s in req.specifier):
+        return None
+    return req
 
 
 def _source_args(settings: Settings) -> list[str]:
@@ -124,12 +153,16 @@ def _source_args(settings: Settings) -> list[str]:
     return []
 
 
-def _gate(settings: Settings) -> None:
+def _checked(specs: list[str], settings: Settings, verb: str) -> list[str]:
+    """``specs`` checked, when installing is allowed and there is something to ``verb``."""
     if not settings.allow_install:
         raise InstallError(
             "installing components is switched off on this node (start the agent with --allow-install)",
             code=Code.FORBIDDEN,
         )
+    if not specs:
+        raise InstallError(f"nothing to {verb}", code=Code.INVALID)
+    return [check_requirement(s) for s in specs]
 
 
 async def pip_install(requirements: list[str], *, settings: Settings, upgrade: bool = False) -> InstallResult:
@@ -146,10 +179,7 @@ async def pip_install(requirements: list[str], *, settings: Settings, upgrade: b
     Raises:
         InstallError: installing is switched off (``forbidden``) or a spec is refused (``invalid``).
     """
-    _gate(settings)
-    if not requirements:
-        raise InstallError("nothing to install", code=Code.INVALID)
-    specs = [check_requirement(r) for r in requirements]
+    specs = _checked(requirements, settings, "install")
     args = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
     if upgrade:
         args.append("--upgrade")
@@ -163,10 +193,7 @@ async def pip_uninstall(names: list[str], *, settings: Settings) -> InstallResul
     Raises:
         InstallError: installing is switched off (``forbidden``) or a name is refused (``invalid``).
     """
-    _gate(settings)
-    if not names:
-        raise InstallError("nothing to uninstall", code=Code.INVALID)
-    checked = [check_requirement(n) for n in names]
+    checked = _checked(names, settings, "uninstall")
     for name in checked:
         if requirement_name(name) != name:
             raise InstallError(f"uninstall takes a bare distribution name, not {name!r}", code=Code.INVALID)
