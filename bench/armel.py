@@ -41,6 +41,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
@@ -67,8 +68,8 @@ BINFMT_NAME = f"devfleet-bench-pizero-{os.getpid()}"  # one per run: two runs ne
 ARM_MAGIC = r"\x7f\x45\x4c\x46\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x28\x00"
 ARM_MASK = r"\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff"
 TOOLS = {"qemu-arm-static": "qemu-user-static", "qemu-arm": "qemu-user", "debootstrap": "debootstrap"}
-# The agent's third-party dependencies, pinned to what the host bench runs.
-DEPENDENCIES = ("paho-mqtt", "pluggy", "psutil")
+# The agent's own packages, and the extras of them it installs (see dependencies()).
+AGENT_PACKAGES = {"packages/component-base": ("mqtt",), "packages/agent-core": ()}
 
 Log = Callable[[str], None]
 
@@ -239,6 +240,20 @@ def ensure_rootfs(log: Log) -> dict[str, Any]:
     return {**made, "cached": False}
 
 
+def dependencies() -> list[str]:
+    """The agent's third-party distributions, read from its packages' pyproject.toml
+    (component-base with its ``mqtt`` extra, agent-core), devfleet's own left out."""
+    names: set[str] = set()
+    for path, extras in AGENT_PACKAGES.items():
+        meta = tomllib.loads((ROOT / path / "pyproject.toml").read_text())["project"]
+        optional = meta.get("optional-dependencies", {})
+        for req in [*meta.get("dependencies", []), *(r for e in extras for r in optional.get(e, []))]:
+            name = re.split(r"[\[<>=!~; ]", req, maxsplit=1)[0]
+            if not name.startswith("devfleet-"):
+                names.add(name)
+    return sorted(names)
+
+
 def build_wheels(log: Log) -> list[str]:
     """The two devfleet wheels (built now from this checkout), the pure-Python
     dependencies' wheels and psutil's sdist (pinned to the host bench's versions) and
@@ -252,7 +267,7 @@ def build_wheels(log: Log) -> list[str]:
     for old in out.glob("devfleet_*"):
         old.unlink()
     pip = [sys.executable, "-m", "pip"]
-    pins = {dist: version(dist) for dist in DEPENDENCIES}
+    pins = {dist: version(dist) for dist in dependencies()}
     log(f"wheels on the host: devfleet-component-base, devfleet-agent-core; {pins}")
     _run(
         [
@@ -308,6 +323,7 @@ def ensure_agent(log: Log) -> dict[str, Any]:
                 "venv_seconds": t1 - t0,
                 "psutil_build_seconds": t2 - t1,
                 "deps_seconds": t3 - t2,
+                "dependencies": deps,
             }
             stamp.write_text(json.dumps(made, indent=2) + "\n")
             cached = False

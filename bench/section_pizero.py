@@ -339,7 +339,8 @@ def report(d: dict[str, Any]) -> list[str]:
         f"(`python3 -m venv --copies`): venv {install['venv_seconds']:.0f} s; **psutil is the only dependency "
         f"that needs a compiler** (no armv6 wheel on PyPI: its sdist builds with the armel `gcc` and "
         f"`python3-dev`) and took {install['psutil_build_seconds']:.0f} s to build and install under emulation; "
-        f"paho-mqtt and pluggy (pure Python) {install['deps_seconds']:.0f} s; the two devfleet wheels "
+        f"the pure-Python ones ({', '.join(install.get('dependencies', ['?'])[1:])}) "
+        f"{install['deps_seconds']:.0f} s; the two devfleet wheels "
         f"{install['agent_seconds']:.0f} s (installed again every run). On a real Pi Zero, piwheels or "
         "Debian's `python3-psutil` spare the compiler.",
         "",
