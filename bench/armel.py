@@ -303,7 +303,7 @@ def ensure_agent(log: Log) -> dict[str, Any]:
     deps = requirements[:-1]
     key = hashlib.sha256(json.dumps(deps).encode()).hexdigest()
     pip = [f"{VENV}/bin/python", "-m", "pip", "install", "-q", "--no-index", "--find-links", WHEELS,
-           "--disable-pip-version-check"]  # fmt: skip
+           "--disable-pip-version-check", "--no-cache-dir"]  # fmt: skip
     made: dict[str, Any] = json.loads(stamp.read_text()) if stamp.exists() else {}
     with Binfmt():
         if made.get("key") != key or not (ROOTFS / VENV.lstrip("/") / "bin/python").exists():
