@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -198,7 +199,20 @@ def _loadavg() -> str:
 # ---- the section ---------------------------------------------------------------------------
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 async def run(quick: bool, log: Any, row: Any) -> dict[str, Any]:
+    # A terminated run unwinds like Ctrl-C: its mounts and binfmt entry are removed.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        return await _run(quick, log, row)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+async def _run(quick: bool, log: Any, row: Any) -> dict[str, Any]:
     started = time.monotonic()
     load_start = _loadavg()
     armel.ensure_tools(log)
