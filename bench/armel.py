@@ -301,9 +301,9 @@ def ensure_agent(log: Log) -> dict[str, Any]:
     requirements = build_wheels(log)
     stamp = BASE / "venv.json"
     deps = requirements[:-1]
-    key = hashlib.sha256(json.dumps(deps).encode()).hexdigest()
     pip = [f"{VENV}/bin/python", "-m", "pip", "install", "-q", "--no-index", "--find-links", WHEELS,
            "--disable-pip-version-check", "--no-cache-dir"]  # fmt: skip
+    key = hashlib.sha256(json.dumps([deps, pip]).encode()).hexdigest()  # new pins or pip options: a new venv
     made: dict[str, Any] = json.loads(stamp.read_text()) if stamp.exists() else {}
     with Binfmt():
         if made.get("key") != key or not (ROOTFS / VENV.lstrip("/") / "bin/python").exists():
