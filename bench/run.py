@@ -5,8 +5,10 @@
     python3 dev.py bench -- --only ros # one section again, merged into the existing results
     python3 dev.py bench --pi-zero     # the agent on an emulated Pi Zero (minutes; opt-in, see below)
 
-Sections: the core figures (round trip, discovery, fan-out, ingestion, footprint,
-start-up, memory, simulator capacity) live here as ``core``; every other section is
+Sections: the core figures (discovery, fan-out, ingestion, ``devfleet --help``,
+memory, simulator capacity) live here as ``core``; the agent's own (command round
+trip, its hop breakdown, idle footprint beside Wactorz, import time) in
+``bench/section_agent.py``; every other section is
 a module ``bench/section_{name}.py`` found at run time, with ``TITLE`` and
 ``async def run(quick: bool, log, row) -> dict`` returning ``{"rows": [...],
 "details": {...}}`` (``row`` is :func:`_row`). A section with ``OPT_IN = True``
@@ -39,14 +41,12 @@ from devfleet_base.testing.broker import MosquittoBroker
 ROOT = Path(__file__).resolve().parent.parent
 
 FULL = {
-    "rtt_count": 1000,
     "discovery": (1_000, 10_000),
     "discovery_repeats": 3,
     "fanout_nodes": 1_000,
     "fanout_repeats": 5,
     "ingest_messages": 100_000,
     "ingest_nodes": 1_000,
-    "idle_window": 60.0,
     "import_repeats": 7,
     "memory_nodes": 10_000,
     "capacity_nodes": 5_000,
@@ -54,14 +54,12 @@ FULL = {
     "capacity_window": 30.0,
 }
 QUICK = {
-    "rtt_count": 30,
     "discovery": (50, 200),
     "discovery_repeats": 1,
     "fanout_nodes": 30,
     "fanout_repeats": 2,
     "ingest_messages": 3_000,
     "ingest_nodes": 50,
-    "idle_window": 3.0,
     "import_repeats": 2,
     "memory_nodes": 200,
     "capacity_nodes": 60,
@@ -185,16 +183,6 @@ async def run_all(sizes: dict[str, Any], log: Any) -> dict[str, Any]:
     # max_queued_messages 0 = no limit (mosquitto 2.0.11 accepts it): a load test must not
     # have the broker drop QoS 1 messages to a subscriber that is busy for a moment.
     with MosquittoBroker(extra_config=["max_queued_messages 0", "max_inflight_messages 0"]) as broker:
-        log("command round trip")
-        rt = await measure.round_trip(broker, sizes["rtt_count"])
-        details["round_trip"] = rt
-        rows.append(_row("command round trip p50 (console → agent → ok receipt)", rt["p50"] * 1e3, "ms",
-                         rt["floor_p50"] * 1e3, target="≤ 1.5×"))  # fmt: skip
-        rows.append(
-            _row("command round trip p99", rt["p99"] * 1e3, "ms", rt["floor_p99"] * 1e3, target="≤ 1.5×")
-        )
-        loads["after round trip"] = loadavg()
-
         loaded = 0
         for n in sizes["discovery"]:
             log(f"discovery of {n} nodes")
@@ -223,21 +211,9 @@ async def run_all(sizes: dict[str, Any], log: Any) -> dict[str, Any]:
                          lower_is_better=False, target="≤ 1.5×"))  # fmt: skip
         loads["after ingestion"] = loadavg()
 
-        log(f"agent footprint over {sizes['idle_window']:.0f} s idle")
-        fp = await measure.footprint(broker, sizes["idle_window"])
-        details["footprint"] = fp
-        rows.append(
-            _row("agent idle RSS", fp["rss"] / 2**20, "MB", fp["floor_rss"] / 2**20, target="≤ 40 MB")
-        )
-        rows.append(_row("agent idle CPU (default telemetry)", fp["cpu_percent"], "%",
-                         fp["floor_cpu_percent"] or None, target="≤ 0.5 %"))  # fmt: skip
-        loads["after footprint"] = loadavg()
-
     log("start-up times")
     st = measure.startup(sizes["import_repeats"])
     details["startup"] = st
-    rows.append(_row("agent import (`import devfleet_agent.agent`, fresh python)", st["agent_import"] * 1e3, "ms",
-                     st["floor_agent_import"] * 1e3, target="≤ 1.5×"))  # fmt: skip
     rows.append(_row("`devfleet --help`", st["help"] * 1e3, "ms", st["floor_help"] * 1e3, target="≤ 1.5×"))
 
     log(f"memory per tracked node at {sizes['memory_nodes']} nodes")

@@ -77,3 +77,12 @@ def poll(check: Any, *, timeout: float = 20, every: float = 0.2) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {timeout} s: {check}")
         time.sleep(every)
+
+
+def spawn_counting(url: str, node: str, name: str, *, counted: int = 2, **spec: Any) -> dict[str, Any]:
+    """Spawn COUNTER as ``name`` on ``node`` (every 0.1 s, ``spec`` added) and return its
+    task answer once it has counted ``counted`` (so it has state worth carrying)."""
+    with Fleet.connect(url) as fleet:
+        fleet.spawn(node, {"name": name, "code": COUNTER, "poll_interval": 0.1, **spec}, timeout=30)
+        answer: dict[str, Any] = poll(lambda: a if (a := fleet.task(name, {}))["n"] >= counted else None)
+        return answer

@@ -11,15 +11,15 @@ from devfleet_agent.config_store import MemoryConfigStore
 from devfleet_agent.node_core import NodeCore
 from devfleet_agent.payloads import Descriptions
 from devfleet_base import contract
-from devfleet_base.mqtt import MqttSession, SessionOptions
+from devfleet_base.mqtt import ClientOptions, MqttClient
 
 
 async def _no_receipts(topic: str, receipt: dict[str, Any], correlation: bytes | None) -> None:
     pass
 
 
-def _core(name: str = "u1") -> tuple[NodeCore, MqttSession]:
-    session = MqttSession(SessionOptions(client_id=f"devfleet-{name}"), on_message=lambda msg: None)
+def _core(name: str = "u1") -> tuple[NodeCore, MqttClient]:
+    session = MqttClient(ClientOptions(client_id=f"devfleet-{name}"), on_message=lambda msg: None)
     core = NodeCore(
         session,
         dispatcher=Dispatcher(name, _no_receipts),
@@ -58,7 +58,7 @@ async def test_the_owner_hook_gets_every_applied_config() -> None:
     async def applied(config: dict[str, Any]) -> None:
         seen.append(config)
 
-    session = MqttSession(SessionOptions(client_id="devfleet-u2"), on_message=lambda msg: None)
+    session = MqttClient(ClientOptions(client_id="devfleet-u2"), on_message=lambda msg: None)
     core = NodeCore(
         session,
         dispatcher=Dispatcher("u2", _no_receipts),
@@ -79,7 +79,7 @@ async def test_a_restart_takes_the_next_bd_seq_and_forgets_what_a_process_forget
     core.dispatcher.counts["ok"] = 3
     core.dispatcher.memory.remember("kept-id", {"status": "ok"}, expires_at=None)
     core.name_clash = {"instance": "other", "session": 1, "since": 0.0}
-    fresh = MqttSession(SessionOptions(client_id="devfleet-u1"), on_message=lambda msg: None)
+    fresh = MqttClient(ClientOptions(client_id="devfleet-u1"), on_message=lambda msg: None)
     core.restarted(fresh)
     assert core.bd_seq == 5 and core.descriptions.version == 0
     assert core.dispatcher.counts["ok"] == 0 and "kept-id" in core.dispatcher.memory

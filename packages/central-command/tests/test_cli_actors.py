@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from devfleet_command.cli import main
-from devfleet_command.errors import CommandFailed, UsageError
+from devfleet_command.errors import CommandFailed, InvalidSpec
 from devfleet_command.sync import Fleet
 
 COUNTER = """
@@ -77,7 +77,7 @@ def test_spawn_refusals(mosquitto: Any, agents: Any, capsys: Any, tmp_path: Path
         with pytest.raises(CommandFailed) as refused:
             fleet.spawn("act-nocode", {"name": "x", "code": COUNTER})
         assert refused.value.code == "forbidden"
-        with pytest.raises(UsageError):
+        with pytest.raises(InvalidSpec):
             fleet.spawn("act-nocode", {"name": "bad/name", "code": COUNTER})
     code, _, err = run(
         capsys, "--broker", url, "spawn", "act-nocode", "--name", "x", "--code", str(code_file)

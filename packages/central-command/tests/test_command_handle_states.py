@@ -54,3 +54,16 @@ async def test_a_failing_callback_is_logged_and_the_others_still_run(caplog: Any
     _feed(handle, "ok")
     assert seen == ["ok"] and handle.done
     assert "command state callback failed" in caplog.text
+
+
+async def test_a_cancelled_waiter_leaves_the_other_waiters_and_the_handle_alone() -> None:
+    handle = CommandHandle("c3", "n1", "ping", asyncio.get_running_loop())
+    first = asyncio.ensure_future(handle.wait())
+    second = asyncio.ensure_future(handle.result())
+    await asyncio.sleep(0)  # both are waiting now
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    assert first.cancelled() and not second.done() and not handle.done
+    _feed(handle, "ok", result={"pong": True})
+    assert await asyncio.wait_for(second, 5) == {"pong": True}
+    assert (await handle.wait()) is handle  # a wait after the end returns at once

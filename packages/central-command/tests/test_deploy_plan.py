@@ -27,7 +27,7 @@ from devfleet_command.deploy_plan import (
     undeploy_actions,
 )
 from devfleet_command.deploy_run import plan_lines
-from devfleet_command.errors import UsageError
+from devfleet_command.errors import InvalidRequest
 
 UNIT = (Path(__file__).resolve().parents[3] / "deploy" / "systemd" / UNIT_NAME).read_bytes()
 USER_UNIT_TEXT = (
@@ -60,7 +60,7 @@ def facts(**kw: object) -> Facts:
 def test_hostile_targets_are_refused_or_plain(text: str) -> None:
     try:
         user, host = parse_target(text)
-    except UsageError:
+    except InvalidRequest:
         return
     # Whatever passes cannot be an ssh option or hold anything a shell interprets.
     assert not host.startswith("-") and (user is None or not user.startswith("-"))
@@ -71,7 +71,7 @@ def test_hostile_targets_are_refused_or_plain(text: str) -> None:
 def test_hosts_file_never_crashes(text: str) -> None:
     try:
         jobs = parse_hosts_file(text)
-    except UsageError as exc:
+    except InvalidRequest as exc:
         assert "\n" not in exc.message
         return
     assert jobs and len({name for _, name in jobs}) == len(jobs)
@@ -99,11 +99,11 @@ def test_hosts_file_lines() -> None:
         ("pi@10.0.0.5", "kitchen"),
         ("node2.lan", "hall"),
     ]
-    with pytest.raises(UsageError, match="line 2: expected"):
+    with pytest.raises(InvalidRequest, match="line 2: expected"):
         parse_hosts_file("a b\nc\n")
-    with pytest.raises(UsageError, match="named twice"):
+    with pytest.raises(InvalidRequest, match="named twice"):
         parse_hosts_file("a n\nb n\n")
-    with pytest.raises(UsageError, match="line 1"):
+    with pytest.raises(InvalidRequest, match="line 1"):
         parse_hosts_file("-oProxyCommand=x n\n")
 
 
@@ -163,7 +163,7 @@ def test_no_systemd_or_no_sudo_runs_in_the_background_with_a_warning() -> None:
         acts = deploy_actions(Options(name="n"), f, layout, files={}, unit=None, supervisor=Path("s.py"))
         assert not any(a.sudo for a in acts)
         assert acts[-1].argv[1:4] == (layout.supervisor, "start", layout.pidfile)
-    with pytest.raises(UsageError, match="--system needs"):
+    with pytest.raises(InvalidRequest, match="--system needs"):
         choose_layout(Options(name="n", system=True), facts(systemd=False))
 
 

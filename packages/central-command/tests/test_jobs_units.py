@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from devfleet_base import contract
 from devfleet_base.errors import ContractError
-from devfleet_command.errors import UsageError
+from devfleet_command.errors import InvalidRequest
 from devfleet_command.jobs import (
     Gate,
     JobSpec,
@@ -49,7 +49,7 @@ def test_selectors_on_meta_and_component_versions() -> None:
 
 @pytest.mark.parametrize("bad", ["arch", "=x", "arch==", "version<banana", "a b=c", ""])
 def test_bad_selectors_are_usage_errors(bad: str) -> None:
-    with pytest.raises(UsageError):
+    with pytest.raises(InvalidRequest):
         Selector.parse(bad)
 
 
@@ -60,7 +60,7 @@ def test_stages_canary_then_batches() -> None:
     assert [len(s) for s in cut_stages(nodes, 0, 0)] == [10]
     assert amount("5%", 1000) == 50 and amount("0.1%", 10) == 1
     for bad in ("-1", "x", "0%", "101%", "nan%"):
-        with pytest.raises(UsageError):
+        with pytest.raises(InvalidRequest):
             amount(bad, 10)
 
 

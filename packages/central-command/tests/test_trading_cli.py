@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from devfleet_command.acl import generate_acl
 from devfleet_command.cli import main
-from devfleet_command.errors import UsageError
+from devfleet_command.errors import InvalidName
 
 ACL = Path(__file__).resolve().parents[3] / "deploy" / "mosquitto" / "acl"
 
@@ -58,6 +58,6 @@ def test_acl_from_node_config(capsys: Any, tmp_path: Path) -> None:
 def test_a_node_name_cannot_inject_acl_lines(name: str) -> None:
     try:
         text = generate_acl({name: ["gdpr"]})
-    except UsageError:
+    except InvalidName:
         return
     assert text.count("\n") == 3 and f"user {name}\n" in text

@@ -90,3 +90,24 @@ def test_hostile_wactorz_messages_never_raise(payload: dict[str, object], leaf: 
         for name in ("cpu", "memory", "disk"):
             view.metric(name)
     actor_rows(model)
+
+
+def test_the_ls_table_shows_a_wactorz_nodes_figures() -> None:
+    import io
+
+    from rich.console import Console
+
+    from devfleet_command.commands.nodes import table
+
+    model = FleetModel()
+    _feed(model, "nodes/wz/manifest", MANIFEST, retained=True)
+    view = model.get("wz")
+    assert view is not None
+    out = io.StringIO()
+    Console(file=out, width=200).print(table([view], now=100.0))
+    assert out.getvalue().split("\n")[1].split()[5:8] == ["-", "-", "-"]  # no heartbeat yet: unknown
+    _feed(model, "nodes/wz/heartbeat", BEAT)
+    out = io.StringIO()
+    Console(file=out, width=200).print(table([view], now=100.0))
+    # cpu_pct; mem_used_mb of used + free; the state disk's total_mb less disk_free_mb
+    assert out.getvalue().split("\n")[1].split()[5:8] == ["3.5", "25.0", "75.0"]

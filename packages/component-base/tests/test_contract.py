@@ -52,6 +52,27 @@ def test_parse_topic_kinds():
         assert p(junk) is None, junk
 
 
+_LEVEL = st.text(alphabet=st.sampled_from("ab1._-$+#/ \u00e9"), max_size=6)
+
+
+@given(_LEVEL, st.sampled_from(["cmd", "telemetry"]), _LEVEL)
+def test_parse_topic_fast_path_agrees_with_the_pattern(node, middle, last):
+    """The split fast path (commands, telemetry) answers what the regular expression does."""
+    topic = f"nodes/{node}/{middle}/{last}"
+    m = contract._TOPIC_RE.match(topic)
+    if m is None or (m["node_verb"] is None and m["metric"] is None):
+        expected = None if m is None else "other"
+    elif m["node_verb"] is not None:
+        expected = contract.TopicMatch("cmd", node=m["node"], verb=m["node_verb"], scope="node")
+    else:
+        expected = contract.TopicMatch("telemetry", node=m["node"], leaf=m["metric"])
+    got = contract.parse_topic(topic)
+    if expected == "other":
+        assert got is not None and got.kind not in ("cmd", "telemetry")
+    else:
+        assert got == expected
+
+
 @given(st.text(max_size=80))
 def test_parse_topic_never_raises(topic):
     match = contract.parse_topic(topic)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -173,6 +174,11 @@ async def _run(settings: object) -> tuple[int, bool]:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.request_stop, f"signal {signal.Signals(sig).name}")
+    # Everything imported and built so far lives as long as the process: out of the cyclic
+    # collector's sight, a full collection walks only what the agent made since (one
+    # took 53 ms in the round-trip benchmark; issue 20). Collected first: no garbage is kept.
+    gc.collect()
+    gc.freeze()
     code = await agent.run()
     if code in (EXIT_UNREACHABLE, EXIT_CONFIG):
         print(f"devfleet-agent: {agent.stop_reason}", file=sys.stderr)

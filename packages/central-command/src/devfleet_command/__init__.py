@@ -12,6 +12,7 @@ TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms 
 if TYPE_CHECKING:
     from .aio import AsyncFleet, Broadcast, CommandHandle, LogRecord
     from .errors import (
+        AmbiguousActor,
         CommandFailed,
         CommandTimeout,
         ConfigConflict,
@@ -19,8 +20,13 @@ if TYPE_CHECKING:
         ConsoleError,
         ConsoleTimeout,
         InvalidConfig,
+        InvalidName,
+        InvalidRequest,
+        InvalidSpec,
+        InvalidURL,
         NodeNotFound,
         PurgeError,
+        UnverifiedNode,
         UsageError,
     )
     from .model import (
@@ -42,6 +48,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AmbiguousActor",
     "AsyncFleet",
     "Broadcast",
     "CommandFailed",
@@ -57,6 +64,10 @@ __all__ = [
     "FleetModel",
     "InvalidConfig",
     "InvalidMessage",
+    "InvalidName",
+    "InvalidRequest",
+    "InvalidSpec",
+    "InvalidURL",
     "LogRecord",
     "NodeAppeared",
     "NodeChanged",
@@ -68,11 +79,13 @@ __all__ = [
     "NodeStale",
     "NodeView",
     "PurgeError",
+    "UnverifiedNode",
     "UsageError",
     "__version__",
 ]
 
 _LAZY = {
+    "AmbiguousActor": "errors",
     "CommandFailed": "errors",
     "CommandTimeout": "errors",
     "ConfigConflict": "errors",
@@ -80,8 +93,13 @@ _LAZY = {
     "ConsoleError": "errors",
     "ConsoleTimeout": "errors",
     "InvalidConfig": "errors",
+    "InvalidName": "errors",
+    "InvalidRequest": "errors",
+    "InvalidSpec": "errors",
+    "InvalidURL": "errors",
     "NodeNotFound": "errors",
     "PurgeError": "errors",
+    "UnverifiedNode": "errors",
     "UsageError": "errors",
     "Drift": "model",
     "Event": "model",

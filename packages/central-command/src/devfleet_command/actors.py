@@ -12,22 +12,21 @@ reply topic for a task. Control messages are signed when the console has a key.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from devfleet_base import contract
 from devfleet_base.errors import Code, ContractError
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 from devfleet_base.signing import RETAINED_TTL
 
 from . import wactorz, wactorz_ops
-from .errors import CommandFailed, CommandTimeout, ConnectError, NodeNotFound, UsageError
+from .errors import AmbiguousActor, CommandFailed, CommandTimeout, ConnectError, InvalidSpec, NodeNotFound
 from .wactorz_migration import migrate_via_main
 
 if TYPE_CHECKING:
-    from devfleet_base.mqtt import MqttSession
+    from devfleet_base.mqtt import MqttClient
     from devfleet_base.signing import Identity, NodeVerifier
 
     from .model import FleetModel, NodeView
@@ -55,13 +54,13 @@ def actor_rows(model: FleetModel, node: str | None = None) -> list[dict[str, Any
 class ActorOps:
     """Actor operations over the fleet's session (a mixin of ``AsyncFleet``)."""
 
-    session: MqttSession
+    mqtt: MqttClient
     identity: Identity | None
     node_verifier: NodeVerifier | None
     wactorz_key: bytes | None
     model: FleetModel
     inbox: str
-    _taps: set[Callable[[Inbound], None]]
+    _taps: set[Callable[[MqttMessage], None]]
     _target: Callable[[str, float], Awaitable[NodeView]]
     wait_for: Callable[[Callable[[FleetModel], bool], float], Awaitable[None]]
 
@@ -69,14 +68,14 @@ class ActorOps:
         props = wactorz_ops.control_properties(self, topic, payload)
         if props is not None:  # a Wactorz node: signed its way (user properties), never _sig
             raw = contract.encode(payload)
-            published = await self.session.publish(
+            published = await self.mqtt.publish(
                 topic, raw, qos=1, retain=retain, wait=True, user_properties=props(raw)
             )
         else:
             if self.identity is not None:
                 payload = self.identity.sign(topic, payload)
             raw = contract.encode(payload)
-            published = await self.session.publish(topic, raw, qos=1, retain=retain, wait=True)
+            published = await self.mqtt.publish(topic, raw, qos=1, retain=retain, wait=True)
         if not published:
             raise ConnectError(f"the broker did not take the message on {topic}")
 
@@ -99,7 +98,7 @@ class ActorOps:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Any] = loop.create_future()
 
-        def tap(msg: Inbound) -> None:
+        def tap(msg: MqttMessage) -> None:
             if msg.topic != listen or answer.done() or not msg.payload:
                 return
             if not wactorz_ops.trusted_answer(self, msg):
@@ -113,15 +112,13 @@ class ActorOps:
 
         self._taps.add(tap)
         try:
-            await self.session.subscribe([(listen, 1)])
-            await send()
-            return await asyncio.wait_for(answer, timeout)
+            async with self.mqtt.subscription([(listen, 1)]):
+                await send()
+                return await asyncio.wait_for(answer, timeout)
         except TimeoutError:
             raise CommandTimeout(f"{what}: no answer within {timeout:g} s") from None
         finally:
             self._taps.discard(tap)
-            with contextlib.suppress(Exception):
-                await self.session.unsubscribe([listen])
 
     @staticmethod
     def _check_receipt(receipt: dict[str, Any], what: str) -> Any:
@@ -149,10 +146,13 @@ class ActorOps:
         offline runs it when it comes back (the node clears it after reading).
 
         Raises:
-            UsageError: the spec is invalid.
+            InvalidSpec: the spec is invalid (nothing sent).
             NodeNotFound: a node this console has never seen (nothing is left retained).
             CommandFailed: the node refused it (``forbidden`` without ``allow_code``...).
             CommandTimeout: no receipt (an offline node still gets the retained spawn).
+            UnverifiedNode: a Wactorz node whose presence is not signed with the fleet
+                key, from a console that signs (nothing sent; the same for stop,
+                stop_all and migrate).
         """
         payload = dict(spec)
         if replace is not None:
@@ -161,9 +161,10 @@ class ActorOps:
         try:
             checked = contract.SPAWN_SCHEMA.validate(payload)
         except ContractError as exc:
-            raise UsageError(f"spawn: {exc.message}") from None
+            raise InvalidSpec(f"spawn: {exc.message}") from None
         view = await self._target(node, timeout)
         if wactorz.is_wactorz(view):  # no receipts there: confirmed by what it publishes
+            wactorz_ops.check_commandable(self, view)
             return await wactorz_ops.spawn(self, node, payload, retain=retain, timeout=timeout)
         request = contract.new_id()
         payload["_id"] = request
@@ -193,6 +194,7 @@ class ActorOps:
         contract.check_name(name, "actor name")
         view = await self._target(node, timeout)
         if wactorz.is_wactorz(view):
+            wactorz_ops.check_commandable(self, view)
             return await wactorz_ops.stop(
                 self, node, name, delete=delete, keep_topics=keep_topics, timeout=timeout
             )
@@ -214,6 +216,7 @@ class ActorOps:
         """Stop every actor on ``node`` and shut its agent (or Wactorz runner) down."""
         view = await self._target(node, timeout)
         if wactorz.is_wactorz(view):
+            wactorz_ops.check_commandable(self, view)
             return await wactorz_ops.stop_all(self, node, timeout=timeout)
         request = contract.new_id()
         receipt = await self._request(
@@ -233,12 +236,21 @@ class ActorOps:
         return actor_rows(self.model, node)
 
     def locate(self, name: str) -> str:
-        """The node running the actor ``name`` (from the retained state)."""
+        """The node running the actor ``name`` (from the retained state).
+
+        Raises:
+            NodeNotFound: no node runs it.
+            AmbiguousActor: several nodes run it.
+        """
         where = [a["node"] for a in self.actors() if a["name"] == name and a.get("state") != "failed"]
         if not where:
             raise NodeNotFound(f"no node runs an actor named {name!r}")
         if len(where) > 1:
-            raise UsageError(f"actor {name!r} runs on several nodes ({', '.join(where)}); name the source")
+            raise AmbiguousActor(
+                f"actor {name!r} runs on several nodes ({', '.join(where)}); name the source",
+                actor=name,
+                nodes=where,
+            )
         return str(where[0])
 
     async def migrate(
@@ -258,6 +270,7 @@ class ActorOps:
                 (``forbidden``, said at once from its ``meta``); the actor keeps
                 running where it was.
             CommandTimeout: no answer within ``timeout``.
+            UnverifiedNode: either end is an unverified Wactorz node (see :meth:`spawn`).
         """
         target = await self._target(to, timeout)
         if source is None:
@@ -265,6 +278,9 @@ class ActorOps:
         src = source or self.locate(name)
         source_view = await self._target(src, timeout)
         if wactorz.is_wactorz(target) or wactorz.is_wactorz(source_view):
+            for view in (target, source_view):
+                if wactorz.is_wactorz(view):
+                    wactorz_ops.check_commandable(self, view)
             return await migrate_via_main(self, name, src, to, timeout=timeout)
         host = (target.meta or {}).get("actor_host")
         if isinstance(host, dict) and host.get("allow_code") is False:

@@ -1,4 +1,4 @@
-"""The asyncio console client: the fleet model fed by one :class:`MqttSession`.
+"""The asyncio console client: the fleet model fed by one :class:`MqttClient`.
 
 Usage::
 
@@ -30,7 +30,7 @@ from devfleet_base.broker_url import parse_broker_url as _parse_broker_url
 from devfleet_base.broker_url import parse_broker_urls as _parse_broker_urls
 from devfleet_base.contract import Command, Receipt
 from devfleet_base.errors import ContractError, DevfleetError
-from devfleet_base.mqtt import ConnectionRefusedFatal, Inbound, MqttSession, SessionOptions, TlsOptions
+from devfleet_base.mqtt import ClientOptions, ConnectionRefusedFatal, MqttClient, MqttMessage, TlsOptions
 from devfleet_base.node_config import NODE_CONFIG_SCHEMA, apply_dotted, default_node_config
 from devfleet_base.signing import RETAINED_TTL, Identity, NodeVerifier
 
@@ -41,8 +41,8 @@ from .errors import (
     ConnectError,
     ConsoleTimeout,
     InvalidConfig,
+    InvalidURL,
     NodeNotFound,
-    UsageError,
 )
 from .handles import Broadcast, CommandHandle, LogRecord, Outcome
 from .model import Drift, Event, FleetModel, NodeLost, NodeOffline, NodeStale, NodeView
@@ -65,6 +65,7 @@ __all__ = [
 log = logging.getLogger("devfleet.console")
 
 _DOWN_EVENTS = (NodeLost, NodeOffline, NodeStale)
+_WACTORZ_PRESENCE = ("/heartbeat", "/manifest", "/agents")
 _SIGNED_DESCRIPTIONS = frozenset({"meta", "status", "state", "cfg", "heartbeat", "agent_heartbeat"})
 _now = time.time
 
@@ -85,24 +86,24 @@ def parse_broker_url(url: str) -> BrokerAddress:
     """Parse ``mqtt://host:port``, ``mqtts://host:port`` or ``host[:port]``.
 
     Raises:
-        UsageError: the URL is malformed.
+        InvalidURL: the URL is malformed.
     """
     try:
         return _parse_broker_url(url)
     except ContractError as exc:
-        raise UsageError(exc.message) from None
+        raise InvalidURL(exc.message) from None
 
 
 def parse_broker_urls(urls: str | Sequence[str]) -> list[BrokerAddress]:
     """Parse one or several broker URLs (comma-separated, or a list); the first is tried first.
 
     Raises:
-        UsageError: a URL is malformed, or TLS and plain brokers are mixed.
+        InvalidURL: a URL is malformed, or TLS and plain brokers are mixed.
     """
     try:
         return _parse_broker_urls(urls)
     except ContractError as exc:
-        raise UsageError(exc.message) from None
+        raise InvalidURL(exc.message) from None
 
 
 class EventStream:
@@ -150,6 +151,9 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
             when set every command is signed, and receipts and actor answers are
             believed only when signed by the node they claim to come from
             (certified by an operator the identity trusts).
+        wactorz_key: the HMAC key shared with Wactorz packaged-runner nodes (their
+            ``WACTORZ_NODE_KEY``, decoded): control messages to them are signed the
+            Wactorz way, and their presence and answers count only when signed with it.
         client_id: MQTT client id (default: a fresh ``devfleet-console-...``).
         protocol: ``auto``, ``5`` or ``3.1.1``.
         connect_timeout: seconds to reach the broker and receive the retained burst.
@@ -186,16 +190,16 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         """Descriptions (meta, status, state, cfg) and heartbeats (node and actor) dropped
         for the same reason."""
         # An HMAC key shared with Wactorz nodes (their WACTORZ_NODE_KEY): signs/checks the
-        # Wactorz way for them (wactorz_ops). Hex in DEVFLEET_WACTORZ_KEY when not given.
-        self.wactorz_key = wactorz_key if wactorz_key is not None else wactorz_ops.key_from_env()
+        # Wactorz way for them (wactorz_ops).
+        self.wactorz_key = wactorz_key
         ident = client_id or f"devfleet-console-{contract.new_id()[:12]}"
         self.inbox = contract.reply_inbox(ident)
         self.connect_timeout = connect_timeout
         self.stale_check_interval = stale_check_interval
         self.wait_for_node = wait_for_node
         tls = TlsOptions(ca=tls_ca) if (self.address.tls or tls_ca) else None
-        self.session = MqttSession(
-            SessionOptions(
+        self.mqtt = MqttClient(
+            ClientOptions(
                 host=self.address.host,
                 port=self.address.port,
                 client_id=ident,
@@ -216,7 +220,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         self._commands: dict[str, CommandHandle | Broadcast] = {}
         self._markers: dict[str, asyncio.Future[None]] = {}
         self._queues: set[asyncio.Queue[Event]] = set()
-        self._taps: set[Callable[[Inbound], None]] = set()
+        self._taps: set[Callable[[MqttMessage], None]] = set()
         self.registry = ResumeRegistry()
         self._tick = asyncio.Event()
         self._tick_waiters = 0
@@ -261,9 +265,9 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
 
     async def _start(self) -> None:
         self._tick = asyncio.Event()
-        self._run_task = asyncio.create_task(self.session.run(), name="devfleet-console-mqtt")
-        connected = asyncio.create_task(self.session.wait_connected())
-        failed = asyncio.create_task(self.session.wait_attempt_failed())
+        self._run_task = asyncio.create_task(self.mqtt.run(), name="devfleet-console-mqtt")
+        connected = asyncio.create_task(self.mqtt.wait_connected())
+        failed = asyncio.create_task(self.mqtt.wait_attempt_failed())
         deadline = time.monotonic() + self.connect_timeout
         failure: BaseException | None = None
         refused = 0
@@ -281,9 +285,9 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
             failure = failed.result()
             if isinstance(failure, (ConnectionRefusedError, socket.gaierror)):
                 refused += 1
-                if refused >= len(self.session.brokers):
+                if refused >= len(self.mqtt.brokers):
                     break  # nobody listens there, or no such host: say so now, not after the timeout
-            failed = asyncio.create_task(self.session.wait_attempt_failed())
+            failed = asyncio.create_task(self.mqtt.wait_attempt_failed())
         failed.cancel()
         if connected not in done:
             connected.cancel()
@@ -291,7 +295,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
             # CONNACK timeout and overrun the caller's (a silent broker: 10 s became 13).
             self._run_task.cancel()
             await self.close()
-            where = ", ".join(self.session.brokers)
+            where = ", ".join(self.mqtt.brokers)
             if isinstance(failure, ConnectionRefusedFatal):
                 raise ConnectError(failure.message) from None
             if isinstance(failure, ConnectionRefusedError):
@@ -305,7 +309,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         self._dispatch(self.model.check_stale(time.time()))
 
     async def _on_connect(self) -> None:
-        if self.session.connects > 1:
+        if self.mqtt.connects > 1:
             # A broker restart loses every agent's subscriptions: until a node's new
             # birth (or any live message) comes, a command to it would be dropped.
             self.model.expect_rebirth()
@@ -324,7 +328,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
             else:
                 pending._time_out()
         self._commands.clear()
-        await self.session.close()
+        await self.mqtt.close()
         if self._run_task is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(self._run_task, 5.0)
@@ -343,7 +347,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         deadline = time.monotonic() + timeout
         try:
             while True:
-                if not await self.session.publish(self.inbox, contract.encode({"marker": marker}), qos=1):
+                if not await self.mqtt.publish(self.inbox, contract.encode({"marker": marker}), qos=1):
                     raise ConnectError("not connected to the broker")
                 # Sent again every few seconds: a clustered broker (NATS) may refuse our
                 # inbox subscription for a while and drop the first marker.
@@ -366,7 +370,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
 
     # ---- inbound ---------------------------------------------------------------------------
 
-    def _on_message(self, msg: Inbound) -> None:
+    def _on_message(self, msg: MqttMessage) -> None:
         topic, payload, retain = msg[0], msg[1], msg[2]
         if topic == self.inbox:
             self._on_inbox(payload)
@@ -384,11 +388,27 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
                     log.exception("message tap failed")
             if topic.startswith(("tasks/", "pools/")):
                 return  # work trading (an auction's or a pool's tap): nothing for the model
-        if self.wactorz_key is not None and not wactorz_ops.trusted_presence(self, msg):
-            return  # a Wactorz node's heartbeat/manifest/list not signed with the fleet key
-        if self.node_verifier is not None and payload and not self._believed(topic, payload):
+        # A Wactorz node's presence (heartbeat, manifest, list) is signed its own way, if
+        # at all: a keyed console takes it only signed with the key; a console that
+        # signs but holds no key shows it, marked unverified (wactorz_ops.check_commandable).
+        wactorz_signed = (
+            wactorz_ops.presence_signed(self, msg)
+            if (self.wactorz_key is not None or self.node_verifier is not None)
+            and topic.endswith(_WACTORZ_PRESENCE)
+            else None
+        )
+        if wactorz_signed is False and self.wactorz_key is not None:
+            return
+        if (
+            wactorz_signed is None
+            and self.node_verifier is not None
+            and payload
+            and not self._believed(topic, payload)
+        ):
             return
         events = self.model.feed(topic, payload, retain, _now())
+        if wactorz_signed is not None:
+            wactorz.mark_verified(self.model.get(topic.split("/")[1]), wactorz_signed)
         if events and (self._queues or self._commands or self._tick_waiters):
             self._dispatch(events)  # nobody listening: nothing to do per message
 
@@ -489,7 +509,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         ``maxsize`` unread are dropped and counted in :attr:`dropped_events`."""
         return EventStream(self, maxsize)
 
-    def add_tap(self, tap: Callable[[Inbound], None]) -> Callable[[], None]:
+    def add_tap(self, tap: Callable[[MqttMessage], None]) -> Callable[[], None]:
         """Call ``tap(msg)`` with every message the client receives (except receipts to its
         inbox), before the model is fed; return a function that removes the tap.
 
@@ -500,7 +520,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         return lambda: self._taps.discard(tap)
 
     async def scan_retained(
-        self, topic_filter: str, tap: Callable[[Inbound], None], *, timeout: float = 10.0
+        self, topic_filter: str, tap: Callable[[MqttMessage], None], *, timeout: float = 10.0
     ) -> None:
         """Show ``tap`` what a fresh subscription to ``topic_filter`` brings until the
         broker has sent everything retained under it (the sync marker came back), then
@@ -513,7 +533,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         try:
             # fresh: the broker resends what is retained even if another operation
             # already holds this filter.
-            async with self.session.subscription([(topic_filter, 1)], fresh=True):
+            async with self.mqtt.subscription([(topic_filter, 1)], fresh=True):
                 await self.wait_until_synced(timeout)
         finally:
             remove()
@@ -568,7 +588,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         if on_wait is not None:
             on_wait(names, wait)
         # A Wactorz node answers a list at once; its heartbeat may be 10 s away.
-        await wactorz_ops.ask_lists(self.session, [n.name for n in waiting if wactorz.is_wactorz(n)])
+        await wactorz_ops.ask_lists(self.mqtt, [n.name for n in waiting if wactorz.is_wactorz(n)])
 
         def heard(m: FleetModel) -> bool:
             return not any((n := m.get(name)) is not None and n.unconfirmed for name in names)
@@ -631,7 +651,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         if self.identity is not None:
             # A command's own expires_at wins; a desired config (none) lasts RETAINED_TTL.
             envelope = self.identity.sign(topic, envelope, ttl=RETAINED_TTL)
-        if not await self.session.publish(topic, contract.encode(envelope), qos=1, retain=retain, wait=True):
+        if not await self.mqtt.publish(topic, contract.encode(envelope), qos=1, retain=retain, wait=True):
             raise ConnectError(f"the broker did not take the command on {topic}")
 
     async def send(
@@ -871,7 +891,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         filt = contract.node_filter(node, "logs")
         queue: asyncio.Queue[LogRecord] = asyncio.Queue(maxsize)
 
-        def tap(msg: Inbound) -> None:
+        def tap(msg: MqttMessage) -> None:
             match = contract.parse_topic(msg.topic)
             if match is None or match.kind != "logs" or (node is not None and match.node != node):
                 return
@@ -895,11 +915,9 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
                     queue.put_nowait(item)
 
         self._taps.add(tap)
-        await self.session.subscribe([(filt, 1)])
         try:
-            while True:
-                yield await queue.get()
+            async with self.mqtt.subscription([(filt, 1)]):
+                while True:
+                    yield await queue.get()
         finally:
             self._taps.discard(tap)
-            with contextlib.suppress(Exception):
-                await self.session.unsubscribe([filt])

@@ -42,6 +42,8 @@ environment (a flag wins over its variable, a variable over the profile):
   DEVFLEET_PASSWORD           --password
   DEVFLEET_TLS_CA             --tls-ca
   DEVFLEET_SIGNING_KEY_FILE   --signing-key-file
+  DEVFLEET_WACTORZ_KEY_FILE   --wactorz-key-file
+  DEVFLEET_WACTORZ_KEY        the Wactorz fleet key itself, hex (a key file wins)
   DEVFLEET_PROFILE            --profile
   DEVFLEET_CONSOLE_CONFIG     the profiles file (default ~/.config/devfleet/console.toml)
 
@@ -184,6 +186,13 @@ def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "(env DEVFLEET_SIGNING_KEY_FILE)",
     )
     parser.add_argument(
+        "--wactorz-key-file",
+        metavar="FILE",
+        default=default(None),
+        help="the fleet key shared with Wactorz nodes (hex, as their WACTORZ_NODE_KEY): sign control"
+        " messages to them the Wactorz way, verify what they publish (env DEVFLEET_WACTORZ_KEY_FILE)",
+    )
+    parser.add_argument(
         "--profile",
         metavar="NAME",
         default=default(None),
@@ -220,12 +229,15 @@ def _exit_code(exc: BaseException) -> int:
         ConnectError,
         ConsoleTimeout,
         InvalidConfig,
+        InvalidRequest,
         NodeNotFound,
         PurgeError,
         UsageError,
     )
 
-    if isinstance(exc, (UsageError, InvalidConfig, ContractError, ValueError)):
+    # The library's typed refusals (InvalidRequest: InvalidURL, InvalidSpec,
+    # AmbiguousActor...) are usage errors here, like the CLI's own.
+    if isinstance(exc, (UsageError, InvalidRequest, InvalidConfig, ContractError, ValueError)):
         return EXIT_USAGE
     if isinstance(exc, (ConsoleTimeout, ConnectError, NodeNotFound)):
         return EXIT_UNREACHABLE
@@ -257,7 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .cli_settings import resolve
 
         flags = {
-            k: getattr(args, k) for k in ("broker", "username", "password", "tls_ca", "signing_key_file")
+            k: getattr(args, k)
+            for k in ("broker", "username", "password", "tls_ca", "signing_key_file", "wactorz_key_file")
         }
         settings = resolve({**flags, "timeout": args.timeout}, os.environ, profile=args.profile)
         ctx = Context(
@@ -267,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             password=settings.password,
             tls_ca=settings.tls_ca,
             signing_key_file=settings.signing_key_file,
+            wactorz_key=settings.wactorz_key,
             json=args.json,
             timeout=settings.timeout,
             debug=args.debug,

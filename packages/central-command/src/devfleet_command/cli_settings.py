@@ -4,10 +4,12 @@ library reads no environment and no files).
 In order, the first that gives a value wins:
 
 1. command-line flags (``--broker``, ``--username``, ``--password``, ``--tls-ca``,
-   ``--signing-key-file``, ``--timeout``);
+   ``--signing-key-file``, ``--wactorz-key-file``, ``--timeout``);
 2. environment variables: ``DEVFLEET_BROKER``, ``DEVFLEET_USERNAME``,
    ``DEVFLEET_PASSWORD``, ``DEVFLEET_TLS_CA``, ``DEVFLEET_SIGNING_KEY_FILE``
-   (the agent reads the same names);
+   (the agent reads the same names), ``DEVFLEET_WACTORZ_KEY_FILE``, and
+   ``DEVFLEET_WACTORZ_KEY`` (the Wactorz fleet key itself, hex; a key file, from
+   the flag or its variable, wins over it, as on the agent);
 3. a profile of the console config file: ``--profile NAME`` (or
    ``DEVFLEET_PROFILE``), else its ``[default]`` table. The file is
    ``$DEVFLEET_CONSOLE_CONFIG``, else ``$XDG_CONFIG_HOME/devfleet/console.toml``
@@ -25,7 +27,12 @@ The file, in TOML::
     password_file = "~/.config/devfleet/lab.password"
     tls_ca = "~/.config/devfleet/lab-ca.pem"
     signing_key_file = "~/.config/devfleet/lab.json"
+    wactorz_key_file = "~/.config/devfleet/lab-wactorz.key"
     timeout = 20
+
+The Wactorz fleet key file holds the key in hex, as Wactorz nodes take it in
+``WACTORZ_NODE_KEY`` (surrounding whitespace ignored). The key is never printed:
+errors name the file, not what it holds.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +57,12 @@ ENV = {
     "password": "DEVFLEET_PASSWORD",
     "tls_ca": "DEVFLEET_TLS_CA",
     "signing_key_file": "DEVFLEET_SIGNING_KEY_FILE",
+    "wactorz_key_file": "DEVFLEET_WACTORZ_KEY_FILE",
 }
 """Setting → environment variable."""
+
+WACTORZ_KEY_ENV = "DEVFLEET_WACTORZ_KEY"
+"""The Wactorz fleet key itself (hex), for a console without a key file."""
 
 PROFILE_KEYS = frozenset({*ENV, "password_file", "timeout"})
 """The keys a profile may hold (anything else is refused, so a typo is not ignored)."""
@@ -69,6 +80,8 @@ class ConsoleSettings:
             the caller), or None.
         timeout: seconds to wait for the broker and answers.
         profile: the profile used (None when no file was read).
+        wactorz_key: the HMAC key shared with Wactorz nodes (read and decoded
+            here), or None; never in the repr.
     """
 
     broker: str
@@ -78,6 +91,7 @@ class ConsoleSettings:
     signing_key_file: str | None
     timeout: float
     profile: str | None
+    wactorz_key: bytes | None = field(default=None, repr=False)
 
 
 def config_path(env: Mapping[str, str]) -> Path:
@@ -166,6 +180,7 @@ def resolve(
         password = _read(table["password_file"], "password file").decode("utf-8", "replace")
     key_file = pick("signing_key_file")
     tls_ca = pick("tls_ca")
+    wactorz_key = _wactorz_key(flags, env, pick)
     return ConsoleSettings(
         broker=pick("broker") or DEFAULT_BROKER,
         username=pick("username"),
@@ -174,4 +189,33 @@ def resolve(
         signing_key_file=os.path.expanduser(key_file) if key_file else None,
         timeout=float(pick("timeout") or DEFAULT_TIMEOUT),
         profile=used,
+        wactorz_key=wactorz_key,
     )
+
+
+def _wactorz_key(flags: Mapping[str, Any], env: Mapping[str, str], pick: Any) -> bytes | None:
+    """The Wactorz fleet key: ``--wactorz-key-file``, else the file of
+    ``DEVFLEET_WACTORZ_KEY_FILE``, else ``DEVFLEET_WACTORZ_KEY`` (hex), else the
+    profile's ``wactorz_key_file`` (a file wins over the variable, as on the agent).
+
+    Raises:
+        UsageError: the file cannot be read, or the key is empty or not hex (the
+            message names where it came from, never the key).
+    """
+    path = flags.get("wactorz_key_file") or env.get(ENV["wactorz_key_file"]) or None
+    if path is None and env.get(WACTORZ_KEY_ENV, "").strip():
+        return _hex_key(env[WACTORZ_KEY_ENV].encode("utf-8", "replace"), WACTORZ_KEY_ENV)
+    path = path if path is not None else pick("wactorz_key_file")
+    if path is None:
+        return None
+    return _hex_key(_read(path, "Wactorz key file"), f"the Wactorz key file {path}")
+
+
+def _hex_key(text: bytes, where: str) -> bytes:
+    try:
+        key = bytes.fromhex(text.strip().decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise UsageError(f"{where} does not hold a hex key (as WACTORZ_NODE_KEY)") from None
+    if not key:
+        raise UsageError(f"{where} holds an empty key")
+    return key

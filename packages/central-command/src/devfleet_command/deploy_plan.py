@@ -19,7 +19,7 @@ from typing import Any
 from devfleet_base.contract import check_name
 from devfleet_base.errors import DevfleetError
 
-from .errors import UsageError
+from .errors import InvalidRequest
 
 __all__ = [
     "AGENT_DIST",
@@ -112,12 +112,12 @@ def parse_target(text: str) -> tuple[str | None, str]:
     """``[USER@]HOST`` → ``(user or None, host)``.
 
     Raises:
-        UsageError: not a plain user and host name/address (a leading ``-`` or any
+        InvalidRequest: not a plain user and host name/address (a leading ``-`` or any
             character a shell or ssh would interpret is refused).
     """
     user, sep, host = text.rpartition("@")
     if not _HOST.fullmatch(host) or (sep and not _USER.fullmatch(user)):
-        raise UsageError(f"not a [USER@]HOST: {text!r}")
+        raise InvalidRequest(f"not a [USER@]HOST: {text!r}")
     return (user if sep else None), host.strip("[]")
 
 
@@ -128,7 +128,7 @@ def parse_hosts_file(text: str, source: str = "--hosts") -> list[tuple[str, str]
         ``[(target, node name), ...]`` in file order.
 
     Raises:
-        UsageError: a malformed line (its number says which), or a node named twice.
+        InvalidRequest: a malformed line (its number says which), or a node named twice.
     """
     out: list[tuple[str, str]] = []
     seen: set[str] = set()
@@ -138,18 +138,18 @@ def parse_hosts_file(text: str, source: str = "--hosts") -> list[tuple[str, str]
             continue
         parts = line.split()
         if len(parts) != 2:
-            raise UsageError(f"{source} line {number}: expected '[USER@]HOST NAME', got {line[:80]!r}")
+            raise InvalidRequest(f"{source} line {number}: expected '[USER@]HOST NAME', got {line[:80]!r}")
         try:
             parse_target(parts[0])
             check_name(parts[1], "node")
         except DevfleetError as exc:
-            raise UsageError(f"{source} line {number}: {exc.message}") from None
+            raise InvalidRequest(f"{source} line {number}: {exc.message}") from None
         if parts[1] in seen:
-            raise UsageError(f"{source} line {number}: node {parts[1]} is named twice")
+            raise InvalidRequest(f"{source} line {number}: node {parts[1]} is named twice")
         seen.add(parts[1])
         out.append((parts[0], parts[1]))
     if not out:
-        raise UsageError(f"{source}: no hosts")
+        raise InvalidRequest(f"{source}: no hosts")
     return out
 
 
@@ -157,11 +157,11 @@ def check_requirements(items: list[str]) -> list[str]:
     """Component requirements (``name``, ``name[extra]``, ``name==1.2``).
 
     Raises:
-        UsageError: anything else (a leading ``-`` would be a pip option).
+        InvalidRequest: anything else (a leading ``-`` would be a pip option).
     """
     for item in items:
         if not _REQUIREMENT.fullmatch(item):
-            raise UsageError(f"not a package requirement: {item!r}")
+            raise InvalidRequest(f"not a package requirement: {item!r}")
     return items
 
 
@@ -346,13 +346,13 @@ def choose_layout(opts: Options, facts: Facts) -> tuple[Layout, list[str]]:
     """The layout for this target, and warnings to show.
 
     Raises:
-        UsageError: ``--system`` asked where it cannot be done.
+        InvalidRequest: ``--system`` asked where it cannot be done.
     """
     warnings: list[str] = []
     can_system = facts.systemd and facts.privileged
     system = can_system and opts.prefix is None if opts.system is None else opts.system
     if system and not can_system:
-        raise UsageError("--system needs systemd running and root or passwordless sudo on the target")
+        raise InvalidRequest("--system needs systemd running and root or passwordless sudo on the target")
     if system:
         return Layout(SYSTEM_PREFIX, system=True), warnings
     default = posixpath.join(facts.home, USER_PREFIX)
@@ -380,16 +380,16 @@ def check_facts(facts: Facts, layout: Layout, host: str) -> None:
     """Refuse a target that cannot run the agent.
 
     Raises:
-        DeployError-compatible UsageError: the message names the host and the fix.
+        InvalidRequest: the message names the host and the fix.
     """
     if facts.python[:2] < MIN_PYTHON:
         need = ".".join(map(str, MIN_PYTHON))
-        raise UsageError(
+        raise InvalidRequest(
             f"{host}: Python {'.'.join(map(str, facts.python))} is too old (the agent needs {need})"
         )
     free = _prefix_facts(facts, layout).get("free_mb", -1)
     if isinstance(free, int) and 0 <= free < MIN_FREE_MB:
-        raise UsageError(f"{host}: only {free} MB free at {layout.prefix} (need {MIN_FREE_MB} MB)")
+        raise InvalidRequest(f"{host}: only {free} MB free at {layout.prefix} (need {MIN_FREE_MB} MB)")
 
 
 def _prefix_facts(facts: Facts, layout: Layout) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from devfleet_base.errors import Code
 
-from .errors import ConsoleError, UsageError
+from .errors import ConsoleError, InvalidRequest
 
 if TYPE_CHECKING:
     import asyncssh
@@ -49,12 +49,14 @@ def load_asyncssh() -> Any:
     """Import asyncssh, or raise one line saying which extra brings it.
 
     Raises:
-        UsageError: asyncssh is not installed.
+        InvalidRequest: asyncssh is not installed.
     """
     try:
         import asyncssh
     except ImportError:
-        raise UsageError("deploy needs asyncssh: pip install 'devfleet-central-command[deploy]'") from None
+        raise InvalidRequest(
+            "deploy needs asyncssh: pip install 'devfleet-central-command[deploy]'"
+        ) from None
     return asyncssh
 
 
@@ -127,7 +129,7 @@ class Remote:
         Raises:
             DeployError(step="connect"): unreachable, refused, unknown or changed host
                 key, key not accepted; the message is one line naming the target.
-            UsageError: asyncssh is missing.
+            InvalidRequest: asyncssh is missing.
         """
         ssh = load_asyncssh()
         known = target.known_hosts.expanduser()

@@ -10,6 +10,7 @@ from typing import Any
 from devfleet_base.errors import Code, DevfleetError
 
 __all__ = [
+    "AmbiguousActor",
     "CommandFailed",
     "CommandTimeout",
     "ConfigConflict",
@@ -17,8 +18,13 @@ __all__ = [
     "ConsoleError",
     "ConsoleTimeout",
     "InvalidConfig",
+    "InvalidName",
+    "InvalidRequest",
+    "InvalidSpec",
+    "InvalidURL",
     "NodeNotFound",
     "PurgeError",
+    "UnverifiedNode",
     "UsageError",
 ]
 
@@ -30,9 +36,43 @@ class ConsoleError(DevfleetError):
 
 
 class UsageError(ConsoleError):
-    """The caller asked for something malformed (bad ``key=value``, bad URL)."""
+    """The command line asked for something malformed (bad ``key=value``, a bad
+    profile): raised by the CLI edge (``cli_settings``, ``commands``), never by the
+    library, whose refusals are :class:`InvalidRequest`."""
 
     code = Code.INVALID
+
+
+class InvalidRequest(ConsoleError):
+    """The caller asked the library for something malformed; nothing was sent."""
+
+    code = Code.INVALID
+
+
+class InvalidURL(InvalidRequest):
+    """A broker URL that does not parse (or TLS and plain brokers mixed)."""
+
+
+class InvalidSpec(InvalidRequest):
+    """A spawn spec the contract's schema refuses."""
+
+
+class InvalidName(InvalidRequest):
+    """A node, pool or topic-level name outside the grammar."""
+
+
+class AmbiguousActor(InvalidRequest):
+    """An actor name that runs on several nodes where one was needed.
+
+    Attributes:
+        actor: the actor's name.
+        nodes: the nodes running it, sorted.
+    """
+
+    def __init__(self, message: str, *, actor: str = "", nodes: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.actor = actor
+        self.nodes = sorted(nodes or [])
 
 
 class ConnectError(ConsoleError):
@@ -93,6 +133,21 @@ class ConfigConflict(CommandFailed):
     """A config write named a stale ``expect_version``."""
 
     code = Code.CONFLICT
+
+
+class UnverifiedNode(ConsoleError):
+    """A console that signs was asked to command a node whose presence it could not
+    verify (a Wactorz node not signing with the fleet key this console holds).
+
+    Attributes:
+        node: the node.
+    """
+
+    code = Code.BAD_SIGNATURE
+
+    def __init__(self, message: str, *, node: str = "") -> None:
+        super().__init__(message)
+        self.node = node
 
 
 class PurgeError(ConsoleError):

@@ -50,6 +50,7 @@ class CommandHandle:
         self.sent_at = time.time()
         self.finished_at: float | None = None
         self._done: asyncio.Future[None] = loop.create_future()
+        self._waiters: list[asyncio.Future[None]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._listeners: list[Callable[[CommandHandle], None]] = []
 
@@ -118,12 +119,26 @@ class CommandHandle:
             self._timer.cancel()
         if not self._done.done():
             self._done.set_result(None)
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
         self._changed()
         self._listeners.clear()  # final: no more calls, let the callbacks go
 
     async def wait(self) -> CommandHandle:
         """Wait for a final state (never raises for a failed command); return self."""
-        await asyncio.shield(self._done)
+        if not self._done.done():
+            # A future of this waiter's own, resolved by _finish itself: cancelling one
+            # waiter leaves the others alone (what shield() gave) without shield's extra
+            # loop turn per command (issue 20).
+            waiter = self._done.get_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:  # this waiter was cancelled before the end
+                    self._waiters.remove(waiter)
         return self
 
     async def result(self) -> Any:

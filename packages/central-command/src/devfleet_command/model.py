@@ -9,6 +9,12 @@ carries the agent's ``session`` counter and a ``version`` increasing within the
 session. The model keeps, per description, the newest by ``(session, version)``
 and ignores anything older or equal (a late will, a duplicate delivery).
 
+Payloads are taken in with the schemas the agent builds them with
+(:mod:`devfleet_base.payload_schemas`, :meth:`~devfleet_base.schema.Schema.read`):
+a malformed required field makes the message invalid, a malformed optional one is
+dropped, unknown keys are kept. So the stored payloads hold only well-typed known
+fields, and the views below read them without checking types again.
+
 Hot path: heartbeats and telemetry. The cost per message is one cached topic
 lookup, one ``json.loads`` and a few attribute writes; nothing is deep-copied
 (payload dicts are stored as decoded; treat them as read-only).
@@ -24,8 +30,15 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from devfleet_base import contract
-from devfleet_base.contract import STATUS_SCHEMA, TopicMatch
+from devfleet_base.contract import TopicMatch
 from devfleet_base.errors import ContractError
+from devfleet_base.node_config import NODE_CONFIG_SCHEMA
+from devfleet_base.payload_schemas import (
+    ACTOR_HEARTBEAT_SCHEMA,
+    DESCRIPTION_SCHEMAS,
+    HEARTBEAT_SCHEMA,
+    TELEMETRY_SCHEMA,
+)
 
 from . import wactorz
 
@@ -59,6 +72,12 @@ _TOPIC_CACHE_MAX: Final = 50_000
 _UNSEEN: Final = object()
 _FOREIGN_NAMES_MAX: Final = 1000
 _NAME_RE: Final = re.compile(contract.NAME_PATTERN)
+_HEARTBEAT_INTERVAL: Final = NODE_CONFIG_SCHEMA.fields["heartbeat"].schema.fields["interval"]  # type: ignore[union-attr]
+# Schema.read, as one generated function per schema, bound once.
+_READ_DESCRIPTION: Final = {kind: schema.reader for kind, schema in DESCRIPTION_SCHEMAS.items()}
+_read_heartbeat: Final = HEARTBEAT_SCHEMA.reader
+_read_telemetry: Final = TELEMETRY_SCHEMA.reader
+_read_actor_heartbeat: Final = ACTOR_HEARTBEAT_SCHEMA.reader
 
 
 # ---- events ---------------------------------------------------------------------------
@@ -156,6 +175,7 @@ class NodeView:
     order: dict[str, tuple[int, int]] = field(default_factory=dict)
     manifest: dict[str, Any] | None = None  # a Wactorz packaged runner's (see wactorz.py)
     listed: list[str] | None = None  # its actors, from its latest heartbeat or list answer
+    verified: bool | None = None  # a Wactorz node's presence signed with the fleet key (None: not checked)
 
     @property
     def online(self) -> bool:
@@ -194,8 +214,8 @@ class NodeView:
         """The broker (``host:port``) the node said it is connected to (heartbeat, else meta)."""
         for source in (self.heartbeat, self.meta):
             value = (source or {}).get("broker")
-            if isinstance(value, str):
-                return value
+            if value is not None:
+                return value  # type: ignore[no-any-return]
         return None
 
     @property
@@ -211,9 +231,9 @@ class NodeView:
         """Set when the node says another live process uses its name (two devices
         called ``raspberrypi``): ``{"instance", "session", "since"}`` of the other."""
         for source in (self.status_payload, self.state):
-            clash = source.get("name_clash") if isinstance(source, dict) else None
-            if isinstance(clash, dict):
-                return clash
+            clash = source.get("name_clash") if source is not None else None
+            if clash is not None:
+                return clash  # type: ignore[no-any-return]
         return None
 
     @property
@@ -224,27 +244,22 @@ class NodeView:
     @property
     def config(self) -> dict[str, Any] | None:
         """The reported node config."""
-        cfg = self.cfg
-        if cfg is None:
-            return None
-        config = cfg.get("config")
-        return config if isinstance(config, dict) else None
+        return self.cfg.get("config") if self.cfg is not None else None
 
     @property
     def config_version(self) -> int | None:
         """The reported config version."""
-        value = self.cfg.get("config_version") if self.cfg else None
-        return value if isinstance(value, int) else None
+        return self.cfg.get("config_version") if self.cfg is not None else None
 
     @property
     def heartbeat_interval(self) -> float:
         """Seconds between heartbeats, from the reported config (default 10)."""
-        try:
-            value = self.config["heartbeat"]["interval"]  # type: ignore[index]
-        except (TypeError, KeyError):
-            return DEFAULT_HEARTBEAT_INTERVAL
-        seconds = _seconds(value)
-        return seconds if seconds is not None and seconds > 0 else DEFAULT_HEARTBEAT_INTERVAL
+        section = (self.config or {}).get("heartbeat")
+        value = section.get("interval") if type(section) is dict else None
+        # The node config schema's own field: what the agent would accept is what counts.
+        if value is not None and _HEARTBEAT_INTERVAL.accepts(value):
+            return float(value)
+        return DEFAULT_HEARTBEAT_INTERVAL
 
     @property
     def groups(self) -> list[str]:
@@ -257,14 +272,12 @@ class NodeView:
     @property
     def components(self) -> dict[str, Any]:
         """Components as the node's ``state`` lists them."""
-        value = self.state.get("components") if self.state else None
-        return value if isinstance(value, dict) else {}
+        return self.state.get("components", {}) if self.state is not None else {}
 
     @property
     def state_actors(self) -> dict[str, Any]:
         """Actors as the node's ``state`` lists them."""
-        value = self.state.get("actors") if self.state else None
-        return value if isinstance(value, dict) else {}
+        return self.state.get("actors", {}) if self.state is not None else {}
 
     def summary(self, now: float | None = None) -> dict[str, Any]:
         """A JSON-able digest (what ``devfleet ls --json`` prints); ``now`` (wall clock)
@@ -289,6 +302,7 @@ class NodeView:
             **{name: self.metric(name) for name in ("cpu", "memory", "disk")},
             "invalid": self.invalid,
             "name_clash": self.name_clash,
+            "verified": self.verified,
         }
 
     def metric(self, name: str) -> float | None:
@@ -392,10 +406,8 @@ class FleetModel:
             desired_id = desired.get("id") if isinstance(desired.get("id"), str) else None
             applied_id = node.cfg.get("applied_id") if node.cfg else None
             error = node.cfg.get("desired_error") if node.cfg else None
-            if not isinstance(error, dict):
+            if not isinstance(error, dict):  # the schema allows a bare message too
                 error = {"message": str(error)} if error else None
-            if not isinstance(applied_id, str):
-                applied_id = None
             if diffs or (error and error.get("id") in (None, desired_id)):
                 out.append(Drift(node.name, desired_id, applied_id, diffs, error))
         return out
@@ -540,6 +552,7 @@ class FleetModel:
         claimed = data.get("node")
         if claimed is not None and claimed != node:
             return self._invalid(topic, node, f"heartbeat names node {claimed!r}")
+        data = _read_heartbeat(data)  # no required field: drops the malformed ones only
         events: list[Event] = []
         view = self._node(node, None if retained else now, events)
         view.heartbeat = data
@@ -547,7 +560,7 @@ class FleetModel:
         if retained or now is None:
             # The retained last heartbeat (or no receive time): its age is the node's own
             # timestamp, not when this console happened to subscribe.
-            at = _seconds(data.get("timestamp"))
+            at = data.get("timestamp")
         else:
             at = now
             view.awaiting = False  # a live heartbeat: the node is back after our reconnect
@@ -566,14 +579,14 @@ class FleetModel:
         data = self._decode_dict(payload)
         if isinstance(data, str):
             return self._invalid(topic, node, data)
-        value = _seconds(data.get("value"))
-        if value is None:
-            return self._invalid(topic, node, "telemetry value is not a finite number")
-        ts = _seconds(data.get("ts"))
+        try:
+            data = _read_telemetry(data)
+        except ContractError as exc:
+            return self._invalid(topic, node, exc.message)
+        ts = data.get("ts")
         if ts is None:
             ts = now if now is not None else 0.0
-        unit = data.get("unit")
-        sample = Sample(value, ts, unit if isinstance(unit, str) else "")
+        sample = Sample(float(data["value"]), ts, data.get("unit", ""))
         events: list[Event] = []
         view = self._node(node, None if retained else now, events)
         view.telemetry[metric] = sample
@@ -595,25 +608,16 @@ class FleetModel:
         if type(data) is str:
             return self._invalid(topic, node, data)
         assert isinstance(data, dict)
-        session = data.get("session")
-        version = data.get("version")
-        # JSON gives exact ints: type() is int rules out bools (and is cheaper than isinstance).
-        if (type(session) is not int or type(version) is not int) and not (
-            isinstance(session, int)
-            and not isinstance(session, bool)
-            and isinstance(version, int)
-            and not isinstance(version, bool)
-        ):
-            return self._invalid(topic, node, f"{kind} lacks integer session and version")
         claimed = data.get("node")
+        try:
+            # The schema the agent builds it with: session and version are required integers
+            # (status too); a malformed optional field is dropped, unknown keys are kept.
+            data = _READ_DESCRIPTION[kind](data)
+        except ContractError as exc:
+            return self._invalid(topic, node, exc.message)
         if claimed is not None and claimed != node:
             return self._invalid(topic, node, f"{kind} names node {claimed!r}")
-        if kind == "status":
-            try:
-                STATUS_SCHEMA.validate(data)
-            except ContractError as exc:
-                return self._invalid(topic, node, exc.message)
-        order = (session, version)
+        order = (data["session"], data["version"])
         events: list[Event] = []
         view = self.nodes.get(node)
         if view is None:
@@ -714,8 +718,9 @@ class FleetModel:
         data = self._decode_dict(payload)
         if isinstance(data, str):
             return self._invalid(topic, None, data)
+        data = _read_actor_heartbeat(data)
         node = data.get("node")
-        view = self.nodes.get(node) if isinstance(node, str) else None
+        view = self.nodes.get(node) if node is not None else None
         if view is None:
             return []  # an actor of a node we do not (yet) know
         view.actors[match.ident or "?"] = data

@@ -6,17 +6,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 
-from .errors import ConnectError, NodeNotFound, PurgeError, UsageError
+from .errors import ConnectError, InvalidName, NodeNotFound, PurgeError
 
 if TYPE_CHECKING:
-    from devfleet_base.mqtt import MqttSession
+    from devfleet_base.mqtt import MqttClient
 
     from .model import FleetModel
 
@@ -29,9 +28,9 @@ PURGED_LEAVES = ("meta", "status", "state", "cfg", "cfg/desired", "heartbeat", "
 class PurgeOps:
     """Purge over the fleet's session (a mixin of ``AsyncFleet``)."""
 
-    session: MqttSession
+    mqtt: MqttClient
     model: FleetModel
-    _taps: set[Callable[[Inbound], None]]
+    _taps: set[Callable[[MqttMessage], None]]
     confirm_liveness: Callable[..., Awaitable[list[str]]]
     wait_until_synced: Callable[[float], Awaitable[None]]
     scan_retained: Callable[..., Awaitable[None]]
@@ -42,7 +41,7 @@ class PurgeOps:
         prefix = filt[:-1]
         found: dict[str, bytes] = {}
 
-        def tap(msg: Inbound) -> None:
+        def tap(msg: MqttMessage) -> None:
             if msg.retain and msg.topic.startswith(prefix):
                 if msg.payload:
                     found[msg.topic] = msg.payload
@@ -80,7 +79,7 @@ class PurgeOps:
             The retained topics that held something (and any cleared while lingering).
 
         Raises:
-            UsageError: ``node`` is not one topic level.
+            InvalidName: ``node`` is not one topic level.
             NodeNotFound: nothing of that name is known or retained.
             PurgeError: the node is online (without ``force``), came back online while
                 lingering, or something remained.
@@ -107,16 +106,16 @@ class PurgeOps:
 
     async def _clear(self, topics: set[str]) -> None:
         for topic in sorted(topics):
-            if not await self.session.publish(topic, b"", qos=1, retain=True, wait=True):
+            if not await self.mqtt.publish(topic, b"", qos=1, retain=True, wait=True):
                 raise ConnectError(f"the broker did not take the purge of {topic}")
 
     async def _linger(self, level: str, seconds: float) -> set[str]:
         """Watch ``nodes/{level}/#`` for ``seconds`` and clear what a will (or a late
         retained publication) puts back; raise PurgeError if the node is born again."""
         filt = f"nodes/{level}/#"
-        arrived: asyncio.Queue[Inbound] = asyncio.Queue()
+        arrived: asyncio.Queue[MqttMessage] = asyncio.Queue()
 
-        def tap(msg: Inbound) -> None:
+        def tap(msg: MqttMessage) -> None:
             if msg.topic.startswith(filt[:-1]) and msg.payload:
                 arrived.put_nowait(msg)
 
@@ -124,27 +123,27 @@ class PurgeOps:
         deadline = time.monotonic() + seconds
         self._taps.add(tap)
         try:
-            await self.session.subscribe([(filt, 1)])
-            while (left := deadline - time.monotonic()) > 0:
-                try:
-                    msg = await asyncio.wait_for(arrived.get(), left)
-                except TimeoutError:
-                    break
-                if msg.topic.endswith("/status") and b'"online"' in msg.payload:
-                    raise PurgeError(f"nodes/{level}: the node was born again while purging (it is alive)")
-                if msg.topic.endswith(("/heartbeat", "/logs", "/receipts")) and not msg.retain:
-                    continue  # the traffic of a node waking up, not a leftover
-                await self._clear({msg.topic})
-                cleared.add(msg.topic)
+            async with self.mqtt.subscription([(filt, 1)]):
+                while (left := deadline - time.monotonic()) > 0:
+                    try:
+                        msg = await asyncio.wait_for(arrived.get(), left)
+                    except TimeoutError:
+                        break
+                    if msg.topic.endswith("/status") and b'"online"' in msg.payload:
+                        raise PurgeError(
+                            f"nodes/{level}: the node was born again while purging (it is alive)"
+                        )
+                    if msg.topic.endswith(("/heartbeat", "/logs", "/receipts")) and not msg.retain:
+                        continue  # the traffic of a node waking up, not a leftover
+                    await self._clear({msg.topic})
+                    cleared.add(msg.topic)
         finally:
             self._taps.discard(tap)
-            with contextlib.suppress(Exception):
-                await self.session.unsubscribe([filt])
         return cleared
 
 
 def _topic_level(name: str) -> str:
-    """``name`` if it is one topic level a purge may address, else UsageError."""
+    """``name`` if it is one topic level a purge may address, else InvalidName."""
     if (
         not isinstance(name, str)
         or not name
@@ -152,5 +151,5 @@ def _topic_level(name: str) -> str:
         or name.startswith("$")
         or any(c in name for c in "/+#\x00")
     ):
-        raise UsageError(f"{name!r} is not one MQTT topic level (no /, +, #, NUL, no leading $)")
+        raise InvalidName(f"{name!r} is not one MQTT topic level (no /, +, #, NUL, no leading $)")
     return name

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from devfleet_base import contract, trading
 from devfleet_base.errors import ContractError
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 
-from .errors import ConnectError, UsageError
+from .errors import ConnectError, InvalidName, InvalidRequest
 
 if TYPE_CHECKING:
-    from devfleet_base.mqtt import MqttSession
+    from devfleet_base.mqtt import MqttClient
 
     from .model import FleetModel
 
@@ -102,11 +102,11 @@ def build_request(
     """A validated ``tasks/{task}/request`` payload with a fresh task id.
 
     Raises:
-        UsageError: a bad skill, inputs that are not JSON, constraints, or a deadline
+        InvalidRequest: a bad skill, inputs that are not JSON, constraints, or a deadline
             outside (0, 3600] s / grace outside [0, 86400] s.
     """
     if not 0 < deadline <= 3600 or not 0 <= grace <= 86400:
-        raise UsageError("auction: deadline must be in (0, 3600] s and grace in [0, 86400] s")
+        raise InvalidRequest("auction: deadline must be in (0, 3600] s and grace in [0, 86400] s")
     now = time.time()
     try:
         request = trading.read(
@@ -123,17 +123,17 @@ def build_request(
         )
         contract.encode(request)
     except (ContractError, TypeError, ValueError) as exc:
-        raise UsageError(f"auction: {getattr(exc, 'message', exc)}") from None
+        raise InvalidRequest(f"auction: {getattr(exc, 'message', exc)}") from None
     return request
 
 
 class TradingOps:
     """Work trading over the fleet's session (a mixin of ``AsyncFleet``)."""
 
-    session: MqttSession
+    mqtt: MqttClient
     model: FleetModel
     registry: ResumeRegistry
-    _taps: set[Callable[[Inbound], None]]
+    _taps: set[Callable[[MqttMessage], None]]
 
     def resumes(self, skill: str | None = None, region: str | None = None) -> list[dict[str, Any]]:
         """Known résumés joined with node liveness (see :meth:`ResumeRegistry.query`)."""
@@ -172,16 +172,16 @@ class TradingOps:
             failed), ``no_bids`` or ``failed`` (every bidder was lost or silent).
 
         Raises:
-            UsageError: invalid arguments.
+            InvalidRequest: invalid arguments.
             ConnectError: the broker did not take the request.
         """
         request = build_request(
             skill, inputs, deadline=deadline, constraints=constraints, retention=retention, grace=grace
         )
         if expect is not None and expect < 0:
-            raise UsageError("auction: expect must be >= 0")
+            raise InvalidRequest("auction: expect must be >= 0")
         if assign_qos not in (1, 2):
-            raise UsageError("auction: assign_qos must be 1 or 2")
+            raise InvalidRequest("auction: assign_qos must be 1 or 2")
         t0 = time.monotonic()
         task = request["task"]
         if expect is None:
@@ -194,7 +194,7 @@ class TradingOps:
         outputs: dict[str, asyncio.Future[dict[str, Any]]] = {}
         prefix = f"tasks/{task}/"
 
-        def tap(msg: Inbound) -> None:
+        def tap(msg: MqttMessage) -> None:
             if not msg.topic.startswith(prefix) or not msg.payload:
                 return
             try:
@@ -216,44 +216,42 @@ class TradingOps:
         filters = [(f"{prefix}proposal/+", 1), (f"{prefix}output/+", 1)]
         self._taps.add(tap)
         try:
-            await self.session.subscribe(filters)
-            await self._publish(contract.task_topic(task, "request"), request, qos=1)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(enough.wait(), max(0.0, request["bid_by"] - time.time()))
-            ranked = policy(request, list(proposals.values()))
-            attempts: list[dict[str, Any]] = []
-            for offer in ranked:
-                assignment_id = contract.new_id()
-                outputs[assignment_id] = fut = loop.create_future()
-                assignment = {
-                    "task": task,
-                    "agent": offer["agent"],
-                    "assignment": assignment_id,
-                    "skill": skill,
-                    "inputs": inputs,
-                    "plan": offer.get("plan", []),
-                    "retention": retention,
-                    "ts": time.time(),
-                }
-                await self._publish(
-                    contract.task_topic(task, "assign", offer["agent"]), assignment, qos=assign_qos
-                )
-                out, why = await self._await_output(fut, offer, offer["eta"] + grace)
-                if out is not None:
-                    return self._outcome(task, out["status"], offer, out, len(proposals), attempts, t0)
-                attempts.append({"agent": offer["agent"], "node": offer["node"], "reason": why})
-                # Tell it to stop (if it is alive): its late output would replace the next one's.
-                cancel = {**assignment, "cancel": True, "ts": time.time()}
-                with contextlib.suppress(ConnectError):
+            async with self.mqtt.subscription(filters):
+                await self._publish(contract.task_topic(task, "request"), request, qos=1)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(enough.wait(), max(0.0, request["bid_by"] - time.time()))
+                ranked = policy(request, list(proposals.values()))
+                attempts: list[dict[str, Any]] = []
+                for offer in ranked:
+                    assignment_id = contract.new_id()
+                    outputs[assignment_id] = fut = loop.create_future()
+                    assignment = {
+                        "task": task,
+                        "agent": offer["agent"],
+                        "assignment": assignment_id,
+                        "skill": skill,
+                        "inputs": inputs,
+                        "plan": offer.get("plan", []),
+                        "retention": retention,
+                        "ts": time.time(),
+                    }
                     await self._publish(
-                        contract.task_topic(task, "assign", offer["agent"]), cancel, qos=assign_qos
+                        contract.task_topic(task, "assign", offer["agent"]), assignment, qos=assign_qos
                     )
-            status = "failed" if ranked else "no_bids"
-            return self._outcome(task, status, None, None, len(proposals), attempts, t0)
+                    out, why = await self._await_output(fut, offer, offer["eta"] + grace)
+                    if out is not None:
+                        return self._outcome(task, out["status"], offer, out, len(proposals), attempts, t0)
+                    attempts.append({"agent": offer["agent"], "node": offer["node"], "reason": why})
+                    # Tell it to stop (if it is alive): its late output would replace the next one's.
+                    cancel = {**assignment, "cancel": True, "ts": time.time()}
+                    with contextlib.suppress(ConnectError):
+                        await self._publish(
+                            contract.task_topic(task, "assign", offer["agent"]), cancel, qos=assign_qos
+                        )
+                status = "failed" if ranked else "no_bids"
+                return self._outcome(task, status, None, None, len(proposals), attempts, t0)
         finally:
             self._taps.discard(tap)
-            with contextlib.suppress(Exception):
-                await self.session.unsubscribe([f for f, _ in filters])
 
     async def _await_output(
         self, fut: asyncio.Future[dict[str, Any]], offer: dict[str, Any], patience: float
@@ -297,7 +295,7 @@ class TradingOps:
         }
 
     async def _publish(self, topic: str, payload: Any, *, qos: int) -> None:
-        if not await self.session.publish(topic, contract.encode(payload), qos=qos, wait=True):
+        if not await self.mqtt.publish(topic, contract.encode(payload), qos=qos, wait=True):
             raise ConnectError(f"the broker did not take the message on {topic}")
 
     async def pool_run(
@@ -325,15 +323,16 @@ class TradingOps:
             "errors", "spread": {node: jobs}, "seconds"}``.
 
         Raises:
-            UsageError: a bad pool name or window.
+            InvalidName: a bad pool name.
+            InvalidRequest: a window below 1.
             TimeoutError: ``timeout`` passed before every job was done.
         """
         try:
             contract.check_name(pool, "pool")
         except ContractError as exc:
-            raise UsageError(exc.message) from None
+            raise InvalidName(exc.message) from None
         if window < 1:
-            raise UsageError("window must be at least 1")
+            raise InvalidRequest("window must be at least 1")
         t0 = time.monotonic()
         batch = contract.new_id()[:12]
         ids = [f"{batch}-{i}" for i in range(len(jobs))]
@@ -346,7 +345,7 @@ class TradingOps:
         wake = asyncio.Event()
         done_filter = f"pools/{pool}/done/+"
 
-        def tap(msg: Inbound) -> None:
+        def tap(msg: MqttMessage) -> None:
             match = contract.parse_topic(msg.topic)
             if match is None or match.kind != "pool_done" or match.name != pool or match.ident not in index:
                 return
@@ -380,27 +379,25 @@ class TradingOps:
 
         self._taps.add(tap)
         try:
-            await self.session.subscribe([(done_filter, 1)])
-            queue = list(reversed(ids))
-            while len(finished) < len(ids):
-                if timeout is not None and time.monotonic() - t0 > timeout:
-                    raise TimeoutError(
-                        f"pool {pool}: {len(ids) - len(finished)} job(s) not done in {timeout:g} s"
-                    )
-                now = time.monotonic()
-                for job, (until, attempt) in list(inflight.items()):
-                    if until < now and job not in finished:
-                        counts["redone"] += 1
-                        await send(job, attempt + 1)
-                while queue and len(inflight) < window:
-                    await send(queue.pop(), 1)
-                wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), min(ack_timeout, 0.1))
+            async with self.mqtt.subscription([(done_filter, 1)]):
+                queue = list(reversed(ids))
+                while len(finished) < len(ids):
+                    if timeout is not None and time.monotonic() - t0 > timeout:
+                        raise TimeoutError(
+                            f"pool {pool}: {len(ids) - len(finished)} job(s) not done in {timeout:g} s"
+                        )
+                    now = time.monotonic()
+                    for job, (until, attempt) in list(inflight.items()):
+                        if until < now and job not in finished:
+                            counts["redone"] += 1
+                            await send(job, attempt + 1)
+                    while queue and len(inflight) < window:
+                        await send(queue.pop(), 1)
+                    wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), min(ack_timeout, 0.1))
         finally:
             self._taps.discard(tap)
-            with contextlib.suppress(Exception):
-                await self.session.unsubscribe([done_filter])
         return {
             "results": results,
             "done": len(finished),

@@ -23,6 +23,7 @@ __all__ = [
     "RUNTIMES",
     "actor_rows",
     "is_wactorz",
+    "mark_verified",
     "metric",
     "on_heartbeat",
     "on_list",
@@ -46,6 +47,14 @@ def is_wactorz(view: NodeView) -> bool:
         return False
     hb = view.heartbeat or {}
     return view.manifest is not None or hb.get("runtime") in RUNTIMES
+
+
+def mark_verified(view: NodeView | None, signed: bool) -> None:
+    """Record whether the presence message just taken was signed with the fleet key
+    (``verified``: shown as such; an unverified node is not commanded by a console
+    that signs). A node once seen unsigned stays unverified until a signed message."""
+    if view is not None and is_wactorz(view):
+        view.verified = signed
 
 
 def on_manifest(view: NodeView, manifest: dict[str, Any]) -> None:
@@ -144,7 +153,10 @@ def actor_rows(view: NodeView) -> list[dict[str, Any]]:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # a 400-digit int
+        return None
     return number if number == number and abs(number) != float("inf") else None
 
 

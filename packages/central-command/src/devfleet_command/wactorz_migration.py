@@ -10,6 +10,7 @@ with the state it handed over, and says so.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from devfleet_base import contract
@@ -56,21 +57,19 @@ async def migrate_via_main(ops: ActorOps, name: str, src: str, dst: str, *, time
     config, state = returned.get("config"), returned.get("state")
     if not isinstance(config, dict) or not isinstance(state, dict) or config.get("name") != name:
         raise CommandFailed(f"{what}: {src} handed back no usable config", code=Code.FAILED)
+    placement = contract.new_id()
     try:
-        await _place(ops, dst, config, state, timeout=timeout)
+        await _place(ops, dst, config, state, token=placement, timeout=timeout)
     except (CommandFailed, CommandTimeout) as exc:
-        if isinstance(exc, CommandTimeout):
-            # A Wactorz node ignores _expires_at: a spawn it has not answered may still
-            # start there later. Withdrawn before the actor goes back, so no two copies live.
-            await ops._control(
-                contract.node_topic(dst, "stop"), {"name": name, "delete": True, "keep_topics": True}
-            )
+        late = ""
+        if isinstance(exc, CommandTimeout) and not await _withdraw(ops, dst, name, placement, grace=timeout):
+            late = f"; {dst} never answered and may still start it: see devfleet actors {dst}"
         back = "put back on " + src
         try:
-            await _place(ops, src, config, state, timeout=timeout)
+            await _place(ops, src, config, state, token=contract.new_id(), timeout=timeout)
         except (CommandFailed, CommandTimeout) as again:
             back = f"NOT put back on {src} ({again}); its state was: {contract.encode(state).decode()[:200]}"
-        raise CommandFailed(f"{what}: {exc} ({back})", code=getattr(exc, "code", Code.FAILED)) from None
+        raise CommandFailed(f"{what}: {exc} ({back}{late})", code=getattr(exc, "code", Code.FAILED)) from None
     # The source kept its state file for a rollback; the actor now lives on dst under the
     # same actor id, so its retained topics stay.
     await ops._control(contract.node_topic(src, "stop"), {"name": name, "delete": True, "keep_topics": True})
@@ -83,11 +82,41 @@ async def migrate_via_main(ops: ActorOps, name: str, src: str, dst: str, *, time
     }
 
 
+async def _withdraw(ops: ActorOps, node: str, name: str, token: str, *, grace: float) -> bool:
+    """Withdraw a placement that timed out, before the actor goes back to its source.
+
+    A Wactorz node ignores ``_expires_at`` and cannot stop an actor that is still
+    starting (its stop finds nothing running, and the start then completes): a stop
+    sent at once could leave a second live copy. So wait up to ``grace`` seconds for
+    the late placement to settle (its ``spawn_ack`` of ``token``, or a refusal), then
+    stop it (deleting the state file, keeping the retained topics the source shares).
+
+    Returns:
+        Whether the placement settled within ``grace`` (False: the node may still
+        start the actor after this stop, and nobody will be watching).
+    """
+    settled = False
+    with contextlib.suppress(CommandTimeout):
+        await ops._request(
+            contract.node_topic(node, "spawn_ack"),
+            lambda a: isinstance(a, dict) and a.get("migration_token") == token,
+            _nothing,
+            timeout=grace,
+            what=f"the late start of {name} on {node}",
+        )
+        settled = True
+    await ops._control(contract.node_topic(node, "stop"), {"name": name, "delete": True, "keep_topics": True})
+    return settled
+
+
+async def _nothing() -> None:
+    return None
+
+
 async def _place(
-    ops: ActorOps, node: str, config: dict[str, Any], state: dict[str, Any], *, timeout: float
+    ops: ActorOps, node: str, config: dict[str, Any], state: dict[str, Any], *, token: str, timeout: float
 ) -> None:
-    """Spawn ``config`` with ``state`` on ``node`` and wait for its ``spawn_ack`` of this token."""
-    token = contract.new_id()
+    """Spawn ``config`` with ``state`` on ``node`` and wait for its ``spawn_ack`` of ``token``."""
     name = config["name"]
     spawn = {
         **spawn_payload({k: v for k, v in config.items() if k != "replace"}, node),

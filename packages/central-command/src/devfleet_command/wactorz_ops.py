@@ -21,37 +21,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from devfleet_base import contract
 from devfleet_base.errors import Code
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 from devfleet_base.wactorz_signing import WactorzSigner, control_leaf, publication_signed
 
-from .errors import CommandFailed, CommandTimeout, ConsoleTimeout, NodeNotFound, UsageError
+from .errors import CommandFailed, CommandTimeout, ConsoleTimeout, NodeNotFound, UnverifiedNode
 
 if TYPE_CHECKING:
-    from devfleet_base.mqtt import MqttSession
+    from devfleet_base.mqtt import MqttClient
 
     from .actors import ActorOps
+    from .model import FleetModel, NodeView
 
 log = logging.getLogger("devfleet.console")
 
 __all__ = [
     "ask_lists",
+    "await_heartbeats",
+    "check_commandable",
     "control_properties",
-    "key_from_env",
     "listed",
+    "presence_signed",
     "refresh_lists",
+    "restart",
     "spawn",
     "spawn_payload",
     "stop",
     "stop_all",
     "trusted_answer",
-    "trusted_presence",
 ]
 
 #: Seconds between list questions while waiting for a stop to show.
@@ -78,7 +80,7 @@ def control_properties(
     return lambda raw: signer.properties(topic, raw)
 
 
-def trusted_answer(ops: ActorOps, msg: Inbound) -> bool:
+def trusted_answer(ops: ActorOps, msg: MqttMessage) -> bool:
     """Whether an answer may be used: anything from a devfleet node (its own rules),
     and from a Wactorz node (``nodes/{node}/...``, ``agents/{node}/logs``) only when
     signed with the fleet key, if the console has one."""
@@ -96,46 +98,34 @@ def trusted_answer(ops: ActorOps, msg: Inbound) -> bool:
     return False
 
 
-#: The environment variable a console reads the Wactorz fleet key from (hex, as the
-#: nodes' own WACTORZ_NODE_KEY), when none is given to AsyncFleet.
-KEY_ENV = "DEVFLEET_WACTORZ_KEY"
-
-
-def key_from_env() -> bytes | None:
-    """The Wactorz fleet key from ``DEVFLEET_WACTORZ_KEY`` (hex), or None when unset.
-
-    Raises:
-        UsageError: set but not hex.
-    """
-    text = os.environ.get(KEY_ENV, "").strip()
-    if not text:
-        return None
-    try:
-        return bytes.fromhex(text)
-    except ValueError:
-        raise UsageError(f"{KEY_ENV} is not a hex key") from None
-
-
 _PRESENCE = frozenset({"heartbeat", "manifest", "agents"})
 
 
-def trusted_presence(ops: ActorOps, msg: Inbound) -> bool:
-    """For a console holding a key: whether to take a Wactorz node's presence message
-    (its heartbeat, manifest or list answer) — only when signed with that key. Every
-    other message (devfleet nodes' included) is left to the usual rules."""
+def presence_signed(ops: ActorOps, msg: MqttMessage) -> bool | None:
+    """For a console that checks signatures: whether a Wactorz node signed this presence
+    message (its heartbeat, manifest or list answer) with the fleet key.
+
+    Returns:
+        None when it is not a Wactorz node's presence (a devfleet node's, whose own
+        rules apply: a name with a devfleet description never counts as Wactorz);
+        True when signed with ``ops.wactorz_key``; False when not (no key, or
+        unsigned, or signed with another key).
+    """
     from . import wactorz
 
     parts = msg.topic.split("/")
     if len(parts) != 3 or parts[0] != "nodes" or parts[2] not in _PRESENCE or not msg.payload:
-        return True
-    if parts[2] != "manifest":
-        view = ops.model.get(parts[1])
-        if not (view is not None and wactorz.is_wactorz(view)) and b'"runtime"' not in msg.payload:
-            return True
+        return None
+    view = ops.model.get(parts[1])
+    if view is not None and view.meta is not None:
+        return None
+    known = view is not None and wactorz.is_wactorz(view)
+    if parts[2] != "manifest" and not known and b'"runtime"' not in msg.payload:
+        return None
     key = ops.wactorz_key
-    if key is None or publication_signed(key, msg.topic, msg.payload, msg.user_properties):
+    if key is not None and publication_signed(key, msg.topic, msg.payload, msg.user_properties):
         return True
-    if parts[1] not in _reported and len(_reported) < 1024:  # said once per node
+    if key is not None and parts[1] not in _reported and len(_reported) < 1024:  # said once per node
         _reported.add(parts[1])
         log.warning("ignoring Wactorz node %s: what it publishes is not signed with the fleet key", parts[1])
     return False
@@ -144,11 +134,59 @@ def trusted_presence(ops: ActorOps, msg: Inbound) -> bool:
 _reported: set[str] = set()
 
 
-async def ask_lists(session: MqttSession, nodes: list[str]) -> None:
+def check_commandable(ops: ActorOps, view: NodeView) -> None:
+    """Refuse to command a Wactorz node whose presence is unverified from a console that
+    signs: what would confirm the operation (its log records, list, heartbeats) is
+    unsigned, and a signing console believes nothing unsigned.
+
+    Raises:
+        UnverifiedNode: ``ops`` has a signing identity and ``view`` was not verified
+            with the fleet key.
+    """
+    if ops.identity is not None and view.verified is not True:
+        raise UnverifiedNode(
+            f"{view.name} is a Wactorz node whose presence is not signed with a fleet key"
+            " (unverified): nothing sent. Give this console the key it shares with it"
+            " (--wactorz-key-file; its WACTORZ_NODE_KEY)",
+            node=view.name,
+        )
+
+
+async def ask_lists(session: MqttClient, nodes: list[str]) -> None:
     """Ask each Wactorz node for its actor list (``nodes/{node}/list``, unsigned: not a
     control leaf there); the answers reach the model (:func:`devfleet_command.wactorz.on_list`)."""
     for node in nodes:
         await session.publish(contract.node_topic(node, "list"), b"{}", qos=1)
+
+
+async def await_heartbeats(
+    ops: ActorOps, *, on_wait: Callable[[list[str], float], None] | None = None
+) -> list[str]:
+    """Wait up to one heartbeat interval (and a second) for the heartbeat of every live
+    Wactorz node not heard yet: its figures (cpu, memory, disk, uptime) come only with
+    it, and a one-shot console has only the retained manifest.
+
+    Args:
+        on_wait: called once with the names and the seconds it will wait, when there
+            is anything to wait for (a progress hint).
+
+    Returns:
+        The nodes still without a heartbeat (their figures stay unknown).
+    """
+    from . import wactorz
+
+    def missing(model: FleetModel) -> list[NodeView]:
+        return [v for v in model if wactorz.is_wactorz(v) and v.online and v.heartbeat is None]
+
+    views = missing(ops.model)
+    if not views:
+        return []
+    seconds = max(v.heartbeat_interval for v in views) + 1.0
+    if on_wait is not None:
+        on_wait(sorted(v.name for v in views), seconds)
+    with contextlib.suppress(ConsoleTimeout):
+        await ops.wait_for(lambda m: not missing(m), seconds)
+    return sorted(v.name for v in missing(ops.model))
 
 
 async def refresh_lists(ops: ActorOps, *, timeout: float = 3.0) -> None:
@@ -160,7 +198,7 @@ async def refresh_lists(ops: ActorOps, *, timeout: float = 3.0) -> None:
     missing = [v.name for v in ops.model if wactorz.is_wactorz(v) and v.listed is None]
     if not missing:
         return
-    await ask_lists(ops.session, missing)
+    await ask_lists(ops.mqtt, missing)
     with contextlib.suppress(ConsoleTimeout):
         await ops.wait_for(
             lambda m: all((v := m.get(n)) is None or v.listed is not None for n in missing), timeout
@@ -225,7 +263,7 @@ async def spawn(ops: ActorOps, node: str, spec: dict[str, Any], *, retain: bool,
         )
     finally:
         if retain:  # the node never clears it: a retained spawn must not outlive this wait
-            await ops.session.publish(topic, b"", qos=1, retain=True, wait=True)
+            await ops.mqtt.publish(topic, b"", qos=1, retain=True, wait=True)
     if record.get("type") == "error":
         raise CommandFailed(f"spawn {name} on {node}: failed: {record.get('message')}", code=Code.FAILED)
     return {"name": name, "actor_id": contract.actor_id(name), "state": "running"}
@@ -273,3 +311,39 @@ async def stop_all(ops: ActorOps, node: str, *, timeout: float) -> Any:
         what=f"stop_all on {node}",
     )
     return {"stopped": "all", "node": node}
+
+
+async def restart(ops: ActorOps, node: str, *, timeout: float) -> Any:
+    """Restart a Wactorz node's runner in place (``nodes/{node}/restart``: it stops its
+    actors and re-executes), confirmed by its ``restarting`` heartbeat and then the
+    first heartbeat of the new process.
+
+    Returns:
+        ``{"restarted": True, "node", "uptime_s"}`` (the new process's uptime).
+
+    Raises:
+        UnverifiedNode: an unverified node, from a console that signs (nothing sent).
+        CommandTimeout: either heartbeat missing within ``timeout``.
+    """
+    view = ops.model.get(node)
+    if view is None:
+        raise NodeNotFound(f"no node {node!r} in the fleet")
+    check_commandable(ops, view)
+    said: list[str] = []
+
+    def back(beat: Any) -> bool:  # "restarting", then a heartbeat without a status
+        if not isinstance(beat, dict):
+            return False
+        if beat.get("status") == "restarting":
+            said.append("restarting")
+            return False
+        return bool(said) and beat.get("status") is None
+
+    beat = await ops._request(
+        contract.node_topic(node, "heartbeat"),
+        back,
+        lambda: ops._control(contract.node_topic(node, "restart"), {}),
+        timeout=timeout,
+        what=f"restart {node}",
+    )
+    return {"restarted": True, "node": node, "uptime_s": beat.get("uptime_s")}

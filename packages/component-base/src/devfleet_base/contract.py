@@ -591,18 +591,20 @@ _SIMPLE_LEAVES: Final = frozenset(leaf for leaf in _NODE_LEAVES if "/" not in le
 
 def parse_topic(topic: str) -> TopicMatch | None:
     """Classify an inbound topic; ``None`` when it is not part of the contract."""
-    # Fast path for the hot shapes (a console's retained burst, telemetry): same answers
-    # as the regular expression below, without it.
+    # Fast path for the hot shapes (a console's retained burst, telemetry, an agent's
+    # commands): same answers as the regular expression below, without it.
     parts = topic.split("/")
     if len(parts) in (3, 4) and parts[0] == "nodes":
         node = parts[1]
         if node and node[0] != "$" and "+" not in node and "#" not in node:
             if len(parts) == 3 and parts[2] in _SIMPLE_LEAVES:
                 return TopicMatch(parts[2], node=node)
-            if len(parts) == 4 and parts[2] == "telemetry":
-                metric = parts[3]
-                if metric and metric[0] != "$" and "+" not in metric and "#" not in metric:
-                    return TopicMatch("telemetry", node=node, leaf=metric)
+            if len(parts) == 4 and parts[2] in ("telemetry", "cmd"):
+                last = parts[3]
+                if last and last[0] != "$" and "+" not in last and "#" not in last:
+                    if parts[2] == "cmd":
+                        return TopicMatch("cmd", node=node, verb=last, scope="node")
+                    return TopicMatch("telemetry", node=node, leaf=last)
     m = _TOPIC_RE.match(topic)
     if m is None:
         return None
@@ -714,7 +716,7 @@ def node_id(node: str) -> str:
 
 def encode(obj: Any) -> bytes:
     """Compact UTF-8 JSON, as every devfleet payload is sent."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _ENCODE(obj).encode()
 
 
 def decode(payload: bytes | bytearray | str, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Any:
@@ -749,6 +751,9 @@ def _refuse_constant(name: str) -> Any:
 # JSONDecoder (and scanner) per call, which cost a third of the console's time per message.
 _DECODER: Final = json.JSONDecoder(parse_constant=_refuse_constant)
 _SCAN: Final = _DECODER.scan_once  # type: ignore[attr-defined]
+# And one encoder: ``json.dumps`` with keyword arguments builds a JSONEncoder per call
+# too (an agent encodes three payloads a command; issue 20). Same output.
+_ENCODE: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 # --------------------------------------------------------------------------------------
@@ -762,14 +767,27 @@ _SESSION = Field("int", required=True, min=0, doc="The agent's connection counte
 STATUS_SCHEMA: Final = Schema(
     "status",
     {
-        "status": Field("str", required=True, choices=("online", "offline", "lost")),
-        "node": Field("str", pattern=NAME_PATTERN),
+        "status": Field(
+            "str",
+            required=True,
+            choices=("online", "offline", "lost"),
+            doc="online (birth), offline (clean stop) or lost (the will).",
+        ),
+        "node": Field("str", pattern=NAME_PATTERN, doc="The node's name, as in the topic."),
         "version": _VERSION,
         "session": _SESSION,
         "ts": _TS,
+        "instance": Field(
+            "str", max=64, doc="Random per agent process: two processes with one node name differ in it."
+        ),
+        "name_clash": Field(
+            "dict", doc="Set while another live process uses this node name: its instance, session, since."
+        ),
     },
     extra="allow",
 )
+"""``nodes/{node}/status``; its envelope fields (node, session, version, ts, instance)
+begin every retained description (see :mod:`devfleet_base.payload_schemas`)."""
 
 _SIG = Field(
     "dict",

@@ -13,7 +13,16 @@ connect re-subscribe, then call ``on_connect`` (which publishes the birth);
 reconnect with exponential back-off and full jitter; stop retrying on bad
 credentials with a clear error; set TCP_NODELAY (Nagle costs ~40 ms a round trip).
 
-Persistent sessions (``SessionOptions.persistent``, off by default): the broker
+Writing (issue 20): what paho queues during one turn of the event loop goes out in
+one flush at the start of the next (``call_soon``): an agent's PUBACK, ``accepted``
+and ``ok`` for a command leave back to back after its handler ran. paho's own
+external-loop path registered the socket for writing and removed it again for
+every burst (two ``epoll_ctl`` calls, and ``remove_writer`` formatting the socket's
+repr when it was not registered); a writer is registered now only when the
+socket's buffer is full. (Corking the burst into one segment with ``TCP_CORK`` was
+tried: the round trip got slower, not faster.)
+
+Persistent sessions (``ClientOptions.persistent``, off by default): the broker
 keeps the client's subscriptions (and queues its QoS 1 messages) between
 connections (MQTT 3.1.1 clean session 0; MQTT 5 clean start 0 with a session
 expiry). On a NATS cluster this is what makes failover work: every QoS 1
@@ -24,7 +33,7 @@ session on a surviving node is served at once (measured: docs/scaling.md).
 Re-subscribing to the same filters on a resumed session is granted without a new
 consumer, so the session re-subscribes on every connect as before.
 
-Several brokers (``SessionOptions.fallbacks``, e.g. the nodes of a cluster): the
+Several brokers (``ClientOptions.fallbacks``, e.g. the nodes of a cluster): the
 session tries them in turn, the first that answers wins; when that connection
 is lost it moves on to the next after a jittered delay, so a fleet whose broker
 node died spreads over the survivors instead of reconnecting in lockstep.
@@ -51,10 +60,10 @@ from paho.mqtt.properties import Properties
 from .errors import DevfleetError
 
 __all__ = [
+    "ClientOptions",
     "ConnectionRefusedFatal",
-    "Inbound",
-    "MqttSession",
-    "SessionOptions",
+    "MqttClient",
+    "MqttMessage",
     "TlsCertificateError",
     "TlsOptions",
     "Will",
@@ -142,7 +151,7 @@ class Will:
     retain: bool = True
 
 
-class Inbound(NamedTuple):
+class MqttMessage(NamedTuple):
     """One received message (immutable; a named tuple: one is built per message, and a
     frozen dataclass cost twice as much to construct)."""
 
@@ -157,7 +166,7 @@ class Inbound(NamedTuple):
 
 
 @dataclass
-class SessionOptions:
+class ClientOptions:
     host: str = "127.0.0.1"
     port: int = 1883
     client_id: str = ""
@@ -183,7 +192,7 @@ class SessionOptions:
     3.1.1 has no expiry: the broker keeps it until a clean-session connect)."""
 
 
-class MqttSession:
+class MqttClient:
     """One broker connection that keeps itself alive.
 
     Args:
@@ -197,9 +206,9 @@ class MqttSession:
 
     def __init__(
         self,
-        options: SessionOptions,
+        options: ClientOptions,
         *,
-        on_message: Callable[[Inbound], None],
+        on_message: Callable[[MqttMessage], None],
         on_connect: Callable[[], Awaitable[None]] | None = None,
         will: Callable[[], Will | None] | None = None,
     ) -> None:
@@ -215,6 +224,10 @@ class MqttSession:
         self._acks: dict[int, asyncio.Future[None]] = {}
         self._misc: asyncio.TimerHandle | None = None
         self._sock: socket.socket | None = None
+        # Writing (see the module's docstring): a flush is scheduled; the socket is
+        # registered for writing (only while its buffer is full).
+        self._flush_pending = False
+        self._writer_on = False
         self._stopping = False
         self._stop = asyncio.Event()
         self._attempt_failed = asyncio.Event()
@@ -413,18 +426,20 @@ class MqttSession:
         if info.is_published():
             self._acks.pop(info.mid, None)
             return True
+        # One future and one timer: wait_for(shield(fut)) made two more futures and
+        # three more loop callbacks per acknowledged publish (a console's every command).
+        timer = self._loop.call_later(self.options.ack_timeout, fut.cancel)
         try:
-            await asyncio.wait_for(asyncio.shield(fut), self.options.ack_timeout)
-        except TimeoutError:
-            return False
+            await fut
         except asyncio.CancelledError:
-            # The connection dropped (teardown cancels the ack): that is a False, never a
-            # cancellation of our caller. A caller being cancelled itself is re-raised.
+            # The ack timed out, or the connection dropped (teardown cancels it): that is a
+            # False, never a cancellation of our caller. A caller being cancelled is re-raised.
             task = asyncio.current_task()
             if fut.cancelled() and (task is None or not task.cancelling()):
                 return False
             raise
         finally:
+            timer.cancel()
             self._acks.pop(info.mid, None)
         return True
 
@@ -667,6 +682,7 @@ class MqttSession:
             with contextlib.suppress(Exception):
                 self._loop.remove_writer(self._sock)
         self._sock = None
+        self._writer_on = False
         self._connected.clear()
         for fut in self._acks.values():
             if not fut.done():
@@ -694,9 +710,10 @@ class MqttSession:
         if client is not self._client:
             return
         self._sock = sock
+        self._writer_on = False
         self._loop.add_reader(sock, self._on_readable, client)
         if client.want_write():
-            self._loop.add_writer(sock, self._on_writable, client)
+            self._write_soon(client)
         self._schedule_misc(client)
 
     def _schedule_misc(self, client: paho.Client) -> None:
@@ -716,6 +733,21 @@ class MqttSession:
     def _on_writable(self, client: paho.Client) -> None:
         client.loop_write()
 
+    def _flush(self, client: paho.Client) -> None:
+        """Write what paho queued since the last flush (a loop callback, never inside
+        paho: its callbacks hold a non-reentrant lock); when the socket's buffer is full
+        the rest waits for it to be writable."""
+        self._flush_pending = False
+        if client is not self._client or self._sock is None or self._writer_on or not client.want_write():
+            return
+        client.loop_write()
+        if client.want_write() and self._sock is not None and not self._writer_on:
+            # paho still counts the socket as registered for writing (from the packet's
+            # queueing), so it will not ask: register here; _cb_unregister_write removes it.
+            assert self._loop is not None
+            self._loop.add_writer(self._sock, self._on_writable, client)
+            self._writer_on = True
+
     def _cb_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         self._in_loop(self._unregister, client, sock)
 
@@ -727,24 +759,31 @@ class MqttSession:
             self._loop.remove_writer(sock)
         if client is self._client:
             self._sock = None
+            self._writer_on = False
             self._connected.clear()
             if self._connack is not None and not self._connack.done():
                 self._connack.set_result(_CLOSED_BEFORE_CONNACK)
             self._lost.set()
 
     def _cb_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._in_loop(self._add_writer, client, sock)
+        # paho queued a packet (and will not call again until it wrote everything).
+        self._in_loop(self._write_soon, client)
 
-    def _add_writer(self, client: paho.Client, sock: socket.socket) -> None:
-        assert self._loop is not None
-        if client is self._client and self._sock is not None:
-            self._loop.add_writer(sock, self._on_writable, client)
+    def _write_soon(self, client: paho.Client) -> None:
+        if client is self._client and not self._flush_pending:
+            assert self._loop is not None
+            self._flush_pending = True
+            self._loop.call_soon(self._flush, client)
 
     def _cb_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._in_loop(self._remove_writer, sock)
+        # paho wrote everything. Only a socket we registered needs removing (most writes
+        # never register it, and remove_writer of an unknown socket formats its repr).
+        if self._writer_on:
+            self._in_loop(self._remove_writer, sock)
 
     def _remove_writer(self, sock: socket.socket) -> None:
         assert self._loop is not None
+        self._writer_on = False
         with contextlib.suppress(Exception):
             self._loop.remove_writer(sock)
 
@@ -797,7 +836,7 @@ class MqttSession:
             log.debug("receive #%d %s (%d bytes)", counters["received"], topic, len(payload))
         try:
             self._on_message(
-                Inbound(
+                MqttMessage(
                     topic,
                     payload if type(payload) is bytes else bytes(payload),
                     bool(msg.retain),

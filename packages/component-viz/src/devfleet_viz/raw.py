@@ -11,15 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from devfleet_base import contract
-from devfleet_base.contract import MAP_FRAME_SCHEMA, MAP_POSE_SCHEMA, STATUS_SCHEMA
+from devfleet_base.contract import MAP_FRAME_SCHEMA, MAP_POSE_SCHEMA
 from devfleet_base.errors import ContractError
+from devfleet_base.payload_schemas import DESCRIPTION_SCHEMAS
 
 __all__ = ["SHOW_BYTES", "inspect_payload"]
 
 SHOW_BYTES = 4096
 """At most this many bytes of a payload are kept for display."""
-
-_DESCRIPTION_KINDS = frozenset(contract.DESCRIPTIONS)
 
 
 def inspect_payload(topic: str, payload: bytes) -> dict[str, Any]:
@@ -88,17 +87,11 @@ def _shape_problem(topic: str, data: Any) -> str:
     if match is None:
         return ""
     try:
-        if match.kind in _DESCRIPTION_KINDS:
-            if not isinstance(data, dict):
-                return f"{match.kind} is a JSON {type(data).__name__}, not an object"
-            for key in ("session", "version"):
-                value = data.get(key)
-                if not isinstance(value, int) or isinstance(value, bool):
-                    return f"{match.kind} lacks an integer {key}"
+        if match.kind in DESCRIPTION_SCHEMAS:
+            # What the console's model refuses: the schema's required fields, the topic's node.
+            DESCRIPTION_SCHEMAS[match.kind].read(data)
             if data.get("node") not in (None, match.node):
                 return f"{match.kind} names node {data.get('node')!r}"
-            if match.kind == "status":
-                STATUS_SCHEMA.validate(data)
         elif match.kind == "map":
             MAP_FRAME_SCHEMA.validate(data)
         elif match.kind == "component" and match.leaf == "map":

@@ -1,4 +1,4 @@
-"""``devfleet spawn``, ``stop``, ``actors``, ``migrate`` and ``task`` (Wactorz actors)."""
+"""``devfleet spawn``, ``stop``, ``stop-all``, ``actors``, ``migrate`` and ``task`` (Wactorz actors)."""
 
 from __future__ import annotations
 
@@ -51,6 +51,15 @@ def register(sub: Any) -> None:
         help="with --delete: keep its retained topics (it lives elsewhere)",
     )
     p.set_defaults(handler=cmd_stop)
+    p = sub.add_parser(
+        "stop-all",
+        help="stop every actor on a node and shut its agent (or Wactorz runner) down: NODE",
+        description="Stop every actor on a node, then its agent or Wactorz runner shuts down"
+        " (Wactorz stop_all); it says offline. Start it again on the device.",
+        examples=["devfleet stop-all rpi-livingroom"],
+    )
+    p.add_argument("node", help="the node's name")
+    p.set_defaults(handler=cmd_stop_all)
     p = sub.add_parser(
         "actors",
         help="the actors running in the fleet (or on one node)",
@@ -167,6 +176,17 @@ async def cmd_stop(ctx: Context) -> int:
         ctx.emit_json({"node": ctx.args.node, "name": ctx.args.name, "result": result})
     else:
         print(f"{ctx.args.node}: stopped {ctx.args.name}", file=ctx.out)
+    return 0
+
+
+async def cmd_stop_all(ctx: Context) -> int:
+    """Stop every actor on a node and shut it down."""
+    async with ctx.fleet() as fleet:
+        result = await fleet.stop_all(ctx.args.node, timeout=ctx.timeout)
+    if ctx.json:
+        ctx.emit_json({"node": ctx.args.node, "result": result})
+    else:
+        print(f"{ctx.args.node}: stopped every actor; it is shutting down", file=ctx.out)
     return 0
 
 

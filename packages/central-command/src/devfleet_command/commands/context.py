@@ -33,6 +33,7 @@ class Context:
     timeout: float
     debug: bool
     wait_for_node: float = 0.0
+    wactorz_key: bytes | None = field(default=None, repr=False)
     out: TextIO = field(default_factory=lambda: sys.stdout)
     err: TextIO = field(default_factory=lambda: sys.stderr)
     _identity: Identity | None = field(default=None, repr=False)
@@ -47,6 +48,7 @@ class Context:
             password=self.password,
             tls_ca=self.tls_ca,
             identity=self.identity(),
+            wactorz_key=self.wactorz_key,
             connect_timeout=self.timeout,
             wait_for_node=self.wait_for_node,
             **kwargs,

@@ -6,6 +6,7 @@ from . import parse_assignments
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: keep typing off the --help path
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
     from typing import Any
 
     from ..aio import AsyncFleet, Broadcast
@@ -164,9 +165,12 @@ def _ms(seconds: float) -> str:
     return f"{max(seconds, 0.0) * 1000:.1f} ms"
 
 
-async def run_targeted(ctx: Context, verb: str, args: dict[str, Any]) -> int:
+async def run_targeted(
+    ctx: Context, verb: str, args: dict[str, Any], *, wactorz: Callable[..., Awaitable[Any]] | None = None
+) -> int:
     """Send ``verb`` to one node, a group or the fleet, print the outcome, return the
-    exit code."""
+    exit code. ``wactorz(node, timeout=)``: what one Wactorz node (no command topics)
+    gets instead."""
     a = ctx.args
     chosen = sum(bool(x) for x in (a.node, a.all, a.group))
     if chosen != 1:
@@ -176,7 +180,15 @@ async def run_targeted(ctx: Context, verb: str, args: dict[str, Any]) -> int:
     async with ctx.fleet() as fleet:
         if a.node:
             from ..output import json_text
+            from ..wactorz import is_wactorz
 
+            if wactorz is not None and (view := fleet.model.get(a.node)) and is_wactorz(view):
+                result = await wactorz(fleet, a.node, timeout=ctx.timeout)
+                if ctx.json:
+                    ctx.emit_json({"node": a.node, "verb": verb, "result": result})
+                else:
+                    print(f"{a.node}: {verb} ok {json_text(result, indent=None)}", file=ctx.out)
+                return 0
             handle = await fleet.send(a.node, verb, args, timeout=ctx.timeout)
             result = await handle.result()
             rtt = (handle.finished_at or handle.sent_at) - handle.sent_at
@@ -198,7 +210,9 @@ async def cmd_ping(ctx: Context) -> int:
 
 async def cmd_restart(ctx: Context) -> int:
     """Restart agents."""
-    return await run_targeted(ctx, "restart", {})
+    from ..wactorz_ops import restart
+
+    return await run_targeted(ctx, "restart", {}, wactorz=restart)
 
 
 async def cmd_cmd(ctx: Context) -> int:

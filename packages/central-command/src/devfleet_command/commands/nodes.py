@@ -72,16 +72,18 @@ def table(nodes: list[NodeView], now: float | None = None) -> Any:
     for col in ("NODE", "HEALTH", "SESSION", "CFG", "GROUPS", "CPU%", "MEM%", "DISK%", "HEARTBEAT"):
         t.add_column(col)
     for n in nodes:
-        hb = n.heartbeat or {}
 
-        def metric(name: str, hb: dict[str, Any] = hb, n: NodeView = n) -> str:
-            sample = n.telemetry.get(name)
-            return number(sample.value if sample is not None else hb.get(name))
+        def metric(name: str, n: NodeView = n) -> str:
+            # NodeView.metric: telemetry, else the heartbeat's figure (a Wactorz node's
+            # cpu_pct, mem_used_mb... mapped to percent, see wactorz.metric).
+            return number(n.metric(name))
 
         t.add_row(
             cell(n.name),
             Text(n.health, style=_HEALTH_STYLE.get(n.health, ""))
             + (Text(" name clash", style="red") if n.name_clash is not None else Text(""))
+            # A Wactorz node a signing console could not verify (no fleet key).
+            + (Text(" unverified", style="yellow") if n.verified is False else Text(""))
             # Why stale: a node whose broker node died sends no will (docs/scaling.md).
             + (Text(f" ({reason})") if (reason := n.stale_reason(now)) else Text("")),
             cell(n.session if n.session is not None else "-"),
@@ -116,8 +118,21 @@ def show_renderables(node: NodeView) -> list[Any]:
 
 async def _settled(ctx: Context, fleet: Any) -> None:
     """Wait (up to one heartbeat interval, with a hint) for nodes known only from a
-    retained ``online`` status; those still silent are shown stale."""
+    retained ``online`` status; those still silent are shown stale. Then the same for
+    the figures of live Wactorz nodes, which come only with their (unretained) heartbeat."""
+    from ..wactorz_ops import await_heartbeats
+
     await fleet.confirm_liveness(on_wait=None if ctx.json else ctx.waiting_hint)
+
+    def hint(names: list[str], seconds: float) -> None:
+        print(
+            f"devfleet: waiting up to {seconds:g} s for the figures of {', '.join(names[:5])}"
+            " (a Wactorz node's heartbeat is not retained)",
+            file=ctx.err,
+            flush=True,
+        )
+
+    await await_heartbeats(fleet, on_wait=None if ctx.json else hint)
 
 
 def _foreign_hint(ctx: Context, fleet: Any) -> None:

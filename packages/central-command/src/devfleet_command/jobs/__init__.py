@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from devfleet_base import contract
 
-from ..errors import UsageError
+from ..errors import InvalidRequest
 from .plan import JobState, NodeProgress, command_id
 from .runner import JobRunner
 from .selector import Selector, node_fields
@@ -59,7 +59,7 @@ TAKEOVER_AFTER = 3.0
 """Status heartbeats a runner may miss before another console takes its job over."""
 
 
-class JobBusy(UsageError):
+class JobBusy(InvalidRequest):
     """Another console is running the job (its status heartbeat is fresh)."""
 
 
@@ -75,14 +75,14 @@ def resolve_target(
     every node (``everything``, or selectors alone), kept where every selector holds.
 
     Raises:
-        UsageError: nothing chosen, a node never seen, a bad selector, or no node matches.
+        InvalidRequest: nothing chosen, a node never seen, a bad selector, or no node matches.
     """
     parsed = [Selector.parse(s) for s in selectors]
     if not (everything or groups or nodes or parsed):
-        raise UsageError("choose the nodes: --all, --group G, --nodes a,b or --select FIELD=VALUE")
+        raise InvalidRequest("choose the nodes: --all, --group G, --nodes a,b or --select FIELD=VALUE")
     unknown = [n for n in nodes if n not in model]
     if unknown:
-        raise UsageError(f"no node named {', '.join(sorted(unknown))} is known (nothing started)")
+        raise InvalidRequest(f"no node named {', '.join(sorted(unknown))} is known (nothing started)")
     chosen: set[str] = set(nodes)
     for group in groups:
         chosen.update(v.name for v in model.in_group(group))
@@ -91,7 +91,7 @@ def resolve_target(
     views = [model.get(n) for n in sorted(chosen)]
     names = [v.name for v in views if v is not None and all(s.matches(node_fields(v)) for s in parsed)]
     if not names:
-        raise UsageError("no node matches the target (nothing started)")
+        raise InvalidRequest("no node matches the target (nothing started)")
     return names
 
 
@@ -109,10 +109,10 @@ def new_job(
     """A new job over ``nodes`` (in order) cut into a canary and batches.
 
     Raises:
-        UsageError: bad amounts, or no nodes.
+        InvalidRequest: bad amounts, or no nodes.
     """
     if not nodes:
-        raise UsageError("a job needs at least one node")
+        raise InvalidRequest("a job needs at least one node")
     now = time.time()
     return JobSpec(
         job="j" + contract.new_id()[:11],
@@ -122,7 +122,7 @@ def new_job(
         created_at=now,
         expires_at=now + expires_in,
         target=target or {},
-        created_by=fleet.session.options.client_id,
+        created_by=fleet.mqtt.options.client_id,
     )
 
 
@@ -133,12 +133,12 @@ async def resume_job(
     ``takeover_after`` seconds; waited for here when needed).
 
     Raises:
-        UsageError: no such job, or it already ended.
+        InvalidRequest: no such job, or it already ended.
         JobBusy: another console's runner is alive.
     """
     view = await _view(fleet, job)
     if view.final:
-        raise UsageError(f"job {job} already ended ({view.state})")
+        raise InvalidRequest(f"job {job} already ended ({view.state})")
     heard = (view.status or {}).get("heartbeat_at")
     if isinstance(heard, (int, float)) and time.time() - heard < takeover_after:
         beat = heard
@@ -163,13 +163,13 @@ async def abort_job(
         ``aborting``) that reverts it here: ``await runner.run()``.
 
     Raises:
-        UsageError: no such job, or it already ended.
+        InvalidRequest: no such job, or it already ended.
     """
     view = await _view(fleet, job)
     if view.final:
-        raise UsageError(f"job {job} already ended ({view.state})")
-    doc = {"action": "abort", "by": fleet.session.options.client_id, "ts": time.time()}
-    await fleet.session.publish(
+        raise InvalidRequest(f"job {job} already ended ({view.state})")
+    doc = {"action": "abort", "by": fleet.mqtt.options.client_id, "ts": time.time()}
+    await fleet.mqtt.publish(
         contract.job_topic(job, "control"), contract.encode(doc), qos=1, retain=True, wait=True
     )
     try:
@@ -186,7 +186,7 @@ async def _view(fleet: AsyncFleet, job: str) -> JobView:
     store = await load_jobs(fleet, job)
     view = store.jobs.get(job)
     if view is None or view.spec is None:
-        raise UsageError(f"no job {job} is retained on the broker")
+        raise InvalidRequest(f"no job {job} is retained on the broker")
     return view
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from ..errors import UsageError
+from ..errors import InvalidRequest
 from ..model import NodeView
 
 __all__ = ["Selector", "node_fields"]
@@ -51,12 +51,12 @@ class Selector:
         """Parse ``arch=armv7l``.
 
         Raises:
-            UsageError: not of the form ``FIELD OP VALUE``, or an ordering with a
+            InvalidRequest: not of the form ``FIELD OP VALUE``, or an ordering with a
                 value that is not a version.
         """
         match = _EXPR.match(text) if isinstance(text, str) else None
         if match is None or not match.group(3):
-            raise UsageError(
+            raise InvalidRequest(
                 f"bad selector {text!r}: expected FIELD OP VALUE with OP one of = != < <= > >= ~"
                 " (e.g. arch=armv7l or components.ledstrip.version<1.2)"
             )
@@ -66,7 +66,7 @@ class Selector:
             try:
                 Version(value)
             except InvalidVersion:
-                raise UsageError(f"bad selector {text!r}: {value!r} is not a version") from None
+                raise InvalidRequest(f"bad selector {text!r}: {value!r} is not a version") from None
         return cls(tuple(field.split(".")), op, value)
 
     def __str__(self) -> str:

@@ -28,7 +28,7 @@ from devfleet_base import contract
 from devfleet_base.errors import ContractError
 from devfleet_base.schema import Field, Schema
 
-from ..errors import UsageError
+from ..errors import InvalidRequest
 
 __all__ = [
     "JOB_SPEC_SCHEMA",
@@ -216,7 +216,7 @@ def amount(text: str | int, total: int) -> int:
     ``total`` > 0).
 
     Raises:
-        UsageError: not a non-negative count or a percentage up to 100.
+        InvalidRequest: not a non-negative count or a percentage up to 100.
     """
     raw = str(text).strip()
     try:
@@ -230,7 +230,7 @@ def amount(text: str | int, total: int) -> int:
             raise ValueError
         return count
     except ValueError:
-        raise UsageError(f"{text!r} is neither a node count nor a percentage such as 5%") from None
+        raise InvalidRequest(f"{text!r} is neither a node count nor a percentage such as 5%") from None
 
 
 def cut_stages(nodes: list[str], canary: str | int, batch: str | int) -> list[list[str]]:
@@ -240,7 +240,7 @@ def cut_stages(nodes: list[str], canary: str | int, batch: str | int) -> list[li
     one stage.
 
     Raises:
-        UsageError: a bad amount.
+        InvalidRequest: a bad amount.
     """
     total = len(nodes)
     first = min(amount(canary, total), total)
