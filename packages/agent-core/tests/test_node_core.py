@@ -12,6 +12,7 @@ from devfleet_agent.node_core import NodeCore
 from devfleet_agent.payloads import Descriptions
 from devfleet_base import contract
 from devfleet_base.mqtt import MqttSession, SessionOptions
+from devfleet_base.payload_schemas import CFG_SCHEMA
 
 
 async def _no_receipts(topic: str, receipt: dict[str, Any], correlation: bytes | None) -> None:
@@ -95,3 +96,33 @@ def test_built_in_commands_are_registered_and_providers_name_a_section() -> None
         core.add_provider("metta", "x", dict)
     core.add_provider("state", "x", lambda: 1)
     assert core.state_payload()["x"] == 1 and core.state_payload()["session"] == 4
+
+
+async def test_config_get_answers_with_the_fields_cfg_carries() -> None:
+    receipts: list[dict[str, Any]] = []
+
+    async def keep(topic: str, receipt: dict[str, Any], correlation: bytes | None) -> None:
+        receipts.append(receipt)
+
+    session = MqttSession(SessionOptions(client_id="devfleet-u3"), on_message=lambda msg: None)
+    core = NodeCore(
+        session,
+        dispatcher=Dispatcher("u3", keep),
+        store=MemoryConfigStore(),
+        descriptions=Descriptions("u3"),
+        facts=dict,
+        spawn=lambda coro, task_name: coro.close(),
+    )
+    core.store.apply(set={"groups": ["g"]}, applied_id="c1")
+    core.store.apply(set={"description": "d"}, applied_id="c2")
+    topic = contract.node_command_topic("u3", "config_get")
+    match = contract.parse_topic(topic)
+    assert match is not None
+    await core.dispatcher.handle(topic, match, contract.encode(contract.Command.envelope(id="g1")))
+    answer = receipts[-1]["result"]
+    cfg = core.descriptions.cfg(core.store)
+    assert receipts[-1]["status"] == "ok"
+    assert set(answer) == {"config_version", "config", "kept_versions"}
+    assert answer == {key: cfg[key] for key in answer}
+    assert answer["kept_versions"] == [1, 2] and answer["config"]["groups"] == ["g"]
+    assert CFG_SCHEMA.validate({**cfg, **answer}) == {**cfg, **answer}
