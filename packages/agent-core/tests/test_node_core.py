@@ -19,15 +19,16 @@ async def _no_receipts(topic: str, receipt: dict[str, Any], correlation: bytes |
     pass
 
 
-def _core(name: str = "u1") -> tuple[NodeCore, MqttSession]:
+def _core(name: str = "u1", send: Any = _no_receipts, **options: Any) -> tuple[NodeCore, MqttSession]:
     session = MqttSession(SessionOptions(client_id=f"devfleet-{name}"), on_message=lambda msg: None)
     core = NodeCore(
         session,
-        dispatcher=Dispatcher(name, _no_receipts),
+        dispatcher=Dispatcher(name, send),
         store=MemoryConfigStore(),
         descriptions=Descriptions(name, bd_seq=4),
         facts=dict,
         spawn=lambda coro, task_name: coro.close(),
+        **options,
     )
     return core, session
 
@@ -59,16 +60,7 @@ async def test_the_owner_hook_gets_every_applied_config() -> None:
     async def applied(config: dict[str, Any]) -> None:
         seen.append(config)
 
-    session = MqttSession(SessionOptions(client_id="devfleet-u2"), on_message=lambda msg: None)
-    core = NodeCore(
-        session,
-        dispatcher=Dispatcher("u2", _no_receipts),
-        store=MemoryConfigStore(),
-        descriptions=Descriptions("u2"),
-        facts=dict,
-        spawn=lambda coro, task_name: coro.close(),
-        on_applied=applied,
-    )
+    core, _ = _core("u2", on_applied=applied)
     await core.apply_config({"groups": []})
     await core.apply_config({"groups": ["g"]})
     assert seen == [{"groups": []}, {"groups": ["g"]}]
@@ -104,15 +96,7 @@ async def test_config_get_answers_with_the_fields_cfg_carries() -> None:
     async def keep(topic: str, receipt: dict[str, Any], correlation: bytes | None) -> None:
         receipts.append(receipt)
 
-    session = MqttSession(SessionOptions(client_id="devfleet-u3"), on_message=lambda msg: None)
-    core = NodeCore(
-        session,
-        dispatcher=Dispatcher("u3", keep),
-        store=MemoryConfigStore(),
-        descriptions=Descriptions("u3"),
-        facts=dict,
-        spawn=lambda coro, task_name: coro.close(),
-    )
+    core, _ = _core("u3", keep)
     core.store.apply(set={"groups": ["g"]}, applied_id="c1")
     core.store.apply(set={"description": "d"}, applied_id="c2")
     topic = contract.node_command_topic("u3", "config_get")
