@@ -104,9 +104,9 @@ def agent_probe(probe: Probe) -> None:
         probe.mark("a.receipt_" + str(receipt.get("status")))
         return False
 
-    probe.on_entry(mqtt_mod.MqttSession, "_on_readable", "a.readable")
+    probe.on_entry(mqtt_mod.MqttClient, "_on_readable", "a.readable")
     probe.on_entry(paho.Client, "_sock_send", "a.send")
-    probe.on_entry(mqtt_mod.MqttSession, "_cb_message", "a.paho_message")
+    probe.on_entry(mqtt_mod.MqttClient, "_cb_message", "a.paho_message")
     probe.on_entry(agent_mod.Agent, "_on_message", "a.on_message", is_cmd)
     probe.on_entry(commands_mod.Dispatcher, "handle", "a.dispatch")
     from devfleet_agent import node_core
@@ -125,12 +125,10 @@ def console_probe(probe: Probe) -> None:
     from devfleet_command import aio as aio_mod
     from devfleet_command import handles as handles_mod
 
-    probe.on_entry(
-        mqtt_mod.MqttSession, "publish", "c.publish", lambda self, topic, *a, **k: "/cmd/" in topic
-    )
-    probe.on_entry(mqtt_mod.MqttSession, "_on_readable", "c.readable")
+    probe.on_entry(mqtt_mod.MqttClient, "publish", "c.publish", lambda self, topic, *a, **k: "/cmd/" in topic)
+    probe.on_entry(mqtt_mod.MqttClient, "_on_readable", "c.readable")
     probe.on_entry(paho.Client, "_sock_send", "c.send")
-    probe.on_entry(mqtt_mod.MqttSession, "_cb_publish", "c.puback")
+    probe.on_entry(mqtt_mod.MqttClient, "_cb_publish", "c.puback")
     probe.on_entry(aio_mod.AsyncFleet, "_on_inbox", "c.inbox")
     probe.on_entry(handles_mod.CommandHandle, "_finish", "c.finish")
     probe.count_loop()

@@ -27,13 +27,13 @@ EXPLAIN: dict[str, str] = {
         "every process, the floor's included."
     ),
     "discovery": (
-        "every retained description goes through the whole receive path: paho → `MqttSession` (an "
-        "`Inbound` per message) → `AsyncFleet` → `FleetModel.feed`, which decodes the JSON, checks "
+        "every retained description goes through the whole receive path: paho → `MqttClient` (an "
+        "`MqttMessage` per message) → `AsyncFleet` → `FleetModel.feed`, which decodes the JSON, checks "
         "session/version ordering (a late will must never win) and validates `status` against its schema, "
-        "then builds the node view and its events. Measured: `MqttSession` alone (no model) takes in the "
+        "then builds the node view and its events. Measured: `MqttClient` alone (no model) takes in the "
         "10,000-node burst in ~1.2 s, level with the raw floor, so the whole gap is the model's Python. "
         "Cut so far (a compiled fast path in `Schema.validate`: `status` 4.1 → 1.3 µs; `decode` "
-        "scanning plain objects directly; `Inbound` a named tuple; no KeyError per new topic; no event "
+        "scanning plain objects directly; `MqttMessage` a named tuple; no KeyError per new topic; no event "
         "dispatch when nobody listens): `feed` over the 40,000 births went from ~13.9 to ~12.4 µs a "
         "message, and the console's handler in the live process from 19–24 to 16–21 µs. What remains is "
         "the JSON decode (~3.3 µs) and CPython's cyclic garbage collector: the same `feed` run takes "
@@ -56,7 +56,7 @@ EXPLAIN: dict[str, str] = {
         "the floor counts messages; the console decodes each sample, checks it is a finite number, "
         "stores it and appends it to the node's bounded history, and emits a change event. The shared "
         "decoder, the topic fast path and skipping the per-message `asyncio.Event` (made only when a "
-        "`wait_for` is waiting) cut the model's own cost; the rest is the `Inbound` and event objects per "
+        "`wait_for` is waiting) cut the model's own cost; the rest is the `MqttMessage` and event objects per "
         "message in Python."
     ),
     "`devfleet --help`": (

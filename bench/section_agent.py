@@ -131,7 +131,7 @@ async def round_trip(broker: Any, blocks: int, per_block: int, warmup: int) -> d
 
 
 def _own_nodelay(fleet: AsyncFleet) -> list[bool]:
-    sock = fleet.session._sock
+    sock = fleet.mqtt._sock
     if sock is None:
         return []
     import socket

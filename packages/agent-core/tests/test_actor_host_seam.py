@@ -10,7 +10,7 @@ from devfleet_agent.commands import Dispatcher
 from devfleet_agent.settings import Settings
 from devfleet_agent.supervisor import Supervisor
 from devfleet_base import contract
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 
 
 class StandIn:
@@ -55,7 +55,7 @@ class StandIn:
 async def _deliver(services: StandIn, topic: str, payload: Any) -> None:
     match = contract.parse_topic(topic)
     assert match is not None
-    await services.routes[match.kind](Inbound(topic, contract.encode(payload), False, 1), match)
+    await services.routes[match.kind](MqttMessage(topic, contract.encode(payload), False, 1), match)
 
 
 async def test_the_actor_host_runs_on_a_stand_in_for_the_node(tmp_path: Path) -> None:

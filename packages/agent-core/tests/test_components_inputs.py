@@ -8,7 +8,7 @@ from collections import Counter
 
 from devfleet_agent.components.inputs import ComponentInputs
 from devfleet_base import contract
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 
 
 class StandInNode:
@@ -33,7 +33,7 @@ class StandInNode:
 async def _deliver(node: StandInNode, topic: str, payload: bytes, *, retain: bool = False) -> None:
     match = contract.parse_topic(topic)
     assert match is not None and match.kind == "component"
-    await node.routes["component"](Inbound(topic, payload, retain, 1), match)
+    await node.routes["component"](MqttMessage(topic, payload, retain, 1), match)
 
 
 async def test_each_callback_holds_its_own_reference_and_gets_every_match():

@@ -10,7 +10,7 @@ from devfleet_agent.commands import Dispatcher
 from devfleet_base import contract
 from devfleet_base.contract import Command
 from devfleet_base.errors import CommandError, DevfleetError
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 
 
 def _dispatcher() -> tuple[Dispatcher, list[dict[str, Any]], list[str], list[tuple[str, str]]]:
@@ -22,7 +22,7 @@ def _dispatcher() -> tuple[Dispatcher, list[dict[str, Any]], list[str], list[tup
         assert topic == "nodes/n1/receipts" and correlation is None
         sent.append(receipt)
 
-    async def stop(command: Command, msg: Inbound) -> dict[str, Any]:
+    async def stop(command: Command, msg: MqttMessage) -> dict[str, Any]:
         runs.append(command.args["name"])
         if command.args["name"] == "ghost":
             raise CommandError("no actor named 'ghost'", code="not_found")
@@ -36,9 +36,9 @@ def _dispatcher() -> tuple[Dispatcher, list[dict[str, Any]], list[str], list[tup
     return d, sent, runs, errors
 
 
-def _msg(payload: Any) -> Inbound:
+def _msg(payload: Any) -> MqttMessage:
     raw = payload if isinstance(payload, bytes) else contract.encode(payload)
-    return Inbound("nodes/n1/stop", raw, False, 1)
+    return MqttMessage("nodes/n1/stop", raw, False, 1)
 
 
 async def _send(d: Dispatcher, payload: Any) -> None:

@@ -11,7 +11,7 @@ from devfleet_agent.config_store import MemoryConfigStore
 from devfleet_agent.node_core import NodeCore
 from devfleet_agent.payloads import Descriptions
 from devfleet_base import contract
-from devfleet_base.mqtt import MqttSession, SessionOptions
+from devfleet_base.mqtt import ClientOptions, MqttClient
 from devfleet_base.payload_schemas import CFG_SCHEMA
 
 
@@ -19,8 +19,8 @@ async def _no_receipts(topic: str, receipt: dict[str, Any], correlation: bytes |
     pass
 
 
-def _core(name: str = "u1", send: Any = _no_receipts, **options: Any) -> tuple[NodeCore, MqttSession]:
-    session = MqttSession(SessionOptions(client_id=f"devfleet-{name}"), on_message=lambda msg: None)
+def _core(name: str = "u1", send: Any = _no_receipts, **options: Any) -> tuple[NodeCore, MqttClient]:
+    session = MqttClient(ClientOptions(client_id=f"devfleet-{name}"), on_message=lambda msg: None)
     core = NodeCore(
         session,
         dispatcher=Dispatcher(name, send),
@@ -72,7 +72,7 @@ async def test_a_restart_takes_the_next_bd_seq_and_forgets_what_a_process_forget
     core.dispatcher.counts["ok"] = 3
     core.dispatcher.memory.remember("kept-id", {"status": "ok"}, expires_at=None)
     core.name_clash = {"instance": "other", "session": 1, "since": 0.0}
-    fresh = MqttSession(SessionOptions(client_id="devfleet-u1"), on_message=lambda msg: None)
+    fresh = MqttClient(ClientOptions(client_id="devfleet-u1"), on_message=lambda msg: None)
     core.restarted(fresh)
     assert core.bd_seq == 5 and core.descriptions.version == 0
     assert core.dispatcher.counts["ok"] == 0 and "kept-id" in core.dispatcher.memory

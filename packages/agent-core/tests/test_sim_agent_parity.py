@@ -45,7 +45,7 @@ def sim_node(mqtt_broker: Any) -> Iterator[SimNode]:
             default_config=default_node_config(),
         )
         node.start()
-        await node.session.wait_connected(10)
+        await node.mqtt.wait_connected(10)
         return node
 
     node = run(make())

@@ -34,7 +34,7 @@ async def test_send_when_the_broker_dies_mid_call_raises_a_typed_error(mosquitto
         await fleet.wait_for(online("n1"), timeout=20)
         os.kill(mosquitto.pid, signal.SIGSTOP)  # the broker takes the PUBLISH, never acks it
         call = asyncio.create_task(fleet.send("n1", "ping"))
-        await until(lambda: bool(fleet.session._acks))
+        await until(lambda: bool(fleet.mqtt._acks))
         mosquitto.kill()
         with pytest.raises(ConnectError):
             await call
@@ -49,7 +49,7 @@ async def test_a_command_around_a_broker_restart_waits_for_the_node_to_be_back(
         await fleet.wait_for(online("rs-1"), timeout=20)
         agent.pause()  # the node will be late back: its subscriptions are gone meanwhile
         mosquitto.restart()
-        await until(lambda: fleet.session.connects == 2 and fleet.session.connected, timeout=15)
+        await until(lambda: fleet.mqtt.connects == 2 and fleet.mqtt.connected, timeout=15)
         call = asyncio.create_task(fleet.call("rs-1", "ping", timeout=15))
         await asyncio.sleep(0)  # the command is being held, not published into the void
         agent.resume()
@@ -66,7 +66,7 @@ async def test_after_a_broker_restart_a_node_not_back_is_said_so_and_a_broadcast
         agent.pause()
         os.kill(mosquitto.pid, signal.SIGKILL)  # a crash: no wills, the console still says online
         mosquitto.restart()
-        await until(lambda: fleet.session.connects == 2 and fleet.session.connected, timeout=15)
+        await until(lambda: fleet.mqtt.connects == 2 and fleet.mqtt.connected, timeout=15)
         with pytest.raises(CommandTimeout, match="not back"):
             await fleet.call("rs-2", "ping", timeout=1.0)
         bc_task = asyncio.create_task(fleet.broadcast("ping", timeout=30))

@@ -172,7 +172,7 @@ async def test_purge_leaves_no_retained_topic(mosquitto: Any, agents: Any) -> No
         # a component's retained state, as a component would leave it
         from devfleet_base import contract
 
-        await fleet.session.publish(
+        await fleet.mqtt.publish(
             contract.component_topic("n1", "led", "state"), b'{"on":true}', qos=1, retain=True, wait=True
         )
         with pytest.raises(PurgeError):

@@ -33,12 +33,12 @@ async def test_a_spawn_and_a_stop_on_one_node_at_once_both_succeed(mosquitto: An
         await fleet.wait_for(lambda m: (n := m.get("share-a")) is not None and n.online, 20)
         await fleet.spawn("share-a", {"name": "quick", "code": QUICK}, timeout=20)
         receipts = "nodes/share-a/receipts"
-        assert fleet.session.holders(receipts) == 0
+        assert fleet.mqtt.holders(receipts) == 0
         spawn = asyncio.create_task(
             fleet.spawn("share-a", {"name": "slow", "code": SLOW_START}, retain=False, timeout=20)
         )
         async with asyncio.timeout(10):  # the spawn is published and listening
-            while fleet.session.holders(receipts) != 1:
+            while fleet.mqtt.holders(receipts) != 1:
                 await asyncio.sleep(0.01)
         # The stop is answered (and lets go of the receipts) while the spawn still
         # waits for its actor's setup.
@@ -46,4 +46,4 @@ async def test_a_spawn_and_a_stop_on_one_node_at_once_both_succeed(mosquitto: An
         assert stopped["stopped"] is True
         spawned = await spawn
         assert spawned["name"] == "slow" and spawned["state"] == "running"
-        assert fleet.session.holders(receipts) == 0
+        assert fleet.mqtt.holders(receipts) == 0

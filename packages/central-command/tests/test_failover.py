@@ -46,7 +46,7 @@ def test_agent_and_console_fail_over_to_the_next_broker(
                 timeout=30,
             )
             moved = time.monotonic() - killed_at
-            assert fleet.aio.session.broker == _hostport(b.url)  # the console moved too
+            assert fleet.aio.mqtt.broker == _hostport(b.url)  # the console moved too
             assert fleet.call("fo1", "ping", timeout=15)["pong"] is True
         assert "lost; reconnecting to " + _hostport(b.url) in agent.output()
     capsys.readouterr()

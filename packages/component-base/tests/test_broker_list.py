@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from devfleet_base.broker_url import BrokerListAction, parse_broker_urls
 from devfleet_base.errors import ContractError
-from devfleet_base.mqtt import MqttSession, SessionOptions
+from devfleet_base.mqtt import ClientOptions, MqttClient
 
 
 def test_lists_in_every_spelling() -> None:
@@ -47,8 +47,8 @@ async def test_session_tries_the_next_broker_when_one_is_down(mqtt_broker) -> No
     from devfleet_base.testing.broker import free_port
 
     dead = free_port()
-    session = MqttSession(
-        SessionOptions(
+    session = MqttClient(
+        ClientOptions(
             host="127.0.0.1",
             port=dead,
             fallbacks=[(mqtt_broker.host, mqtt_broker.port)],

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from devfleet_base.mqtt import MqttSession, SessionOptions, TlsCertificateError, TlsOptions
+from devfleet_base.mqtt import ClientOptions, MqttClient, TlsCertificateError, TlsOptions
 from devfleet_base.testing import TlsFiles
 
 
-def _session(broker: Any, tls: TlsOptions, host: str = "127.0.0.1") -> MqttSession:
-    options = SessionOptions(host=host, port=broker.port, tls=tls, backoff_min=0.05, backoff_max=0.1)
-    return MqttSession(options, on_message=lambda msg: None)
+def _session(broker: Any, tls: TlsOptions, host: str = "127.0.0.1") -> MqttClient:
+    options = ClientOptions(host=host, port=broker.port, tls=tls, backoff_min=0.05, backoff_max=0.1)
+    return MqttClient(options, on_message=lambda msg: None)
 
 
 async def test_a_wrong_ca_is_fatal_and_named(mqtt_broker_tls: Any, tmp_path: Path) -> None:

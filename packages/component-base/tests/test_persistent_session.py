@@ -1,4 +1,4 @@
-"""Persistent MQTT sessions (``SessionOptions.persistent``) on a real mosquitto, MQTT 5 and 3.1.1:
+"""Persistent MQTT sessions (``ClientOptions.persistent``) on a real mosquitto, MQTT 5 and 3.1.1:
 the broker keeps the subscriptions and queues QoS 1 messages for a client that is away."""
 
 from __future__ import annotations
@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from devfleet_base.mqtt import Inbound, MqttSession, SessionOptions
+from devfleet_base.mqtt import ClientOptions, MqttClient, MqttMessage
 
 
 async def _connected(
-    broker: Any, protocol: str, *, persistent: bool, inbox: list[Inbound]
-) -> tuple[MqttSession, asyncio.Task[None]]:
-    session = MqttSession(
-        SessionOptions(
+    broker: Any, protocol: str, *, persistent: bool, inbox: list[MqttMessage]
+) -> tuple[MqttClient, asyncio.Task[None]]:
+    session = MqttClient(
+        ClientOptions(
             host=broker.host,
             port=broker.port,
             client_id=f"ps-{protocol}-{persistent}",
@@ -30,14 +30,14 @@ async def _connected(
     return session, task
 
 
-async def _until(inbox: list[Inbound], payload: bytes) -> None:
+async def _until(inbox: list[MqttMessage], payload: bytes) -> None:
     async with asyncio.timeout(10):
         while payload not in [m.payload for m in inbox]:
             await asyncio.sleep(0.02)
 
 
 async def _publish(broker: Any, topic: str, payload: bytes) -> None:
-    sender = MqttSession(SessionOptions(host=broker.host, port=broker.port), on_message=lambda m: None)
+    sender = MqttClient(ClientOptions(host=broker.host, port=broker.port), on_message=lambda m: None)
     task = asyncio.create_task(sender.run())
     await sender.wait_connected(10)
     assert await sender.publish(topic, payload, qos=1, wait=True)
@@ -50,7 +50,7 @@ async def _publish(broker: Any, topic: str, payload: bytes) -> None:
 async def test_a_kept_session_is_resumed_with_what_came_while_away(
     fresh_broker: Any, protocol: str, persistent: bool
 ) -> None:
-    inbox: list[Inbound] = []
+    inbox: list[MqttMessage] = []
     first, task = await _connected(fresh_broker, protocol, persistent=persistent, inbox=inbox)
     assert first.session_present is False  # a new client id: nothing kept yet
     await first.close()

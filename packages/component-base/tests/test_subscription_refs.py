@@ -1,4 +1,4 @@
-"""Reference-counted subscriptions (``MqttSession.subscription``) on a real mosquitto:
+"""Reference-counted subscriptions (``MqttClient.subscription``) on a real mosquitto:
 two operations listening on one filter must not end each other's subscription."""
 
 from __future__ import annotations
@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from devfleet_base.mqtt import Inbound, MqttSession, SessionOptions
+from devfleet_base.mqtt import ClientOptions, MqttClient, MqttMessage
 
 
 async def _session(
-    broker: Any, inbox: list[Inbound], protocol: str
-) -> tuple[MqttSession, asyncio.Task[None]]:
-    session = MqttSession(
-        SessionOptions(
+    broker: Any, inbox: list[MqttMessage], protocol: str
+) -> tuple[MqttClient, asyncio.Task[None]]:
+    session = MqttClient(
+        ClientOptions(
             host=broker.host, port=broker.port, protocol=protocol, subscriptions=[("refs/marker", 1)]
         ),
         on_message=inbox.append,
@@ -26,7 +26,7 @@ async def _session(
 
 
 async def _published_then_marker(
-    session: MqttSession, inbox: list[Inbound], topic: str, n: int
+    session: MqttClient, inbox: list[MqttMessage], topic: str, n: int
 ) -> list[bytes]:
     """Publish to ``topic`` then to the marker on the same connection: the broker handles
     both in order, so once the marker is back, ``topic``'s copy has come too if it will."""
@@ -43,7 +43,7 @@ async def _published_then_marker(
 async def test_the_first_holder_to_leave_does_not_unsubscribe_the_other(
     mqtt_broker: Any, protocol: str
 ) -> None:
-    inbox: list[Inbound] = []
+    inbox: list[MqttMessage] = []
     session, task = await _session(mqtt_broker, inbox, protocol)
     topic = f"refs/{protocol}/receipts"
     try:
@@ -61,7 +61,7 @@ async def test_the_first_holder_to_leave_does_not_unsubscribe_the_other(
 
 
 async def test_a_fresh_subscription_brings_the_retained_messages_again(mqtt_broker: Any) -> None:
-    inbox: list[Inbound] = []
+    inbox: list[MqttMessage] = []
     session, task = await _session(mqtt_broker, inbox, "5")
     topic = "refs/retained/desc"
     try:
@@ -82,7 +82,7 @@ async def test_a_fresh_subscription_brings_the_retained_messages_again(mqtt_brok
 
 
 async def test_unsubscribing_a_filter_nobody_holds_is_ignored(mqtt_broker: Any) -> None:
-    inbox: list[Inbound] = []
+    inbox: list[MqttMessage] = []
     session, task = await _session(mqtt_broker, inbox, "5")
     try:
         await session.unsubscribe(["refs/never"])

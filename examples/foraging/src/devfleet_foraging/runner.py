@@ -117,7 +117,7 @@ class Observer:
     """
 
     def __init__(self, host: str, port: int, names: list[str]) -> None:
-        from devfleet_base.mqtt import MqttSession, SessionOptions
+        from devfleet_base.mqtt import ClientOptions, MqttClient
 
         self.states: dict[str, dict[str, dict[str, Any]]] = {}
         self.poses: dict[str, list[dict[str, Any]]] = {}  # what a map view receives, per robot
@@ -128,18 +128,18 @@ class Observer:
             (contract.map_topic(MAP), 1),
             *[(contract.component_topic(n, "foraging", "map"), 0) for n in names],
         ]
-        options = SessionOptions(
+        options = ClientOptions(
             host=host, port=port, client_id=f"foraging-arena-{os.getpid()}", subscriptions=subscriptions
         )
-        self.session = MqttSession(options, on_message=self.feed)
+        self.mqtt = MqttClient(options, on_message=self.feed)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, timeout: float = 10.0) -> None:
-        self._task = asyncio.create_task(self.session.run(), name="foraging-arena-mqtt")
-        await self.session.wait_connected(timeout)
+        self._task = asyncio.create_task(self.mqtt.run(), name="foraging-arena-mqtt")
+        await self.mqtt.wait_connected(timeout)
 
     async def close(self) -> None:
-        await self.session.close()
+        await self.mqtt.close()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
@@ -513,7 +513,7 @@ class Run:
                     "ts": time.time(),
                 }
             )
-            await observer.session.publish(topic, contract.encode(frame), qos=1, retain=True)
+            await observer.mqtt.publish(topic, contract.encode(frame), qos=1, retain=True)
             await asyncio.sleep(1.0)
 
 

@@ -30,7 +30,14 @@ from typing import Any, Protocol
 
 from devfleet_base import contract
 from devfleet_base.contract import Command
-from devfleet_base.mqtt import ConnectionRefusedFatal, Inbound, MqttSession, SessionOptions, TlsOptions, Will
+from devfleet_base.mqtt import (
+    ClientOptions,
+    ConnectionRefusedFatal,
+    MqttClient,
+    MqttMessage,
+    TlsOptions,
+    Will,
+)
 from devfleet_base.replay import ReplayGuard
 from devfleet_base.signing import DEFAULT_TTL, Verifier
 
@@ -118,8 +125,8 @@ class Agent:
             else None,
         )
         self.logs = LogShipper(self._publish_logs, self.node)
-        self.mqtt = MqttSession(
-            SessionOptions(
+        self.mqtt = MqttClient(
+            ClientOptions(
                 host=settings.broker,
                 port=settings.port,
                 client_id=f"devfleet-{self.node}",
@@ -441,7 +448,7 @@ class Agent:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _on_message(self, msg: Inbound) -> None:
+    def _on_message(self, msg: MqttMessage) -> None:
         self.core.on_message(msg)
 
     async def _on_connect(self) -> None:

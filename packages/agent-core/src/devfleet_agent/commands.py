@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from devfleet_base import contract
 from devfleet_base.contract import Command, Receipt, TopicMatch
 from devfleet_base.errors import Code, CommandError, ContractError, DevfleetError, SignatureError
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 from devfleet_base.signing import Verifier
 from devfleet_base.wactorz_signing import SequenceGuard, verify_control
 
@@ -43,11 +43,11 @@ log = logging.getLogger("devfleet.commands")
 
 Handler = Callable[[Command], Awaitable[Any]]
 ReceiptSender = Callable[[str, dict[str, Any], "bytes | None"], Awaitable[None]]
-ControlHandler = Callable[[Command, Inbound], Awaitable[Any]]
+ControlHandler = Callable[[Command, MqttMessage], Awaitable[Any]]
 """Runs one control message (``command.args`` is its payload); raise DevfleetError to refuse."""
 ControlHook = Callable[[Command, DevfleetError], Awaitable[None]]
 """Told of every control message that ends in an error (refused, or failed while running)."""
-Authenticate = Callable[[Inbound, dict[str, Any]], bool]
+Authenticate = Callable[[MqttMessage, dict[str, Any]], bool]
 """Vouches for a control message itself (True), leaves it to the usual signature checks
 (False), or raises DevfleetError to refuse it."""
 
@@ -291,7 +291,7 @@ class Dispatcher:
         # The task is tracked so that drain() can wait for it on stop.
         await self._tracked(self._run(route, command, reply, correlation))
 
-    async def handle_control(self, msg: Inbound, match: TopicMatch) -> None:
+    async def handle_control(self, msg: MqttMessage, match: TopicMatch) -> None:
         """Handle one Wactorz control message of a kind given to :meth:`register_control`;
         never raises. Like :meth:`handle`, the handler runs inside this call.
 
@@ -342,7 +342,7 @@ class Dispatcher:
         await self._tracked(self._run_control(control, command, msg, reply, once=once))
 
     async def _run_control(
-        self, control: _Control, command: Command, msg: Inbound, reply: str, *, once: bool
+        self, control: _Control, command: Command, msg: MqttMessage, reply: str, *, once: bool
     ) -> None:
         try:
             final = await self._execute(command, lambda: control.handler(command, msg))
@@ -352,7 +352,7 @@ class Dispatcher:
         error = None if final.status == "ok" else CommandError(final.message or "", code=final.code)
         await self._control_final(control, command, reply, final, error, remember=once)
 
-    def _authenticate(self, control: _Control, msg: Inbound, payload: dict[str, Any], bare: bool) -> None:
+    def _authenticate(self, control: _Control, msg: MqttMessage, payload: dict[str, Any], bare: bool) -> None:
         if control.authenticate is not None and control.authenticate(msg, payload):
             return
         if not self.check_wactorz_signature(msg.topic, msg.payload, msg.user_properties):

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 from devfleet_base import contract
 from devfleet_base.contract import Command, TopicMatch
 from devfleet_base.errors import ContractError, DevfleetError
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 
 from .commands import Dispatcher, Handler
 from .config_store import ConfigStore, configure_arguments
@@ -74,7 +74,7 @@ _SECTIONS = ("meta", "state", "heartbeat")
 
 
 class SessionLink(Protocol):
-    """What the core needs of the MQTT session (:class:`~devfleet_base.mqtt.MqttSession` is one)."""
+    """What the core needs of the MQTT session (:class:`~devfleet_base.mqtt.MqttClient` is one)."""
 
     reconnect_floor: float
     taken_over: int
@@ -96,7 +96,7 @@ class SessionLink(Protocol):
 
 class PublishJson(Protocol):
     """Publishes ``obj`` as JSON; returns False when it was not sent (see
-    :meth:`devfleet_base.mqtt.MqttSession.publish`)."""
+    :meth:`devfleet_base.mqtt.MqttClient.publish`)."""
 
     async def __call__(
         self, topic: str, obj: Any, *, qos: int = 0, retain: bool = False, wait: bool = False
@@ -390,7 +390,7 @@ class NodeCore:
 
     # ---- inbound ---------------------------------------------------------------------
 
-    def on_message(self, msg: Inbound) -> None:
+    def on_message(self, msg: MqttMessage) -> None:
         """Route one inbound message (the MQTT session's ``on_message``)."""
         match = contract.parse_topic(msg.topic)
         if match is None:
@@ -420,7 +420,7 @@ class NodeCore:
         elif kind in self._routes:
             self._spawn(self._guarded(self._routes[kind], msg, match), kind)
 
-    def _retained_control(self, msg: Inbound, match: TopicMatch) -> bool:
+    def _retained_control(self, msg: MqttMessage, match: TopicMatch) -> bool:
         """Deal with a control message the broker holds retained; True when it is handled
         here (not to be run). A retained command would run again on every reconnect (a
         retained ``restart`` restarts the node forever): clear it, refuse it, say so."""
@@ -443,13 +443,13 @@ class NodeCore:
         # A command goes on to the dispatcher, which answers it with an error receipt.
         return match.kind != "cmd"
 
-    async def _guarded(self, handler: RouteHandler, msg: Inbound, match: TopicMatch) -> None:
+    async def _guarded(self, handler: RouteHandler, msg: MqttMessage, match: TopicMatch) -> None:
         try:
             await handler(msg, match)
         except Exception:
             log.exception("handler for %s failed", msg.topic)
 
-    def _on_own_status(self, msg: Inbound) -> None:
+    def _on_own_status(self, msg: MqttMessage) -> None:
         if self.stopping or not self._session.connected:
             return
         try:
@@ -486,7 +486,7 @@ class NodeCore:
                 )
             self._spawn(self.rebirth(), "rebirth")
 
-    async def _on_desired(self, msg: Inbound) -> None:
+    async def _on_desired(self, msg: MqttMessage) -> None:
         if not msg.payload:
             return  # desired cleared
         match = TopicMatch("cmd", node=self.node, verb="configure", scope="node")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from devfleet_base.contract import TopicMatch
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 
 if TYPE_CHECKING:
     from devfleet_base.signing import Identity
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ConfigValidator", "NodeServices", "Provider", "RouteHandler"]
 
-RouteHandler = Callable[[Inbound, TopicMatch], Awaitable[None]]
+RouteHandler = Callable[[MqttMessage, TopicMatch], Awaitable[None]]
 """Handles one inbound message whose topic parsed to a given kind."""
 Provider = Callable[[], Any]
 """Returns one value of a retained description (called at every publish)."""
@@ -38,7 +38,7 @@ class NodeServices(Protocol):
     """The node services a subsystem may use (the agent provides them).
 
     Messaging: :meth:`publish_json`, :meth:`publish_raw`, :meth:`subscription`
-    (reference-counted, see :meth:`devfleet_base.mqtt.MqttSession.subscribe`),
+    (reference-counted, see :meth:`devfleet_base.mqtt.MqttClient.subscribe`),
     :meth:`route`. Commands: :attr:`dispatcher` (``register``; signature checks).
     Descriptions: :meth:`add_provider`, :meth:`state_changed`, :meth:`publish_meta`.
     Config: :attr:`config`, :meth:`add_config_validator`, :meth:`on_config`.

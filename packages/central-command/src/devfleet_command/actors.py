@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from devfleet_base import contract
 from devfleet_base.errors import Code, ContractError
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 from devfleet_base.signing import RETAINED_TTL
 
 from . import wactorz, wactorz_ops
@@ -26,7 +26,7 @@ from .errors import AmbiguousActor, CommandFailed, CommandTimeout, ConnectError,
 from .wactorz_migration import migrate_via_main
 
 if TYPE_CHECKING:
-    from devfleet_base.mqtt import MqttSession
+    from devfleet_base.mqtt import MqttClient
     from devfleet_base.signing import Identity, NodeVerifier
 
     from .model import FleetModel, NodeView
@@ -54,13 +54,13 @@ def actor_rows(model: FleetModel, node: str | None = None) -> list[dict[str, Any
 class ActorOps:
     """Actor operations over the fleet's session (a mixin of ``AsyncFleet``)."""
 
-    session: MqttSession
+    mqtt: MqttClient
     identity: Identity | None
     node_verifier: NodeVerifier | None
     wactorz_key: bytes | None
     model: FleetModel
     inbox: str
-    _taps: set[Callable[[Inbound], None]]
+    _taps: set[Callable[[MqttMessage], None]]
     _target: Callable[[str, float], Awaitable[NodeView]]
     wait_for: Callable[[Callable[[FleetModel], bool], float], Awaitable[None]]
 
@@ -68,14 +68,14 @@ class ActorOps:
         props = wactorz_ops.control_properties(self, topic, payload)
         if props is not None:  # a Wactorz node: signed its way (user properties), never _sig
             raw = contract.encode(payload)
-            published = await self.session.publish(
+            published = await self.mqtt.publish(
                 topic, raw, qos=1, retain=retain, wait=True, user_properties=props(raw)
             )
         else:
             if self.identity is not None:
                 payload = self.identity.sign(topic, payload)
             raw = contract.encode(payload)
-            published = await self.session.publish(topic, raw, qos=1, retain=retain, wait=True)
+            published = await self.mqtt.publish(topic, raw, qos=1, retain=retain, wait=True)
         if not published:
             raise ConnectError(f"the broker did not take the message on {topic}")
 
@@ -98,7 +98,7 @@ class ActorOps:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Any] = loop.create_future()
 
-        def tap(msg: Inbound) -> None:
+        def tap(msg: MqttMessage) -> None:
             if msg.topic != listen or answer.done() or not msg.payload:
                 return
             if not wactorz_ops.trusted_answer(self, msg):
@@ -112,7 +112,7 @@ class ActorOps:
 
         self._taps.add(tap)
         try:
-            async with self.session.subscription([(listen, 1)]):
+            async with self.mqtt.subscription([(listen, 1)]):
                 await send()
                 return await asyncio.wait_for(answer, timeout)
         except TimeoutError:

@@ -1,4 +1,4 @@
-"""The asyncio console client: the fleet model fed by one :class:`MqttSession`.
+"""The asyncio console client: the fleet model fed by one :class:`MqttClient`.
 
 Usage::
 
@@ -30,7 +30,7 @@ from devfleet_base.broker_url import parse_broker_url as _parse_broker_url
 from devfleet_base.broker_url import parse_broker_urls as _parse_broker_urls
 from devfleet_base.contract import Command, Receipt
 from devfleet_base.errors import ContractError, DevfleetError
-from devfleet_base.mqtt import ConnectionRefusedFatal, Inbound, MqttSession, SessionOptions, TlsOptions
+from devfleet_base.mqtt import ClientOptions, ConnectionRefusedFatal, MqttClient, MqttMessage, TlsOptions
 from devfleet_base.node_config import NODE_CONFIG_SCHEMA, apply_dotted, default_node_config
 from devfleet_base.signing import RETAINED_TTL, Identity, NodeVerifier
 
@@ -198,8 +198,8 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         self.stale_check_interval = stale_check_interval
         self.wait_for_node = wait_for_node
         tls = TlsOptions(ca=tls_ca) if (self.address.tls or tls_ca) else None
-        self.session = MqttSession(
-            SessionOptions(
+        self.mqtt = MqttClient(
+            ClientOptions(
                 host=self.address.host,
                 port=self.address.port,
                 client_id=ident,
@@ -220,7 +220,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         self._commands: dict[str, CommandHandle | Broadcast] = {}
         self._markers: dict[str, asyncio.Future[None]] = {}
         self._queues: set[asyncio.Queue[Event]] = set()
-        self._taps: set[Callable[[Inbound], None]] = set()
+        self._taps: set[Callable[[MqttMessage], None]] = set()
         self.registry = ResumeRegistry()
         self._tick = asyncio.Event()
         self._tick_waiters = 0
@@ -265,9 +265,9 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
 
     async def _start(self) -> None:
         self._tick = asyncio.Event()
-        self._run_task = asyncio.create_task(self.session.run(), name="devfleet-console-mqtt")
-        connected = asyncio.create_task(self.session.wait_connected())
-        failed = asyncio.create_task(self.session.wait_attempt_failed())
+        self._run_task = asyncio.create_task(self.mqtt.run(), name="devfleet-console-mqtt")
+        connected = asyncio.create_task(self.mqtt.wait_connected())
+        failed = asyncio.create_task(self.mqtt.wait_attempt_failed())
         deadline = time.monotonic() + self.connect_timeout
         failure: BaseException | None = None
         refused = 0
@@ -285,9 +285,9 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
             failure = failed.result()
             if isinstance(failure, (ConnectionRefusedError, socket.gaierror)):
                 refused += 1
-                if refused >= len(self.session.brokers):
+                if refused >= len(self.mqtt.brokers):
                     break  # nobody listens there, or no such host: say so now, not after the timeout
-            failed = asyncio.create_task(self.session.wait_attempt_failed())
+            failed = asyncio.create_task(self.mqtt.wait_attempt_failed())
         failed.cancel()
         if connected not in done:
             connected.cancel()
@@ -295,7 +295,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
             # CONNACK timeout and overrun the caller's (a silent broker: 10 s became 13).
             self._run_task.cancel()
             await self.close()
-            where = ", ".join(self.session.brokers)
+            where = ", ".join(self.mqtt.brokers)
             if isinstance(failure, ConnectionRefusedFatal):
                 raise ConnectError(failure.message) from None
             if isinstance(failure, ConnectionRefusedError):
@@ -309,7 +309,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         self._dispatch(self.model.check_stale(time.time()))
 
     async def _on_connect(self) -> None:
-        if self.session.connects > 1:
+        if self.mqtt.connects > 1:
             # A broker restart loses every agent's subscriptions: until a node's new
             # birth (or any live message) comes, a command to it would be dropped.
             self.model.expect_rebirth()
@@ -328,7 +328,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
             else:
                 pending._time_out()
         self._commands.clear()
-        await self.session.close()
+        await self.mqtt.close()
         if self._run_task is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(self._run_task, 5.0)
@@ -347,7 +347,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         deadline = time.monotonic() + timeout
         try:
             while True:
-                if not await self.session.publish(self.inbox, contract.encode({"marker": marker}), qos=1):
+                if not await self.mqtt.publish(self.inbox, contract.encode({"marker": marker}), qos=1):
                     raise ConnectError("not connected to the broker")
                 # Sent again every few seconds: a clustered broker (NATS) may refuse our
                 # inbox subscription for a while and drop the first marker.
@@ -370,7 +370,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
 
     # ---- inbound ---------------------------------------------------------------------------
 
-    def _on_message(self, msg: Inbound) -> None:
+    def _on_message(self, msg: MqttMessage) -> None:
         topic, payload, retain = msg[0], msg[1], msg[2]
         if topic == self.inbox:
             self._on_inbox(payload)
@@ -509,7 +509,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         ``maxsize`` unread are dropped and counted in :attr:`dropped_events`."""
         return EventStream(self, maxsize)
 
-    def add_tap(self, tap: Callable[[Inbound], None]) -> Callable[[], None]:
+    def add_tap(self, tap: Callable[[MqttMessage], None]) -> Callable[[], None]:
         """Call ``tap(msg)`` with every message the client receives (except receipts to its
         inbox), before the model is fed; return a function that removes the tap.
 
@@ -520,7 +520,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         return lambda: self._taps.discard(tap)
 
     async def scan_retained(
-        self, topic_filter: str, tap: Callable[[Inbound], None], *, timeout: float = 10.0
+        self, topic_filter: str, tap: Callable[[MqttMessage], None], *, timeout: float = 10.0
     ) -> None:
         """Show ``tap`` what a fresh subscription to ``topic_filter`` brings until the
         broker has sent everything retained under it (the sync marker came back), then
@@ -533,7 +533,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         try:
             # fresh: the broker resends what is retained even if another operation
             # already holds this filter.
-            async with self.session.subscription([(topic_filter, 1)], fresh=True):
+            async with self.mqtt.subscription([(topic_filter, 1)], fresh=True):
                 await self.wait_until_synced(timeout)
         finally:
             remove()
@@ -588,7 +588,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         if on_wait is not None:
             on_wait(names, wait)
         # A Wactorz node answers a list at once; its heartbeat may be 10 s away.
-        await wactorz_ops.ask_lists(self.session, [n.name for n in waiting if wactorz.is_wactorz(n)])
+        await wactorz_ops.ask_lists(self.mqtt, [n.name for n in waiting if wactorz.is_wactorz(n)])
 
         def heard(m: FleetModel) -> bool:
             return not any((n := m.get(name)) is not None and n.unconfirmed for name in names)
@@ -651,7 +651,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         if self.identity is not None:
             # A command's own expires_at wins; a desired config (none) lasts RETAINED_TTL.
             envelope = self.identity.sign(topic, envelope, ttl=RETAINED_TTL)
-        if not await self.session.publish(topic, contract.encode(envelope), qos=1, retain=retain, wait=True):
+        if not await self.mqtt.publish(topic, contract.encode(envelope), qos=1, retain=retain, wait=True):
             raise ConnectError(f"the broker did not take the command on {topic}")
 
     async def send(
@@ -891,7 +891,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
         filt = contract.node_filter(node, "logs")
         queue: asyncio.Queue[LogRecord] = asyncio.Queue(maxsize)
 
-        def tap(msg: Inbound) -> None:
+        def tap(msg: MqttMessage) -> None:
             match = contract.parse_topic(msg.topic)
             if match is None or match.kind != "logs" or (node is not None and match.node != node):
                 return
@@ -916,7 +916,7 @@ class AsyncFleet(ActorOps, PurgeOps, TradingOps):
 
         self._taps.add(tap)
         try:
-            async with self.session.subscription([(filt, 1)]):
+            async with self.mqtt.subscription([(filt, 1)]):
                 while True:
                     yield await queue.get()
         finally:

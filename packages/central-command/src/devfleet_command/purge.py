@@ -10,12 +10,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 
 from .errors import ConnectError, InvalidName, NodeNotFound, PurgeError
 
 if TYPE_CHECKING:
-    from devfleet_base.mqtt import MqttSession
+    from devfleet_base.mqtt import MqttClient
 
     from .model import FleetModel
 
@@ -28,9 +28,9 @@ PURGED_LEAVES = ("meta", "status", "state", "cfg", "cfg/desired", "heartbeat", "
 class PurgeOps:
     """Purge over the fleet's session (a mixin of ``AsyncFleet``)."""
 
-    session: MqttSession
+    mqtt: MqttClient
     model: FleetModel
-    _taps: set[Callable[[Inbound], None]]
+    _taps: set[Callable[[MqttMessage], None]]
     confirm_liveness: Callable[..., Awaitable[list[str]]]
     wait_until_synced: Callable[[float], Awaitable[None]]
     scan_retained: Callable[..., Awaitable[None]]
@@ -41,7 +41,7 @@ class PurgeOps:
         prefix = filt[:-1]
         found: dict[str, bytes] = {}
 
-        def tap(msg: Inbound) -> None:
+        def tap(msg: MqttMessage) -> None:
             if msg.retain and msg.topic.startswith(prefix):
                 if msg.payload:
                     found[msg.topic] = msg.payload
@@ -106,16 +106,16 @@ class PurgeOps:
 
     async def _clear(self, topics: set[str]) -> None:
         for topic in sorted(topics):
-            if not await self.session.publish(topic, b"", qos=1, retain=True, wait=True):
+            if not await self.mqtt.publish(topic, b"", qos=1, retain=True, wait=True):
                 raise ConnectError(f"the broker did not take the purge of {topic}")
 
     async def _linger(self, level: str, seconds: float) -> set[str]:
         """Watch ``nodes/{level}/#`` for ``seconds`` and clear what a will (or a late
         retained publication) puts back; raise PurgeError if the node is born again."""
         filt = f"nodes/{level}/#"
-        arrived: asyncio.Queue[Inbound] = asyncio.Queue()
+        arrived: asyncio.Queue[MqttMessage] = asyncio.Queue()
 
-        def tap(msg: Inbound) -> None:
+        def tap(msg: MqttMessage) -> None:
             if msg.topic.startswith(filt[:-1]) and msg.payload:
                 arrived.put_nowait(msg)
 
@@ -123,7 +123,7 @@ class PurgeOps:
         deadline = time.monotonic() + seconds
         self._taps.add(tap)
         try:
-            async with self.session.subscription([(filt, 1)]):
+            async with self.mqtt.subscription([(filt, 1)]):
                 while (left := deadline - time.monotonic()) > 0:
                     try:
                         msg = await asyncio.wait_for(arrived.get(), left)

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from devfleet_base import contract, trading
 from devfleet_base.errors import ContractError
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 
 from .errors import ConnectError, InvalidName, InvalidRequest
 
 if TYPE_CHECKING:
-    from devfleet_base.mqtt import MqttSession
+    from devfleet_base.mqtt import MqttClient
 
     from .model import FleetModel
 
@@ -130,10 +130,10 @@ def build_request(
 class TradingOps:
     """Work trading over the fleet's session (a mixin of ``AsyncFleet``)."""
 
-    session: MqttSession
+    mqtt: MqttClient
     model: FleetModel
     registry: ResumeRegistry
-    _taps: set[Callable[[Inbound], None]]
+    _taps: set[Callable[[MqttMessage], None]]
 
     def resumes(self, skill: str | None = None, region: str | None = None) -> list[dict[str, Any]]:
         """Known résumés joined with node liveness (see :meth:`ResumeRegistry.query`)."""
@@ -194,7 +194,7 @@ class TradingOps:
         outputs: dict[str, asyncio.Future[dict[str, Any]]] = {}
         prefix = f"tasks/{task}/"
 
-        def tap(msg: Inbound) -> None:
+        def tap(msg: MqttMessage) -> None:
             if not msg.topic.startswith(prefix) or not msg.payload:
                 return
             try:
@@ -216,7 +216,7 @@ class TradingOps:
         filters = [(f"{prefix}proposal/+", 1), (f"{prefix}output/+", 1)]
         self._taps.add(tap)
         try:
-            async with self.session.subscription(filters):
+            async with self.mqtt.subscription(filters):
                 await self._publish(contract.task_topic(task, "request"), request, qos=1)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(enough.wait(), max(0.0, request["bid_by"] - time.time()))
@@ -295,7 +295,7 @@ class TradingOps:
         }
 
     async def _publish(self, topic: str, payload: Any, *, qos: int) -> None:
-        if not await self.session.publish(topic, contract.encode(payload), qos=qos, wait=True):
+        if not await self.mqtt.publish(topic, contract.encode(payload), qos=qos, wait=True):
             raise ConnectError(f"the broker did not take the message on {topic}")
 
     async def pool_run(
@@ -345,7 +345,7 @@ class TradingOps:
         wake = asyncio.Event()
         done_filter = f"pools/{pool}/done/+"
 
-        def tap(msg: Inbound) -> None:
+        def tap(msg: MqttMessage) -> None:
             match = contract.parse_topic(msg.topic)
             if match is None or match.kind != "pool_done" or match.name != pool or match.ident not in index:
                 return
@@ -379,7 +379,7 @@ class TradingOps:
 
         self._taps.add(tap)
         try:
-            async with self.session.subscription([(done_filter, 1)]):
+            async with self.mqtt.subscription([(done_filter, 1)]):
                 queue = list(reversed(ids))
                 while len(finished) < len(ids):
                     if timeout is not None and time.monotonic() - t0 > timeout:

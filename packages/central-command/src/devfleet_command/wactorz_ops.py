@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from devfleet_base import contract
 from devfleet_base.errors import Code
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 from devfleet_base.wactorz_signing import WactorzSigner, control_leaf, publication_signed
 
 from .errors import CommandFailed, CommandTimeout, ConsoleTimeout, NodeNotFound, UnverifiedNode
 
 if TYPE_CHECKING:
-    from devfleet_base.mqtt import MqttSession
+    from devfleet_base.mqtt import MqttClient
 
     from .actors import ActorOps
     from .model import FleetModel, NodeView
@@ -80,7 +80,7 @@ def control_properties(
     return lambda raw: signer.properties(topic, raw)
 
 
-def trusted_answer(ops: ActorOps, msg: Inbound) -> bool:
+def trusted_answer(ops: ActorOps, msg: MqttMessage) -> bool:
     """Whether an answer may be used: anything from a devfleet node (its own rules),
     and from a Wactorz node (``nodes/{node}/...``, ``agents/{node}/logs``) only when
     signed with the fleet key, if the console has one."""
@@ -101,7 +101,7 @@ def trusted_answer(ops: ActorOps, msg: Inbound) -> bool:
 _PRESENCE = frozenset({"heartbeat", "manifest", "agents"})
 
 
-def presence_signed(ops: ActorOps, msg: Inbound) -> bool | None:
+def presence_signed(ops: ActorOps, msg: MqttMessage) -> bool | None:
     """For a console that checks signatures: whether a Wactorz node signed this presence
     message (its heartbeat, manifest or list answer) with the fleet key.
 
@@ -152,7 +152,7 @@ def check_commandable(ops: ActorOps, view: NodeView) -> None:
         )
 
 
-async def ask_lists(session: MqttSession, nodes: list[str]) -> None:
+async def ask_lists(session: MqttClient, nodes: list[str]) -> None:
     """Ask each Wactorz node for its actor list (``nodes/{node}/list``, unsigned: not a
     control leaf there); the answers reach the model (:func:`devfleet_command.wactorz.on_list`)."""
     for node in nodes:
@@ -198,7 +198,7 @@ async def refresh_lists(ops: ActorOps, *, timeout: float = 3.0) -> None:
     missing = [v.name for v in ops.model if wactorz.is_wactorz(v) and v.listed is None]
     if not missing:
         return
-    await ask_lists(ops.session, missing)
+    await ask_lists(ops.mqtt, missing)
     with contextlib.suppress(ConsoleTimeout):
         await ops.wait_for(
             lambda m: all((v := m.get(n)) is None or v.listed is not None for n in missing), timeout
@@ -263,7 +263,7 @@ async def spawn(ops: ActorOps, node: str, spec: dict[str, Any], *, retain: bool,
         )
     finally:
         if retain:  # the node never clears it: a retained spawn must not outlive this wait
-            await ops.session.publish(topic, b"", qos=1, retain=True, wait=True)
+            await ops.mqtt.publish(topic, b"", qos=1, retain=True, wait=True)
     if record.get("type") == "error":
         raise CommandFailed(f"spawn {name} on {node}: failed: {record.get('message')}", code=Code.FAILED)
     return {"name": name, "actor_id": contract.actor_id(name), "state": "running"}

@@ -22,7 +22,7 @@ repr when it was not registered); a writer is registered now only when the
 socket's buffer is full. (Corking the burst into one segment with ``TCP_CORK`` was
 tried: the round trip got slower, not faster.)
 
-Persistent sessions (``SessionOptions.persistent``, off by default): the broker
+Persistent sessions (``ClientOptions.persistent``, off by default): the broker
 keeps the client's subscriptions (and queues its QoS 1 messages) between
 connections (MQTT 3.1.1 clean session 0; MQTT 5 clean start 0 with a session
 expiry). On a NATS cluster this is what makes failover work: every QoS 1
@@ -33,7 +33,7 @@ session on a surviving node is served at once (measured: docs/scaling.md).
 Re-subscribing to the same filters on a resumed session is granted without a new
 consumer, so the session re-subscribes on every connect as before.
 
-Several brokers (``SessionOptions.fallbacks``, e.g. the nodes of a cluster): the
+Several brokers (``ClientOptions.fallbacks``, e.g. the nodes of a cluster): the
 session tries them in turn, the first that answers wins; when that connection
 is lost it moves on to the next after a jittered delay, so a fleet whose broker
 node died spreads over the survivors instead of reconnecting in lockstep.
@@ -60,10 +60,10 @@ from paho.mqtt.properties import Properties
 from .errors import DevfleetError
 
 __all__ = [
+    "ClientOptions",
     "ConnectionRefusedFatal",
-    "Inbound",
-    "MqttSession",
-    "SessionOptions",
+    "MqttClient",
+    "MqttMessage",
     "TlsCertificateError",
     "TlsOptions",
     "Will",
@@ -151,7 +151,7 @@ class Will:
     retain: bool = True
 
 
-class Inbound(NamedTuple):
+class MqttMessage(NamedTuple):
     """One received message (immutable; a named tuple: one is built per message, and a
     frozen dataclass cost twice as much to construct)."""
 
@@ -166,7 +166,7 @@ class Inbound(NamedTuple):
 
 
 @dataclass
-class SessionOptions:
+class ClientOptions:
     host: str = "127.0.0.1"
     port: int = 1883
     client_id: str = ""
@@ -192,7 +192,7 @@ class SessionOptions:
     3.1.1 has no expiry: the broker keeps it until a clean-session connect)."""
 
 
-class MqttSession:
+class MqttClient:
     """One broker connection that keeps itself alive.
 
     Args:
@@ -206,9 +206,9 @@ class MqttSession:
 
     def __init__(
         self,
-        options: SessionOptions,
+        options: ClientOptions,
         *,
-        on_message: Callable[[Inbound], None],
+        on_message: Callable[[MqttMessage], None],
         on_connect: Callable[[], Awaitable[None]] | None = None,
         will: Callable[[], Will | None] | None = None,
     ) -> None:
@@ -836,7 +836,7 @@ class MqttSession:
             log.debug("receive #%d %s (%d bytes)", counters["received"], topic, len(payload))
         try:
             self._on_message(
-                Inbound(
+                MqttMessage(
                     topic,
                     payload if type(payload) is bytes else bytes(payload),
                     bool(msg.retain),

@@ -32,7 +32,7 @@ from typing import Any
 from devfleet_base import contract
 from devfleet_base.contract import MAP_FRAME_SCHEMA, MAP_POSE_SCHEMA
 from devfleet_base.errors import ContractError, DevfleetError
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 from devfleet_command import AsyncFleet, NodeView
 
 from .raw import inspect_payload
@@ -153,7 +153,7 @@ class FleetHub:
             ConnectError: the broker cannot be reached (from :meth:`AsyncFleet.start`).
         """
         self._remove_tap = self.fleet.add_tap(self._on_message)
-        await self.fleet.session.subscribe(EXTRA_SUBSCRIPTIONS)
+        await self.fleet.mqtt.subscribe(EXTRA_SUBSCRIPTIONS)
         await self.fleet.start()
         self._flusher = asyncio.create_task(self._flush_loop(), name="devfleet-viz-flush")
 
@@ -194,7 +194,7 @@ class FleetHub:
 
     # ---- inbound (the MQTT callback: record what is dirty, nothing more) -------------
 
-    def _on_message(self, msg: Inbound) -> None:
+    def _on_message(self, msg: MqttMessage) -> None:
         topic, payload, retain = msg[0], msg[1], msg[2]
         parts = topic.split("/", 3)
         if parts[0] == "nodes" and len(parts) >= 3:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from devfleet_base import contract
 from devfleet_base.contract import Command
 from devfleet_base.errors import Code, CommandError, ContractError, DevfleetError
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 
 from ..clock import wait_event
 from ..pip_runner import check_requirement, pip_install
@@ -82,7 +82,7 @@ class ActorControl:
 
     # ---- spawn -----------------------------------------------------------------------
 
-    async def on_spawn(self, command: Command, msg: Inbound) -> dict[str, Any]:
+    async def on_spawn(self, command: Command, msg: MqttMessage) -> dict[str, Any]:
         """Start the actor a spawn (or a migration's handoff) describes; answer a
         Wactorz main's ``_migration_token`` on ``spawn_ack`` either way."""
         host = self.host
@@ -182,7 +182,7 @@ class ActorControl:
 
     # ---- stop, stop_all, list --------------------------------------------------------
 
-    async def _on_stop(self, command: Command, msg: Inbound) -> dict[str, Any]:
+    async def _on_stop(self, command: Command, msg: MqttMessage) -> dict[str, Any]:
         """Stop one actor (an object or the Wactorz bare-name form); ``delete`` also
         removes what it left (:func:`.wactorz_verbs.delete_leftovers`)."""
         host = self.host
@@ -206,7 +206,7 @@ class ActorControl:
         log.info("actor %s stopped on request%s", name, " (deleted)" if deleted else "")
         return {"name": name, "stopped": True, **({"deleted": True} if deleted else {})}
 
-    async def _on_stop_all(self, command: Command, msg: Inbound) -> dict[str, Any]:
+    async def _on_stop_all(self, command: Command, msg: MqttMessage) -> dict[str, Any]:
         host = self.host
         async with host.lock:
             names = host.names()
@@ -217,7 +217,7 @@ class ActorControl:
         host.services.request_stop("stop_all")
         return {"stopped": names}
 
-    async def _on_list(self, command: Command, msg: Inbound) -> None:
+    async def _on_list(self, command: Command, msg: MqttMessage) -> None:
         """Answer on ``nodes/{node}/agents`` (the Wactorz answer; no receipt)."""
         host = self.host
         agents = [

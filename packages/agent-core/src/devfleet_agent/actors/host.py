@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 from devfleet_base import contract
 from devfleet_base.contract import Command, TopicMatch
 from devfleet_base.errors import DevfleetError
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 from devfleet_base.signing import NodeVerifier
 
 from ..supervisor import ChildInfo, ChildNotFoundError, SupervisorEvent
@@ -126,7 +126,7 @@ class ActorHost:
         dispatcher = self.services.dispatcher
         dispatcher.register_control(kind, handler, on_error=on_error or self.refused, **options)
 
-        async def route(msg: Inbound, match: TopicMatch) -> None:
+        async def route(msg: MqttMessage, match: TopicMatch) -> None:
             addressed = match.name if kind == "handoff" else match.node
             if addressed != self.node or (skip_empty and not msg.payload):
                 return

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from devfleet_base import contract
 from devfleet_base.contract import Command
 from devfleet_base.errors import ContractError, DevfleetError
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 from devfleet_base.signing import NodeVerifier
 
 from ..supervisor import ChildInfo, Supervisor
@@ -59,7 +59,7 @@ class Starter(Protocol):
         origin: dict[str, Any] | None = None,
     ) -> ChildInfo: ...
 
-    async def on_spawn(self, command: Command, msg: Inbound) -> dict[str, Any]: ...
+    async def on_spawn(self, command: Command, msg: MqttMessage) -> dict[str, Any]: ...
 
 
 class MigrationReports(Protocol):

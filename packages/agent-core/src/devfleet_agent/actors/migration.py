@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Final
 from devfleet_base import contract
 from devfleet_base.contract import Command, TopicMatch
 from devfleet_base.errors import Code, CommandError, ContractError, DevfleetError
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 
 from ..supervisor import ChildNotFoundError
 from . import trust
@@ -70,7 +70,7 @@ class Migrations:
 
     # ---- the source ------------------------------------------------------------------
 
-    async def _on_migrate(self, command: Command, msg: Inbound) -> None:
+    async def _on_migrate(self, command: Command, msg: MqttMessage) -> None:
         host = self.host
         payload = command.args
         raw = payload.get("name")
@@ -169,7 +169,7 @@ class Migrations:
             qos=1,
         )
 
-    async def _on_actor_heartbeat(self, msg: Inbound, match: TopicMatch) -> None:
+    async def _on_actor_heartbeat(self, msg: MqttMessage, match: TopicMatch) -> None:
         if not self._pending or not msg.payload:
             return
         try:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from devfleet_base import contract
 from devfleet_base.contract import TopicMatch
 from devfleet_base.errors import Code, CommandError, ContractError, DevfleetError
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 
 from .dynamic import DynamicActor
 from .wactorz_compat import reply_topic, task_body
@@ -90,7 +90,7 @@ class ActorTasks:
         finally:
             self._replies.pop(reply_id, None)
 
-    async def _on_reply(self, msg: Inbound, match: TopicMatch) -> None:
+    async def _on_reply(self, msg: MqttMessage, match: TopicMatch) -> None:
         if match.node != self.host.node or match.ident is None:
             return
         fut = self._replies.get(match.ident)
@@ -102,7 +102,7 @@ class ActorTasks:
         except ContractError as exc:
             fut.set_result({"error": f"the reply was not valid JSON: {exc.message}", "code": exc.code})
 
-    async def _on_task(self, msg: Inbound, match: TopicMatch) -> None:
+    async def _on_task(self, msg: MqttMessage, match: TopicMatch) -> None:
         name = match.name
         host = self.host
         if name is None or name not in host.hosted:

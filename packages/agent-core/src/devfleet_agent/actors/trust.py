@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from devfleet_base import contract
 from devfleet_base.errors import ContractError, SignatureError
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 
 if TYPE_CHECKING:
     from .hosting import Host
@@ -39,7 +39,7 @@ def origin(topic: str, payload: dict[str, Any]) -> dict[str, Any] | None:
     return {"topic": topic, "payload": payload}
 
 
-def authenticate_spawn(host: Host, msg: Inbound, payload: dict[str, Any]) -> bool:
+def authenticate_spawn(host: Host, msg: MqttMessage, payload: dict[str, Any]) -> bool:
     """A spawn on ``nodes/{here}/spawn``: True when another node signed it and
     :func:`check_peer_spawn` holds; False for anything else (the usual checks apply).
 
@@ -52,7 +52,7 @@ def authenticate_spawn(host: Host, msg: Inbound, payload: dict[str, Any]) -> boo
     return False
 
 
-def authenticate_handoff(host: Host, msg: Inbound, payload: dict[str, Any]) -> bool:
+def authenticate_handoff(host: Host, msg: MqttMessage, payload: dict[str, Any]) -> bool:
     """A handoff on ``nodes/{src}/handoff/{here}`` must be a migration from ``src`` (the
     topic names the publisher; the broker's ACL vouches for it) and, in a signed fleet,
     be signed by ``src`` with the operator's word for it. True when that vouches for it.

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from devfleet_base import contract
 from devfleet_base.contract import Command
 from devfleet_base.errors import CommandError, ContractError, DevfleetError
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 
 from .spec import SpawnSpec
 
@@ -61,7 +61,7 @@ class WactorzVerbs:
         host.serve("restart", self._on_restart, skip_empty=True, form="name")
         host.serve("restart_agent", self._on_restart_agent, skip_empty=True, form="name")
 
-    async def _on_desired_state(self, command: Command, msg: Inbound) -> dict[str, Any]:
+    async def _on_desired_state(self, command: Command, msg: MqttMessage) -> dict[str, Any]:
         """Start every listed actor that is not running here (nothing is stopped:
         devfleet's console, not this list, decides what stops). An actor that cannot
         start is listed under ``refused`` (and on its own logs); the others start."""
@@ -87,14 +87,14 @@ class WactorzVerbs:
             log.info("desired_state: started %s", ", ".join(started))
         return {"started": started, **({"refused": refused} if refused else {})}
 
-    async def _on_restart(self, command: Command, msg: Inbound) -> dict[str, Any]:
+    async def _on_restart(self, command: Command, msg: MqttMessage) -> dict[str, Any]:
         """Re-execute the agent (a retained restart never gets here: the agent clears
         and refuses it, as every never-retained control topic). The agent stops after
         the receipt went out (its shutdown drains the dispatcher)."""
         self.host.services.request_stop("restart (nodes/{node}/restart)", restart=True)
         return {"restarting": True}
 
-    async def _on_restart_agent(self, command: Command, msg: Inbound) -> dict[str, Any]:
+    async def _on_restart_agent(self, command: Command, msg: MqttMessage) -> dict[str, Any]:
         """Stop and start one actor from its kept config; its state file is read back."""
         host = self.host
         name = contract.check_name(command.args.get("name"), "actor name")

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from devfleet_base import contract
 from devfleet_base.component import InputCallback
 from devfleet_base.contract import TopicMatch
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 
 from ..services import NodeServices
 
@@ -57,7 +57,7 @@ class ComponentInputs:
 
         return unsubscribe
 
-    async def _on_message(self, msg: Inbound, match: TopicMatch) -> None:
+    async def _on_message(self, msg: MqttMessage, match: TopicMatch) -> None:
         leaf = match.leaf or ""
         if match.node != self.services.node or not leaf.startswith(contract.INPUT_LEVEL + "/"):
             return

@@ -256,11 +256,11 @@ class SimFleet:
         async def one(node: SimNode) -> None:
             released = False
             try:
-                await node.session.wait_connected(10.0)
+                await node.mqtt.wait_connected(10.0)
             except TimeoutError:
                 sem.release()  # slow: let others try, keep waiting for this one
                 released = True
-                await node.session.wait_connected(None)
+                await node.mqtt.wait_connected(None)
             finally:
                 if not released:
                     sem.release()

@@ -1,7 +1,7 @@
 """One simulated node: the agent's protocol core without the agent's host.
 
 A :class:`SimNode` speaks the whole contract through the code the real agent
-uses: :class:`~devfleet_base.mqtt.MqttSession` for the connection (will,
+uses: :class:`~devfleet_base.mqtt.MqttClient` for the connection (will,
 re-subscribe, TCP_NODELAY) and the agent's node protocol core,
 :class:`~devfleet_agent.node_core.NodeCore`, for inbound routing, the versioned
 birth and its repair, name clashes, the built-in commands and config (with the
@@ -29,7 +29,7 @@ from typing import Any
 from devfleet_base import contract
 from devfleet_base.contract import Command, TopicMatch
 from devfleet_base.errors import Code, ContractError, DevfleetError
-from devfleet_base.mqtt import Inbound, MqttSession, SessionOptions
+from devfleet_base.mqtt import ClientOptions, MqttClient, MqttMessage
 
 from ..commands import Dispatcher
 from ..config_store import MemoryConfigStore
@@ -108,13 +108,13 @@ class SimNode:
         "host",
         "keepalive",
         "logs",
+        "mqtt",
         "name",
         "next_heartbeat",
         "next_telemetry",
         "port",
         "protocol",
         "rng",
-        "session",
         "store",
         "task",
     )
@@ -146,9 +146,9 @@ class SimNode:
         self.store.config = default_config  # replaced (never mutated) by apply()
         self.dispatcher = Dispatcher(name, self._send_receipt)
         self.logs: LogShipper | None = None
-        self.session = self._new_session()
+        self.mqtt = self._new_client()
         self.core = NodeCore(
-            self.session,
+            self.mqtt,
             dispatcher=self.dispatcher,
             store=self.store,
             descriptions=self.descriptions,
@@ -174,9 +174,9 @@ class SimNode:
         self.commands_seen = 0
         self.task: asyncio.Task[None] | None = None
 
-    def _new_session(self) -> MqttSession:
-        return MqttSession(
-            SessionOptions(
+    def _new_client(self) -> MqttClient:
+        return MqttClient(
+            ClientOptions(
                 host=self.host,
                 port=self.port,
                 client_id=f"devfleet-sim-{self.name}",
@@ -193,7 +193,7 @@ class SimNode:
     @property
     def connected(self) -> bool:
         """Whether the node's session is up."""
-        return self.session.connected
+        return self.mqtt.connected
 
     @property
     def started_at(self) -> float:
@@ -209,7 +209,7 @@ class SimNode:
 
     async def _run(self) -> None:
         await self.core.apply_config(self.store.config)  # holds the node's subscriptions
-        await self.session.run()
+        await self.mqtt.run()
 
     def _run_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -218,7 +218,7 @@ class SimNode:
     async def stop(self) -> None:
         """Stop cleanly: retained ``offline``, then DISCONNECT (no will)."""
         self.core.stopping = True  # our own "offline" coming back is not to be repaired
-        await self.session.close(
+        await self.mqtt.close(
             [
                 (
                     contract.node_topic(self.name, "status"),
@@ -234,19 +234,19 @@ class SimNode:
     def crash(self) -> None:
         """Drop the connection without DISCONNECT, as a crash would: the broker
         publishes the will (``lost``)."""
-        self.session.abort()
+        self.mqtt.abort()
 
     def restart(self) -> asyncio.Task[None]:
         """Come back after a crash as a restarted agent would: the next bd_seq, the
         same (persisted) config and command id memory (the agent keeps it on disk)."""
-        self.session = self._new_session()
-        self.core.restarted(self.session)
+        self.mqtt = self._new_client()
+        self.core.restarted(self.mqtt)
         return self.start()
 
     # ---- publishing --------------------------------------------------------------------
 
     async def _publish(self, topic: str, obj: Any, *, qos: int = 0, retain: bool = False) -> bool:
-        return await self.session.publish(topic, contract.encode(obj), qos=qos, retain=retain)
+        return await self.mqtt.publish(topic, contract.encode(obj), qos=qos, retain=retain)
 
     def _facts(self) -> dict[str, Any]:
         return self.facts
@@ -323,16 +323,16 @@ class SimNode:
             await self.logs.ship()
 
     async def _publish_logs(self, batch: dict[str, Any]) -> bool:
-        return await self.session.publish(
+        return await self.mqtt.publish(
             contract.node_topic(self.name, "logs"), contract.encode(batch), qos=1, wait=True
         )
 
     async def _send_receipt(self, topic: str, receipt: dict[str, Any], correlation: bytes | None) -> None:
-        await self.session.publish(topic, contract.encode(receipt), qos=1, correlation=correlation)
+        await self.mqtt.publish(topic, contract.encode(receipt), qos=1, correlation=correlation)
 
     # ---- inbound: the core, behind the fault injection ---------------------------------
 
-    def _on_message(self, msg: Inbound) -> None:
+    def _on_message(self, msg: MqttMessage) -> None:
         self.core.on_message(msg)
 
     async def _on_connect(self) -> None:

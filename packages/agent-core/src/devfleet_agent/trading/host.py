@@ -8,7 +8,7 @@
 - a child that declares a pool makes the agent join ``$share/{pool}/pools/{pool}/jobs/+``
   (one subscription per pool, however many members run here).
 
-Inbound:
+MqttMessage:
 
 - ``tasks/{task}/request``: every local worker whose résumé lists the skill and meets
   the constraints answers on ``tasks/{task}/proposal/{agent}`` before ``bid_by``
@@ -35,7 +35,7 @@ from typing import Any
 from devfleet_base import contract, trading
 from devfleet_base.contract import TopicMatch
 from devfleet_base.errors import Code, ContractError, DevfleetError
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 
 from ..command_ids import CommandMemory
 from ..services import NodeServices
@@ -188,7 +188,7 @@ class TradingHost:
 
     # ---- auctions ----------------------------------------------------------------------------
 
-    async def _on_task(self, msg: Inbound, match: TopicMatch) -> None:
+    async def _on_task(self, msg: MqttMessage, match: TopicMatch) -> None:
         if match.leaf == "request":
             await self._on_request(msg, match)
         elif match.leaf == "assign" and match.name is not None:
@@ -196,7 +196,7 @@ class TradingHost:
             if worker is not None:
                 await self._on_assign(worker, msg, match)
 
-    async def _on_request(self, msg: Inbound, match: TopicMatch) -> None:
+    async def _on_request(self, msg: MqttMessage, match: TopicMatch) -> None:
         capable = [w for w in self.workers.values() if w.resume is not None]
         if not capable or not msg.payload:
             return
@@ -249,7 +249,7 @@ class TradingHost:
                 contract.task_topic(request["task"], "proposal", worker.agent_id), proposal, qos=1
             )
 
-    async def _on_assign(self, worker: Worker, msg: Inbound, match: TopicMatch) -> None:
+    async def _on_assign(self, worker: Worker, msg: MqttMessage, match: TopicMatch) -> None:
         if not msg.payload:
             return
         try:
@@ -360,7 +360,7 @@ class TradingHost:
 
     # ---- pools -------------------------------------------------------------------------------
 
-    async def _on_job(self, msg: Inbound, match: TopicMatch) -> None:
+    async def _on_job(self, msg: MqttMessage, match: TopicMatch) -> None:
         pool, job_id = match.name, match.ident
         worker = next((w for w in self.workers.values() if w.pool == pool and w.run is not None), None)
         if worker is None or job_id is None or pool is None or not msg.payload:

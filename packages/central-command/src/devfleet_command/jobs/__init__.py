@@ -122,7 +122,7 @@ def new_job(
         created_at=now,
         expires_at=now + expires_in,
         target=target or {},
-        created_by=fleet.session.options.client_id,
+        created_by=fleet.mqtt.options.client_id,
     )
 
 
@@ -168,8 +168,8 @@ async def abort_job(
     view = await _view(fleet, job)
     if view.final:
         raise InvalidRequest(f"job {job} already ended ({view.state})")
-    doc = {"action": "abort", "by": fleet.session.options.client_id, "ts": time.time()}
-    await fleet.session.publish(
+    doc = {"action": "abort", "by": fleet.mqtt.options.client_id, "ts": time.time()}
+    await fleet.mqtt.publish(
         contract.job_topic(job, "control"), contract.encode(doc), qos=1, retain=True, wait=True
     )
     try:

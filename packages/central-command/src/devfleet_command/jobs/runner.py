@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from devfleet_base import contract
 from devfleet_base.errors import Code, DevfleetError
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 
 from ..actors import actor_rows
 from ..errors import ConnectError, ConsoleTimeout
@@ -81,7 +81,7 @@ class JobRunner:
         self.poll = poll
         self.status_interval = status_interval
         self.on_change = on_change
-        self.runner_id = fleet.session.options.client_id
+        self.runner_id = fleet.mqtt.options.client_id
         self._abort = asyncio.Event()
         self._sem = asyncio.Semaphore(concurrency)
         self._dirty = asyncio.Event()
@@ -90,7 +90,7 @@ class JobRunner:
     # ---- retained records ----------------------------------------------------------------
 
     async def _retain(self, topic: str, doc: dict[str, Any]) -> None:
-        if not await self.fleet.session.publish(topic, contract.encode(doc), qos=1, retain=True, wait=True):
+        if not await self.fleet.mqtt.publish(topic, contract.encode(doc), qos=1, retain=True, wait=True):
             raise ConnectError(f"the broker did not take {topic}")
 
     async def _put(self, p: NodeProgress, **changes: Any) -> None:
@@ -125,7 +125,7 @@ class JobRunner:
             await self._put_status()
             await asyncio.sleep(min(0.2, self.status_interval))  # at most ~5 status writes a second
 
-    def _on_control(self, msg: Inbound) -> None:
+    def _on_control(self, msg: MqttMessage) -> None:
         if msg.topic != contract.job_topic(self.spec.job, "control") or not msg.payload:
             return
         with contextlib.suppress(DevfleetError):
@@ -150,7 +150,7 @@ class JobRunner:
         """
         control = contract.job_topic(self.spec.job, "control")
         remove_tap = self.fleet.add_tap(self._on_control)
-        async with self.fleet.session.subscription([(control, 1)]):
+        async with self.fleet.mqtt.subscription([(control, 1)]):
             await self._retain(contract.job_topic(self.spec.job, "spec"), self.spec.to_dict())
             if self.state.state == "aborting":
                 self._abort.set()

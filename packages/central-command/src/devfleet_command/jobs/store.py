@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from devfleet_base import contract
 from devfleet_base.errors import ContractError
-from devfleet_base.mqtt import Inbound
+from devfleet_base.mqtt import MqttMessage
 
 from .plan import JobState
 from .spec import JobSpec
@@ -142,7 +142,7 @@ async def load_jobs(fleet: AsyncFleet, job: str | None = None, *, timeout: float
     """
     store = JobStore()
 
-    def tap(msg: Inbound) -> None:
+    def tap(msg: MqttMessage) -> None:
         store.feed(msg.topic, msg.payload)
 
     await fleet.scan_retained(contract.job_filter(job), tap, timeout=timeout)
@@ -157,7 +157,7 @@ async def follow_jobs(
     store = JobStore()
     queue: asyncio.Queue[str] = asyncio.Queue()
 
-    def tap(msg: Inbound) -> None:
+    def tap(msg: MqttMessage) -> None:
         changed = store.feed(msg.topic, msg.payload)
         if changed is not None:
             queue.put_nowait(changed)
@@ -165,7 +165,7 @@ async def follow_jobs(
     filt = contract.job_filter(job)
     remove = fleet.add_tap(tap)
     try:
-        async with fleet.session.subscription([(filt, 1)]):
+        async with fleet.mqtt.subscription([(filt, 1)]):
             while True:
                 yield store, await queue.get()
     finally:
