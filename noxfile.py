@@ -183,11 +183,16 @@ WACTORZ_PEER = "wactorz==0.7.2"
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks against the raw paho floor; writes docs/benchmarks.md and bench/results.json."""
+    """Benchmarks against the raw paho floor; writes docs/benchmarks.md and bench/results.json.
+
+    ``-- --pi-zero`` (``python3 dev.py bench --pi-zero``) runs only the emulated Pi Zero
+    section (bench/section_pizero.py), which builds wheels with pip for its armel userland.
+    """
     reqs = _all_local_requirements()
     # playwright: the viz section drives Debian's chromium. WACTORZ_PEER: the agent
     # section idles `wactorz-node` beside `devfleet-agent` (issue 20), in this venv only.
-    session.install(*reqs, "playwright>=1.45", WACTORZ_PEER)
+    # pip: the pizero section builds wheels for its armel userland.
+    session.install(*reqs, "playwright>=1.45", WACTORZ_PEER, "pip")
     session.run("python", "bench/run.py", *session.posargs)
 
 
