@@ -142,6 +142,23 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
     # import-linter reads the source statically: the package need only be findable.
     session.run("lint-imports", env={"PYTHONPATH": str(ROOT / "packages" / "agent-core" / "src")})
+    _no_conflict_markers(session)
+
+
+def _no_conflict_markers(session: nox.Session) -> None:
+    """Fail on a merge left unresolved in any tracked text file (ruff sees only Python;
+    a CHANGELOG once landed with its markers)."""
+    import subprocess
+
+    found = subprocess.run(
+        ["git", "grep", "-n", "-I", "-E", "^(<{7} |>{7} |={7}$)"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if found.returncode == 0:
+        session.error(f"unresolved merge conflict markers:\n{found.stdout}")
 
 
 @nox.session
