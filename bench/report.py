@@ -177,7 +177,8 @@ def _agent_tables(agent: dict[str, Any]) -> list[str]:
     return lines
 
 
-def markdown(result: dict[str, Any]) -> str:
+def markdown(result: dict[str, Any], extra: list[str] | None = None) -> str:
+    """The whole page; ``extra``: sections' own parts (lines), placed before "Machine"."""
     m = result["machine"]
     lines = [
         "# Benchmarks",
@@ -282,6 +283,9 @@ def markdown(result: dict[str, Any]) -> str:
         "and three samples, then again after every node's `meta`, `state` and `cfg` were read (with the "
         "`fast` extra they are kept as received until read). Floor: a dict holding the decoded last "
         "payload of every topic.",
+    ]
+    lines += extra or []
+    lines += [
         "",
         "## Machine",
         "",
