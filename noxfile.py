@@ -70,7 +70,8 @@ def _local_requirements(path: str) -> list[str]:
     for p in seen:
         extra = "[testing,mqtt,signing]" if p == "packages/component-base" else _testing_extra(p)
         if p == "packages/central-command":
-            extra = "[deploy]"  # the deploy tests drive a real sshd through asyncssh
+            # deploy: the deploy tests drive a real sshd through asyncssh; fast: the C decoder
+            extra = "[deploy,fast]"
         out += ["-e", f"./{p}{extra}"]
     return out
 
@@ -206,10 +207,11 @@ def bench(session: nox.Session) -> None:
     section (bench/section_pizero.py), which builds wheels with pip for its armel userland.
     """
     reqs = _all_local_requirements()
-    # playwright: the viz section drives Debian's chromium. WACTORZ_PEER: the agent
-    # section idles `wactorz-node` beside `devfleet-agent` (issue 20), in this venv only.
-    # pip: the pizero section builds wheels for its armel userland.
-    session.install(*reqs, "playwright>=1.45", WACTORZ_PEER, "pip")
+    # playwright: the viz section drives Debian's chromium; matplotlib: the scale section's
+    # plot; WACTORZ_PEER: the agent section idles `wactorz-node` beside `devfleet-agent`
+    # (issue 20); pip: the pizero section builds wheels for its armel userland. All in
+    # this venv only, never a package dependency.
+    session.install(*reqs, "playwright>=1.45", "matplotlib>=3.7", WACTORZ_PEER, "pip")
     session.run("python", "bench/run.py", *session.posargs)
 
 

@@ -32,10 +32,14 @@ async def echo(host: str, port: int, count: int) -> None:
             client.publish(reply_to.decode(), b"accepted %d" % i, qos=1)
             client.publish(reply_to.decode(), b"ok %d " % i + body, qos=1)
 
-        client = RawClient(f"floor-echo-{i}", on_message)
-        clients.append(client)
-        await client.connect(host, port)
-        await client.subscribe([(f"bench/req/{i}", 1), ("bench/fleet", 1)])
+        clients.append(RawClient(f"floor-echo-{i}", on_message))
+
+    async def up(i: int) -> None:
+        await clients[i].connect(host, port)
+        await clients[i].subscribe([(f"bench/req/{i}", 1), ("bench/fleet", 1)])
+
+    for first in range(0, count, 200):  # 200 connects at a time: 50,000 one by one took minutes
+        await asyncio.gather(*(up(i) for i in range(first, min(count, first + 200))))
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes stdin
     for client in clients:

@@ -192,7 +192,7 @@ async def run_all(sizes: dict[str, Any], log: Any) -> dict[str, Any]:
             d = await measure.discovery(broker, n, 4 * n, sizes["discovery_repeats"])
             details[f"discovery_{n}"] = d
             rows.append(_row(f"discovery: fleet model holds {n:,} retained nodes", d["seconds"], "s",
-                             d["floor_seconds"], target="≤ 1.5×"))  # fmt: skip
+                             d["floor_seconds"], target="≤ 1.2×"))  # fmt: skip
         loads["after discovery"] = loadavg()
 
     # A broker of its own for each load test: no retained fleet of 10,000 in the way.
@@ -201,14 +201,14 @@ async def run_all(sizes: dict[str, Any], log: Any) -> dict[str, Any]:
         f = await measure.fanout(broker, sizes["fanout_nodes"], sizes["fanout_repeats"])
         details["fanout"] = f
         rows.append(_row(f"fan-out: fleet-wide ping, {f['nodes']:,} nodes, every ok receipt in", f["seconds"] * 1e3,
-                         "ms", f["floor_seconds"] * 1e3, target="≤ 1.5×"))  # fmt: skip
+                         "ms", f["floor_seconds"] * 1e3, target="≤ 1.2×"))  # fmt: skip
         loads["after fan-out"] = loadavg()
     with MosquittoBroker(extra_config=["max_queued_messages 0", "max_inflight_messages 0"]) as broker:
         log("telemetry ingestion")
         ing = await measure.ingestion(broker, sizes["ingest_messages"], sizes["ingest_nodes"])
         details["ingestion"] = ing
         rows.append(_row("telemetry ingestion into the fleet model", ing["rate"], "msg/s", ing["floor_rate"],
-                         lower_is_better=False, target="≤ 1.5×"))  # fmt: skip
+                         lower_is_better=False, target="≤ 1.2×"))  # fmt: skip
         loads["after ingestion"] = loadavg()
 
     log("start-up times")
@@ -220,7 +220,9 @@ async def run_all(sizes: dict[str, Any], log: Any) -> dict[str, Any]:
     mem = measure.memory_per_node(sizes["memory_nodes"])
     details["memory"] = mem
     rows.append(_row(f"console memory per tracked node ({mem['nodes']:,} nodes)", mem["bytes"] / 1024, "KB",
-                     mem["floor_bytes"] / 1024, target="≤ 1.5×"))  # fmt: skip
+                     mem["floor_bytes"] / 1024, target="≤ 1.2×"))  # fmt: skip
+    rows.append(_row("… the same after every node's meta, state and cfg were read (decoded)", mem["bytes_read"] / 1024,
+                     "KB", mem["floor_bytes"] / 1024, target="≤ 1.2×"))  # fmt: skip
 
     with MosquittoBroker(extra_config=["max_queued_messages 0", "max_inflight_messages 0"]) as broker:
         log(f"simulator capacity: {sizes['capacity_nodes']} nodes")
@@ -229,6 +231,29 @@ async def run_all(sizes: dict[str, Any], log: Any) -> dict[str, Any]:
         )
     loads["end"] = loadavg()
     return {"rows": rows, "details": details, "load": loads}
+
+
+def merge_rows(
+    previous: list[dict[str, Any]], new: list[dict[str, Any]], names: list[str]
+) -> list[dict[str, Any]]:
+    """The previous rows with the named sections' rows replaced by ``new``, each section
+    where it stood (a section not there before goes last)."""
+    fresh: dict[str, list[dict[str, Any]]] = {}
+    for r in new:
+        fresh.setdefault(r.get("section", "core"), []).append(r)
+    out: list[dict[str, Any]] = []
+    placed: set[str] = set()
+    for r in previous:
+        section = r.get("section", "core")
+        if section not in names:
+            out.append(r)
+        elif section not in placed:
+            out += fresh.get(section, [])
+            placed.add(section)
+    for section in names:
+        if section not in placed:
+            out += fresh.get(section, [])
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,8 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     result = asyncio.run(run_sections(names, args.quick, log))
     if args.only and Path(args.json).exists():  # keep the other sections' figures from the last run
         previous = json.loads(Path(args.json).read_text())
-        kept = [r for r in previous.get("rows", []) if r.get("section", "core") not in names]
-        result["rows"] = kept + result["rows"]
+        result["rows"] = merge_rows(previous.get("rows", []), result["rows"], names)
         result["details"] = {**previous.get("details", {}), **result["details"]}
         result["load"] = {**previous.get("load", {}), **result["load"]}
         if all(getattr(sections().get(n), "OPT_IN", False) for n in names):

@@ -32,7 +32,12 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 def ready(url: str, *names: str) -> None:
     with Fleet.connect(url) as fleet:
         fleet.wait_for(
-            lambda m: all((n := m.get(x)) is not None and n.online and n.cfg is not None for x in names),
+            # A heartbeat too: a one-shot console judges a node with none (only a retained
+            # birth) by waiting an interval for one, and a paused agent would fail that.
+            lambda m: all(
+                (n := m.get(x)) is not None and n.online and n.cfg is not None and n.heartbeat_at is not None
+                for x in names
+            ),
             timeout=20,
         )
 

@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-from devfleet_base.broker_url import BrokerListAction
+from devfleet_base.broker_flag import BrokerListAction
 
 # Not ``from typing import ...``: typing, logging and pathlib cost ~10 ms of imports that
 # ``devfleet --help`` does not need (mypy reads this block, Python skips it).

@@ -11,11 +11,11 @@ answers and move on to the next when the connection is lost.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from .broker_flag import BrokerListAction
 from .errors import ContractError
 
 __all__ = ["BrokerAddress", "BrokerListAction", "parse_broker_url", "parse_broker_urls"]
@@ -75,20 +75,3 @@ def parse_broker_urls(value: str | Sequence[str]) -> list[BrokerAddress]:
     if len({a.tls for a in out}) > 1:
         raise ContractError(f"bad broker list {value!r}: mixes mqtts:// and mqtt:// brokers")
     return out
-
-
-class BrokerListAction(argparse.Action):
-    """``--broker`` given several times: the URLs join into one comma-separated value
-    (a default from the environment is replaced, not extended)."""
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: str | Sequence[object] | None,
-        option_string: str | None = None,
-    ) -> None:
-        seen_attr = f"_{self.dest}_given"
-        given = [*getattr(namespace, seen_attr, []), str(values)]
-        setattr(namespace, seen_attr, given)
-        setattr(namespace, self.dest, ",".join(given))
