@@ -9,8 +9,11 @@ import textwrap
 import types
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from devfleet_agent.components import ComponentRegistry, purge_modules
+from devfleet_agent.components.registry import canonical_name
 from devfleet_base import Component, ContractError, hookimpl
 
 
@@ -161,3 +164,11 @@ def test_a_real_entry_point_is_found_and_reloaded_after_an_upgrade(tmp_path, mon
         assert sys.modules["dfx_delta"].Delta is registry.get("delta").cls
     finally:
         purge_modules({"dfx_delta"})
+
+
+@given(st.text(alphabet="AbZz09-_.~ ", max_size=20))
+def test_canonical_name_is_packagings_pep503_name(name):
+    # the registry normalises without importing packaging (issue 20); the result is the same
+    from packaging.utils import canonicalize_name
+
+    assert canonical_name(name) == canonicalize_name(name)

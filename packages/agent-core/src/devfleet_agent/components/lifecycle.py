@@ -31,8 +31,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from packaging.utils import canonicalize_name
-
 from devfleet_base.component import Health
 from devfleet_base.contract import Command
 from devfleet_base.errors import Code
@@ -41,7 +39,7 @@ from ..commands import Dispatcher
 from ..pip_runner import InstallError, check_requirement, pip_install, pip_uninstall, requirement_name
 from ..services import NodeServices
 from ..settings import Settings
-from .registry import ComponentRegistry
+from .registry import ComponentRegistry, canonical_name
 from .status import ComponentStatus
 
 __all__ = ["PROTECTED_DISTS", "DistributionLifecycle", "RunningComponents", "installed_version"]
@@ -121,7 +119,7 @@ class DistributionLifecycle:
                 code=Code.FORBIDDEN,
             )
         spec = check_requirement(cmd.args.get("spec"))
-        dist = canonicalize_name(requirement_name(spec))
+        dist = canonical_name(requirement_name(spec))
         if dist in PROTECTED_DISTS:
             raise InstallError(
                 f"{dist} is part of the agent and cannot be changed remotely", code=Code.FORBIDDEN
@@ -130,7 +128,7 @@ class DistributionLifecycle:
 
     def _check_allowed(self, dist: str) -> None:
         patterns = self.services.config.get("components_allowed", [])
-        if not any(fnmatch.fnmatchcase(dist, canonicalize_name(p)) for p in patterns):
+        if not any(fnmatch.fnmatchcase(dist, canonical_name(p)) for p in patterns):
             shown = ", ".join(patterns) or "none"
             raise InstallError(
                 f"{dist} is not in this node's components_allowed (patterns: {shown})", code=Code.FORBIDDEN
