@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import importlib
-import importlib.metadata as md
 import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -52,6 +51,8 @@ PROTECTED_DISTS = frozenset({"devfleet-agent-core", "devfleet-component-base", "
 
 def installed_version(dist: str) -> str | None:
     """The installed version of ``dist``, or ``None``."""
+    import importlib.metadata as md  # on first use: keeps the idle agent small (Pi Zero; issue 20)
+
     importlib.invalidate_caches()
     try:
         return md.version(dist)
@@ -60,6 +61,8 @@ def installed_version(dist: str) -> str | None:
 
 
 def _has_extension_modules(dist: str) -> bool:
+    import importlib.metadata as md  # on first use: keeps the idle agent small (Pi Zero; issue 20)
+
     try:
         files = md.distribution(dist).files or []
     except md.PackageNotFoundError:
