@@ -5,6 +5,7 @@
     python3 dev.py tour     # the console tour: a broker, a few agents, commands, the live fleet view
     python3 dev.py test     # lint, types, the whole suite, and each package alone
     python3 dev.py bench    # benchmarks -> docs/benchmarks.md
+    python3 dev.py bench --pi-zero   # the agent on an emulated Pi Zero (qemu, Debian armel; minutes)
     python3 dev.py build    # wheels of every package and their dependencies -> wheelhouse/
     python3 dev.py nox -s tests -- -k config   # any nox invocation
 

@@ -142,6 +142,23 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
     # import-linter reads the source statically: the package need only be findable.
     session.run("lint-imports", env={"PYTHONPATH": str(ROOT / "packages" / "agent-core" / "src")})
+    _no_conflict_markers(session)
+
+
+def _no_conflict_markers(session: nox.Session) -> None:
+    """Fail on a merge left unresolved in any tracked text file (ruff sees only Python;
+    a CHANGELOG once landed with its markers)."""
+    import subprocess
+
+    found = subprocess.run(
+        ["git", "grep", "-n", "-I", "-E", "^(<{7} |>{7} |={7}$)"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if found.returncode == 0:
+        session.error(f"unresolved merge conflict markers:\n{found.stdout}")
 
 
 @nox.session
@@ -183,11 +200,16 @@ WACTORZ_PEER = "wactorz==0.7.2"
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks against the raw paho floor; writes docs/benchmarks.md and bench/results.json."""
+    """Benchmarks against the raw paho floor; writes docs/benchmarks.md and bench/results.json.
+
+    ``-- --pi-zero`` (``python3 dev.py bench --pi-zero``) runs only the emulated Pi Zero
+    section (bench/section_pizero.py), which builds wheels with pip for its armel userland.
+    """
     reqs = _all_local_requirements()
     # playwright: the viz section drives Debian's chromium. WACTORZ_PEER: the agent
     # section idles `wactorz-node` beside `devfleet-agent` (issue 20), in this venv only.
-    session.install(*reqs, "playwright>=1.45", WACTORZ_PEER)
+    # pip: the pizero section builds wheels for its armel userland.
+    session.install(*reqs, "playwright>=1.45", WACTORZ_PEER, "pip")
     session.run("python", "bench/run.py", *session.posargs)
 
 

@@ -173,7 +173,8 @@ def _agent_tables(agent: dict[str, Any]) -> list[str]:
     return lines
 
 
-def markdown(result: dict[str, Any]) -> str:
+def markdown(result: dict[str, Any], extra: list[str] | None = None) -> str:
+    """The whole page; ``extra``: sections' own parts (lines), placed before "Machine"."""
     m = result["machine"]
     lines = [
         "# Benchmarks",
@@ -273,6 +274,9 @@ def markdown(result: dict[str, Any]) -> str:
         "`--help`.",
         "- **Memory per node**: `tracemalloc` around a `FleetModel` fed each node's births, one heartbeat "
         "and three samples. Floor: a dict holding the decoded last payload of every topic.",
+    ]
+    lines += extra or []
+    lines += [
         "",
         "## Machine",
         "",

@@ -3,6 +3,7 @@
     python3 dev.py bench               # the full run (nox -s bench); writes the files below
     python bench/run.py --quick        # small N, short idle window (the smoke test uses it)
     python3 dev.py bench -- --only ros # one section again, merged into the existing results
+    python3 dev.py bench --pi-zero     # the agent on an emulated Pi Zero (minutes; opt-in, see below)
 
 Sections: the core figures (discovery, fan-out, ingestion, ``devfleet --help``,
 memory, simulator capacity) live here as ``core``; the agent's own (command round
@@ -10,7 +11,9 @@ trip, its hop breakdown, idle footprint beside Wactorz, import time) in
 ``bench/section_agent.py``; every other section is
 a module ``bench/section_{name}.py`` found at run time, with ``TITLE`` and
 ``async def run(quick: bool, log, row) -> dict`` returning ``{"rows": [...],
-"details": {...}}`` (``row`` is :func:`_row`).
+"details": {...}}`` (``row`` is :func:`_row`). A section with ``OPT_IN = True``
+(``pizero``: qemu and a Debian armel userland) is left out of the default run and runs
+when named; one with ``report(details) -> list[str]`` adds its own part to the markdown.
 
 Writes ``bench/results.json`` and ``docs/benchmarks.md`` (both generated; commit
 them from a full run). One private mosquitto serves every measurement.
@@ -138,6 +141,20 @@ def sections() -> dict[str, Any]:
     return found
 
 
+def default_sections() -> list[str]:
+    """What a run without ``--only`` runs: ``core`` and every section not marked ``OPT_IN``."""
+    return ["core", *(name for name, mod in sections().items() if not getattr(mod, "OPT_IN", False))]
+
+
+def section_reports(result: dict[str, Any]) -> list[str]:
+    """The markdown that sections with a ``report`` function add for their details."""
+    lines: list[str] = []
+    for name, mod in sections().items():
+        if hasattr(mod, "report") and name in result.get("details", {}):
+            lines += mod.report(result["details"][name])
+    return lines
+
+
 async def run_sections(names: list[str], quick: bool, log: Any) -> dict[str, Any]:
     """Run the named sections (``core`` included when named); rows tagged by section."""
     rows: list[dict[str, Any]] = []
@@ -226,12 +243,21 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated sections to run (core, " + ", ".join(sections()) + "); their rows replace "
         "the same sections' rows in the existing results file",
     )
+    p.add_argument(
+        "--pi-zero",
+        action="store_true",
+        help="only the agent on an emulated Raspberry Pi Zero (qemu-arm, Debian armel; minutes, "
+        "needs root or qemu-user-static, qemu-user and debootstrap), merged into the existing results",
+    )
     args = p.parse_args(argv)
     if args.render:
-        Path(args.markdown).write_text(markdown(json.loads(Path(args.render).read_text())))
+        result = json.loads(Path(args.render).read_text())
+        Path(args.markdown).write_text(markdown(result, section_reports(result)))
         return 0
+    if args.pi_zero:
+        args.only = ",".join(filter(None, [args.only, "pizero"]))
     known = ["core", *sections()]
-    names = known if not args.only else [n.strip() for n in args.only.split(",") if n.strip()]
+    names = default_sections() if not args.only else [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
     if unknown:
         p.error(f"unknown section {', '.join(unknown)} (known: {', '.join(known)})")
@@ -248,19 +274,25 @@ def main(argv: list[str] | None = None) -> int:
         result["rows"] = kept + result["rows"]
         result["details"] = {**previous.get("details", {}), **result["details"]}
         result["load"] = {**previous.get("load", {}), **result["load"]}
-    result.update(
-        mode="quick" if args.quick else "full",
-        sections=names,
-        sizes={k: list(v) if isinstance(v, tuple) else v for k, v in sizes.items()},
-        machine=machine(),
-        started=time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
-        seconds=round(time.time() - started, 1),
-        command="python3 dev.py bench",
-    )
+        if all(getattr(sections().get(n), "OPT_IN", False) for n in names):
+            # An opt-in section alone (its own run facts are in its details): the main
+            # table's run, mode and command stay those of the run that measured it.
+            keep = ("mode", "sections", "sizes", "machine", "started", "seconds", "command")
+            result.update({k: previous[k] for k in keep if k in previous})
+    if "command" not in result:
+        result.update(
+            mode="quick" if args.quick else "full",
+            sections=names,
+            sizes={k: list(v) if isinstance(v, tuple) else v for k, v in sizes.items()},
+            machine=machine(),
+            started=time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
+            seconds=round(time.time() - started, 1),
+            command="python3 dev.py bench",
+        )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.markdown).write_text(markdown(result))
+    Path(args.markdown).write_text(markdown(result, section_reports(result)))
     log(f"wrote {args.json} and {args.markdown}")
     return 0
 

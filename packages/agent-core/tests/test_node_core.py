@@ -12,21 +12,23 @@ from devfleet_agent.node_core import NodeCore
 from devfleet_agent.payloads import Descriptions
 from devfleet_base import contract
 from devfleet_base.mqtt import ClientOptions, MqttClient
+from devfleet_base.payload_schemas import CFG_SCHEMA
 
 
 async def _no_receipts(topic: str, receipt: dict[str, Any], correlation: bytes | None) -> None:
     pass
 
 
-def _core(name: str = "u1") -> tuple[NodeCore, MqttClient]:
+def _core(name: str = "u1", send: Any = _no_receipts, **options: Any) -> tuple[NodeCore, MqttClient]:
     session = MqttClient(ClientOptions(client_id=f"devfleet-{name}"), on_message=lambda msg: None)
     core = NodeCore(
         session,
-        dispatcher=Dispatcher(name, _no_receipts),
+        dispatcher=Dispatcher(name, send),
         store=MemoryConfigStore(),
         descriptions=Descriptions(name, bd_seq=4),
         facts=dict,
         spawn=lambda coro, task_name: coro.close(),
+        **options,
     )
     return core, session
 
@@ -58,16 +60,7 @@ async def test_the_owner_hook_gets_every_applied_config() -> None:
     async def applied(config: dict[str, Any]) -> None:
         seen.append(config)
 
-    session = MqttClient(ClientOptions(client_id="devfleet-u2"), on_message=lambda msg: None)
-    core = NodeCore(
-        session,
-        dispatcher=Dispatcher("u2", _no_receipts),
-        store=MemoryConfigStore(),
-        descriptions=Descriptions("u2"),
-        facts=dict,
-        spawn=lambda coro, task_name: coro.close(),
-        on_applied=applied,
-    )
+    core, _ = _core("u2", on_applied=applied)
     await core.apply_config({"groups": []})
     await core.apply_config({"groups": ["g"]})
     assert seen == [{"groups": []}, {"groups": ["g"]}]
@@ -95,3 +88,25 @@ def test_built_in_commands_are_registered_and_providers_name_a_section() -> None
         core.add_provider("metta", "x", dict)
     core.add_provider("state", "x", lambda: 1)
     assert core.state_payload()["x"] == 1 and core.state_payload()["session"] == 4
+
+
+async def test_config_get_answers_with_the_fields_cfg_carries() -> None:
+    receipts: list[dict[str, Any]] = []
+
+    async def keep(topic: str, receipt: dict[str, Any], correlation: bytes | None) -> None:
+        receipts.append(receipt)
+
+    core, _ = _core("u3", keep)
+    core.store.apply(set={"groups": ["g"]}, applied_id="c1")
+    core.store.apply(set={"description": "d"}, applied_id="c2")
+    topic = contract.node_command_topic("u3", "config_get")
+    match = contract.parse_topic(topic)
+    assert match is not None
+    await core.dispatcher.handle(topic, match, contract.encode(contract.Command.envelope(id="g1")))
+    answer = receipts[-1]["result"]
+    cfg = core.descriptions.cfg(core.store)
+    assert receipts[-1]["status"] == "ok"
+    assert set(answer) == {"config_version", "config", "kept_versions"}
+    assert answer == {key: cfg[key] for key in answer}
+    assert answer["kept_versions"] == [1, 2] and answer["config"]["groups"] == ["g"]
+    assert CFG_SCHEMA.validate({**cfg, **answer}) == {**cfg, **answer}

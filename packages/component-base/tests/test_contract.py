@@ -106,6 +106,12 @@ def test_command_envelope_round_trip():
     assert not cmd.expired(105.0) and cmd.expired(111.0)
 
 
+def test_one_expiry_rule_for_every_deadline():
+    assert not contract.expired(None, 1e12)  # no deadline never expires
+    assert not contract.expired(110.0, 110.0) and contract.expired(110.0, 110.5)
+    assert contract.expired(1.0) and not contract.expired(4e9)  # now defaults to the wall clock
+
+
 @pytest.mark.parametrize(
     "payload",
     [

@@ -41,6 +41,7 @@ from devfleet_base.mqtt import (
 from devfleet_base.replay import ReplayGuard
 from devfleet_base.signing import DEFAULT_TTL, Verifier
 
+from .clock import wait_event
 from .command_ids import CommandMemory
 from .commands import Dispatcher
 from .config_store import ConfigStore
@@ -520,8 +521,7 @@ class Agent:
         return payload
 
     async def _sleep_or_wake(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake_loops.wait(), seconds)
+        await wait_event(self._wake_loops, seconds)
 
     async def _heartbeat_loop(self) -> None:
         while True:

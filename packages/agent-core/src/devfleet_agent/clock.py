@@ -14,7 +14,7 @@ import asyncio
 import time
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "FakeClock", "SystemClock"]
+__all__ = ["Clock", "FakeClock", "SystemClock", "wait_event"]
 
 
 @runtime_checkable
@@ -87,3 +87,20 @@ class FakeClock:
         self.sleeps.append(seconds)
         self._offset += max(0.0, seconds)
         await asyncio.sleep(0)
+
+
+async def wait_event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait until ``event`` is set, at most ``seconds``; True if it is set.
+
+    Cancellation always reaches the caller. ``asyncio.wait_for`` on Python 3.11
+    returns the inner result when the event is set in the same loop turn as the
+    waiting task is cancelled, so a ``while True`` loop around it never ends
+    (CPython gh-86296, fixed in 3.12 by building ``wait_for`` on
+    :func:`asyncio.timeout`, which this uses).
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return event.is_set()
+    return True

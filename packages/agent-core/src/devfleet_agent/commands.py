@@ -437,28 +437,12 @@ class Dispatcher:
             raise
         except Exception as exc:
             log.exception("command %s %s crashed", command.verb, command.id)
-            return Receipt(
-                command.id,
-                self.node,
-                command.verb,
-                "error",
-                Code.FAILED,
-                f"{type(exc).__name__}: {exc}",
-                ts=self._clock(),
-            )
+            return self._refusal(command.id, command.verb, Code.FAILED, f"{type(exc).__name__}: {exc}")
         try:
             contract.encode(result)  # a result JSON cannot carry (NaN, objects) must not lose the receipt
         except (TypeError, ValueError, RecursionError) as exc:
             log.error("command %s %s returned a result that is not JSON: %s", command.verb, command.id, exc)
-            return Receipt(
-                command.id,
-                self.node,
-                command.verb,
-                "error",
-                Code.FAILED,
-                f"the result is not JSON: {exc}",
-                ts=self._clock(),
-            )
+            return self._refusal(command.id, command.verb, Code.FAILED, f"the result is not JSON: {exc}")
         return Receipt(command.id, self.node, command.verb, "ok", result=result, ts=self._clock())
 
     async def _error(

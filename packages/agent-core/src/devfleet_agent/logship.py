@@ -9,11 +9,12 @@ unacknowledged is forgotten before the buffer overflows.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from .clock import wait_event
 
 __all__ = ["LogShipper"]
 
@@ -84,8 +85,7 @@ class LogShipper(logging.Handler):
         """Publish batches until cancelled."""
         self._loop = asyncio.get_running_loop()
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+            await wait_event(self._wake, self.flush_interval)
             self._wake.clear()
             await self.ship()
 

@@ -42,7 +42,7 @@ from devfleet_base.mqtt import MqttMessage
 
 from .commands import Dispatcher, Handler
 from .config_store import ConfigStore, configure_arguments
-from .payloads import Descriptions, OwnStatus, judge_own_status
+from .payloads import Descriptions, OwnStatus, config_report, judge_own_status
 from .services import Provider, RouteHandler
 
 __all__ = [
@@ -617,11 +617,7 @@ class NodeCore:
         return {"republished": list(contract.NODE_DESCRIPTIONS)}
 
     async def _cmd_config_get(self, cmd: Command) -> dict[str, Any]:
-        return {
-            "config_version": self.store.version,
-            "config": self.store.config,
-            "kept_versions": self.store.versions(),
-        }
+        return config_report(self.store)
 
     async def _cmd_configure(self, cmd: Command) -> dict[str, Any]:
         kwargs = configure_arguments(cmd.args)

@@ -30,6 +30,7 @@ __all__ = [
     "VERSION_BLOCK",
     "Descriptions",
     "OwnStatus",
+    "config_report",
     "heartbeat_payload",
     "judge_own_status",
     "telemetry_payload",
@@ -40,6 +41,16 @@ VERSION_BLOCK: Final = 1_000_000
 
 CAPABILITIES: Final = ("commands", "config", "telemetry", "logs")
 """What every agent offers, listed in ``meta``."""
+
+
+def config_report(store: ConfigStore) -> dict[str, Any]:
+    """The config as a node reports it: ``config_version``, ``config``, ``kept_versions``.
+
+    The one list of these fields: the ``config_get`` command answers with it and
+    the retained ``cfg`` description (:meth:`Descriptions.cfg`) carries it
+    (their schema is :data:`devfleet_base.payload_schemas.CFG_SCHEMA`).
+    """
+    return {"config_version": store.version, "config": store.config, "kept_versions": store.versions()}
 
 
 class Descriptions:
@@ -100,13 +111,7 @@ class Descriptions:
     def cfg(self, store: ConfigStore, desired_error: dict[str, Any] | None = None) -> dict[str, Any]:
         """The reported config with its version and the versions kept for rollback."""
         payload = self.envelope()
-        payload.update(
-            config_version=store.version,
-            config=store.config,
-            applied_id=store.applied_id,
-            updated_at=store.updated_at,
-            kept_versions=store.versions(),
-        )
+        payload.update(config_report(store), applied_id=store.applied_id, updated_at=store.updated_at)
         if desired_error is not None:
             payload["desired_error"] = desired_error
         if store.recovered_from is not None:

@@ -64,7 +64,13 @@ class ActorOps:
     _target: Callable[[str, float], Awaitable[NodeView]]
     wait_for: Callable[[Callable[[FleetModel], bool], float], Awaitable[None]]
 
-    async def _control(self, topic: str, payload: dict[str, Any], *, retain: bool = False) -> None:
+    async def send_control(self, topic: str, payload: dict[str, Any], *, retain: bool = False) -> None:
+        """Publish a control message (QoS 1) to ``topic``: signed the Wactorz way for a
+        Wactorz node, with the operator's ``_sig`` otherwise.
+
+        Raises:
+            ConnectError: the broker did not take it.
+        """
         props = wactorz_ops.control_properties(self, topic, payload)
         if props is not None:  # a Wactorz node: signed its way (user properties), never _sig
             raw = contract.encode(payload)
@@ -79,7 +85,7 @@ class ActorOps:
         if not published:
             raise ConnectError(f"the broker did not take the message on {topic}")
 
-    async def _request(
+    async def request_answer(
         self,
         listen: str,
         match: Callable[[Any], bool],
@@ -173,10 +179,10 @@ class ActorOps:
             ttl if ttl is not None else RETAINED_TTL if retain else timeout
         )
         topic = contract.node_topic(node, "spawn")
-        receipt = await self._request(
+        receipt = await self.request_answer(
             contract.node_topic(node, "receipts"),
             lambda r: isinstance(r, dict) and r.get("id") == request,
-            lambda: self._control(topic, payload, retain=retain),
+            lambda: self.send_control(topic, payload, retain=retain),
             timeout=timeout,
             what=f"spawn {checked['name']} on {node}",
             signed_by=node,
@@ -202,10 +208,10 @@ class ActorOps:
         body: dict[str, Any] = {"name": name, "_id": request, "_expires_at": time.time() + timeout}
         if delete:
             body.update(delete=True, keep_topics=keep_topics)
-        receipt = await self._request(
+        receipt = await self.request_answer(
             contract.node_topic(node, "receipts"),
             lambda r: isinstance(r, dict) and r.get("id") == request,
-            lambda: self._control(contract.node_topic(node, "stop"), body),
+            lambda: self.send_control(contract.node_topic(node, "stop"), body),
             timeout=timeout,
             what=f"stop {name} on {node}",
             signed_by=node,
@@ -219,10 +225,10 @@ class ActorOps:
             wactorz_ops.check_commandable(self, view)
             return await wactorz_ops.stop_all(self, node, timeout=timeout)
         request = contract.new_id()
-        receipt = await self._request(
+        receipt = await self.request_answer(
             contract.node_topic(node, "receipts"),
             lambda r: isinstance(r, dict) and r.get("id") == request,
-            lambda: self._control(contract.node_topic(node, "stop_all"), {"_id": request}),
+            lambda: self.send_control(contract.node_topic(node, "stop_all"), {"_id": request}),
             timeout=timeout,
             what=f"stop_all on {node}",
         )
@@ -289,10 +295,10 @@ class ActorOps:
                 code=Code.FORBIDDEN,
             )
         margin = min(2.0, timeout / 4)
-        result = await self._request(
+        result = await self.request_answer(
             contract.node_topic(src, "migrate_result"),
             lambda r: isinstance(r, dict) and r.get("agent") == name,
-            lambda: self._control(
+            lambda: self.send_control(
                 contract.node_topic(src, "migrate"),
                 {
                     "name": name,
@@ -339,10 +345,10 @@ class ActorOps:
             return True
 
         try:
-            answer = await self._request(
+            answer = await self.request_answer(
                 reply,
                 settles,
-                lambda: self._control(contract.by_name_task_topic(name), request),
+                lambda: self.send_control(contract.by_name_task_topic(name), request),
                 timeout=timeout,
                 what=f"task for {name}",
             )

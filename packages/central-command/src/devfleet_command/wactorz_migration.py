@@ -43,10 +43,10 @@ async def migrate_via_main(ops: ActorOps, name: str, src: str, dst: str, *, time
             f"{what}: conflict: {dst} already runs an actor named {name!r}", code=Code.CONFLICT
         )
     token = contract.new_id()
-    returned = await ops._request(
+    returned = await ops.request_answer(
         contract.node_topic(src, "state_return"),
         lambda r: isinstance(r, dict) and r.get("agent") == name and r.get("return_token") == token,
-        lambda: ops._control(
+        lambda: ops.send_control(
             contract.node_topic(src, "migrate"), {"name": name, "target_node": "@main", "return_token": token}
         ),
         timeout=timeout,
@@ -72,7 +72,9 @@ async def migrate_via_main(ops: ActorOps, name: str, src: str, dst: str, *, time
         raise CommandFailed(f"{what}: {exc} ({back}{late})", code=getattr(exc, "code", Code.FAILED)) from None
     # The source kept its state file for a rollback; the actor now lives on dst under the
     # same actor id, so its retained topics stay.
-    await ops._control(contract.node_topic(src, "stop"), {"name": name, "delete": True, "keep_topics": True})
+    await ops.send_control(
+        contract.node_topic(src, "stop"), {"name": name, "delete": True, "keep_topics": True}
+    )
     return {
         "success": True,
         "agent": name,
@@ -97,7 +99,7 @@ async def _withdraw(ops: ActorOps, node: str, name: str, token: str, *, grace: f
     """
     settled = False
     with contextlib.suppress(CommandTimeout):
-        await ops._request(
+        await ops.request_answer(
             contract.node_topic(node, "spawn_ack"),
             lambda a: isinstance(a, dict) and a.get("migration_token") == token,
             _nothing,
@@ -105,7 +107,9 @@ async def _withdraw(ops: ActorOps, node: str, name: str, token: str, *, grace: f
             what=f"the late start of {name} on {node}",
         )
         settled = True
-    await ops._control(contract.node_topic(node, "stop"), {"name": name, "delete": True, "keep_topics": True})
+    await ops.send_control(
+        contract.node_topic(node, "stop"), {"name": name, "delete": True, "keep_topics": True}
+    )
     return settled
 
 
@@ -123,10 +127,10 @@ async def _place(
         "_initial_state": state,
         "_migration_token": token,
     }
-    ack = await ops._request(
+    ack = await ops.request_answer(
         contract.node_topic(node, "spawn_ack"),
         lambda a: isinstance(a, dict) and a.get("migration_token") == token,
-        lambda: ops._control(contract.node_topic(node, "spawn"), spawn),
+        lambda: ops.send_control(contract.node_topic(node, "spawn"), spawn),
         timeout=timeout,
         what=f"start {name} on {node}",
     )

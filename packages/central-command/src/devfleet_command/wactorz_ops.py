@@ -214,10 +214,10 @@ def spawn_payload(spec: dict[str, Any], node: str) -> dict[str, Any]:
 
 async def listed(ops: ActorOps, node: str, *, timeout: float) -> list[str]:
     """The actor names ``node`` runs now (its answer on ``nodes/{node}/agents``)."""
-    answer = await ops._request(
+    answer = await ops.request_answer(
         contract.node_topic(node, "agents"),
         lambda a: isinstance(a, dict) and a.get("node") == node and isinstance(a.get("agents"), list),
-        lambda: ops._control(contract.node_topic(node, "list"), {}),
+        lambda: ops.send_control(contract.node_topic(node, "list"), {}),
         timeout=timeout,
         what=f"list the actors of {node}",
     )
@@ -254,10 +254,10 @@ async def spawn(ops: ActorOps, node: str, spec: dict[str, Any], *, retain: bool,
         return record.get("type") == "error" and quoted in str(record.get("message", ""))
 
     try:
-        record = await ops._request(
+        record = await ops.request_answer(
             f"agents/{node}/logs",
             settles,
-            lambda: ops._control(topic, payload, retain=retain),
+            lambda: ops.send_control(topic, payload, retain=retain),
             timeout=max(0.1, deadline - time.monotonic()),
             what=f"spawn {name} on {node}",
         )
@@ -288,7 +288,7 @@ async def stop(
         request["delete"] = True
         if keep_topics:
             request["keep_topics"] = True
-    await ops._control(contract.node_topic(node, "stop"), request)
+    await ops.send_control(contract.node_topic(node, "stop"), request)
     while (left := deadline - time.monotonic()) > 0:
         try:
             if name not in await listed(ops, node, timeout=left):
@@ -303,10 +303,10 @@ async def stop_all(ops: ActorOps, node: str, *, timeout: float) -> Any:
     """Stop every actor and the runner of a Wactorz node, confirmed by its ``offline`` heartbeat."""
     if ops.model.get(node) is None:
         raise NodeNotFound(f"no node {node!r} in the fleet")
-    await ops._request(
+    await ops.request_answer(
         contract.node_topic(node, "heartbeat"),
         lambda b: isinstance(b, dict) and b.get("status") == "offline",
-        lambda: ops._control(contract.node_topic(node, "stop_all"), {}),
+        lambda: ops.send_control(contract.node_topic(node, "stop_all"), {}),
         timeout=timeout,
         what=f"stop_all on {node}",
     )
@@ -339,10 +339,10 @@ async def restart(ops: ActorOps, node: str, *, timeout: float) -> Any:
             return False
         return bool(said) and beat.get("status") is None
 
-    beat = await ops._request(
+    beat = await ops.request_answer(
         contract.node_topic(node, "heartbeat"),
         back,
-        lambda: ops._control(contract.node_topic(node, "restart"), {}),
+        lambda: ops.send_control(contract.node_topic(node, "restart"), {}),
         timeout=timeout,
         what=f"restart {node}",
     )

@@ -52,6 +52,7 @@ __all__ = [
     "component_topic",
     "decode",
     "encode",
+    "expired",
     "fleet_command_topic",
     "group_command_topic",
     "handoff_topic",
@@ -935,6 +936,12 @@ SPAWN_SCHEMA = Schema(
 """The schema of a spawn payload; unknown keys are allowed and kept."""
 
 
+def expired(expires_at: float | None, now: float | None = None) -> bool:
+    """Whether a deadline in Unix seconds has passed (``None`` never expires); the one
+    expiry rule of commands, control messages and work-trading assignments."""
+    return expires_at is not None and (now if now is not None else time.time()) > expires_at
+
+
 @dataclass(frozen=True)
 class Command:
     """A validated inbound command."""
@@ -963,7 +970,7 @@ class Command:
         )
 
     def expired(self, now: float | None = None) -> bool:
-        return self.expires_at is not None and (now if now is not None else time.time()) > self.expires_at
+        return expired(self.expires_at, now)
 
     @staticmethod
     def envelope(

@@ -15,7 +15,6 @@ They are stripped before the spec is kept.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import logging
@@ -27,6 +26,7 @@ from devfleet_base.contract import Command
 from devfleet_base.errors import Code, CommandError, ContractError, DevfleetError
 from devfleet_base.mqtt import MqttMessage
 
+from ..clock import wait_event
 from ..pip_runner import check_requirement, pip_install
 from ..supervisor import ChildInfo, ChildNotFoundError
 from . import trust, wactorz_migration
@@ -176,8 +176,7 @@ class ActorControl:
         info = await host.supervisor.start_child(spec.name, factory, spec.policy(), wait=False)
         hosted = host.hosted[spec.name] = Hosted(spec, info, migration, origin=origin)
         host.services.state_changed()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(hosted.settled.wait(), host.start_timeout)
+        await wait_event(hosted.settled, host.start_timeout)
         log.info("actor %s spawned (%s)", spec.name, info.state)
         return info
 

@@ -31,6 +31,7 @@ from devfleet_base.errors import Code, CommandError, ContractError
 from devfleet_base.interfaces import Interfaces
 from devfleet_base.schema import Field, Schema
 
+from ..clock import wait_event
 from ..services import NodeServices
 from ..supervisor import ChildNotFoundError, RestartPolicy, SupervisorEvent
 from .context import AgentComponentContext, ComponentRunnable
@@ -271,9 +272,7 @@ class ComponentHost:
         event = self._settled.get(name)
         if event is None:
             return self.status.get(name)
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
+        if not await wait_event(event, timeout):
             return None
         return self.status.get(name)
 

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..clock import wait_event
+
 __all__ = ["build_parser", "main", "raise_fd_limit"]
 
 EXIT_OK = 0
@@ -150,8 +152,7 @@ async def _child(args: argparse.Namespace, host: str, port: int) -> int:
             wait = args.report
             if deadline is not None:
                 wait = min(wait, max(0.0, deadline - time.monotonic()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait)
+            await wait_event(stop, wait)
             _report(args, fleet.snapshot().as_dict())
             if deadline is not None and time.monotonic() >= deadline:
                 break

@@ -273,7 +273,7 @@ class TradingHost:
         expires_at = assignment["expires_at"]
         # Written before it runs: a restart in the middle must not run it a second time.
         self.assignments.remember(aid, None, expires_at=expires_at)
-        if expires_at is not None and time.time() > expires_at:
+        if contract.expired(expires_at):
             output = self._output(
                 worker, assignment, error=("expired", "the assignment expired before it ran")
             )

@@ -198,10 +198,7 @@ async def cmd_rollout(ctx: Context) -> int:
         )
         runner = JobRunner(fleet, JobState.fresh(spec))
         if a.detach:
-            from devfleet_base.contract import job_topic
-
-            await runner._retain(job_topic(spec.job, "spec"), spec.to_dict())
-            await runner._put_status()
+            await runner.publish_detached()
             print(spec.job, file=ctx.out)
             return 0
         print(

@@ -93,6 +93,12 @@ class JobRunner:
         if not await self.fleet.mqtt.publish(topic, contract.encode(doc), qos=1, retain=True, wait=True):
             raise ConnectError(f"the broker did not take {topic}")
 
+    async def publish_detached(self) -> None:
+        """Retain the job's spec and status without running it (``devfleet job start
+        --detach``): a runner that resumes the job later finds both."""
+        await self._retain(contract.job_topic(self.spec.job, "spec"), self.spec.to_dict())
+        await self._put_status()
+
     async def _put(self, p: NodeProgress, **changes: Any) -> None:
         for key, value in changes.items():
             setattr(p, key, value)
