@@ -9,8 +9,11 @@ import textwrap
 import types
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from devfleet_agent.components import ComponentRegistry, purge_modules
+from devfleet_agent.components.registry import canonical_name, may_declare
 from devfleet_base import Component, ContractError, hookimpl
 
 
@@ -161,3 +164,61 @@ def test_a_real_entry_point_is_found_and_reloaded_after_an_upgrade(tmp_path, mon
         assert sys.modules["dfx_delta"].Delta is registry.get("delta").cls
     finally:
         purge_modules({"dfx_delta"})
+
+
+@given(st.text(alphabet="AbZz09-_.~ ", max_size=20))
+def test_canonical_name_is_packagings_pep503_name(name):
+    # the registry normalises without importing packaging (issue 20); the result is the same
+    from packaging.utils import canonicalize_name
+
+    assert canonical_name(name) == canonicalize_name(name)
+
+
+def _dist_info(root, name, entry_points):
+    info = root / f"{name}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    if entry_points is not None:
+        (info / "entry_points.txt").write_text(entry_points)
+
+
+@pytest.mark.parametrize(
+    ("entry_points", "declares"),
+    [
+        (None, False),
+        ("[console_scripts]\nx = x:main\n", False),
+        ("[devfleet.components]\nx = x.plugin\n", True),
+        ("[console_scripts]\nx = x:main\n\n[devfleet.components]\nx = x.plugin\n", True),
+    ],
+)
+def test_the_path_scan_agrees_with_importlib_metadata(tmp_path, monkeypatch, entry_points, declares):
+    # the registry skips importlib.metadata only when this scan says nothing declares the group
+    _dist_info(tmp_path / "site", "somedist", entry_points)
+    (tmp_path / "site" / "PKG_plain-1.0.egg-info").write_text(
+        "Metadata-Version: 1.0\n"
+    )  # a file: no entry points
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "site"), str(tmp_path / "missing")])
+    assert may_declare("devfleet.components") is declares
+    assert bool(md.entry_points(group="devfleet.components")) is declares
+
+
+def test_a_zip_or_an_egg_on_the_path_leaves_the_answer_to_importlib_metadata(tmp_path, monkeypatch):
+    (tmp_path / "lib.zip").write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "lib.zip")])
+    assert may_declare("devfleet.components") is True
+    (tmp_path / "site" / "old-1.0.egg").mkdir(parents=True)
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "site")])
+    assert may_declare("devfleet.components") is True
+
+
+def test_the_real_environment_declares_components():
+    # this test environment installs the example components (as the registry tests above use)
+    assert may_declare("devfleet.components") is True
+    assert md.entry_points(group="devfleet.components")
+
+
+def test_nothing_declared_means_an_empty_registry_without_importlib_metadata(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", [str(tmp_path)])
+    reg = ComponentRegistry()
+    reg.load()
+    assert reg.loaded and reg.entries == {} and reg.errors == []

@@ -23,14 +23,14 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import InvalidName, canonicalize_name
+from typing import TYPE_CHECKING, Any
 
 from devfleet_base.errors import Code, CommandError
 
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from packaging.requirements import Requirement
 
 __all__ = [
     "InstallError",
@@ -127,6 +127,10 @@ def _plain_requirement(text: str) -> Requirement | None:
     """
     if not text or not _PLAIN_CHARS.issuperset(text) or any(s in text for s in _LOOSE_SPACING):
         return None
+    # imported on first use: keeps the idle agent small (Pi Zero; issue 20)
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import InvalidName, canonicalize_name
+
     try:
         req = Requirement(text)
     except InvalidRequirement:

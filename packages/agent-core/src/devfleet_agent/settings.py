@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import socket
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -227,6 +226,9 @@ def _coerce(key: str, value: Any, source: str) -> Any:
 
 
 def _from_file(path: Path) -> dict[str, Any]:
+    # imported on first use: most agents run from flags and the environment (Pi Zero; issue 20)
+    import tomllib
+
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)

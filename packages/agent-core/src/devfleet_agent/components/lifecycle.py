@@ -26,12 +26,9 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import importlib
-import importlib.metadata as md
 import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
-
-from packaging.utils import canonicalize_name
 
 from devfleet_base.component import Health
 from devfleet_base.contract import Command
@@ -41,7 +38,7 @@ from ..commands import Dispatcher
 from ..pip_runner import InstallError, check_requirement, pip_install, pip_uninstall, requirement_name
 from ..services import NodeServices
 from ..settings import Settings
-from .registry import ComponentRegistry
+from .registry import ComponentRegistry, canonical_name
 from .status import ComponentStatus
 
 __all__ = ["PROTECTED_DISTS", "DistributionLifecycle", "RunningComponents", "installed_version"]
@@ -54,6 +51,8 @@ PROTECTED_DISTS = frozenset({"devfleet-agent-core", "devfleet-component-base", "
 
 def installed_version(dist: str) -> str | None:
     """The installed version of ``dist``, or ``None``."""
+    import importlib.metadata as md  # on first use: keeps the idle agent small (Pi Zero; issue 20)
+
     importlib.invalidate_caches()
     try:
         return md.version(dist)
@@ -62,6 +61,8 @@ def installed_version(dist: str) -> str | None:
 
 
 def _has_extension_modules(dist: str) -> bool:
+    import importlib.metadata as md  # on first use: keeps the idle agent small (Pi Zero; issue 20)
+
     try:
         files = md.distribution(dist).files or []
     except md.PackageNotFoundError:
@@ -121,7 +122,7 @@ class DistributionLifecycle:
                 code=Code.FORBIDDEN,
             )
         spec = check_requirement(cmd.args.get("spec"))
-        dist = canonicalize_name(requirement_name(spec))
+        dist = canonical_name(requirement_name(spec))
         if dist in PROTECTED_DISTS:
             raise InstallError(
                 f"{dist} is part of the agent and cannot be changed remotely", code=Code.FORBIDDEN
@@ -130,7 +131,7 @@ class DistributionLifecycle:
 
     def _check_allowed(self, dist: str) -> None:
         patterns = self.services.config.get("components_allowed", [])
-        if not any(fnmatch.fnmatchcase(dist, canonicalize_name(p)) for p in patterns):
+        if not any(fnmatch.fnmatchcase(dist, canonical_name(p)) for p in patterns):
             shown = ", ".join(patterns) or "none"
             raise InstallError(
                 f"{dist} is not in this node's components_allowed (patterns: {shown})", code=Code.FORBIDDEN

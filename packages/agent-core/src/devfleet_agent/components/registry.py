@@ -5,7 +5,10 @@ group whose value is a plugin module implementing
 :func:`~devfleet_base.hookspecs.devfleet_register_components`. The registry
 
 - reads ``importlib.metadata.entry_points()`` once and caches the group
-  (:meth:`ComponentRegistry.refresh` re-reads it after an install),
+  (:meth:`ComponentRegistry.refresh` re-reads it after an install); when a scan of
+  the ``sys.path`` folders finds no distribution that can declare the group,
+  ``importlib.metadata`` is not imported at all (it is ~0.7 MB of an idle agent's
+  heap, issue 20),
 - imports each entry point on its own: an import that raises, a plugin that
   breaks the hookspec, or a registration that is not a valid component is
   recorded in :attr:`ComponentRegistry.errors` (and so in the node's ``meta``
@@ -21,32 +24,38 @@ Tests register plugins or classes directly (:meth:`ComponentRegistry.register_pl
 from __future__ import annotations
 
 import importlib
-import importlib.metadata as md
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
-from packaging.utils import canonicalize_name
 
 from devfleet_base import hookspecs
 from devfleet_base.component import Component
 from devfleet_base.contract import check_name
 from devfleet_base.errors import ContractError
 
+if TYPE_CHECKING:
+    import importlib.metadata as md
+
 __all__ = [
     "ComponentEntry",
     "ComponentRegistry",
     "LoadError",
+    "canonical_name",
     "distribution_modules",
     "purge_modules",
 ]
 
 log = logging.getLogger("devfleet.components")
 
-EntryPointsFn = Callable[[], Iterable[md.EntryPoint]]
+_PEP503_SEPARATORS = re.compile(r"[-_.]+")
+
+EntryPointsFn = Callable[[], Iterable["md.EntryPoint"]]
 
 
 @dataclass(frozen=True)
@@ -100,8 +109,64 @@ class _Plugin:
     modules: set[str] = field(default_factory=set)
 
 
+def canonical_name(name: str) -> str:
+    """A distribution name normalised as PEP 503 says: runs of ``-_.`` become one ``-``,
+    lower case (what ``packaging.utils.canonicalize_name`` returns; ``packaging`` is
+    left unimported here: it weighs ~1 MB RSS on an idle agent, Pi Zero, issue 20)."""
+    return _PEP503_SEPARATORS.sub("-", name).lower()
+
+
+_EGG_OR_INFO = (".egg", ".dist-info", ".egg-info")
+
+
+def may_declare(group: str) -> bool:
+    """Whether an installed distribution may declare entry points in ``group``.
+
+    ``False`` only when it surely declares none: every ``sys.path`` entry is a folder
+    (or missing), none holds an ``*.egg``, and no ``*.dist-info``/``*.egg-info`` folder
+    in them has an ``entry_points.txt`` with a ``[group]`` section; and no finder but
+    the standard one lists distributions. Where ``importlib.metadata`` looks and this
+    scan does not (a zip on the path, another finder), the answer is ``True``.
+    """
+    from importlib.machinery import PathFinder
+
+    if any(getattr(f, "find_distributions", None) and f is not PathFinder for f in sys.meta_path):
+        return True
+    header = re.compile(rf"^\s*\[\s*{re.escape(group)}\s*\]", re.MULTILINE)
+    for entry in sys.path:
+        root = entry or "."
+        try:
+            children = os.scandir(root)
+        except (FileNotFoundError, NotADirectoryError):
+            if os.path.exists(root):
+                return True  # a zip file (or something unreadable): importlib.metadata decides
+            continue
+        except OSError:
+            return True
+        with children:
+            for child in children:
+                low = child.name.lower()
+                if not low.endswith(_EGG_OR_INFO):
+                    continue
+                if low.endswith(".egg"):
+                    return True
+                try:
+                    with open(os.path.join(child.path, "entry_points.txt"), encoding="utf-8") as fh:
+                        if header.search(fh.read()):
+                            return True
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                except (OSError, UnicodeDecodeError):
+                    return True
+    return False
+
+
 def _default_entry_points(group: str) -> EntryPointsFn:
     def read() -> Iterable[md.EntryPoint]:
+        if not may_declare(group):
+            return ()  # nothing to load; importlib.metadata stays unimported (Pi Zero; issue 20)
+        import importlib.metadata as md
+
         return md.entry_points(group=group)
 
     return read
@@ -154,7 +219,7 @@ class ComponentRegistry:
         imported afresh. Errors of earlier loads are forgotten and found again.
         """
         importlib.invalidate_caches()
-        force = {canonicalize_name(d) for d in reload_dists}
+        force = {canonical_name(d) for d in reload_dists}
         self._cached = tuple(self._read_entry_points())
         seen: set[str] = set()
         self.errors = [e for e in self.errors if e.dist is None]  # keep errors of direct registrations
@@ -275,11 +340,11 @@ class ComponentRegistry:
 
     def components_of(self, dist: str) -> list[str]:
         """Names of the components the distribution ``dist`` provides."""
-        key = canonicalize_name(dist)
+        key = canonical_name(dist)
         return sorted(e.name for e in self.entries.values() if e.dist == key)
 
     def errors_of(self, dist: str) -> list[LoadError]:
-        key = canonicalize_name(dist)
+        key = canonical_name(dist)
         return [e for e in self.errors if e.dist == key]
 
     def dists(self) -> dict[str, str | None]:
@@ -299,7 +364,7 @@ def _dist_of(ep: md.EntryPoint) -> tuple[str | None, str | None]:
     dist = getattr(ep, "dist", None)
     if dist is None:
         return None, None
-    return canonicalize_name(dist.metadata["Name"] or dist.name), dist.version
+    return canonical_name(dist.metadata["Name"] or dist.name), dist.version
 
 
 def _modules_of(ep: md.EntryPoint, dist: str) -> set[str]:
@@ -313,6 +378,8 @@ def _describe(exc: BaseException) -> str:
 
 def distribution_modules(dist: str) -> set[str]:
     """The top-level import names of an installed distribution (empty if unknown)."""
+    import importlib.metadata as md  # on first use: keeps the idle agent small (Pi Zero; issue 20)
+
     try:
         files = md.distribution(dist).files or []
     except md.PackageNotFoundError:
