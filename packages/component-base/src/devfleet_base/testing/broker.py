@@ -275,7 +275,7 @@ class _SubprocessBroker:
                 return
             except BrokerError:
                 if attempt + 1 < attempts and "in use" in self.log_tail().lower():
-                    self.port = free_port()
+                    self._repick_ports()
                     self._write_config()
                     continue
                 raise
@@ -338,6 +338,10 @@ class _SubprocessBroker:
         return f"<{type(self).__name__} {self.url} {state}>"
 
     # -- internals ------------------------------------------------------
+    def _repick_ports(self) -> None:
+        """Choose new free ports after one was taken between choosing and binding."""
+        self.port = free_port()
+
     def _spawn_and_wait(self) -> None:
         with self.log_path.open("ab") as log:
             log.write(f"--- starting {self._kind} on port {self.port}\n".encode())

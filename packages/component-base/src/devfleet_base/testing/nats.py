@@ -76,6 +76,13 @@ class NatsNode(_SubprocessBroker):
     def _command(self) -> list[str]:
         return [self.executable, "-c", str(self.config_path)]
 
+    def _repick_ports(self) -> None:
+        # Any of the node's own listeners may have been taken (the monitor port was, in a
+        # full run); the cluster port stays: the other nodes' routes name it.
+        super()._repick_ports()
+        self.client_port = free_port()
+        self.monitor_port = free_port()
+
     def _write_config(self) -> None:
         routes = ", ".join(f'"nats-route://{self.host}:{p}"' for p in self.routes)
         store = self.dir / "jetstream"
