@@ -211,10 +211,12 @@ def test_a_zip_or_an_egg_on_the_path_leaves_the_answer_to_importlib_metadata(tmp
     assert may_declare("devfleet.components") is True
 
 
-def test_the_real_environment_declares_components():
-    # this test environment installs the example components (as the registry tests above use)
-    assert may_declare("devfleet.components") is True
-    assert md.entry_points(group="devfleet.components")
+def test_the_scan_sees_what_the_real_environment_declares():
+    # The whole suite's venv installs the example components (editable: dist-info plus a .pth);
+    # agent-core tested alone may have none. Either way, what importlib.metadata finds, the
+    # scan must not miss (a miss would hide installed components).
+    if md.entry_points(group="devfleet.components"):
+        assert may_declare("devfleet.components") is True
 
 
 def test_nothing_declared_means_an_empty_registry_without_importlib_metadata(tmp_path, monkeypatch):

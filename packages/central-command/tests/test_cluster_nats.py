@@ -130,3 +130,22 @@ def test_retained_read_after_write_across_nodes(nats_cluster: NatsCluster) -> No
         assert window is not None, "the retained message never showed on another node"
         print(f"\nretained read-after-write across nats nodes: seen after {window:.3f} s")
         pub.publish(topic, b"", qos=1, retain=True)
+
+
+def test_a_cluster_whose_route_port_was_taken_starts_on_new_ports(tmp_path: Path) -> None:
+    # A full run once lost the race for a route port between choosing and binding it.
+    import socket
+
+    cluster = NatsCluster(3, tmp_dir=tmp_path)
+    taken = cluster.nodes[1].cluster_port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        cluster.start()
+        try:
+            assert taken not in [n.cluster_port for n in cluster.nodes]
+            node = cluster.nodes[1]  # the one that moved serves MQTT
+            with MqttProbe(node.host, node.port, protocol="3.1.1", timeout=10) as probe:
+                probe.publish("t/route", b"x", qos=1)
+        finally:
+            cluster.close()
