@@ -53,6 +53,31 @@ Authenticate = Callable[[MqttMessage, dict[str, Any]], bool]
 
 _T = TypeVar("_T")
 _REPLY_RE = re.compile(r"replies/" + contract.ID_PATTERN)
+_ID_RE = re.compile(contract.ID_PATTERN)
+_SCALARS = (str, int, bool, type(None))
+
+
+def _plain_json(result: Any) -> bool:
+    """True for what JSON surely carries without encoding it to find out: None, or a
+    flat object with string keys and string, integer, boolean, null or finite float
+    values (a ping's result). Anything else is encoded once to check it."""
+    if result is None:
+        return True
+    if type(result) is not dict:
+        return False
+    for key, value in result.items():
+        if type(key) is not str:
+            return False
+        kind = type(value)
+        if kind is float:
+            if value != value or value in (_INF, -_INF):  # NaN and infinities: allow_nan=False
+                return False
+        elif kind not in _SCALARS:
+            return False
+    return True
+
+
+_INF = float("inf")
 
 
 @dataclass(frozen=True)
@@ -116,6 +141,7 @@ class Dispatcher:
         self._clock = clock
         self._tasks: set[asyncio.Task[Any]] = set()
         self.counts = {"received": 0, "ok": 0, "error": 0, "duplicate": 0}
+        self._default_reply = contract.node_topic(node, "receipts")
 
     def register(self, verb: str, handler: Handler, *, doc: str = "", readonly: bool = False) -> None:
         """Route ``verb`` to ``handler``. Read-only commands need no signature."""
@@ -221,7 +247,7 @@ class Dispatcher:
         of its own (as the agent does) to keep a slow command from blocking others.
         """
         self.counts["received"] += 1
-        default_reply = contract.node_topic(self.node, "receipts")
+        default_reply = self._default_reply
         if response_topic is not None and not _REPLY_RE.fullmatch(response_topic):
             response_topic = None  # a hostile response topic must not make us publish anywhere
         verb = match.verb or "?"
@@ -232,7 +258,7 @@ class Dispatcher:
             if isinstance(payload, dict):
                 # Read what we can for the error receipt before full validation.
                 maybe_id = payload.get("id")
-                if isinstance(maybe_id, str) and re.fullmatch(contract.ID_PATTERN, maybe_id):
+                if isinstance(maybe_id, str) and _ID_RE.fullmatch(maybe_id):
                     cmd_id = maybe_id
                 maybe_reply = payload.get("reply_to")
                 if isinstance(maybe_reply, str) and _REPLY_RE.fullmatch(maybe_reply):
@@ -288,8 +314,16 @@ class Dispatcher:
         )
         # handle() already runs in a task of its own (the agent spawns one per inbound
         # message), so the handler runs right here: no second task, no extra loop turn.
-        # The task is tracked so that drain() can wait for it on stop.
-        await self._tracked(self._run(route, command, reply, correlation))
+        # The task is tracked so that drain() can wait for it on stop (as _tracked does,
+        # inline: one coroutine fewer per command).
+        current = asyncio.current_task()
+        if current is not None:
+            self._tasks.add(current)
+        try:
+            await self._run(route, command, reply, correlation)
+        finally:
+            if current is not None:
+                self._tasks.discard(current)
 
     async def handle_control(self, msg: MqttMessage, match: TopicMatch) -> None:
         """Handle one Wactorz control message of a kind given to :meth:`register_control`;
@@ -439,7 +473,8 @@ class Dispatcher:
             log.exception("command %s %s crashed", command.verb, command.id)
             return self._refusal(command.id, command.verb, Code.FAILED, f"{type(exc).__name__}: {exc}")
         try:
-            contract.encode(result)  # a result JSON cannot carry (NaN, objects) must not lose the receipt
+            if not _plain_json(result):
+                contract.encode(result)  # a result JSON cannot carry (NaN, objects) must not lose the receipt
         except (TypeError, ValueError, RecursionError) as exc:
             log.error("command %s %s returned a result that is not JSON: %s", command.verb, command.id, exc)
             return self._refusal(command.id, command.verb, Code.FAILED, f"the result is not JSON: {exc}")

@@ -47,6 +47,7 @@ import logging
 import random
 import socket
 import ssl
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -728,7 +729,15 @@ class MqttClient:
             self._schedule_misc(client)
 
     def _on_readable(self, client: paho.Client) -> None:
-        client.loop_read()
+        client.loop_read()  # one packet (paho reads more only while messages are in flight)
+        # A burst (a broadcast's receipts, acknowledgements) leaves more packets waiting:
+        # read them here, not one loop turn (and one epoll call) each. Bounded, so that
+        # one busy session cannot hold the loop.
+        for _ in range(_READ_BURST):
+            sock = self._sock
+            if client is not self._client or sock is None or not _bytes_waiting(sock):
+                return
+            client.loop_read()
 
     def _on_writable(self, client: paho.Client) -> None:
         client.loop_write()
@@ -848,6 +857,27 @@ class MqttClient:
             )
         except Exception:
             log.exception("message handler failed for %s", topic)
+
+
+_READ_BURST = 64
+_FIONREAD_BUF = bytearray(4)
+if sys.platform != "win32":
+    import fcntl
+    import termios
+
+
+def _bytes_waiting(sock: Any) -> bool:
+    """Whether a read would find data now (TLS: decrypted bytes held, or bytes on the
+    socket); False when it cannot tell."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    if sys.platform == "win32":
+        return False  # no FIONREAD here: one packet per readable event, as paho reads
+    try:
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, _FIONREAD_BUF)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return any(_FIONREAD_BUF)  # a count of bytes, in native order: only zero matters
 
 
 class _ConnectFailed(Exception):

@@ -249,8 +249,10 @@ class Schema:
             # full walk below, without building a path string or a copy per field.
             out = dict(data)
             if len(out) < len(self.fields):
-                for key, spec in self.fields.items():
+                fields = self.fields
+                for key in self._filled:  # the others add nothing when absent
                     if key not in out:
+                        spec = fields[key]
                         if spec.required:
                             return self._validate(data, path)  # raises, naming the key
                         default = spec.fill_default()
@@ -303,8 +305,9 @@ class Schema:
     def defaults(self) -> dict[str, Any]:
         """Every field's default, as a dict (required fields left out)."""
         out: dict[str, Any] = {}
-        for key, spec in self.fields.items():
-            default = spec.fill_default()
+        fields = self.fields
+        for key in self._filled:  # the others have no default to give
+            default = fields[key].fill_default()
             if default is not MISSING:
                 out[key] = default
         return out

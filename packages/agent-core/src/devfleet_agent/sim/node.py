@@ -47,9 +47,10 @@ _BACKGROUND: set[asyncio.Task[Any]] = set()
 def spawn(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
     """Run ``coro`` in the background, keeping a reference until it is done
     (the loop holds tasks only weakly); a failure is logged."""
-    task = asyncio.ensure_future(coro)
+    # create_task, not ensure_future (its checks), and the bookkeeping inside the task
+    # rather than a done callback (one more loop callback per command a node runs).
+    task = asyncio.get_running_loop().create_task(_background(coro))
     _BACKGROUND.add(task)
-    task.add_done_callback(_background_done)
     return task
 
 
@@ -57,10 +58,15 @@ def _spawn_named(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]
     return spawn(coro)
 
 
-def _background_done(task: asyncio.Task[Any]) -> None:
-    _BACKGROUND.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        log.error("simulated node task failed", exc_info=task.exception())
+async def _background(coro: Coroutine[Any, Any, Any]) -> None:
+    try:
+        await coro
+    except Exception:
+        log.exception("simulated node task failed")
+    finally:
+        task = asyncio.current_task()
+        if task is not None:
+            _BACKGROUND.discard(task)
 
 
 @dataclass(frozen=True, slots=True)
