@@ -183,25 +183,13 @@ class NatsCluster:
             BrokerError: a node exited, or no meta leader within ``startup_timeout``.
         """
         began = time.monotonic()
-        for attempt in range(3):
-            try:
-                for node in self.nodes:
-                    node.start()
-                self.wait_ready()
-                break
-            except BrokerError:
-                # A route (cluster) port was taken between choosing and binding: every
-                # node names every other's, so all of them move to new ones together.
-                lost_race = any("in use" in n.log_tail().lower() for n in self.nodes)
-                for node in self.nodes:
-                    node.stop()
-                if attempt == 2 or not lost_race:
-                    self.close()
-                    raise
-                self._new_cluster_ports()
-            except BaseException:
-                self.close()
-                raise
+        try:
+            for node in self.nodes:
+                node.start()
+            self.wait_ready()
+        except BaseException:
+            self.close()
+            raise
         self.ready_seconds = time.monotonic() - began
         for node in self.nodes:
             warm_up(node.host, node.port)
@@ -222,12 +210,6 @@ class NatsCluster:
                 tails = "\n".join(f"{n.name}: {n.log_tail(10)}" for n in waiting)
                 raise BrokerError(f"no JetStream meta leader within {self.startup_timeout:.0f} s:\n{tails}")
             time.sleep(0.05)  # polling a condition with a deadline
-
-    def _new_cluster_ports(self) -> None:
-        ports = [free_port() for _ in self.nodes]
-        for i, node in enumerate(self.nodes):
-            node.cluster_port = ports[i]
-            node.routes = [p for j, p in enumerate(ports) if j != i]
 
     def kill(self, index: int) -> None:
         """SIGKILL node ``index`` (its clients lose their connection; no clean shutdown)."""
