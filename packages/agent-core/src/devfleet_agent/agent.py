@@ -1,4 +1,4 @@
-"""The agent: one MQTT session, the node's lifecycle, its loops and persistence.
+"""The agent: one MQTT client, the node's lifecycle, its loops and persistence.
 
 The agent is deliberately boring: connectivity, lifecycle and persistence. What
 the node says and answers on the wire (inbound routing, the versioned birth and
@@ -397,7 +397,7 @@ class Agent:
         return self.exit_code
 
     async def _run_session(self) -> None:
-        """The MQTT session until it is closed; a session that ends by itself stops
+        """The MQTT client until it is closed; a session that ends by itself stops
         the agent (exit :data:`EXIT_CONFIG` when only the operator can fix it)."""
         try:
             await self.mqtt.run()
@@ -474,7 +474,7 @@ class Agent:
         return f"{link}; components: {', '.join(running) or 'none'}"
 
     def session_healthy(self) -> bool:
-        """Whether the MQTT session is connected, or is still trying (an attempt
+        """Whether the MQTT client is connected, or is still trying (an attempt
         started or ended within the watchdog interval): a wedged session is not."""
         interval = self.notifier.watchdog_interval or 30.0
         return self.mqtt.connected or time.monotonic() - self.mqtt.last_activity < interval

@@ -16,7 +16,7 @@ core owns:
 - the built-in commands ``ping``, ``rebirth``, ``config_get`` and ``configure``,
   and applying a config (group subscriptions, then the owner's hook).
 
-What differs between its owners is passed in: the MQTT session, how to publish
+What differs between its owners is passed in: the MQTT client, how to publish
 JSON (the agent signs), how to run a background task, the config store, the
 descriptions, the host facts, an on-applied hook and where node log lines go.
 The owner keeps the lifecycle: the agent its loops and persistence, the
@@ -74,7 +74,7 @@ _SECTIONS = ("meta", "state", "heartbeat")
 
 
 class SessionLink(Protocol):
-    """What the core needs of the MQTT session (:class:`~devfleet_base.mqtt.MqttClient` is one)."""
+    """What the core needs of the MQTT client (:class:`~devfleet_base.mqtt.MqttClient` is one)."""
 
     reconnect_floor: float
     taken_over: int
@@ -127,10 +127,10 @@ def clash_fields(other: dict[str, Any]) -> dict[str, Any]:
 
 
 class NodeCore:
-    """One node's protocol on one MQTT session.
+    """One node's protocol on one MQTT client.
 
     Args:
-        session: the node's MQTT session (subscribe, unsubscribe, raw publish for
+        session: the node's MQTT client (subscribe, unsubscribe, raw publish for
             clearing retained messages, reconnect back-off for name clashes).
         dispatcher: runs commands; the core registers the built-in ones on it.
         store: the node config (on disk for the agent, in memory for the simulator).
@@ -391,7 +391,7 @@ class NodeCore:
     # ---- inbound ---------------------------------------------------------------------
 
     def on_message(self, msg: MqttMessage) -> None:
-        """Route one inbound message (the MQTT session's ``on_message``)."""
+        """Route one inbound message (the MQTT client's ``on_message``)."""
         match = contract.parse_topic(msg.topic)
         if match is None:
             log.debug("ignoring message on %s", msg.topic)

@@ -15,7 +15,7 @@ the actor is event-driven: the supervisor's cycle is its health check.
 
 ``agent`` is an :class:`ActorAgent`, the "Agent API on the edge" of Wactorz
 remote nodes. Its I/O goes through an injected :class:`ActorBus`, so nothing
-here imports paho; the agent's MQTT session implements the bus.
+here imports paho; the agent's MQTT client implements the bus.
 
 A :class:`DynamicActor` compiles its code in ``__init__``, so the supervisor's
 factory (:func:`dynamic_factory`) raises :class:`CompileError` for broken code
