@@ -231,18 +231,20 @@ async def _parent(args: argparse.Namespace, argv: Sequence[str]) -> int:
     children: list[asyncio.subprocess.Process] = []
     latest: dict[int, dict[str, Any]] = {}
     fresh: set[int] = set()
-    signals = 0
+    signals: list[int] = []  # those received
 
-    def terminate() -> None:  # SIGTERM, SIGINT: pass it on; a second one kills them
-        nonlocal signals
-        signals += 1
+    def passed_on() -> int:  # SIGTERM, SIGINT: pass it on; a second one kills them
+        return signal.SIGTERM if len(signals) == 1 else signal.SIGKILL
+
+    def terminate(sig: int) -> None:
+        signals.append(sig)
         for child in children:
             if child.returncode is None:
-                child.send_signal(signal.SIGTERM if signals == 1 else signal.SIGKILL)
+                child.send_signal(passed_on())
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, terminate)
+        loop.add_signal_handler(sig, terminate, sig)
     first = args.first
     for i in range(args.processes):
         count = min(per, args.nodes - (first - args.first))
@@ -260,7 +262,7 @@ async def _parent(args: argparse.Namespace, argv: Sequence[str]) -> int:
         )
         children.append(child)
         if signals:  # came while it was starting
-            child.send_signal(signal.SIGTERM if signals == 1 else signal.SIGKILL)
+            child.send_signal(passed_on())
         first += count
 
     async def read(i: int, proc: asyncio.subprocess.Process) -> None:
@@ -275,7 +277,7 @@ async def _parent(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     await asyncio.gather(*(read(i, c) for i, c in enumerate(children)))
     codes = await asyncio.gather(*(c.wait() for c in children))
-    return max(codes, default=0)
+    return max((c if c >= 0 else 128 - c for c in codes), default=0)  # killed by signal N: 128 + N
 
 
 def _add_up(parts: list[dict[str, Any]]) -> dict[str, Any]:
