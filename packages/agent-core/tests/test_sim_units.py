@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import resource
 
 import pytest
 
 from devfleet_agent.config_store import MemoryConfigStore, configure_arguments
 from devfleet_agent.payloads import VERSION_BLOCK, Descriptions
-from devfleet_agent.sim import FleetOptions, SimFleet, node_names
+from devfleet_agent.sim import FleetOptions, SimFleet, cli, node_names
 from devfleet_agent.sim.cli import _strip, raise_fd_limit
 from devfleet_base import contract
 from devfleet_base.errors import ConfigError
@@ -71,3 +73,27 @@ def test_parent_strips_what_it_sets_per_child() -> None:
         "--fail-rate",
         "0.1",
     ]
+
+
+def test_the_cli_freezes_the_heap_once_every_node_connected(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    class Fleet:
+        waits = 0
+
+        async def wait_connected(self, timeout: float) -> float:
+            self.waits += 1
+            if self.waits == 1:
+                raise TimeoutError  # still connecting after one wait: wait again
+            return 1.0
+
+    monkeypatch.setattr(cli, "_freeze_heap", lambda: calls.append("freeze"))
+    fleet = Fleet()
+    asyncio.run(cli._freeze_when_connected(fleet))
+    assert calls == ["freeze"] and fleet.waits == 2
+    monkeypatch.undo()
+    try:
+        cli._freeze_heap()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

@@ -55,6 +55,7 @@ from typing import Any, NamedTuple
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.matcher import MQTTMatcher
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -539,14 +540,16 @@ class MqttClient:
 
     def _make_client(self, protocol: str) -> paho.Client:
         opts = self.options
-        client = paho.Client(
+        client = _Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=opts.client_id,
             protocol=paho.MQTTv5 if protocol == "5" else paho.MQTTv311,
             clean_session=None if protocol == "5" else not opts.persistent,
         )
         client.max_queued_messages_set(opts.max_queued)
-        client.enable_logger(logging.getLogger("devfleet.mqtt.paho"))
+        client.enable_logger(_PAHO_LOG)
+        if isinstance(getattr(client, "_on_message_filtered", None), MQTTMatcher):
+            client._on_message_filtered = _Filters()  # type: ignore[no-untyped-call]  # see _Filters
         if opts.username is not None:
             client.username_pw_set(opts.username, opts.password)
         if opts.tls is not None:
@@ -857,6 +860,41 @@ class MqttClient:
             )
         except Exception:
             log.exception("message handler failed for %s", topic)
+
+
+_PAHO_LOG = logging.getLogger("devfleet.mqtt.paho")
+
+
+class _Client(paho.Client):
+    """paho's client, minus the cost of its per-packet DEBUG lines when nobody reads them.
+
+    paho passes every packet sent and received (five or six a command on an agent) to
+    its logger's ``log()``: a property, a table lookup and ``Logger.log`` each time,
+    most of which ends in "not enabled". Here DEBUG lines stop at one check of
+    ``devfleet.mqtt.paho`` (honouring level changes at run time); everything else
+    goes on to paho's own code. Should paho rename its ``_easy_log``, this override
+    goes unused and paho logs as before.
+    """
+
+    def _easy_log(self, level: Any, fmt: str, *args: Any) -> None:
+        if level == paho.MQTT_LOG_DEBUG and not _PAHO_LOG.isEnabledFor(logging.DEBUG):
+            return
+        super()._easy_log(level, fmt, *args)
+
+
+class _Filters(MQTTMatcher):
+    """paho's table of per-topic callbacks (``message_callback_add``; devfleet adds none).
+
+    paho asks it for every inbound PUBLISH, and its ``iter_match`` builds a recursive
+    closure each time: a reference cycle (a function, its cells, the topic's parts)
+    that only the cyclic collector frees, six objects a message, the first cause of
+    collections on a busy session (issue 20). Empty, it answers at once."""
+
+    def iter_match(self, topic: str) -> Any:
+        root = self._root
+        if root._content is None and not root._children:
+            return ()
+        return super().iter_match(topic)  # type: ignore[no-untyped-call]
 
 
 _READ_BURST = 64

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import resource
@@ -154,7 +155,9 @@ async def _child(args: argparse.Namespace, host: str, port: int) -> int:
         loop.add_signal_handler(sig, stop.set)
     if args.parent:
         _end_with_parent(args.parent, stop)
+    _freeze_heap()  # the nodes as built
     await fleet.start()
+    frozen = asyncio.ensure_future(_freeze_when_connected(fleet))
     deadline = time.monotonic() + args.duration if args.duration > 0 else None
     try:
         while not stop.is_set():
@@ -172,8 +175,29 @@ async def _child(args: argparse.Namespace, host: str, port: int) -> int:
             if deadline is not None and time.monotonic() >= deadline:
                 break
     finally:
+        frozen.cancel()
         await fleet.stop()
     return EXIT_OK
+
+
+def _freeze_heap() -> None:
+    """Move what the process holds now out of the cyclic collector's sight (as the agent
+    does after start-up). The nodes and their sessions live as long as the process;
+    without this every older-generation collection walks all of them again (a fleet of
+    1,000 spent ~10 % of its fan-out CPU there, one full collection 42 ms; issue 20).
+    Collected first: no garbage is kept."""
+    gc.collect()
+    gc.freeze()
+
+
+async def _freeze_when_connected(fleet: Any) -> None:
+    """Freeze again once every node has connected: the sessions' objects (sockets,
+    paho state, subscriptions) are made while connecting."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await fleet.wait_connected(3600)
+            break
+    _freeze_heap()
 
 
 def _end_with_parent(parent: int, stop: asyncio.Event) -> None:
