@@ -146,14 +146,18 @@ mqtt {{ listen: {self.host}:{self.port or -1}, stream_replicas: {self.cluster_si
         return {str(r["remote_name"]) for r in routes if r.get("remote_name")}
 
     def meta_leader(self) -> str | None:
-        """The JetStream meta leader this node knows of, or None (not ready)."""
+        """The JetStream meta leader this node knows of, or None (not ready, or the meta
+        group does not count every node of the cluster yet: a stream of ``cluster_size``
+        replicas could not be placed)."""
         try:
             meta = self.jsz().get("meta_cluster")
         except (OSError, ValueError):
             return None
         if self.cluster_size == 1:  # a single node is its own leader once JetStream answers
             return self.name
-        leader = meta.get("leader") if isinstance(meta, dict) else None
+        if not isinstance(meta, dict) or int(meta.get("cluster_size") or 0) < self.cluster_size:
+            return None
+        leader = meta.get("leader")
         return str(leader) if leader else None
 
 
