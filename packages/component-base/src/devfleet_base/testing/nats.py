@@ -249,7 +249,7 @@ class NatsCluster:
 
     def wait_ready(self, nodes: list[NatsNode] | None = None) -> None:
         """Wait until every (running) node has a route to every other running node and
-        reports a JetStream meta leader.
+        reports a JetStream meta leader, in a meta group that counts every node.
 
         Raises:
             BrokerError: not within ``startup_timeout``.
