@@ -190,7 +190,9 @@ def _component_line(name: str, info: Any) -> str:
     """``ros running (degraded: connecting to ws://...)`` from a node state's component entry."""
     if not isinstance(info, dict):
         return f"{name} ?"
-    reported = info.get("reported") if isinstance(info.get("reported"), dict) else {}
+    reported = info.get("reported")
+    if not isinstance(reported, dict):
+        reported = {}
     detail = [str(x) for x in (reported.get("state"), reported.get("reason")) if x]
     if info.get("last_error"):
         detail.append(f"error: {info['last_error']}")
