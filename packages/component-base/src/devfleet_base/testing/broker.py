@@ -342,6 +342,10 @@ class _SubprocessBroker:
         """Choose new free ports after one was taken between choosing and binding."""
         self.port = free_port()
 
+    def _listening(self) -> bool:
+        """Whether the started process is ready for clients (polled until the deadline)."""
+        return _accepts(self.host, self.port)
+
     def _spawn_and_wait(self) -> None:
         with self.log_path.open("ab") as log:
             log.write(f"--- starting {self._kind} on port {self.port}\n".encode())
@@ -364,7 +368,7 @@ class _SubprocessBroker:
                     f"{self._kind} exited with code {code} while starting on "
                     f"{self.host}:{self.port}; log tail:\n{self.log_tail()}"
                 )
-            if _accepts(self.host, self.port):
+            if self._listening():
                 return
             if time.monotonic() >= deadline:
                 self.kill()

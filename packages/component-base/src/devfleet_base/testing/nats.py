@@ -24,16 +24,18 @@ agents that must fail over use a persistent session, whose consumers already exi
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
-from .broker import BrokerError, BrokerNotInstalled, _SubprocessBroker, free_port
+from .broker import BrokerError, BrokerNotInstalled, _accepts, _SubprocessBroker
 
 __all__ = ["NatsCluster", "NatsNode", "find_nats_server"]
 
@@ -50,7 +52,15 @@ def find_nats_server() -> str | None:
 
 
 class NatsNode(_SubprocessBroker):
-    """One node of a :class:`NatsCluster` (its MQTT listener is ``host:port``)."""
+    """One node of a :class:`NatsCluster` (its MQTT listener is ``host:port``).
+
+    nats-server binds every listener itself (``-1`` in its config: no port is chosen
+    in Python and then lost to another process before the server binds it); the
+    ports it bound are read back from its ports file and ``/varz`` before
+    :meth:`start` returns, and are 0 until then. The MQTT port is kept from then on
+    (clients know it): a restart asks for it again. ``routes`` are the cluster ports
+    this node solicits, set by :class:`NatsCluster` before each start.
+    """
 
     _kind = "nats-server"
 
@@ -60,66 +70,103 @@ class NatsNode(_SubprocessBroker):
         *,
         executable: str,
         directory: Path,
-        cluster_port: int,
-        routes: list[int],
+        cluster_size: int,
+        cluster_name: str = CLUSTER_NAME,
         startup_timeout: float = 20.0,
     ) -> None:
-        super().__init__(port=None, startup_timeout=startup_timeout, tmp_dir=directory)
+        super().__init__(port=0, startup_timeout=startup_timeout, tmp_dir=directory)
         self.name = name
         self.executable = executable
-        self.client_port = free_port()
-        self.monitor_port = free_port()
-        self.cluster_port = cluster_port
-        self.routes = routes
+        self.cluster_size = cluster_size
+        self.cluster_name = cluster_name
+        self.client_port = 0
+        self.monitor_port = 0
+        self.cluster_port = 0
+        self.routes: list[int] = []
         self.config_path = self.dir / "nats.conf"
 
     def _command(self) -> list[str]:
         return [self.executable, "-c", str(self.config_path)]
 
-    def _repick_ports(self) -> None:
-        # Any of the node's own listeners may have been taken (the monitor port was, in a
-        # full run); the cluster port stays: the other nodes' routes name it.
-        super()._repick_ports()
-        self.client_port = free_port()
-        self.monitor_port = free_port()
-
     def _write_config(self) -> None:
-        routes = ", ".join(f'"nats-route://{self.host}:{p}"' for p in self.routes)
         store = self.dir / "jetstream"
         # The store dir stays across a restart() (JetStream's state survives, as on a
         # real node), and is new for every cluster (a fresh directory per session).
-        self.config_path.write_text(
-            f"""server_name: {self.name}
-listen: {self.host}:{self.client_port}
-http: {self.host}:{self.monitor_port}
+        config = f"""server_name: {self.name}
+listen: {self.host}:-1
+http: {self.host}:-1
+ports_file_dir: "{self.dir}"
 jetstream {{ store_dir: "{store}", max_memory_store: 256MB, max_file_store: 1GB }}
-mqtt {{ listen: {self.host}:{self.port}, stream_replicas: {len(self.routes) + 1} }}
+mqtt {{ listen: {self.host}:{self.port or -1}, stream_replicas: {self.cluster_size} }}
 """
-        )
-        if self.routes:  # a single node runs without a cluster block
-            with self.config_path.open("a") as fh:
-                fh.write(
-                    f"cluster {{ name: {CLUSTER_NAME}, listen: {self.host}:{self.cluster_port}, "
-                    f"routes: [{routes}] }}\n"
-                )
+        if self.cluster_size > 1:  # a single node runs without a cluster block
+            # A clustered JetStream node refuses to start without a configured route, so
+            # the first node names port 0, which refuses every connection (nothing can
+            # listen there); the next nodes route to it and gossip completes the mesh.
+            routes = ", ".join(f'"nats-route://{self.host}:{p}"' for p in self.routes or [0])
+            config += f"cluster {{ name: {self.cluster_name}, listen: {self.host}:-1, routes: [{routes}] }}\n"
+        self.config_path.write_text(config)
+
+    def _listening(self) -> bool:
+        # The ports file is written once every listener is bound (client, monitor, route);
+        # the MQTT port is in /varz only.
+        assert self._proc is not None  # polled while the process runs
+        try:
+            ports = json.loads(
+                (self.dir / f"{Path(self.executable).name}_{self._proc.pid}.ports").read_text()
+            )
+            monitor = _port_of(ports["monitoring"])
+            varz = self._monitor("varz", monitor)
+            mqtt = varz["mqtt"]["port"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False  # not written yet (or half written), or not serving yet
+        if not _accepts(self.host, mqtt):
+            return False
+        self.port, self.client_port, self.monitor_port = int(mqtt), _port_of(ports["nats"]), monitor
+        if self.cluster_size > 1:
+            self.cluster_port = _port_of(ports["cluster"])
+        return True
+
+    def _monitor(self, path: str, port: int | None = None) -> dict[str, Any]:
+        url = f"http://{self.host}:{port or self.monitor_port}/{path}"
+        with urllib.request.urlopen(url, timeout=2.0) as resp:  # loopback only
+            data: dict[str, Any] = json.loads(resp.read())
+        return data
 
     def jsz(self) -> dict[str, object]:
         """The node's ``/jsz`` monitoring document (JetStream state)."""
-        url = f"http://{self.host}:{self.monitor_port}/jsz"
-        with urllib.request.urlopen(url, timeout=2.0) as resp:  # loopback only
-            data: dict[str, object] = json.loads(resp.read())
-        return data
+        return self._monitor("jsz")
+
+    def routed_to(self) -> set[str]:
+        """The names of the nodes this one has a route to (``/routez``; empty if it does not answer)."""
+        try:
+            routes = self._monitor("routez").get("routes") or []
+        except (OSError, ValueError):
+            return set()
+        return {str(r["remote_name"]) for r in routes if r.get("remote_name")}
 
     def meta_leader(self) -> str | None:
-        """The JetStream meta leader this node knows of, or None (not ready)."""
+        """The JetStream meta leader this node knows of, or None (not ready, or the meta
+        group does not count every node of the cluster yet: a stream of ``cluster_size``
+        replicas could not be placed)."""
         try:
             meta = self.jsz().get("meta_cluster")
         except (OSError, ValueError):
             return None
-        if not self.routes:  # a single node is its own leader once JetStream answers
+        if self.cluster_size == 1:  # a single node is its own leader once JetStream answers
             return self.name
-        leader = meta.get("leader") if isinstance(meta, dict) else None
+        if not isinstance(meta, dict) or int(meta.get("cluster_size") or 0) < self.cluster_size:
+            return None
+        leader = meta.get("leader")
         return str(leader) if leader else None
+
+
+def _port_of(urls: list[str]) -> int:
+    """The port of the first URL of a ports-file entry (``["nats://127.0.0.1:4222"]``)."""
+    port = urllib.parse.urlsplit(urls[0]).port
+    if port is None:
+        raise ValueError(f"no port in {urls[0]!r}")
+    return port
 
 
 class NatsCluster:
@@ -153,14 +200,16 @@ class NatsCluster:
         self.startup_timeout = startup_timeout
         self.ready_seconds: float | None = None
         """How long the last :meth:`start` took until every node saw a meta leader."""
-        cluster_ports = [free_port() for _ in range(size)]
+        # A name of its own: a node still soliciting a dead peer's old route port can
+        # never join another test's cluster that bound that port since.
+        self.cluster_name = f"{CLUSTER_NAME}-{secrets.token_hex(4)}"
         self.nodes = [
             NatsNode(
                 f"n{i}",
                 executable=exe,
                 directory=self.dir / f"n{i}",
-                cluster_port=cluster_ports[i],
-                routes=[p for j, p in enumerate(cluster_ports) if j != i],
+                cluster_size=size,
+                cluster_name=self.cluster_name,
                 startup_timeout=startup_timeout,
             )
             for i in range(size)
@@ -184,8 +233,8 @@ class NatsCluster:
         """
         began = time.monotonic()
         try:
-            for node in self.nodes:
-                node.start()
+            for node in self.nodes:  # one by one: each routes to the ones already up
+                self._start_node(node)
             self.wait_ready()
         except BaseException:
             self.close()
@@ -194,8 +243,13 @@ class NatsCluster:
         for node in self.nodes:
             warm_up(node.host, node.port)
 
+    def _start_node(self, node: NatsNode) -> None:
+        node.routes = [n.cluster_port for n in self.nodes if n is not node and n.running]
+        node.start()
+
     def wait_ready(self, nodes: list[NatsNode] | None = None) -> None:
-        """Wait until every (running) node reports a JetStream meta leader.
+        """Wait until every (running) node has a route to every other running node and
+        reports a JetStream meta leader, in a meta group that counts every node.
 
         Raises:
             BrokerError: not within ``startup_timeout``.
@@ -203,23 +257,38 @@ class NatsCluster:
         deadline = time.monotonic() + self.startup_timeout
         waiting = [n for n in (nodes or self.nodes) if n.running]
         while waiting:
-            waiting = [n for n in waiting if n.meta_leader() is None]
+            waiting = [n for n in waiting if not self._ready(n)]
             if not waiting:
                 return
             if time.monotonic() > deadline:
-                tails = "\n".join(f"{n.name}: {n.log_tail(10)}" for n in waiting)
-                raise BrokerError(f"no JetStream meta leader within {self.startup_timeout:.0f} s:\n{tails}")
+                tails = "\n".join(
+                    f"{n.name} (routes to {sorted(n.routed_to())}, meta leader {n.meta_leader()}): "
+                    f"{n.log_tail(10)}"
+                    for n in waiting
+                )
+                raise BrokerError(
+                    f"no full route mesh and JetStream meta leader within {self.startup_timeout:.0f} s:\n{tails}"
+                )
             time.sleep(0.05)  # polling a condition with a deadline
+
+    def _ready(self, node: NatsNode) -> bool:
+        peers = {n.name for n in self.nodes if n is not node and n.running}
+        if peers and not peers <= node.routed_to():
+            return False
+        return node.meta_leader() is not None
 
     def kill(self, index: int) -> None:
         """SIGKILL node ``index`` (its clients lose their connection; no clean shutdown)."""
         self.nodes[index].kill()
 
     def restart(self, index: int) -> None:
-        """Start node ``index`` again on the same ports and wait until it is ready."""
+        """Start node ``index`` again, routed to the running nodes, and wait until the
+        cluster is ready. It keeps its MQTT port (and JetStream store); its other
+        listeners, the route port included, may move."""
         node = self.nodes[index]
-        node.restart()
-        self.wait_ready([node])
+        node.stop()
+        self._start_node(node)
+        self.wait_ready()
         warm_up(node.host, node.port)
 
     def close(self) -> None:
