@@ -54,7 +54,8 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+import paho.mqtt.properties as paho_properties
+from paho.mqtt.enums import CallbackAPIVersion, LogLevel, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -539,7 +540,7 @@ class MqttClient:
 
     def _make_client(self, protocol: str) -> paho.Client:
         opts = self.options
-        client = paho.Client(
+        client = _BufferedClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=opts.client_id,
             protocol=paho.MQTTv5 if protocol == "5" else paho.MQTTv311,
@@ -730,14 +731,21 @@ class MqttClient:
 
     def _on_readable(self, client: paho.Client) -> None:
         client.loop_read()  # one packet (paho reads more only while messages are in flight)
-        # A burst (a broadcast's receipts, acknowledgements) leaves more packets waiting:
-        # read them here, not one loop turn (and one epoll call) each. Bounded, so that
-        # one busy session cannot hold the loop.
+        # A burst (a broadcast's receipts, acknowledgements, a retained fleet) leaves more
+        # packets waiting, in our read buffer or on the socket: read them here, not one loop
+        # turn (and one epoll call) each. Bounded, so that one busy session cannot hold the loop.
+        buffered = client.buffered if isinstance(client, _BufferedClient) else _nothing_buffered
         for _ in range(_READ_BURST):
-            sock = self._sock
-            if client is not self._client or sock is None or not _bytes_waiting(sock):
+            if client is not self._client or self._sock is None:
+                return
+            if not buffered() and not _bytes_waiting(self._sock):
                 return
             client.loop_read()
+        if buffered() and client is self._client and self._sock is not None:
+            # The socket may have nothing more to say: the next readable event could be
+            # long in coming. The buffer's packets are read on the next turn of the loop.
+            assert self._loop is not None
+            self._loop.call_soon(self._on_readable, client)
 
     def _on_writable(self, client: paho.Client) -> None:
         client.loop_write()
@@ -860,6 +868,119 @@ class MqttClient:
 
 
 _READ_BURST = 64
+_READ_CHUNK = 65536
+
+
+# paho 2.1 defines it in properties, 2.2 in exception (and imports it into properties).
+_MalformedPacket: type[Exception] = paho_properties.MalformedPacket  # type: ignore[attr-defined]
+# paho 2.2 renamed the time of the last bytes received (keepalive's measure).
+_LAST_IN = (
+    "_last_bytes_received"
+    if "_last_bytes_received" in paho.Client.__init__.__code__.co_names
+    else "_last_msg_in"
+)
+_paho_time = paho.time_func
+
+
+def _nothing_buffered() -> bool:
+    return False
+
+
+class _BufferedClient(paho.Client):
+    """paho's client, reading the socket in chunks (issue 20: the console's discovery).
+
+    paho reads each packet with three or more ``recv`` calls (the first byte, the
+    remaining length byte by byte, the rest), each a system call, and handles it through
+    its own per-packet bookkeeping. Here :meth:`_sock_recv` reads up to 64 KiB at once and
+    serves paho's small reads from what it got; :meth:`_packet_read` hands a packet that is
+    whole in that buffer straight to paho's handler. A packet split across two reads (or a
+    socket that is not a plain or TLS socket) takes paho's own path over the same buffer,
+    which keeps its state between reads as it always did.
+
+    What the buffer holds is invisible to the event loop: whoever reads must call
+    :meth:`loop_read` again while :meth:`buffered` says so (``MqttClient._on_readable``).
+    Everything else (writing, TLS, closing) is paho's, on the real socket.
+    """
+
+    _rbuf: bytes = b""
+    _rpos: int = 0
+    _rsock: Any = None
+
+    def buffered(self) -> bool:
+        """Whether bytes read from the socket wait in the buffer (for the current socket)."""
+        return self._rpos < len(self._rbuf) and self._rsock is self._sock
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        buf, pos = self._rbuf, self._rpos
+        if pos < len(buf) and self._rsock is self._sock:
+            end = pos + bufsize
+            self._rpos = end
+            return buf[pos:end]
+        sock = self._sock
+        if type(sock) is not socket.socket and not isinstance(sock, ssl.SSLSocket):
+            return super()._sock_recv(bufsize)  # a websocket, or none: paho's own way
+        data = super()._sock_recv(max(bufsize, _READ_CHUNK))  # raises as paho expects
+        if len(data) <= bufsize:
+            self._rbuf = b""
+            self._rpos = 0
+            return data
+        self._rbuf = data
+        self._rpos = bufsize
+        self._rsock = sock
+        return data[:bufsize]
+
+    def _packet_read(self) -> MQTTErrorCode:
+        buf, pos = self._rbuf, self._rpos
+        end = len(buf)
+        if pos >= end or self._in_packet["command"] != 0 or self._rsock is not self._sock:
+            return super()._packet_read()
+        command = buf[pos]
+        # The remaining length: up to four bytes, seven bits each, low first.
+        i = pos + 1
+        length = 0
+        shift = 0
+        while True:
+            if i >= end or shift > 21 or command == 0:
+                return super()._packet_read()  # not whole here, or malformed: paho's way
+            byte = buf[i]
+            i += 1
+            length |= (byte & 127) << shift
+            shift += 7
+            if not byte & 128:
+                break
+        if i + length > end:
+            return super()._packet_read()
+        self._rpos = i + length
+        self._in_packet = {
+            "command": command,
+            "have_remaining": 1,
+            "remaining_count": [],
+            "remaining_mult": 1,
+            "remaining_length": length,
+            "packet": buf[i : i + length],  # type: ignore[typeddict-item]  # paho's decoders take bytes too
+            "to_process": 0,
+            "pos": 0,
+        }
+        try:
+            rc = self._packet_handle()
+        except _MalformedPacket as exc:
+            self._easy_log(LogLevel.MQTT_LOG_DEBUG, "Received malformed packet: %s", exc)
+            rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
+        self._in_packet = {
+            "command": 0,
+            "have_remaining": 0,
+            "remaining_count": [],
+            "remaining_mult": 1,
+            "remaining_length": 0,
+            "packet": bytearray(),
+            "to_process": 0,
+            "pos": 0,
+        }
+        with self._msgtime_mutex:
+            setattr(self, _LAST_IN, _paho_time())
+        return rc
+
+
 _FIONREAD_BUF = bytearray(4)
 if sys.platform != "win32":
     import fcntl
