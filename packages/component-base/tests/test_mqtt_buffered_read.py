@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import socket
 import struct
 from typing import Any
@@ -75,6 +76,8 @@ class _Wire:
         self.client._sock = self.ours  # as connect() leaves it
         self.got: list[tuple[Any, ...]] = []
         self.client.on_message = self._paho
+        if isinstance(self.client, _BufferedClient):
+            self.client.on_plain_message = lambda t, p, r, q: self.got.append((t, p, r, q, None, ()))
 
     def _paho(self, client: Any, userdata: Any, msg: paho.MQTTMessage) -> None:
         present = msg.properties.__dict__ if msg.properties is not None else {}
@@ -184,6 +187,24 @@ def test_a_malformed_length_is_paho_s_protocol_error() -> None:
     finally:
         theirs.close()
         ours.close()
+
+
+def test_paho_handles_a_publish_when_its_debug_log_or_a_topic_callback_is_on(caplog: Any) -> None:
+    stream = _publish("a/b", b"one", qos=1, mid=5)
+    wire = _Wire(_BufferedClient, True)
+    try:
+        wire.client.enable_logger(logging.getLogger("test.paho"))
+        with caplog.at_level(logging.DEBUG, logger="test.paho"):
+            wire.feed(stream)
+        assert wire.got == [("a/b", b"one", False, 1, None, ())]  # through paho's on_message
+        assert "Received PUBLISH" in caplog.text
+        wire.client.disable_logger()
+        filtered: list[str] = []
+        wire.client.message_callback_add("a/#", lambda c, u, m: filtered.append(m.topic))
+        wire.feed(stream)
+        assert filtered == ["a/b"] and len(wire.got) == 1  # paho's per-topic matching
+    finally:
+        wire.close()
 
 
 # ---- sessions on a real broker --------------------------------------------------------------

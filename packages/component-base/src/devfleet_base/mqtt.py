@@ -563,6 +563,7 @@ class MqttClient:
         client.on_connect = self._cb_connect
         client.on_disconnect = self._cb_disconnect
         client.on_message = self._cb_message
+        client.on_plain_message = self._cb_plain_message
         client.on_publish = self._cb_publish
         client.on_subscribe = self._cb_subscribe
         client.on_socket_open = self._cb_socket_open
@@ -832,6 +833,17 @@ class MqttClient:
         if fut is not None and not fut.done():
             fut.set_result(None)
 
+    def _cb_plain_message(self, topic: str, payload: bytes, retain: bool, qos: int) -> None:
+        """A message without MQTT 5 properties, as :class:`_BufferedClient` delivers it."""
+        counters = self.counters
+        counters["received"] += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("receive #%d %s (%d bytes)", counters["received"], topic, len(payload))
+        try:
+            self._on_message(MqttMessage(topic, payload, retain, qos))
+        except Exception:
+            log.exception("message handler failed for %s", topic)
+
     def _cb_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         counters = self.counters
         counters["received"] += 1
@@ -900,11 +912,60 @@ class _BufferedClient(paho.Client):
     What the buffer holds is invisible to the event loop: whoever reads must call
     :meth:`loop_read` again while :meth:`buffered` says so (``MqttClient._on_readable``).
     Everything else (writing, TLS, closing) is paho's, on the real socket.
+
+    A PUBLISH at QoS 0 or 1 without MQTT 5 properties (the retained burst's every
+    message) goes to :attr:`on_plain_message` as ``(topic, payload, retain, qos)``: paho
+    would build a Properties object (some 30 attribute probes), an MQTTMessage, and take
+    two locks for it. Anything else (QoS 2, properties, a topic that is not UTF-8, paho's
+    debug log on, per-topic callbacks) is paho's own ``_handle_publish``.
     """
 
     _rbuf: bytes = b""
     _rpos: int = 0
     _rsock: Any = None
+    on_plain_message: Callable[[str, bytes, bool, int], None] | None = None
+
+    def message_callback_add(self, sub: str, callback: Any) -> None:
+        self.on_plain_message = None  # paho's matching of per-topic callbacks from now on
+        super().message_callback_add(sub, callback)
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        deliver = self.on_plain_message
+        header = self._in_packet["command"]
+        qos = (header & 0x06) >> 1
+        packet: bytes | bytearray = self._in_packet["packet"]
+        if deliver is None or qos == 2 or len(packet) < 3 or self._debug_logged():
+            return super()._handle_publish()
+        length = packet[0] << 8 | packet[1]
+        end = 2 + length
+        mid = 0
+        if qos:
+            if len(packet) < end + 2:
+                return super()._handle_publish()  # malformed: paho says so
+            mid = packet[end] << 8 | packet[end + 1]
+            end += 2
+        if self._protocol == paho.MQTTv5:
+            if len(packet) <= end or packet[end] != 0:
+                return super()._handle_publish()  # properties: paho reads them
+            end += 1
+        if length == 0 or len(packet) < end:
+            return super()._handle_publish()  # an empty topic, or malformed: paho says so
+        try:
+            topic = packet[2 : 2 + length].decode()
+        except UnicodeDecodeError:
+            return super()._handle_publish()
+        payload = packet[end:]
+        if type(payload) is not bytes:
+            payload = bytes(payload)
+        with self._in_callback_mutex:
+            deliver(topic, payload, bool(header & 0x01), qos)
+        if qos == 1 and not self._manual_ack:
+            return self._send_puback(mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _debug_logged(self) -> bool:
+        logger = self._logger
+        return self.on_log is not None or (logger is not None and logger.isEnabledFor(logging.DEBUG))
 
     def buffered(self) -> bool:
         """Whether bytes read from the socket wait in the buffer (for the current socket)."""
