@@ -731,6 +731,8 @@ class MqttClient:
             self._schedule_misc(client)
 
     def _on_readable(self, client: paho.Client) -> None:
+        if client is not self._client or self._sock is None:
+            return  # a re-armed read (below) after the session let go of this connection
         client.loop_read()  # one packet (paho reads more only while messages are in flight)
         # A burst (a broadcast's receipts, acknowledgements, a retained fleet) leaves more
         # packets waiting, in our read buffer or on the socket: read them here, not one loop
