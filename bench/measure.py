@@ -11,7 +11,6 @@ import contextlib
 import gc
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -251,12 +250,10 @@ async def fanout_ours(
                 if not bc.ok:
                     raise RuntimeError(f"fan-out incomplete: {len(bc.succeeded)}/{nodes}")
     finally:
-        workers = _children(sim.proc.pid)  # --processes: a terminated parent left them running
+        # --processes: the parent passes SIGTERM on and waits for its workers (close()'s
+        # second SIGTERM, 5 s on, kills them), so none outlives close().
         sim.proc.terminate()
         sim.close()
-        for pid in workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
     return ours, up
 
 

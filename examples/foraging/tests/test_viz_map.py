@@ -32,8 +32,10 @@ async def test_the_map_panel_shows_the_arena_and_every_robot_in_its_state_colour
     fresh_broker: Any, tmp_path: Path
 ) -> None:
     lines: list[str] = []
+    # A foraging window far longer than the page's checks need (a slow browser start must
+    # not find every robot recalled); the run is stopped as an operator would, by cancelling.
     options = RunOptions(
-        robots=len(ROBOTS), duration=10.0, seed=4, speed=2.0, headless=True, out=tmp_path, kill=False
+        robots=len(ROBOTS), duration=600.0, seed=4, speed=2.0, headless=True, out=tmp_path, kill=False
     )
     run = Run(options, fresh_broker.url, fresh_broker.host, fresh_broker.port, lines.append)
     task = asyncio.create_task(run.main(None))
@@ -74,13 +76,12 @@ async def test_the_map_panel_shows_the_arena_and_every_robot_in_its_state_colour
             await page.screenshot(path=str(kit.artifacts_dir() / "foraging-map.png"))
             assert not errors, errors
             await context.close()
-        result = await asyncio.wait_for(task, 90)
+        assert not task.done(), "the run ended before the page was checked"
     finally:
         if not task.done():
             task.cancel()  # the run's own finally stops the agents and the view
             with contextlib.suppress(BaseException):
                 await task
-    assert result.summary["items"] >= 0
     port = int(url.split(":")[2].split("/")[0])
     with pytest.raises(OSError):  # the view stopped with the run
         socket.create_connection(("127.0.0.1", port), timeout=1).close()

@@ -66,6 +66,43 @@ def test_help_of_every_subcommand_through_main(capsys: pytest.CaptureFixture[str
     assert "JSON Lines" in capsys.readouterr().out
 
 
+def _modules_after(argv: list[str]) -> tuple[int, set[str]]:
+    """``main(argv)`` in a fresh interpreter: its exit code and the modules it imported."""
+    code = (
+        "import sys, json\n"
+        "before = set(sys.modules)\n"
+        "from devfleet_command.cli import main\n"
+        "try:\n    code = main(sys.argv[1:])\nexcept SystemExit as done:\n    code = done.code\n"
+        "print(json.dumps([code, sorted(set(sys.modules) - before)]), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+    exit_code, modules = json.loads(done.stderr.splitlines()[-1])
+    return exit_code, set(modules)
+
+
+def test_help_builds_no_verb_and_a_verb_builds_only_its_module() -> None:
+    from devfleet_command.commands import VERBS
+
+    commands = "devfleet_command.commands."
+    code, modules = _modules_after(["--help"])
+    assert code == 0
+    assert {m for m in modules if m.startswith(commands)} == {f"{commands}argtypes"}
+    assert "shutil" not in modules  # argparse imports it for the terminal width; the CLI does not
+    code, modules = _modules_after(["config", "get", "--help"])
+    assert code == 0
+    assert {m for m in modules if m.startswith(commands)} == {f"{commands}argtypes", f"{commands}config"}
+    code, modules = _modules_after(["nosuch"])
+    assert code == 2
+    assert {m for m in modules if m.startswith(commands)} == {f"{commands}argtypes"}
+    # Every verb listed is the one its module adds (the walks above build them all).
+    parser = build_parser()
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert [c.dest for c in action._choices_actions] == list(action.choices) == list(VERBS)
+    for verb, sub in action.choices.items():
+        assert sub.prog == f"devfleet {verb}"
+        assert sub.description
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     from importlib.metadata import version
 

@@ -327,3 +327,52 @@ async def test_component_restarts_close_their_connections(rosbridge_server: Rosb
         if cycle == 1:
             threads = threading.active_count()
     assert threads is not None and threading.active_count() <= threads
+
+
+async def test_a_connection_ready_before_the_link_listens_is_still_reported(monkeypatch: Any) -> None:
+    """roslibpy's Ros() starts connecting on its own thread at once: when the connection is up
+    before the link has added its ready listener, the link must still see it (it stayed
+    "connecting" forever before: 1 robot in ~40 foraging starts). Forced here: the server runs
+    on a thread of its own and Ros() returns only once its connection is ready."""
+    import threading
+
+    import roslibpy
+
+    started = threading.Event()
+    box: dict[str, Any] = {}
+
+    def serve() -> None:
+        async def main() -> None:
+            server = RosbridgeServer()
+            await server.start()
+            box["server"], box["stop"] = server, asyncio.Event()
+            box["loop"] = asyncio.get_running_loop()
+            started.set()
+            await box["stop"].wait()
+            await server.stop()
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    original = roslibpy.Ros.__init__
+
+    def init_then_wait_ready(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        ready = threading.Event()
+        self.factory.on_ready(lambda proto: ready.set())
+        assert ready.wait(10), "the rosbridge test server did not accept the connection"
+
+    monkeypatch.setattr(roslibpy.Ros, "__init__", init_then_wait_ready)
+    ctx = FakeContext(name="ros")
+    comp = RosBridge(ctx, {"url": box["server"].url, "bridges": []})
+    await comp.start()
+    try:
+        await ctx.interfaces.get(INTERFACE).wait_connected(5)
+        await _until(lambda: ctx.state is not None and ctx.state["connected"] is True)
+        assert ctx.state["connects"] == 1
+    finally:
+        await comp.stop()
+        box["loop"].call_soon_threadsafe(box["stop"].set)
+        thread.join(10)

@@ -44,7 +44,7 @@ from .bridge import ArenaBridge
 from .controller import COLORS, State
 from .report import MetricsCsv, summarize, summary_lines
 
-__all__ = ["RunOptions", "RunResult", "main", "run"]
+__all__ = ["RunError", "RunOptions", "RunResult", "main", "run"]
 
 MAP = "arena"
 
@@ -66,6 +66,8 @@ class RunOptions:
         keepalive: the agents' MQTT keepalive (5..3600 s); the will fires after 1.5x.
         viz: serve the web view (``devfleet-component-viz``, when installed) on 127.0.0.1.
         viz_port: its TCP port (0: a free one; the address is printed at the start).
+        start_timeout: seconds for the robots to come online, then again for each to be
+            driven (its first tick); past it the run stops with :class:`RunError`.
     """
 
     robots: int = 6
@@ -80,6 +82,7 @@ class RunOptions:
     keepalive: int = 5
     viz: bool = True
     viz_port: int = 0
+    start_timeout: float = 60.0
 
 
 @dataclass
@@ -172,6 +175,33 @@ class Observer:
                 await self._changed.wait()
 
         await asyncio.wait_for(_wait(), timeout)
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    """The last ``lines`` lines of a log file, joined with `` | `` (a stall's diagnosis)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"(unreadable: {exc.strerror or exc})"
+    return " | ".join(text.splitlines()[-lines:]) or "(empty)"
+
+
+def _component_line(name: str, info: Any) -> str:
+    """``ros running (degraded: connecting to ws://...)`` from a node state's component entry."""
+    if not isinstance(info, dict):
+        return f"{name} ?"
+    reported = info.get("reported")
+    if not isinstance(reported, dict):
+        reported = {}
+    detail = [str(x) for x in (reported.get("state"), reported.get("reason")) if x]
+    if info.get("last_error"):
+        detail.append(f"error: {info['last_error']}")
+    return f"{name} {info.get('state')}" + (f" ({': '.join(detail)})" if detail else "")
+
+
+class RunError(RuntimeError):
+    """The run could not go on (robots not up or not driven in time); the message says
+    what each late robot showed."""
 
 
 def _led(state: dict[str, Any]) -> str | None:
@@ -322,12 +352,16 @@ class Run:
 
     async def _configure(self, fleet: Any, observer: Observer) -> None:
         self.event(f"{len(self.names)} robot agents starting (ros + foraging + ledstrip each)")
-        await fleet.wait_for(
-            lambda m: all(
-                n in m and m.get(n).online and m.get(n).config_version is not None for n in self.names
-            ),
-            timeout=60,
-        )
+        wait = self.o.start_timeout
+
+        def up(m: Any, n: str) -> bool:
+            return n in m and m.get(n).online and m.get(n).config_version is not None
+
+        try:
+            await fleet.wait_for(lambda m: all(up(m, n) for n in self.names), timeout=wait)
+        except TimeoutError:
+            late = [n for n in self.names if not up(fleet.model, n)]
+            raise RunError(f"robot agents not online after {wait:g} s: {self._diagnose(late)}") from None
         urls = self.bridge.urls
         for i, name in enumerate(self.names):
             await fleet.config_set(
@@ -342,11 +376,31 @@ class Run:
                     "components.foraging": {"enabled": True, "settings": {"seed": self.o.seed}},
                 },
             )
-        await observer.wait_for(
-            lambda: all((observer.component(n, "foraging").get("ticks") or 0) > 0 for n in self.names),
-            timeout=60,
-        )
+
+        def ticking(n: str) -> bool:
+            return (observer.component(n, "foraging").get("ticks") or 0) > 0
+
+        try:
+            await observer.wait_for(lambda: all(ticking(n) for n in self.names), timeout=wait)
+        except TimeoutError:
+            late = [n for n in self.names if not ticking(n)]
+            raise RunError(f"robots not driven after {wait:g} s: {self._diagnose(late, fleet)}") from None
         self.event("every robot is driven by its agent over rosbridge (held in the nest, red)")
+
+    def _diagnose(self, names: list[str], fleet: Any = None) -> str:
+        """What each late robot showed, a line each: its health, its components' states and
+        the last lines of its agent's log (the log is deleted with the run's folder)."""
+        parts = []
+        for name in names:
+            node = fleet.model.get(name) if fleet is not None and name in fleet.model else None
+            health = node.health if node is not None else "not seen"
+            components = ", ".join(
+                _component_line(c, i) for c, i in (node.components if node else {}).items()
+            )
+            i = self.names.index(name)
+            tail = _tail(self.agents[i].log_path, 3) if i < len(self.agents) else "(not started)"
+            parts.append(f"{name}: {health}; components: {components or 'none reported'}; log: {tail}")
+        return "\n".join(parts)
 
     async def _sim_until(self, seconds: float) -> None:
         """Wait until the arena's clock, counted from start, passes ``seconds``."""

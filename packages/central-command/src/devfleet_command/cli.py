@@ -2,13 +2,14 @@
 
 This module alone reads the environment and files, and turns errors into
 one-line messages and exit codes. Subcommands live in
-:mod:`devfleet_command.commands` modules listed in ``MODULES``.
+:mod:`devfleet_command.commands` modules listed in ``VERBS``: a verb's parser is
+built when it is looked up, so ``devfleet --help`` builds none and ``devfleet VERB``
+builds VERB's module's only.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
@@ -55,24 +56,69 @@ Every command has --help with examples: devfleet config set --help
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full parser (imports the command modules, not rich or paho)."""
-    from .commands import MODULES
+    """The parser: every verb is listed (with its summary from ``commands.VERBS``);
+    its parser is built, importing its command module, when argparse, argcomplete or
+    a caller looks it up in the subparsers' ``choices``. Imports neither rich nor paho."""
+    from .commands import VERBS
 
     parser = _Parser(
         prog="devfleet",
         description="Central command for a devfleet: list, watch, configure and command nodes.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_RawDescriptionFormatter,
     )
     parser.add_argument("--version", action=_Version, help="print the version and exit")
     _add_globals(parser, suppress=False)
-    common = argparse.ArgumentParser(add_help=False)
-    _add_globals(common, suppress=True)
     action = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
-    sub = Subcommands(action, common)
-    for name in MODULES:
-        importlib.import_module(name).register(sub)
+    verbs = _Verbs(VERBS)
+    # What argparse's add_parser(verb, help=...) would leave for the listing, without the
+    # parser: the pseudo-action that holds the verb and its one-line summary.
+    action._choices_actions.extend(
+        action._ChoicesPseudoAction(verb, (), help) for verb, (_, help) in VERBS.items()
+    )
+    action.choices = action._name_parser_map = verbs
+    verbs.subcommands = Subcommands(action, verbs=verbs)
     return parser
+
+
+class _Verbs(dict):  # type: ignore[type-arg]
+    """The top-level subparsers' ``choices``: verb → parser, each verb's parser built on
+    first lookup by its module's ``register`` (which builds that module's verbs).
+
+    Keys, their order and ``in`` are the listed verbs from the start, so argparse's
+    "invalid choice" message and argcomplete's verb completion see them all; every way
+    of reading a value (``[]``, ``get``, ``values``, ``items``) builds it first."""
+
+    subcommands: Subcommands
+
+    def __init__(self, table: dict[str, tuple[str, str]]) -> None:
+        super().__init__(dict.fromkeys(table))  # None: not built yet
+        self.table = table
+
+    def __getitem__(self, verb: str) -> argparse.ArgumentParser:
+        parser = super().__getitem__(verb)
+        if parser is None:
+            import importlib
+
+            module = self.table[verb][0]
+            importlib.import_module(f"{__package__}.commands.{module}").register(self.subcommands)
+            parser = super().__getitem__(verb)
+            if parser is None:
+                raise LookupError(
+                    f"commands.VERBS lists {verb!r} under {module}, whose register() does not add it"
+                )
+        return parser  # type: ignore[no-any-return]
+
+    def get(self, verb: str, default: Any = None) -> Any:
+        if verb not in self:
+            return default
+        return self[verb]  # built, unlike dict.get's
+
+    def values(self) -> Any:
+        return [self[verb] for verb in self]
+
+    def items(self) -> Any:
+        return [(verb, self[verb]) for verb in self]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -110,7 +156,41 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-class _HelpFormatter(argparse.HelpFormatter):
+def _width() -> int:
+    """argparse's own default width, ``shutil.get_terminal_size().columns - 2``, without
+    importing shutil (and its zlib, bz2, lzma and fnmatch: ~2 ms of ``devfleet --help``)."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return (columns or 80) - 2
+
+
+class _SizedFormatter(argparse.HelpFormatter):
+    """argparse's formatter, its width found by :func:`_width`."""
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: Any = None,
+        **more: Any,
+    ) -> None:
+        width = _width() if width is None else width
+        super().__init__(prog, indent_increment, max_help_position, width, **more)
+
+
+class _RawDescriptionFormatter(_SizedFormatter, argparse.RawDescriptionHelpFormatter):
+    """The top-level help: description and epilog kept line by line."""
+
+
+class _HelpFormatter(_SizedFormatter):
     """A one-paragraph description is wrapped to the terminal; text with line breaks
     (the examples) is kept line by line."""
 
@@ -124,9 +204,21 @@ class Subcommands:
     """What a command module's ``register`` gets: ``add_parser`` (the global options
     are accepted after the subcommand too) and ``nested`` for sub-subcommands."""
 
-    def __init__(self, action: Any, common: argparse.ArgumentParser) -> None:
+    def __init__(
+        self, action: Any, common: argparse.ArgumentParser | None = None, *, verbs: _Verbs | None = None
+    ) -> None:
         self._action = action
         self._common = common
+        self._verbs = verbs  # the top level: verbs and their summaries from commands.VERBS
+
+    @property
+    def common(self) -> argparse.ArgumentParser:
+        """The global options, as a parent of every subcommand's parser (built once, on
+        the first subcommand built)."""
+        if self._common is None:
+            self._common = argparse.ArgumentParser(add_help=False)
+            _add_globals(self._common, suppress=True)
+        return self._common
 
     def add_parser(
         self, name: str, *, examples: Sequence[str] = (), **kwargs: Any
@@ -137,21 +229,37 @@ class Subcommands:
             name: the subcommand.
             examples: command lines shown under "examples:" in its ``--help``
                 (``"devfleet ls --json"``; a ``#`` comment may follow).
-            kwargs: for argparse's ``add_parser``; ``description`` defaults to ``help``.
+            kwargs: for argparse's ``add_parser``; ``description`` defaults to ``help``
+                (a top-level verb's ``help`` is its summary in ``commands.VERBS``).
+
+        Raises:
+            ValueError: a top-level verb not in ``commands.VERBS``, or given ``help=``.
         """
-        kwargs.setdefault("parents", [self._common])
+        kwargs.setdefault("parents", [self.common])
+        if self._verbs is not None:
+            if name not in self._verbs.table or "help" in kwargs:
+                raise ValueError(f"a top-level verb ({name!r}) and its summary belong in commands.VERBS")
+            kwargs["help"] = self._verbs.table[name][1]
         if "help" in kwargs:
             kwargs.setdefault("description", kwargs["help"][:1].upper() + kwargs["help"][1:] + ".")
         if examples:
             kwargs.setdefault("epilog", "examples:\n" + "\n".join(f"  {e}" for e in examples))
         kwargs.setdefault("formatter_class", _HelpFormatter)
-        parser: argparse.ArgumentParser = self._action.add_parser(name, **kwargs)
+        if self._verbs is None:
+            parser: argparse.ArgumentParser = self._action.add_parser(name, **kwargs)
+            return parser
+        # The verb is listed already (build_parser): what argparse's add_parser does
+        # besides listing it, into the lazy map.
+        del kwargs["help"]
+        kwargs.setdefault("prog", f"{self._action._prog_prefix} {name}")
+        parser = self._action._parser_class(**kwargs)
+        dict.__setitem__(self._verbs, name, parser)
         return parser
 
     def nested(self, parser: argparse.ArgumentParser, dest: str) -> Subcommands:
         """Sub-subcommands of ``parser`` (``config get``)."""
         action = parser.add_subparsers(dest=dest, metavar="COMMAND", required=True, parser_class=_Parser)
-        return Subcommands(action, self._common)
+        return Subcommands(action, self.common)
 
 
 def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:

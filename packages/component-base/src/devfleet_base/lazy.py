@@ -6,8 +6,6 @@ start and ``devfleet --help`` pay for every module imported up front.
 
 from __future__ import annotations
 
-import importlib
-
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~4 ms at start-up
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, MutableMapping
@@ -26,6 +24,8 @@ def lazy_attributes(
         module = names.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        import importlib  # here, not at the top: importlib imports warnings (~0.5 ms)
+
         value = getattr(importlib.import_module(f"{package}.{module}"), name)
         namespace[name] = value
         return value

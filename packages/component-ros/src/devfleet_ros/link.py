@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -119,9 +120,19 @@ class _Channel:
         factory.maxDelay = link.reconnect_max_s
         factory.factor = 2.0
         factory.jitter = _JITTER
+        self._ready_lock = threading.Lock()
+        self._ready_proto: Any = None  # the connection last reported ready (one report each)
+        self.ros: Any = ros
         ros.on("ready", self._ready_thread)
         ros.on("close", self._close_thread)
-        self.ros: Any = ros
+        # roslibpy's Ros() starts connecting at once, on its own thread: a connection that was
+        # ready before the listener above existed would never be reported, and the link would
+        # say "connecting" forever (seen: 1 robot in ~40 foraging starts). on_ready fires now
+        # when it is up, else once at the next ready; _ready_thread reports each connection once.
+        # (A callable of its own: roslibpy keys listeners by function, so passing
+        # _ready_thread again would replace the lasting listener with a one-shot.)
+        self._catch_up = lambda proto: self._ready_thread(proto)
+        ros.factory.on_ready(self._catch_up)
 
     def send(self, message: dict[str, Any]) -> None:
         if self.ros is not None:
@@ -158,6 +169,8 @@ class _Channel:
         factory.maxRetries = 0  # a scheduled retry gives up instead of reconnecting
         ros.off("ready", self._ready_thread)
         ros.off("close", self._close_thread)
+        with contextlib.suppress(KeyError):  # fired already (the usual case): nothing to remove
+            ros.off("ready", self._catch_up)
         for topic, dispatcher in self._dispatchers.items():
             ros.off(topic, dispatcher)
         self._dispatchers.clear()
@@ -170,6 +183,10 @@ class _Channel:
     # ---- roslibpy's thread → the loop -----------------------------------------------
 
     def _ready_thread(self, proto: Any) -> None:
+        with self._ready_lock:
+            if proto is self._ready_proto:
+                return
+            self._ready_proto = proto
         # roslibpy 2.1 raises on 'status' (no handler); take them, to log and count.
         handlers = getattr(proto, "_message_handlers", None)
         if isinstance(handlers, dict):

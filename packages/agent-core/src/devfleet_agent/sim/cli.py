@@ -5,6 +5,11 @@ fleet over P child processes (one loop each is CPU-bound past a few thousand
 nodes) and prints their figures added up. Every ``--report`` seconds one line
 of stats goes to stderr (``--json``: one JSON object a line to stdout).
 
+The workers end with their parent: SIGTERM or SIGINT to it is passed on and
+waited for (a second one kills them), and a parent that dies without passing
+anything on (SIGKILL) is noticed: Linux sends them SIGTERM (``PR_SET_PDEATHSIG``),
+and anywhere their stdin, a pipe the parent holds open, reaches end of file.
+
 The only module of the simulator that reads flags, the environment or
 resource limits.
 """
@@ -15,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import resource
 import signal
 import sys
@@ -45,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=100, help="how many nodes (default %(default)s)")
     p.add_argument("--prefix", default="sim", help="node names are PREFIX-00000 ... (default %(default)s)")
     p.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--parent", type=int, default=0, help=argparse.SUPPRESS)  # a worker of that pid
     p.add_argument("--processes", type=int, default=1, help="split the fleet over this many processes")
     p.add_argument(
         "--telemetry-interval", type=float, default=0.0, help="seconds between samples (default: config's 30)"
@@ -145,6 +152,8 @@ async def _child(args: argparse.Namespace, host: str, port: int) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if args.parent:
+        _end_with_parent(args.parent, stop)
     await fleet.start()
     deadline = time.monotonic() + args.duration if args.duration > 0 else None
     try:
@@ -153,12 +162,47 @@ async def _child(args: argparse.Namespace, host: str, port: int) -> int:
             if deadline is not None:
                 wait = min(wait, max(0.0, deadline - time.monotonic()))
             await wait_event(stop, wait)
-            _report(args, fleet.snapshot().as_dict())
+            try:
+                _report(args, fleet.snapshot().as_dict())
+            except BrokenPipeError:  # the reader (a worker's parent) is gone: stop, quietly
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())  # nothing left to flush at exit
+                os.close(devnull)
+                break
             if deadline is not None and time.monotonic() >= deadline:
                 break
     finally:
         await fleet.stop()
     return EXIT_OK
+
+
+def _end_with_parent(parent: int, stop: asyncio.Event) -> None:
+    """A worker of ``--processes`` stops (as on SIGTERM) when its parent ``parent`` is
+    gone, even killed: Linux sends SIGTERM when it dies (``PR_SET_PDEATHSIG``), and the
+    worker's stdin, a pipe whose other end only the parent holds, reaches end of file."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, int(signal.SIGTERM))  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before that: no signal will come
+        stop.set()
+        return
+    loop = asyncio.get_running_loop()
+    fd = sys.stdin.fileno()
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # end of file: the parent is gone
+            loop.remove_reader(fd)
+            stop.set()
+
+    loop.add_reader(fd, readable)
 
 
 def _report(args: argparse.Namespace, stats: dict[str, Any]) -> None:
@@ -178,23 +222,47 @@ def _report(args: argparse.Namespace, stats: dict[str, Any]) -> None:
 
 
 async def _parent(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    """Split the fleet over ``--processes`` children and add their figures up."""
-    base = _strip(list(argv), ("--processes", "--nodes", "--first", "--json", "--connect-rate", "--seed"))
+    """Split the fleet over ``--processes`` children and add their figures up; end
+    with them (see the module's docstring)."""
+    base = _strip(
+        list(argv), ("--processes", "--nodes", "--first", "--json", "--connect-rate", "--seed", "--parent")
+    )
     per = -(-args.nodes // args.processes)
     children: list[asyncio.subprocess.Process] = []
     latest: dict[int, dict[str, Any]] = {}
     fresh: set[int] = set()
+    signals: list[int] = []  # those received
+
+    def passed_on() -> int:  # SIGTERM, SIGINT: pass it on; a second one kills them
+        return signal.SIGTERM if len(signals) == 1 else signal.SIGKILL
+
+    def terminate(sig: int) -> None:
+        signals.append(sig)
+        for child in children:
+            if child.returncode is None:
+                child.send_signal(passed_on())
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, terminate, sig)
     first = args.first
     for i in range(args.processes):
         count = min(per, args.nodes - (first - args.first))
-        if count <= 0:
+        if count <= 0 or signals:
             break
         cmd = [
             sys.executable, "-m", "devfleet_agent.sim.cli", *base,
             "--nodes", str(count), "--first", str(first), "--json",
             "--connect-rate", str(args.connect_rate / args.processes), "--seed", str(args.seed + i),
+            "--parent", str(os.getpid()),
         ]  # fmt: skip
-        children.append(await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE))
+        # stdin: a pipe nothing is written to; its end of file tells the child this process is gone.
+        child = await asyncio.create_subprocess_exec(
+            *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        )
+        children.append(child)
+        if signals:  # came while it was starting
+            child.send_signal(passed_on())
         first += count
 
     async def read(i: int, proc: asyncio.subprocess.Process) -> None:
@@ -207,17 +275,9 @@ async def _parent(args: argparse.Namespace, argv: Sequence[str]) -> int:
                     fresh.clear()
                     _report(args, _add_up(list(latest.values())))
 
-    def terminate() -> None:
-        for child in children:
-            if child.returncode is None:
-                child.send_signal(signal.SIGTERM)
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, terminate)
     await asyncio.gather(*(read(i, c) for i, c in enumerate(children)))
     codes = await asyncio.gather(*(c.wait() for c in children))
-    return max(codes, default=0)
+    return max((c if c >= 0 else 128 - c for c in codes), default=0)  # killed by signal N: 128 + N
 
 
 def _add_up(parts: list[dict[str, Any]]) -> dict[str, Any]:

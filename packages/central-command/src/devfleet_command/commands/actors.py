@@ -17,7 +17,6 @@ def register(sub: Any) -> None:
     """Add the actor subcommands."""
     p = sub.add_parser(
         "spawn",
-        help="spawn a dynamic actor: NODE FILE.json, or NODE --name N --code FILE.py",
         description="Spawn a Wactorz dynamic actor on a node (it must run with --allow-code)."
         " The spawn is retained, so an offline node runs it when it returns (--no-retain: not).",
         examples=[
@@ -38,7 +37,6 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_spawn)
     p = sub.add_parser(
         "stop",
-        help="stop an actor: NODE NAME",
         description="Stop an actor on a node; a deliberate stop is never restarted.",
         examples=["devfleet stop rpi-livingroom temp-sensor-agent"],
     )
@@ -53,7 +51,6 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_stop)
     p = sub.add_parser(
         "stop-all",
-        help="stop every actor on a node and shut its agent (or Wactorz runner) down: NODE",
         description="Stop every actor on a node, then its agent or Wactorz runner shuts down"
         " (Wactorz stop_all); it says offline. Start it again on the device.",
         examples=["devfleet stop-all rpi-livingroom"],
@@ -62,7 +59,6 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_stop_all)
     p = sub.add_parser(
         "actors",
-        help="the actors running in the fleet (or on one node)",
         description="The actors in the fleet's retained state: node, name, state, restarts, last error.",
         examples=["devfleet actors", "devfleet actors rpi-livingroom --json"],
     )
@@ -70,7 +66,6 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_actors)
     p = sub.add_parser(
         "migrate",
-        help="move an actor, with its persisted state, to another node",
         description="Move an actor with its persisted state to another node; if that fails it"
         " keeps running where it was.",
         examples=["devfleet migrate temp-sensor-agent --to rpi-bedroom"],
@@ -81,7 +76,6 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_migrate)
     p = sub.add_parser(
         "task",
-        help="send a task to an actor wherever it runs: NAME PAYLOAD (JSON); or auction one: submit --skill S",
         description="Send a task to an actor by name (Wactorz send_to) and print its handle_task"
         " answer as JSON. PAYLOAD is JSON; a bare word is a string; text that starts like JSON"
         ' ({ [ ") must be valid JSON. `devfleet task submit --skill S` auctions a task instead'

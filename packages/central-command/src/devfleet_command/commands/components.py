@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import parse_assignments
+from . import VERBS, parse_assignments
 from .argtypes import seconds_at_least
 from .control import broadcast_with_progress, summarize_broadcast
 
@@ -19,33 +19,20 @@ def register(sub: Any) -> None:
     """Add the component subcommands."""
     p = sub.add_parser(
         "components",
-        help="the components a node has installed, available and running",
         description="The components a node has: each one's state, health, version and"
         " distribution, and any that failed to load.",
         examples=["devfleet components rpi-livingroom", "devfleet components rpi-livingroom --json"],
     )
     p.add_argument("node", help="the node's name")
     p.set_defaults(handler=cmd_components)
-    for verb, text, example in (
-        (
-            "install",
-            "pip-install a component distribution on nodes (rolled back if it fails)",
-            "devfleet install rpi-livingroom devfleet-component-ledstrip",
-        ),
-        (
-            "upgrade",
-            "upgrade a component distribution (rolled back if it turns unhealthy)",
-            "devfleet upgrade rpi-livingroom 'devfleet-component-ledstrip>=0.2'",
-        ),
-        (
-            "uninstall",
-            "remove a component distribution from nodes",
-            "devfleet uninstall rpi-livingroom devfleet-component-ledstrip",
-        ),
+    for verb, example in (
+        ("install", "devfleet install rpi-livingroom devfleet-component-ledstrip"),
+        ("upgrade", "devfleet upgrade rpi-livingroom 'devfleet-component-ledstrip>=0.2'"),
+        ("uninstall", "devfleet uninstall rpi-livingroom devfleet-component-ledstrip"),
     ):
+        text = VERBS[verb][1]  # the one-line summary of the top-level --help
         p = sub.add_parser(
             verb,
-            help=text,
             description=f"{text[0].upper()}{text[1:]}. The node must run with --allow-install and"
             " list the distribution in its components_allowed config. Options may come anywhere.",
             examples=[example, f"devfleet {verb} --group lobby --wait 300 devfleet-component-ledstrip"],
@@ -64,7 +51,6 @@ def register(sub: Any) -> None:
         p.set_defaults(handler=cmd_install, verb=verb)
     p = sub.add_parser(
         "component",
-        help="run a component's command: NODE COMPONENT COMMAND [key=value ...]",
         description="Run one of a component's declared commands and print its answer as JSON."
         " A value is JSON when it parses, a bare word is a string.",
         examples=[

@@ -17,7 +17,6 @@ def register(sub: Any) -> None:
     """Add ``config get``, ``config set`` and ``drift``."""
     p = sub.add_parser(
         "config",
-        help="read or change a node's config",
         description="Read (get) or change (set) a node's versioned config; `drift` lists nodes"
         " whose desired config differs.",
         examples=[
@@ -65,7 +64,6 @@ def register(sub: Any) -> None:
     s.set_defaults(handler=cmd_set)
     d = sub.add_parser(
         "drift",
-        help="nodes whose desired config is not what they report",
         description="Nodes whose retained desired config (config set --desired) is not what they"
         " report; exit 1 when any drifted.",
         examples=["devfleet drift", "devfleet drift --json"],

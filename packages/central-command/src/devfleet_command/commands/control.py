@@ -25,7 +25,6 @@ def register(sub: Any) -> None:
     """Add ``ping``, ``restart``, ``cmd`` and ``purge``."""
     p = sub.add_parser(
         "ping",
-        help="check that nodes answer commands",
         description="Send ping to one node (prints its round-trip time and answer), a group or"
         " the fleet (progress on stderr, then one line per node and a summary; Ctrl-C prints"
         " the summary so far).",
@@ -39,7 +38,6 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_ping)
     p = sub.add_parser(
         "restart",
-        help="restart the agent of nodes",
         description="Restart the agent process of one node, a group or the fleet (the node says"
         " offline, then is born again with a new session).",
         examples=["devfleet restart rpi-livingroom", "devfleet restart --group lobby"],
@@ -48,7 +46,6 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_restart)
     p = sub.add_parser(
         "cmd",
-        help="send any command: devfleet cmd NODE VERB [key=value ...]",
         description="Send any command verb with key=value arguments and print the node's answer as"
         " JSON. A value is JSON when it parses (5, true, [1]), a bare word is a string, and text"
         ' that starts like JSON ({ [ ") must be valid JSON.',
@@ -60,7 +57,6 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_cmd)
     p = sub.add_parser(
         "purge",
-        help="clear every retained topic of a gone node",
         description="Clear every retained topic of a node that is gone for good, then verify none"
         " remains (no ghost in listings). Refused while the node says it is online unless --force.",
         examples=["devfleet purge old-node", "devfleet purge old-node --force   # even if it says online"],

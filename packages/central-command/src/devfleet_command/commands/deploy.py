@@ -45,7 +45,6 @@ def register(sub: Any) -> None:
     """Add ``deploy`` and ``undeploy``."""
     p = sub.add_parser(
         "deploy",
-        help="install, provision and start the agent on a device over SSH",
         description=(
             "devfleet deploy [USER@]HOST --name NODE: connect over SSH (host key checked against "
             "known_hosts), check the target, create a venv, install the agent and --components from "
@@ -82,7 +81,6 @@ def register(sub: Any) -> None:
 
     u = sub.add_parser(
         "undeploy",
-        help="stop and remove the agent from a device, and clear its retained topics",
         description=(
             "devfleet undeploy [USER@]HOST: stop the agent, remove its unit or background process, "
             "venv, config and data (only where devfleet deploy left its deploy.json), then clear "

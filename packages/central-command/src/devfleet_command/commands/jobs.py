@@ -22,7 +22,6 @@ def register(sub: Any) -> None:
     """Add ``rollout`` and ``job``."""
     p = sub.add_parser(
         "rollout",
-        help="run an operation over nodes in stages (canary, batches) gated by health; abort and revert",
         description="OPERATION is install|upgrade|uninstall SPEC, configure key=value..., spawn FILE.json,"
         " or any command VERB key=value... (give --revert VERB key=value to make it revertible).",
         examples=[
@@ -103,7 +102,6 @@ def register(sub: Any) -> None:
 
     job = sub.add_parser(
         "job",
-        help="fleet jobs: ls, show, watch, abort, resume",
         description="Fleet jobs retained on the broker (made by `devfleet rollout`): list, show,"
         " follow, abort (the nodes it changed are reverted) or resume one whose console is gone.",
         examples=["devfleet job ls", "devfleet job watch j3f2a9c1d7b0e"],

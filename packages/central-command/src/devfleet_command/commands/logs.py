@@ -18,7 +18,6 @@ def register(sub: Any) -> None:
     """Add ``logs``."""
     p = sub.add_parser(
         "logs",
-        help="print the log records nodes ship (for --timeout seconds, or forever with -f)",
         description="Print the log records nodes ship as they arrive: for --timeout seconds, or"
         " until Ctrl-C with -f. With --json: JSON Lines (https://jsonlines.org), one object per"
         " record with node, seq, ts (Unix seconds), level, logger and msg.",

@@ -22,7 +22,6 @@ def register(sub: Any) -> None:
     """Add ``ls``, ``show`` and ``watch``."""
     p = sub.add_parser(
         "ls",
-        help="list the nodes of the fleet",
         description="List every node the broker holds a retained description of: health, session,"
         " config version, groups, CPU/memory/disk and heartbeat age.",
         examples=["devfleet ls", "devfleet ls --json | jq -r '.[].node'"],
@@ -30,7 +29,6 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_ls)
     p = sub.add_parser(
         "show",
-        help="everything known about one node",
         description="Everything known about one node: its row of `ls`, then meta, state, cfg,"
         " desired config and last heartbeat as JSON, with times as dates.",
         examples=["devfleet show rpi-livingroom", "devfleet show rpi-livingroom --json"],
@@ -39,7 +37,6 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_show)
     p = sub.add_parser(
         "watch",
-        help="a live table of the fleet with telemetry",
         description="A live table of the fleet, redrawn as telemetry arrives, until Ctrl-C."
         ' With --json: JSON Lines, one {"ts": ..., "nodes": [...]} snapshot per line whenever'
         " something changed (at most one per --refresh).",

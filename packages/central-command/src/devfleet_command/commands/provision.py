@@ -15,7 +15,6 @@ def register(sub: Any) -> None:
     """Add ``provision``."""
     p = sub.add_parser(
         "provision",
-        help="write a node's identity, broker password and agent.toml (or a console's identity)",
         description=(
             "devfleet provision NODE --out DIR: the node's signing identity (certified with this "
             "console's --signing-key-file), its mosquitto password-file line, agent.toml and, with "

@@ -15,7 +15,6 @@ def register(sub: Any) -> None:
     """Add ``resumes`` and ``acl generate`` (``task submit`` rides on ``task``, see actors)."""
     p = sub.add_parser(
         "resumes",
-        help="capability résumés of the fleet's actors (agents/+/resume)",
         description="The retained résumés of actors and components that trade work, joined with"
         " their node's liveness (available: no when the node is lost or offline).",
         examples=["devfleet resumes --skill sql-optimiser", "devfleet resumes --region eu-central-1 --json"],
@@ -25,7 +24,6 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_resumes)
     p = sub.add_parser(
         "acl",
-        help="broker ACL generated from résumés (acl generate)",
         description="Broker policy from accreditations (docs/trading.md).",
         examples=["devfleet acl generate --template deploy/mosquitto/acl"],
     )

@@ -19,7 +19,6 @@ def register(sub: Any) -> None:
     """Add ``viz``."""
     p = sub.add_parser(
         "viz",
-        help="serve the live fleet web view and print its address",
         description="Serve the live fleet web view (needs the devfleet-component-viz package) and print"
         " its address; runs until Ctrl-C or SIGTERM. It listens on 127.0.0.1 unless --bind says"
         " otherwise; any other address needs --token, or the page is read-only and commands are"
