@@ -21,21 +21,13 @@ import gc
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-PY = sys.executable
-PACKAGES = ("component-base", "agent-core", "central-command")
-
-
-def _pythonpath(tree: Path) -> str:
-    return ":".join([*(str(tree / "packages" / p / "src") for p in PACKAGES), str(HERE)])
+from ab_roundtrip import PY, ROOT, _pythonpath, base_tree
 
 
 async def _client(kind: str, url: str, host: str, port: int, nodes: int) -> None:
@@ -96,16 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     tmp = Path(tempfile.mkdtemp(prefix="devfleet-ab-"))
     try:
-        base = args.base
-        if base is None:
-            if not args.base_rev:
-                p.error("give --base or --base-rev")
-            base = tmp / "base"
-            base.mkdir()
-            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.base_rev], check=True,
-                                     capture_output=True).stdout  # fmt: skip
-            subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
-        asyncio.run(_compare({"before": base, "after": args.new}, args))
+        asyncio.run(_compare({"before": base_tree(p, args, tmp), "after": args.new}, args))
         return 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
