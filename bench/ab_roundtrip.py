@@ -97,20 +97,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     tmp = Path(tempfile.mkdtemp(prefix="devfleet-ab-"))
     try:
-        base = args.base
-        if base is None:
-            if not args.base_rev:
-                p.error("give --base or --base-rev")
-            base = tmp / "base"
-            base.mkdir()
-            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.base_rev], check=True,
-                                     capture_output=True).stdout  # fmt: skip
-            subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
-        trees = {"before": base, "after": args.new}
+        trees = {"before": base_tree(p, args, tmp), "after": args.new}
         trees.update(dict(t.split("=", 1) for t in args.tree))
         return _compare({k: Path(v) for k, v in trees.items()}, args, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def base_tree(parser: argparse.ArgumentParser, args: Any, tmp: Path) -> Path:
+    """The 'before' tree: ``--base``, or ``--base-rev`` exported (git archive) under ``tmp``."""
+    if args.base is not None:
+        return Path(args.base)
+    if not args.base_rev:
+        parser.error("give --base or --base-rev")
+    base = tmp / "base"
+    base.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.base_rev], check=True,
+                             capture_output=True).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+    return base
 
 
 def _compare(trees: dict[str, Path], args: Any, tmp: Path) -> int:
