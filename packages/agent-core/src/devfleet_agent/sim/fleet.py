@@ -285,8 +285,11 @@ class SimFleet:
     async def _schedule(self, tick: float = 0.25) -> None:
         rng = self._rng
         now = time.monotonic()
-        for node in self.nodes.values():  # spread the first deadlines over one interval
-            node.next_heartbeat = now + rng.random() * node.store.config["heartbeat"]["interval"]
+        for node in self.nodes.values():
+            # The first heartbeat as soon as the node is connected, as the agent does: a
+            # console that starts later dates the node by it (retained) instead of waiting
+            # a whole interval for proof of life. The later ones spread over one interval.
+            node.next_heartbeat = 0.0
             node.next_telemetry = now + rng.random() * node.store.config["telemetry"]["interval"]
         stats = self.stats
         while True:
@@ -297,7 +300,8 @@ class SimFleet:
                     continue
                 config = node.store.config
                 if now >= node.next_heartbeat:
-                    node.next_heartbeat = now + config["heartbeat"]["interval"]
+                    spread = rng.random() if node.next_heartbeat == 0.0 else 1.0
+                    node.next_heartbeat = now + spread * config["heartbeat"]["interval"]
                     await node.heartbeat()
                     stats.heartbeats += 1
                 if now >= node.next_telemetry:
