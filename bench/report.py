@@ -192,6 +192,11 @@ def markdown(result: dict[str, Any], extra: list[str] | None = None) -> str:
         "console's discovery, fan-out, ingestion and memory per node, issue 20; ≤ 1.5× elsewhere); agent",
         "idle RSS ≤ 40 MB and below the Wactorz runner's beside it; idle CPU ≤ 0.5 %.",
         "",
+        "The floor is the bare paho client, not the fastest possible reader: devfleet's MQTT client",
+        "reads in 64 KiB chunks and decodes a PUBLISH without MQTT 5 properties itself, so a row can",
+        "sit well below 1 (discovery). The scale section adds the C client `mosquitto_sub` as a",
+        "second floor for discovery.",
+        "",
         f"Run: {result['started']}, {result['mode']} run, {result['seconds']:.0f} s. "
         f"Reproduce with `{result['command']}`.",
         "",

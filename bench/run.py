@@ -233,6 +233,18 @@ async def run_all(sizes: dict[str, Any], log: Any) -> dict[str, Any]:
     return {"rows": rows, "details": details, "load": loads}
 
 
+def carry_opt_in(
+    previous: dict[str, Any], result: dict[str, Any], names: list[str], opt_in: list[str]
+) -> None:
+    """Into a full run's ``result`` (sections ``names``), the ``opt_in`` sections' rows and
+    details from ``previous``, each row where it stood; rows of sections that are neither
+    (renamed or removed since) are dropped."""
+    rows = merge_rows(previous.get("rows", []), result["rows"], names)
+    result["rows"] = [r for r in rows if r.get("section", "core") in (*names, *opt_in)]
+    kept = {n: previous["details"][n] for n in opt_in if n in previous.get("details", {})}
+    result["details"] = {**result["details"], **kept}
+
+
 def merge_rows(
     previous: list[dict[str, Any]], new: list[dict[str, Any]], names: list[str]
 ) -> list[dict[str, Any]]:
@@ -303,6 +315,12 @@ def main(argv: list[str] | None = None) -> int:
             # table's run, mode and command stay those of the run that measured it.
             keep = ("mode", "sections", "sizes", "machine", "started", "seconds", "command")
             result.update({k: previous[k] for k in keep if k in previous})
+    elif not args.quick and Path(args.json).exists():
+        # A full run leaves the opt-in sections out (pizero: minutes under qemu): their last
+        # figures stay, dated by their own details, instead of vanishing from the page.
+        previous = json.loads(Path(args.json).read_text())
+        opt_in = [n for n, module in sections().items() if getattr(module, "OPT_IN", False)]
+        carry_opt_in(previous, result, names, opt_in)
     if "command" not in result:
         result.update(
             mode="quick" if args.quick else "full",

@@ -71,3 +71,24 @@ def test_report_has_its_heading_table_and_command() -> None:
 def test_section_reports_only_for_sections_in_the_results() -> None:
     assert run.section_reports({"details": {}}) == []
     assert "## Raspberry Pi Zero (emulated)" in run.section_reports({"details": {"pizero": _details()}})
+
+
+def test_a_full_run_keeps_the_last_opt_in_figures_where_they_stood() -> None:
+    """A full run does not run pizero (minutes under qemu): its last rows and details stay,
+    in their place; a section that no longer exists goes."""
+    previous = {
+        "rows": [
+            {"section": "core", "name": "old core"},
+            {"section": "pizero", "name": "Pi Zero: import"},
+            {"section": "gone", "name": "a removed section"},
+            {"section": "agent", "name": "old agent"},
+        ],
+        "details": {"pizero": {"started": "then"}, "agent": {"old": True}},
+    }
+    result: dict[str, Any] = {
+        "rows": [{"section": "core", "name": "new core"}, {"section": "agent", "name": "new agent"}],
+        "details": {"agent": {"new": True}},
+    }
+    run.carry_opt_in(previous, result, ["core", "agent"], ["pizero"])
+    assert [r["name"] for r in result["rows"]] == ["new core", "Pi Zero: import", "new agent"]
+    assert result["details"] == {"agent": {"new": True}, "pizero": {"started": "then"}}
