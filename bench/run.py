@@ -160,6 +160,7 @@ async def run_sections(names: list[str], quick: bool, log: Any) -> dict[str, Any
     rows: list[dict[str, Any]] = []
     details: dict[str, Any] = {}
     loads: dict[str, str] = {}
+    failed: list[str] = []
     extra = sections()
     for name in names:
         if name == "core":
@@ -169,11 +170,19 @@ async def run_sections(names: list[str], quick: bool, log: Any) -> dict[str, Any
             loads.update(core["load"])
             continue
         log(f"section {name}: {extra[name].TITLE}")
-        out = await extra[name].run(quick, log, _row)
+        try:
+            out = await extra[name].run(quick, log, _row)
+        except Exception as exc:
+            if quick:
+                raise  # the smoke test: a broken section fails it
+            # A full run takes many minutes: one section's failure must not lose the others.
+            log(f"section {name} FAILED ({type(exc).__name__}: {exc}); its last figures stay")
+            failed.append(name)
+            continue
         rows += [{**r, "section": name} for r in out["rows"]]
         details[name] = out["details"]
         loads[f"after {name}"] = loadavg()
-    return {"rows": rows, "details": details, "load": loads}
+    return {"rows": rows, "details": details, "load": loads, "failed": failed}
 
 
 async def run_all(sizes: dict[str, Any], log: Any) -> dict[str, Any]:
@@ -305,9 +314,11 @@ def main(argv: list[str] | None = None) -> int:
 
     sizes = QUICK if args.quick else FULL
     result = asyncio.run(run_sections(names, args.quick, log))
+    failed = result.pop("failed")
+    ran = [n for n in names if n not in failed]
     if args.only and Path(args.json).exists():  # keep the other sections' figures from the last run
         previous = json.loads(Path(args.json).read_text())
-        result["rows"] = merge_rows(previous.get("rows", []), result["rows"], names)
+        result["rows"] = merge_rows(previous.get("rows", []), result["rows"], ran)
         result["details"] = {**previous.get("details", {}), **result["details"]}
         result["load"] = {**previous.get("load", {}), **result["load"]}
         if all(getattr(sections().get(n), "OPT_IN", False) for n in names):
@@ -320,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         # figures stay, dated by their own details, instead of vanishing from the page.
         previous = json.loads(Path(args.json).read_text())
         opt_in = [n for n, module in sections().items() if getattr(module, "OPT_IN", False)]
-        carry_opt_in(previous, result, names, opt_in)
+        carry_opt_in(previous, result, ran, [*opt_in, *failed])
     if "command" not in result:
         result.update(
             mode="quick" if args.quick else "full",
@@ -336,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
     Path(args.markdown).write_text(markdown(result, section_reports(result)))
     log(f"wrote {args.json} and {args.markdown}")
+    if failed:
+        log(f"failed sections (their last figures kept): {', '.join(failed)}")
+        return 1
     return 0
 
 

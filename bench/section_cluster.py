@@ -17,7 +17,7 @@ from typing import Any
 
 from devfleet_base.testing import MosquittoBroker, NatsCluster
 from devfleet_command.aio import AsyncFleet
-from devfleet_command.errors import ConsoleTimeout
+from devfleet_command.errors import ConnectError, ConsoleTimeout
 
 TITLE = "A 3-node NATS cluster next to one mosquitto"
 
@@ -82,7 +82,8 @@ async def measure(urls: list[str], nodes: int, prefix: str, up_timeout: float) -
         try:
             await fleet.start()
             await fleet.wait_for(lambda m: _online(m, prefix) >= nodes, 120)
-        except ConsoleTimeout as exc:  # a half-seen fleet is reported, never taken as complete
+        # A half-seen fleet, or a console the cluster dropped, is reported, never taken as complete.
+        except (ConsoleTimeout, ConnectError) as exc:
             out["discovery"] = None
             out["reached"] = _online(fleet.model, prefix)
             out["error"] = str(exc)[:200]

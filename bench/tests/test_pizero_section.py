@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import armel
@@ -92,3 +94,29 @@ def test_a_full_run_keeps_the_last_opt_in_figures_where_they_stood() -> None:
     run.carry_opt_in(previous, result, ["core", "agent"], ["pizero"])
     assert [r["name"] for r in result["rows"]] == ["new core", "Pi Zero: import", "new agent"]
     assert result["details"] == {"agent": {"new": True}, "pizero": {"started": "then"}}
+
+
+def test_a_failing_section_loses_only_itself_in_a_full_run(monkeypatch: Any) -> None:
+    """A full run takes many minutes: a section that raises is reported as failed and the
+    others' figures are kept; the quick smoke run fails on it instead."""
+    import asyncio
+    import types
+
+    async def broken(quick: bool, log: Any, row: Any) -> dict[str, Any]:
+        raise ConnectionError("the cluster dropped the console")
+
+    async def fine(quick: bool, log: Any, row: Any) -> dict[str, Any]:
+        return {"rows": [row("a figure", 1.0, "s", 1.0)], "details": {"ok": True}}
+
+    fake = {
+        "broken": types.SimpleNamespace(TITLE="broken", run=broken),
+        "fine": types.SimpleNamespace(TITLE="fine", run=fine),
+    }
+    monkeypatch.setattr(run, "sections", lambda: fake)
+    lines: list[str] = []
+    out = asyncio.run(run.run_sections(["broken", "fine"], False, lines.append))
+    assert out["failed"] == ["broken"]
+    assert [r["section"] for r in out["rows"]] == ["fine"] and out["details"] == {"fine": {"ok": True}}
+    assert any("section broken FAILED (ConnectionError" in line for line in lines)
+    with pytest.raises(ConnectionError):
+        asyncio.run(run.run_sections(["broken", "fine"], True, lines.append))
