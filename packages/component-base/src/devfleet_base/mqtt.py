@@ -846,18 +846,9 @@ class MqttClient:
 
     def _cb_plain_message(self, topic: str, payload: bytes, retain: bool, qos: int) -> None:
         """A message without MQTT 5 properties, as :class:`_BufferedClient` delivers it."""
-        counters = self.counters
-        counters["received"] += 1
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("receive #%d %s (%d bytes)", counters["received"], topic, len(payload))
-        try:
-            self._on_message(MqttMessage(topic, payload, retain, qos))
-        except Exception:
-            log.exception("message handler failed for %s", topic)
+        self._deliver(MqttMessage(topic, payload, retain, qos))
 
     def _cb_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        counters = self.counters
-        counters["received"] += 1
         response_topic = correlation = None
         user: tuple[tuple[str, str], ...] = ()
         props = getattr(msg, "properties", None)
@@ -870,24 +861,29 @@ class MqttClient:
             pairs = present.get("UserProperty")
             if pairs:
                 user = tuple((str(k), str(v)) for k, v in pairs)
-        topic = msg.topic
         payload = msg.payload
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("receive #%d %s (%d bytes)", counters["received"], topic, len(payload))
-        try:
-            self._on_message(
-                MqttMessage(
-                    topic,
-                    payload if type(payload) is bytes else bytes(payload),
-                    bool(msg.retain),
-                    msg.qos,
-                    response_topic,
-                    correlation,
-                    user,
-                )
+        self._deliver(
+            MqttMessage(
+                msg.topic,
+                payload if type(payload) is bytes else bytes(payload),
+                bool(msg.retain),
+                msg.qos,
+                response_topic,
+                correlation,
+                user,
             )
+        )
+
+    def _deliver(self, message: MqttMessage) -> None:
+        """Count ``message`` and hand it to ``on_message`` (paho's path and the plain one)."""
+        counters = self.counters
+        counters["received"] += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("receive #%d %s (%d bytes)", counters["received"], message.topic, len(message.payload))
+        try:
+            self._on_message(message)
         except Exception:
-            log.exception("message handler failed for %s", topic)
+            log.exception("message handler failed for %s", message.topic)
 
 
 _PAHO_LOG = logging.getLogger("devfleet.mqtt.paho")
@@ -906,11 +902,14 @@ class _Client(paho.Client):
     """
 
     def _easy_log(self, level: Any, fmt: str, *args: Any) -> None:
-        if level == paho.MQTT_LOG_DEBUG and self.on_log is None:
-            logger = self._logger
-            if logger is None or not logger.isEnabledFor(logging.DEBUG):
-                return
+        if level == paho.MQTT_LOG_DEBUG and not self._debug_logged():
+            return
         super()._easy_log(level, fmt, *args)
+
+    def _debug_logged(self) -> bool:
+        """Whether a DEBUG line would reach anyone: an ``on_log`` callback, or the logger."""
+        logger = self._logger
+        return self.on_log is not None or (logger is not None and logger.isEnabledFor(logging.DEBUG))
 
 
 class _Filters(MQTTMatcher):
@@ -1020,10 +1019,6 @@ class _BufferedClient(_Client):
         if qos == 1 and not self._manual_ack:
             return self._send_puback(mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
-
-    def _debug_logged(self) -> bool:
-        logger = self._logger
-        return self.on_log is not None or (logger is not None and logger.isEnabledFor(logging.DEBUG))
 
     def buffered(self) -> bool:
         """Whether bytes read from the socket wait in the buffer (for the current socket)."""
